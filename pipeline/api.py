@@ -1,0 +1,43 @@
+"""The Python API: the CLI's verbs as functions that return objects instead of printing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .analyze import analyze
+from .config import Config, as_config
+from .explore import connect
+from .ingest import IngestResult, ingest
+from .report import report
+from .simulate import simulate
+
+__all__ = ["RunResult", "analyze", "connect", "ingest", "report", "run", "simulate"]
+
+
+@dataclass
+class RunResult:
+    """What ``run`` produced: the ingest result, the analysis summary and the report's files."""
+
+    out: Path
+    ingest: IngestResult
+    summary: dict[str, Any]
+    files: dict[str, Path]
+
+
+def run(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    config: str | Path | Config | None = None,
+    window: str | None = None,
+    kind: str | None = None,
+    progress: bool | None = None,
+) -> RunResult:
+    """Ingest the logs, analyse them and write the report: the whole job in one call."""
+    cfg = as_config(config)
+    ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
+    summary = analyze(out, config=cfg, window=window, progress=progress)
+    files = report(out, progress=progress)
+    return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)

@@ -1,0 +1,240 @@
+"""The ``whosaw`` command line: a thin skin over the Python API of the same verbs.
+
+Every command exits 0 on success and 2 on bad usage or unreadable input, with a one-line reason on stderr
+and no traceback. Nothing personal is ever printed: counts, times and paths only.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, api
+from .errors import WhosawError
+from .schema import KINDS
+
+EXIT_USAGE = 2
+
+
+class _Group(click.Group):
+    """Click's usage errors, as one line on stderr and exit status 2 (click's own form takes three)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
+        try:
+            status = super().main(args, prog_name or "whosaw", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "whosaw"
+            _fail(f"{exc.format_message()} (see '{where} --help')")
+        except click.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        if standalone_mode:
+            sys.exit(status if isinstance(status, int) else 0)
+        return status
+
+
+def _fail(message: str, status: int = EXIT_USAGE) -> None:
+    click.echo(f"whosaw: error: {message}", err=True)
+    sys.exit(status)
+
+
+def handle_errors(func):
+    """Turn expected failures into one line and exit 2; hide unexpected ones' details (they may hold data)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except WhosawError as exc:
+            _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for an incident tool
+            if os.environ.get("WHOSAW_DEBUG"):
+                raise
+            _fail(
+                f"internal error ({exc.__class__.__name__}); rerun with WHOSAW_DEBUG=1 for details",
+                status=1,
+            )
+
+    return wrapper
+
+
+out_option = click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for every output (created if missing).",
+)
+config_option = click.option(
+    "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+    help="Incident config (TOML): field maps, key rules, tables, window.",
+)
+window_option = click.option(
+    "--window", "window", metavar="START/END|auto|all",
+    help="Exposure window: an ISO-8601 interval, 'auto' (found from the data) or 'all'. Wins over the config.",
+)
+kind_option = click.option(
+    "--kind", "kind", type=click.Choice(KINDS),
+    help="Read every INPUT as this log kind instead of going by file names.",
+)
+progress_option = click.option(
+    "--progress/--no-progress", "progress", default=None,
+    help="Show progress bars (default: only on a terminal).",
+)
+inputs_argument = click.argument(
+    "inputs", nargs=-1, required=True, type=click.Path(path_type=Path),
+)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="whosaw")
+def cli() -> None:
+    """whosaw: who saw whose data, when, and what kind, from request and cache logs."""
+
+
+@cli.command()
+@inputs_argument
+@out_option
+@config_option
+@window_option
+@kind_option
+@progress_option
+@handle_errors
+def run(inputs, out, config, window, kind, progress) -> None:
+    """Ingest INPUT logs, find the exposures and write the report (ingest + analyze + report)."""
+    result = api.run(inputs, out, config=config, window=window, kind=kind, progress=progress)
+    _print_ingest(result.ingest)
+    _print_summary(result.summary)
+    _print_files(result.out, result.files)
+
+
+@cli.command()
+@inputs_argument
+@out_option
+@config_option
+@kind_option
+@progress_option
+@handle_errors
+def ingest(inputs, out, config, kind, progress) -> None:
+    """Turn request, cache and session logs into a Parquet lake, with rejects and a manifest."""
+    result = api.ingest(inputs, out, config=config, kind=kind, progress=progress)
+    _print_ingest(result)
+
+
+@cli.command()
+@out_option
+@config_option
+@window_option
+@progress_option
+@handle_errors
+def analyze(out, config, window, progress) -> None:
+    """Find the exposures in the lake under --out: exposures.parquet/.csv and summary.json."""
+    summary = api.analyze(out, config=config, window=window, progress=progress)
+    _print_summary(summary)
+
+
+@cli.command()
+@out_option
+@progress_option
+@handle_errors
+def report(out, progress) -> None:
+    """Write the affected-user report and the CSV exports from an analysed --out folder."""
+    files = api.report(out, progress=progress)
+    _print_files(out, files)
+
+
+@cli.command()
+@out_option
+@click.option("--users", type=click.IntRange(min=2), default=None, help="Number of users.")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=None, help="Hours of traffic.")
+@click.option("--requests-per-second", "requests_per_second", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Mean request rate.")
+@click.option("--requests", "requests", type=click.IntRange(min=1), default=None,
+              help="Total requests (instead of a rate).")
+@click.option("--window", "window", metavar="START/END", default=None,
+              help="The bug window (ISO-8601 interval); default: hours 1 to 10 of the traffic.")
+@click.option("--start", "start", metavar="TIME", default=None, help="When the traffic starts (ISO-8601).")
+@click.option("--cancel-rate", "cancel_rate", type=click.FloatRange(0, 1), default=None,
+              help="Share of cache calls cancelled after they were sent.")
+@click.option("--seed", type=int, default=None, help="Random seed: the same seed gives byte-identical output.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "jsonl.gz", "csv"]), default=None,
+              help="Log file format.")
+@click.option("--messy", is_flag=True, help="Add re-shipped duplicates, malformed lines, mixed time forms, gzip.")
+@handle_errors
+def simulate(out, **options) -> None:
+    """Write a synthetic incident (logs, config, users, grants) with its ground truth."""
+    chosen = {name: value for name, value in options.items() if value not in (None, False)}
+    truth = api.simulate(out, **chosen)
+    counts = truth.get("counts", {})
+    click.echo(f"simulated incident written to {out}")
+    for name in ("requests", "cache_lines", "session_events", "exposures", "affected_owners", "viewers",
+                 "near_misses"):
+        if name in counts:
+            click.echo(f"  {name:<16} {counts[name]:>10,}")
+    if "window" in truth:
+        click.echo(f"  bug window       {truth['window']['start']} / {truth['window']['end']}")
+
+
+def _print_ingest(result) -> None:
+    totals = result.totals
+    click.echo(
+        f"ingested {totals['files']} files: {totals['lines']:,} lines = {totals['kept']:,} kept"
+        f" + {totals['duplicates']:,} duplicates + {totals['rejected']:,} rejected"
+        + (f"; {totals['skipped']} files skipped" if totals.get("skipped") else "")
+        + (f"; {totals['already_ingested']} already ingested" if totals.get("already_ingested") else "")
+    )
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    window = summary.get("window", {})
+    rows = [
+        ("window", f"{window.get('start') or '-'} / {window.get('end') or '-'} ({window.get('method', '-')})"),
+        ("active users", f"{summary.get('active_users', 0):,}"),
+        ("exposures", f"{summary.get('exposures', 0):,}"),
+        ("affected owners", f"{summary.get('affected_owners', 0):,}"
+         + (f" ({summary['share_of_active_users_affected']:.2%} of active users)"
+            if summary.get("share_of_active_users_affected") is not None else "")),
+        ("viewers", f"{summary.get('viewers', 0):,}"),
+    ]
+    for category, count in sorted(summary.get("exposures_by_category", {}).items()):
+        rows.append((f"  {category}", f"{count:,}"))
+    for evidence, count in sorted(summary.get("exposures_by_evidence", {}).items()):
+        rows.append((f"  evidence {evidence}", f"{count:,}"))
+    flagged = summary.get("ambiguous_rows", 0) + summary.get("conflict_rows", 0)
+    if flagged:
+        rows.append(("flagged rows", f"{flagged:,} (ambiguous or conflicting evidence)"))
+    near = summary.get("near_misses", {})
+    if isinstance(near, dict) and near.get("total"):
+        rows.append(("near misses", f"{near['total']:,}"))
+    outside = summary.get("outside_window", {})
+    if isinstance(outside, dict) and outside.get("exposures"):
+        rows.append(("outside window", f"{outside['exposures']:,} exposures not counted above"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+
+
+def _print_files(out: Path, files: dict[str, Path]) -> None:
+    click.echo(f"outputs in {out}:")
+    for name in sorted(files):
+        path = Path(files[name])
+        try:
+            shown = path.relative_to(out)
+        except ValueError:
+            shown = path
+        click.echo(f"  {shown}")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

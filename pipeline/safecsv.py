@@ -1,0 +1,92 @@
+"""CSV that is safe to open in a spreadsheet, and the rule to read it back.
+
+The rule: a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or a single quote
+gets one single quote (``'``) in front, so no spreadsheet evaluates it as a formula. To read a file back,
+drop the first character of every text cell that starts with a single quote: that gives the original value
+exactly (quoting the quote too is what makes the rule reversible). ``read_safe_csv`` does this.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+# A leading character a spreadsheet may treat as the start of a formula, plus the escape itself.
+_RISKY_FIRST = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def neutralise(value: object) -> object:
+    """The rule for one cell: prefix a quote to a text cell that starts with a risky character."""
+    if isinstance(value, str) and value.startswith(_RISKY_FIRST):
+        return "'" + value
+    return value
+
+
+def restore(value: object) -> object:
+    """The inverse of :func:`neutralise`."""
+    if isinstance(value, str) and value.startswith("'"):
+        return value[1:]
+    return value
+
+
+def sql_neutralise(expr: str) -> str:
+    """The same rule as a SQL expression over a text expression (DuckDB and Spark alike)."""
+    return (
+        f"CASE WHEN substr({expr}, 1, 1) IN ('=', '+', '-', '@', chr(9), chr(13), '''') "
+        f"THEN '''' || {expr} ELSE {expr} END"
+    )
+
+
+def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path) -> None:
+    """Write the rows of ``relation_sql`` to ``path`` as UTF-8 CSV with every text cell neutralised.
+
+    Timestamps are written as ISO-8601 UTC (``2023-03-20T01:02:03.456789Z``).
+    """
+    described = con.execute(f"DESCRIBE ({relation_sql})").fetchall()
+    select = []
+    for name, dtype, *_ in described:
+        quoted = f'"{name}"'
+        if dtype.startswith("TIMESTAMP"):
+            select.append(
+                f"strftime(timezone('UTC', {quoted}::TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%fZ') AS {quoted}"
+            )
+        elif dtype in ("VARCHAR", "TEXT") or dtype.endswith("[]"):
+            text = quoted if dtype in ("VARCHAR", "TEXT") else f"array_to_string({quoted}, ';')"
+            select.append(f"{sql_neutralise(text)} AS {quoted}")
+        else:
+            select.append(quoted)
+    query = f"SELECT {', '.join(select)} FROM ({relation_sql})"
+    con.execute(f"COPY ({query}) TO '{_sql_path(path)}' (FORMAT csv, HEADER true)")
+
+
+def write_safe_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write a (small) DataFrame as neutralised CSV; times as ISO-8601 UTC."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if pd.api.types.is_datetime64_any_dtype(safe[column]):
+            safe[column] = safe[column].map(_iso_utc)
+        elif safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(neutralise)
+    safe.to_csv(path, index=False, encoding="utf-8")
+
+
+def read_safe_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV written by whosaw back to its original values (text columns as str, empty as NA)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    for column in frame.columns:
+        frame[column] = frame[column].map(restore, na_action="ignore")
+    return frame
+
+
+def _iso_utc(value: object) -> object:
+    if value is None or pd.isna(value):
+        return None
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")

@@ -1,0 +1,79 @@
+"""The lake's column contract, shared by ingestion, analysis, the simulator and the Spark runner.
+
+Every normalised row also carries ``source_file`` and ``source_line`` (1-based physical line of the
+decompressed input, or the 1-based row number of a Parquet input), and the hive partition columns
+``date`` (YYYY-MM-DD) and ``hour`` (0-23), both derived from ``ts`` in UTC.
+"""
+
+from __future__ import annotations
+
+KINDS: tuple[str, ...] = ("requests", "cache", "sessions")
+
+# Canonical field name -> DuckDB type, in lake column order (SPEC "Inputs").
+LAKE_COLUMNS: dict[str, dict[str, str]] = {
+    "requests": {
+        "ts": "TIMESTAMPTZ",
+        "request_id": "VARCHAR",
+        "session_id": "VARCHAR",
+        "user_id": "VARCHAR",
+        "route": "VARCHAR",
+        "status": "INTEGER",
+        "host": "VARCHAR",
+    },
+    "cache": {
+        "ts": "TIMESTAMPTZ",
+        "request_id": "VARCHAR",
+        "op": "VARCHAR",
+        "key": "VARCHAR",
+        "status": "VARCHAR",
+        "host": "VARCHAR",
+        "conn_id": "VARCHAR",
+        "value_sha256": "VARCHAR",
+        "value_owner": "VARCHAR",
+    },
+    "sessions": {
+        "ts": "TIMESTAMPTZ",
+        "session_id": "VARCHAR",
+        "user_id": "VARCHAR",
+        "event": "VARCHAR",
+    },
+}
+
+# Provenance columns present on every lake row.
+PROVENANCE_COLUMNS: dict[str, str] = {"source_file": "VARCHAR", "source_line": "BIGINT"}
+
+# Fields a line must carry to be a readable record of its kind (SPEC "req." column).
+# request_id of a cache line may be null (background work) but the line is still a record.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "requests": ("ts", "request_id"),
+    "cache": ("ts", "op"),
+    "sessions": ("ts", "session_id", "event"),
+}
+
+SESSION_EVENTS: tuple[str, ...] = ("login", "refresh", "logout", "expire")
+# Events after which the session is held by its user; the others end the holding.
+SESSION_HOLDING_EVENTS: tuple[str, ...] = ("login", "refresh")
+
+CACHE_STATUSES: tuple[str, ...] = ("ok", "cancelled", "timeout", "error")
+
+# Cache operations by what their reply is. Overridable in the config's [cache] table.
+DEFAULT_READ_OPS: tuple[str, ...] = (
+    "GET", "MGET", "GETEX", "GETDEL", "GETSET", "HGET", "HMGET", "HGETALL", "HVALS",
+    "LRANGE", "LINDEX", "SMEMBERS", "ZRANGE", "ZRANGEBYSCORE", "JSON.GET",
+)
+DEFAULT_WRITE_OPS: tuple[str, ...] = (
+    "SET", "SETEX", "PSETEX", "SETNX", "MSET", "HSET", "HMSET", "LPUSH", "RPUSH", "SADD", "ZADD", "JSON.SET",
+)
+# Operations that open, reset or close a pooled connection: every unread reply on it is gone.
+DEFAULT_RESET_OPS: tuple[str, ...] = ("CONNECT", "RECONNECT", "RESET", "DISCONNECT", "CLOSE", "QUIT")
+
+# Columns of exposures.parquet / exposures.csv, in order (SPEC "Outputs", plus the useful extras).
+EXPOSURE_COLUMNS: tuple[str, ...] = (
+    "ts", "request_id", "session_id", "viewer_id", "owner_id", "key", "category", "severity",
+    "evidence", "source_file", "source_line",
+    "viewer_kind", "value_key", "host", "conn_id", "route", "request_status",
+    "reply_request_id", "owner_by_value", "owner_by_digest", "owner_by_connection", "owner_by_key",
+)
+
+ANONYMOUS = "anonymous"
+UNCATEGORIZED = "uncategorized"
