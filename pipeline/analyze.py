@@ -1,5 +1,581 @@
-"""Exposure analysis (placeholder, see issue 4)."""
+"""Exposure analysis: the Parquet lake -> who saw whose data, when, and what kind.
+
+``analyze(out)`` reads the lake that ingest wrote under ``OUT/parquet/`` and decides, for every value a
+cache read served, who viewed it and who owned it (docs/design.md: viewer rule, evidence tiers, grants,
+window). It writes ``exposures.parquet``/``.csv`` (the exposures inside the window),
+``exposures_outside_window.parquet``, ``near_misses.parquet``, ``timeline.parquet`` and ``summary.json``
+(returned as a dict), and records the window in ``manifest.json``.
+
+How the SQL is run
+------------------
+The logic lives in ``pipeline/sql/analyze/NN_<view>.sql``: one ``CREATE OR REPLACE TEMPORARY VIEW <view>``
+per file, one concern each, run in file-name order; the view is named after the file. A file whose header
+says ``-- materialize`` is computed once into a temporary table that then stands behind the view's name
+(DuckDB ``CREATE TEMP TABLE``; Spark ``CACHE TABLE``), because later views read it more than once.
+
+The SQL files keep to the subset DuckDB and Spark SQL share: temporary views, CTEs, window functions
+(``row_number``, ``lead``, ``lag``, running ``sum``/``min``/``max``), equi-joins plus range conditions,
+``CASE``, ``coalesce``, ``median``, ``CAST(... AS STRING|BIGINT|BOOLEAN)``. The few functions the two name
+differently are Spark's names, defined on DuckDB as macros here (:data:`DUCKDB_MACROS`):
+``regexp_like``, ``unix_micros``, ``timestamp_micros``. Everything engine-specific stays in Python and is
+marked so: reading the Parquet lake and the side tables into the input views below, building the key-rule
+view (:func:`key_rule_sql`: the patterns must be constant literals, quoted per engine), and writing the
+outputs with ``COPY``. ``pipeline/spark.py`` runs the same files on a local SparkSession.
+
+Input views the SQL expects (registered by :func:`register_inputs`):
+``requests_lake``, ``cache_lake``, ``sessions_lake`` (lake columns + source_file/source_line; an empty typed
+table when a kind has no files), ``key_rule_matches`` (key, rule_order, category, severity, owner_from_key,
+resource_id: every distinct cache key that a ``[[keys]]`` rule matches, first rule by config order),
+``ownership_table`` (resource_id, owner_id, valid_from, valid_to), ``grants_table`` (owner_id, viewer_id,
+category, valid_from, valid_to), ``cache_ops`` (op, is_read, is_write, is_reset) and ``params`` (one row:
+window_start, window_end, window_method, bucket_seconds).
+
+Resources: DuckDB runs with an explicit ``memory_limit`` (``WHOSAW_MEMORY_LIMIT`` or 60% of RAM), ``threads``
+(``WHOSAW_THREADS`` or all cores) and ``temp_directory`` under ``OUT/.tmp/`` (removed afterwards), so a
+large lake spills to disk instead of failing. Only small aggregates (the summary) come back to Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import progress as progress_mod
+from .config import Config, KeyRule, Window, as_config, config_from_dict, load_config, resolve_window
+from .errors import WhosawError
+from .manifest import load_manifest, update_manifest
+from .safecsv import copy_safe_csv
+from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
+
+SQL_DIR = Path(__file__).parent / "sql" / "analyze"
+DEFAULT_BUCKET_SECONDS = 300
+NEAR_MISS_COLUMNS = (
+    "ts", "request_id", "host", "conn_id", "kind", "category", "owner_id", "viewer_id",
+    "source_file", "source_line", "in_window",
+)
+TIMELINE_COLUMNS = (
+    "bucket_start", "bucket_seconds", "requests", "reads", "crossed_replies", "exposures", "near_misses",
+    "in_window", "baseline", "threshold",
+)
+
+# DuckDB-only: Spark's names for the functions the SQL files use, as DuckDB macros.
+DUCKDB_MACROS = (
+    "CREATE OR REPLACE TEMPORARY MACRO regexp_like(s, p) AS regexp_matches(s, p)",
+    "CREATE OR REPLACE TEMPORARY MACRO unix_micros(t) AS epoch_us(t)",
+    "CREATE OR REPLACE TEMPORARY MACRO timestamp_micros(u) AS make_timestamptz(u)",
+)
+
+_VIEW_RE = re.compile(r"CREATE\s+OR\s+REPLACE\s+TEMPORARY\s+VIEW\s+(\w+)\s+AS", re.IGNORECASE)
 
 
-def analyze(out, config=None, window=None, progress=None) -> dict:
-    raise NotImplementedError
+@dataclass(frozen=True)
+class SqlStep:
+    """One SQL file: the view it creates, whether it is materialised, and its text."""
+
+    path: Path
+    view: str
+    materialize: bool
+    sql: str
+
+
+def load_steps(sql_dir: Path = SQL_DIR) -> list[SqlStep]:
+    """The analysis SQL files in run order (file name order)."""
+    steps = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        found = _VIEW_RE.findall(text)
+        if len(found) != 1:
+            raise WhosawError(f"internal: {path.name} must create exactly one view")
+        header = [line for line in text.splitlines() if line.startswith("--")]
+        materialize = any(line.strip() == "-- materialize" for line in header)
+        steps.append(SqlStep(path, found[0], materialize, text.strip().rstrip(";")))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+def quote_duckdb(text: str) -> str:
+    """A DuckDB string literal (backslashes are plain characters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_spark(text: str) -> str:
+    """A Spark SQL string literal (backslash escapes)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def key_rule_sql(rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake") -> str:
+    """SELECT for ``key_rule_matches``: each distinct key with the first rule (config order) that matches.
+
+    The patterns are literals (DuckDB compiles a constant regex once; a pattern taken from a column is
+    compiled per row), so this SQL is generated per engine with that engine's quoting.
+    """
+    keys = f"(SELECT DISTINCT key FROM {keys_from} WHERE key IS NOT NULL) AS distinct_keys"
+    if not rules:
+        return (
+            "SELECT key, CAST(NULL AS INT) AS rule_order, CAST(NULL AS STRING) AS category, "
+            "CAST(NULL AS STRING) AS severity, CAST(NULL AS STRING) AS owner_from_key, "
+            f"CAST(NULL AS STRING) AS resource_id FROM {keys} WHERE false"
+        )
+    ordered = sorted(rules, key=lambda rule: rule.order)
+    first = " ".join(f"WHEN regexp_like(key, {quote(r.sql_pattern)}) THEN {r.order}" for r in ordered)
+
+    def by_rule(value) -> str:
+        whens = " ".join(f"WHEN {r.order} THEN {value(r)}" for r in ordered)
+        return f"CASE rule_order {whens} ELSE NULL END"
+
+    def group(r: KeyRule, index: int) -> str:
+        if not index:
+            return "CAST(NULL AS STRING)"
+        return f"nullif(regexp_extract(key, {quote(r.sql_pattern)}, {index}), '')"
+
+    return (
+        "SELECT key, rule_order, "
+        f"{by_rule(lambda r: quote(r.category))} AS category, "
+        f"{by_rule(lambda r: quote(r.severity))} AS severity, "
+        f"{by_rule(lambda r: group(r, r.owner_group))} AS owner_from_key, "
+        f"{by_rule(lambda r: group(r, r.resource_group))} AS resource_id "
+        f"FROM (SELECT key, CASE {first} ELSE NULL END AS rule_order FROM {keys}) AS keyed "
+        "WHERE rule_order IS NOT NULL"
+    )
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _lake_select(con: duckdb.DuckDBPyConnection, out: Path, kind: str) -> str:
+    """DuckDB-only: a SELECT over ``OUT/parquet/<kind>/`` with exactly the lake columns, typed.
+
+    A column missing from the files (e.g. value_owner dropped from the logs) reads as NULL; a kind without
+    files is an empty table of the same columns.
+    """
+    columns = {**LAKE_COLUMNS[kind], **PROVENANCE_COLUMNS}
+    folder = out / "parquet" / kind
+    if not folder.is_dir() or not any(folder.rglob("*.parquet")):
+        select = ", ".join(f"CAST(NULL AS {dtype}) AS {name}" for name, dtype in columns.items())
+        return f"SELECT {select} WHERE false"
+    source = (
+        f"read_parquet('{_sql_path(folder)}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
+    )
+    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    select = ", ".join(
+        f"CAST({name} AS {dtype}) AS {name}" if name in present else f"CAST(NULL AS {dtype}) AS {name}"
+        for name, dtype in columns.items()
+    )
+    return f"SELECT {select} FROM {source}"
+
+
+_TABLE_COLUMNS = {
+    "ownership": {"required": ("resource_id", "owner_id"), "optional": ("valid_from", "valid_to")},
+    "grants": {"required": ("owner_id", "viewer_id"), "optional": ("category", "valid_from", "valid_to")},
+}
+_TIME_COLUMNS = ("valid_from", "valid_to")
+
+
+def _side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None) -> str:
+    """DuckDB-only: ``tables.<name>`` (CSV or Parquet) as a typed temp table ``<name>_table``."""
+    spec = _TABLE_COLUMNS[name]
+    columns = spec["required"] + spec["optional"]
+    target = f"{name}_table"
+
+    def typed(expr: str, column: str) -> str:
+        return f"TRY_CAST({expr} AS TIMESTAMPTZ)" if column in _TIME_COLUMNS else expr
+
+    if path is None:
+        select = ", ".join(
+            f"CAST(NULL AS {'TIMESTAMPTZ' if c in _TIME_COLUMNS else 'VARCHAR'}) AS {c}" for c in columns
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} WHERE false")
+        return target
+    lower = path.name.lower()
+    if lower.endswith((".parquet", ".pq")):
+        source = f"read_parquet('{_sql_path(path)}')"
+    else:
+        source = f"read_csv('{_sql_path(path)}', all_varchar = true, header = true)"
+    try:
+        present = {row[0].strip().lower(): row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}")
+                   .fetchall()}
+    except duckdb.Error:
+        raise WhosawError(f"tables.{name}: cannot read {path.name}") from None
+    missing = [c for c in spec["required"] if c not in present]
+    if missing:
+        raise WhosawError(f"tables.{name}: {path.name} has no column {missing[0]!r}")
+    texts = {
+        c: f"nullif(trim(CAST(\"{present[c]}\" AS VARCHAR)), '')" if c in present else "CAST(NULL AS VARCHAR)"
+        for c in columns
+    }
+    select = ", ".join(f"{typed(texts[c], c)} AS {c}" for c in columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} FROM {source}")
+    for column in _TIME_COLUMNS:
+        if column not in present:
+            continue
+        bad = con.execute(
+            f"SELECT count(*) FROM (SELECT {texts[column]} AS t FROM {source}) "
+            "WHERE t IS NOT NULL AND TRY_CAST(t AS TIMESTAMPTZ) IS NULL"
+        ).fetchone()[0]
+        if bad:
+            raise WhosawError(
+                f"tables.{name}: {bad} value(s) of {column} in {path.name} are not ISO-8601 times"
+            )
+    return target
+
+
+def register_inputs(
+    con: duckdb.DuckDBPyConnection, out: Path, cfg: Config, window: Window, bucket_seconds: int
+) -> None:
+    """DuckDB-only: the input views and tables the SQL files read (see the module docstring)."""
+    for kind in KINDS:
+        con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {kind}_lake AS {_lake_select(con, out, kind)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys)}")
+    for name in _TABLE_COLUMNS:
+        _side_table(con, name, cfg.tables.get(name))
+    ops: dict[str, list[bool]] = {}
+    for index, names in enumerate((cfg.cache_ops.read, cfg.cache_ops.write, cfg.cache_ops.reset)):
+        for op in names:
+            ops.setdefault(op.upper(), [False, False, False])[index] = True
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE cache_ops "
+        "(op VARCHAR, is_read BOOLEAN, is_write BOOLEAN, is_reset BOOLEAN)"
+    )
+    if ops:
+        rows = [[op, *flags] for op, flags in ops.items()]
+        con.executemany("INSERT INTO cache_ops VALUES (?, ?, ?, ?)", rows)
+    if window.auto:
+        method = "auto"
+    elif window.start is None and window.end is None:
+        method = "all"
+    else:
+        method = window.source
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE params AS SELECT CAST(? AS TIMESTAMPTZ) AS window_start, "
+        "CAST(? AS TIMESTAMPTZ) AS window_end, CAST(? AS VARCHAR) AS window_method, "
+        "CAST(? AS BIGINT) AS bucket_seconds",
+        [None if window.auto else window.start, None if window.auto else window.end, method, bucket_seconds],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- engine
+
+def _memory_limit(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("WHOSAW_MEMORY_LIMIT"):
+        return os.environ["WHOSAW_MEMORY_LIMIT"]
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "4GB"
+    return f"{max(1, int(total * 0.6 / 2**20))}MB"
+
+
+def _threads(explicit: int | None) -> int:
+    if explicit:
+        return int(explicit)
+    if os.environ.get("WHOSAW_THREADS"):
+        return int(os.environ["WHOSAW_THREADS"])
+    return os.cpu_count() or 1
+
+
+def connect(temp_dir: Path, memory_limit: str | None = None, threads: int | None = None):
+    """A DuckDB connection set up for the analysis: limits, spill folder, UTC, the dialect macros."""
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = '{_memory_limit(memory_limit)}'")
+    con.execute(f"SET threads = {_threads(threads)}")
+    con.execute(f"SET temp_directory = '{_sql_path(temp_dir)}'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET TimeZone = 'UTC'")
+    progress_mod.configure(con)
+    for macro in DUCKDB_MACROS:
+        con.execute(macro)
+    return con
+
+
+def run_steps(con: duckdb.DuckDBPyConnection, steps: list[SqlStep], show: bool | None = None) -> None:
+    """Create every view in order; materialise the marked ones (DuckDB: a temp table behind the name)."""
+    for step in steps:
+        con.execute(step.sql)
+        if step.materialize:
+            table = f"{step.view}__materialized"
+            progress_mod.execute(
+                con, f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {step.view}",
+                f"analyze: {step.view}", show,
+            )
+            con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {step.view} AS SELECT * FROM {table}")
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+def _resolve_config(out: Path, config: str | Path | Config | None) -> Config:
+    """The config given, else the one ingest recorded in the manifest, else the defaults."""
+    if config is not None:
+        return as_config(config)
+    recorded = load_manifest(out).get("config") or {}
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    if path and Path(path).is_file():
+        return load_config(path)
+    settings = recorded.get("settings") if isinstance(recorded, dict) else None
+    if settings:
+        return config_from_dict(settings, Path(path) if path else None)
+    return Config()
+
+
+def _resolve_window(window: str | Window | None, cfg: Config) -> Window:
+    if isinstance(window, Window):
+        return window
+    return resolve_window(window, cfg)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def _number(value: Any) -> Any:
+    if value is None:
+        return None
+    as_float = float(value)
+    return int(as_float) if as_float.is_integer() else round(as_float, 6)
+
+
+def _pairs(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, int]:
+    return {str(key): int(count) for key, count in con.execute(sql).fetchall()}
+
+
+_IN_WINDOW = (
+    "(w.window_start IS NULL OR {t}.ts >= w.window_start) AND (w.window_end IS NULL OR {t}.ts < w.window_end)"
+)
+
+
+def _window_description(row: dict[str, Any], span: tuple[Any, Any]) -> str:
+    method = row["window_method"]
+    if method == "cli":
+        return "given with --window"
+    if method == "config":
+        return "from the config's [window]"
+    if method == "all":
+        return f"all time in the logs ({_iso(span[0]) or '-'} to {_iso(span[1]) or '-'})"
+    if row["window_start"] is None:
+        return (
+            f"auto: no run of {row['bucket_seconds']}-second buckets has crossed replies above the threshold "
+            f"{_number(row['threshold'])} (baseline {_number(row['baseline'])} = 10th percentile per bucket, "
+            "+ max(1, 3 x sqrt(baseline))); all time is kept"
+        )
+    return (
+        f"auto: crossed replies per {row['bucket_seconds']}-second bucket against a threshold of "
+        f"{_number(row['threshold'])} (baseline {_number(row['baseline'])} = 10th percentile per bucket, "
+        f"+ max(1, 3 x sqrt(baseline))); the run of {row['run_buckets']} bucket(s) with the largest total "
+        f"excess ({row['elevated_buckets']} above the threshold, {row['crossed_in_run']} crossed replies) "
+        "spans the window, from the floor-second of its first crossed reply to the end of the second of "
+        "its last"
+    )
+
+
+def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """summary.json (docs/design.md "Analysis outputs"), from small aggregates over the views."""
+    cursor = con.execute("SELECT * FROM chosen_window")
+    names = [d[0] for d in cursor.description]
+    window_row = dict(zip(names, cursor.fetchone(), strict=True))
+    span = con.execute(
+        "SELECT min(ts), max(ts) FROM (SELECT ts FROM request_log UNION ALL SELECT ts FROM cache_lines)"
+    ).fetchone()
+    summary: dict[str, Any] = {
+        "window": {
+            "start": _iso(window_row["window_start"]),
+            "end": _iso(window_row["window_end"]),
+            "method": window_row["window_method"],
+            "description": _window_description(window_row, span),
+        },
+    }
+    if window_row["window_method"] == "auto":
+        summary["auto_window"] = {
+            "bucket_seconds": int(window_row["bucket_seconds"]),
+            "baseline": _number(window_row["baseline"]),
+            "threshold": _number(window_row["threshold"]),
+            "buckets": int(window_row["buckets"] or 0),
+            "run_buckets": int(window_row["run_buckets"] or 0),
+            "elevated_buckets": int(window_row["elevated_buckets"] or 0),
+            "crossed_replies_in_run": int(window_row["crossed_in_run"] or 0),
+        }
+    summary["data_span"] = {"start": _iso(span[0]), "end": _iso(span[1])}
+
+    requests, active_users, active_sessions = con.execute(
+        "SELECT count(*), count(DISTINCT viewer_id), "
+        "count(DISTINCT CASE WHEN viewer_id IS NOT NULL THEN session_id END) FROM window_activity"
+    ).fetchone()
+    in_window = _IN_WINDOW.format(t="c")
+    served = con.execute(
+        "SELECT count(*) FROM cache_lines AS c CROSS JOIN chosen_window AS w "
+        f"WHERE c.is_read_op AND c.status = 'ok' AND {in_window}"
+    ).fetchone()[0]
+    crossed, unknown = con.execute(
+        "SELECT count(*) FILTER (WHERE c.crossed), "
+        "count(*) FILTER (WHERE c.is_served_item AND c.viewer_kind = 'unknown') "
+        f"FROM notable_reads AS c CROSS JOIN chosen_window AS w WHERE {in_window}"
+    ).fetchone()
+    exposures, owners, viewers, anonymous, ambiguous, conflict, unknown_exposed = con.execute(
+        "SELECT count(*), count(DISTINCT owner_id), count(DISTINCT viewer_id), "
+        "count(DISTINCT CASE WHEN viewer_kind = 'anonymous' "
+        "THEN coalesce(session_id, 'request:' || request_id) END), "
+        "count(*) FILTER (WHERE evidence = 'digest-ambiguous'), "
+        "count(*) FILTER (WHERE evidence = 'conflict'), "
+        "count(*) FILTER (WHERE viewer_kind = 'unknown') FROM exposures_in_window"
+    ).fetchone()
+    summary.update({
+        "active_users": int(active_users),
+        "active_sessions": int(active_sessions),
+        "requests": int(requests),
+        "served_items": int(served),
+        "crossed_replies": int(crossed),
+        "exposures": int(exposures),
+        "affected_owners": int(owners),
+        "viewers": int(viewers),
+        "anonymous_viewer_sessions": int(anonymous),
+        "unknown_viewer_exposures": int(unknown_exposed),
+    })
+    for name, column in (("category", "category"), ("severity", "severity"), ("evidence", "evidence")):
+        summary[f"exposures_by_{name}"] = _pairs(
+            con, f"SELECT {column}, count(*) FROM exposures_in_window GROUP BY ALL ORDER BY 1"
+        )
+    summary["affected_owners_by_category"] = _pairs(
+        con, "SELECT category, count(DISTINCT owner_id) FROM exposures_in_window GROUP BY ALL ORDER BY 1"
+    )
+    summary["ambiguous_rows"] = int(ambiguous)
+    summary["conflict_rows"] = int(conflict)
+    summary["flagged_not_exposed"] = _pairs(
+        con,
+        "SELECT c.evidence, count(*) FROM notable_reads AS c CROSS JOIN chosen_window AS w "
+        "LEFT JOIN exposures_all AS e ON c.line_id = e.line_id "
+        f"WHERE {in_window} AND c.is_served_item AND e.line_id IS NULL "
+        "AND c.evidence IN ('digest-ambiguous', 'conflict') GROUP BY ALL ORDER BY 1",
+    )
+    summary["unknown_viewer_reads"] = int(unknown)
+    near_total, near_outside = con.execute(
+        "SELECT count(*) FILTER (WHERE in_window), count(*) FILTER (WHERE NOT in_window) FROM near_misses"
+    ).fetchone()
+    by = "SELECT {0}, count(*) FROM near_misses WHERE in_window GROUP BY ALL ORDER BY 1"
+    summary["near_misses"] = {
+        "total": int(near_total),
+        "by_kind": _pairs(con, by.format("kind")),
+        "by_category": _pairs(con, by.format("category")),
+        "outside_window": int(near_outside),
+    }
+    outside, outside_owners = con.execute(
+        "SELECT count(*), count(DISTINCT owner_id) FROM exposures_outside_window"
+    ).fetchone()
+    summary["outside_window"] = {
+        "exposures": int(outside),
+        "affected_owners": int(outside_owners),
+        "by_category": _pairs(
+            con, "SELECT category, count(*) FROM exposures_outside_window GROUP BY ALL ORDER BY 1"
+        ),
+    }
+    affected_active = con.execute(
+        "SELECT count(DISTINCT e.owner_id) FROM exposures_in_window AS e "
+        "INNER JOIN (SELECT DISTINCT viewer_id FROM window_activity) AS a ON e.owner_id = a.viewer_id"
+    ).fetchone()[0]
+    summary["affected_active_users"] = int(affected_active)
+    summary["share_of_active_users_affected"] = (
+        round(affected_active / active_users, 6) if active_users else None
+    )
+    summary["generated_at"] = _iso(datetime.now(UTC).replace(microsecond=0))
+    return summary
+
+
+def write_outputs(con: duckdb.DuckDBPyConnection, out: Path, show: bool | None = None) -> dict[str, Path]:
+    """COPY the result views to their files (DuckDB-only)."""
+    order = "ORDER BY ts, request_id, key, source_file, source_line"
+    exposure_select = ", ".join(EXPOSURE_COLUMNS)
+    files = {
+        "exposures.parquet": f"SELECT {exposure_select} FROM exposures_in_window {order}",
+        "exposures_outside_window.parquet": f"SELECT {exposure_select} FROM exposures_outside_window {order}",
+        "near_misses.parquet": f"SELECT {', '.join(NEAR_MISS_COLUMNS)} FROM near_misses "
+                               "ORDER BY ts, request_id, source_file, source_line",
+        "timeline.parquet": f"SELECT {', '.join(TIMELINE_COLUMNS)} FROM timeline ORDER BY bucket_start",
+    }
+    written = {}
+    for name, select in files.items():
+        path = out / name
+        progress_mod.execute(
+            con, f"COPY ({select}) TO '{_sql_path(path)}' (FORMAT parquet, COMPRESSION zstd)",
+            f"analyze: {name}", show,
+        )
+        written[name] = path
+    csv_path = out / "exposures.csv"
+    copy_safe_csv(con, files["exposures.parquet"], csv_path)
+    written["exposures.csv"] = csv_path
+    return written
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+def analyze(
+    out: str | Path,
+    config: str | Path | Config | None = None,
+    window: str | Window | None = None,
+    progress: bool | None = None,
+    *,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+) -> dict[str, Any]:
+    """Find the exposures in the lake under ``out``; write the analysis outputs; return the summary.
+
+    ``config``: a Config, a TOML path, or None (the config ingest recorded in the manifest, if any).
+    ``window``: ``START/END``, ``auto``, ``all``, a Window, or None (the config's ``[window]``, else all
+    time).
+    """
+    out = Path(out)
+    if not (out / "parquet").is_dir():
+        raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
+    if bucket_seconds < 1:
+        raise WhosawError("bucket_seconds must be a positive number of seconds")
+    cfg = _resolve_config(out, config)
+    chosen = _resolve_window(window, cfg)
+    temp_dir = out / ".tmp" / f"analyze-{os.getpid()}"
+    con = connect(temp_dir, memory_limit, threads)
+    try:
+        register_inputs(con, out, cfg, chosen, bucket_seconds)
+        run_steps(con, load_steps(), progress)
+        write_outputs(con, out, progress)
+        summary = build_summary(con)
+    except duckdb.OutOfMemoryException:
+        raise WhosawError(
+            f"analysis ran out of memory (memory_limit {_memory_limit(memory_limit)}); raise "
+            f"WHOSAW_MEMORY_LIMIT or free disk space for {out / '.tmp'}"
+        ) from None
+    finally:
+        con.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            (out / ".tmp").rmdir()
+        except OSError:
+            pass
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    update_manifest(
+        out,
+        window=summary["window"],
+        analysis={
+            "generated_at": summary["generated_at"],
+            "config": str(cfg.path) if cfg.path else None,
+            "window": summary["window"],
+            "bucket_seconds": bucket_seconds,
+            "exposures": summary["exposures"],
+        },
+    )
+    return summary

@@ -1,18 +1,905 @@
-"""Ingestion: request, cache and session logs -> a hive-partitioned Parquet lake (placeholder, see issue 2)."""
+"""Ingestion: request, cache and session logs -> a hive-partitioned Parquet lake, rejects and a manifest.
+
+How it works, and why:
+
+* Inputs are files and folders (searched recursively; hidden entries and ``--out`` itself are passed over).
+  A file's kind comes from ``--kind``, else the config's ``match`` globs, else the name prefix (``requests*``,
+  ``cache*``, ``sessions*``); its format from the extension (``.jsonl/.ndjson/.json``, ``.csv``, ``.parquet``,
+  each optionally ``.gz``). A file that says neither is listed as skipped, never guessed at.
+* Text inputs are cut into *physical* lines by :class:`_LineStream`: chunks of bytes, line ends found with numpy,
+  streamed to DuckDB as Arrow batches of ``(file_id, line_no, line)``. No per-row Python, and line numbers are
+  exact by construction (blank lines, CR LF, NUL bytes, stray quotes or delimiters and invalid UTF-8 cannot shift
+  them, which DuckDB's CSV reader used as a line reader can). The same pass hashes the file (SHA-256) and inflates
+  gzip, so a truncated ``.gz`` keeps every line it could read.
+* Everything about rows is SQL in ``pipeline/sql/ingest/`` (one JSON parse per line, explicit reject reasons,
+  normalisation), run as ONE streaming ``COPY`` per kind and format that writes records and rejected lines
+  together, partitioned by UTC hour, into a scratch folder under ``OUT/.tmp``.
+* Duplicates (re-shipped lines) are found afterwards from the staged ``record_key`` (a hash of the identity:
+  ``request_id`` for requests, the whole normalised record for cache and sessions) against the other new
+  records and the lake's existing rows, confirmed on the exact identity columns, and only the staged files
+  holding a duplicate are rewritten. The first occurrence wins: rows already in the lake, then input order
+  (file, line). The lake keeps ``record_key`` as an extra column.
+* Staged files are moved into ``OUT/parquet/<kind>/date=YYYY-MM-DD/hour=H/<run>-*.parquet`` (new runs append);
+  a file whose SHA-256 the manifest already lists is recognised and not read again, so ingesting the same
+  inputs twice leaves the lake as it was.
+
+Counting rule (checked before the manifest is written): for every file ``lines = kept + duplicates + rejected``,
+where ``lines`` is the number of physical lines of the decompressed file, except a CSV header line; a Parquet
+file's rows are its lines. A ``.gz`` that ends early (or is corrupt part-way) keeps the complete lines it
+could read; whatever followed the last complete line (possibly nothing) counts as ONE more line, rejected
+as ``gzip_truncated`` (or ``gzip_corrupt``) at the next line number.
+
+Time stamps: epoch numbers in s/ms/us/ns by magnitude, ISO-8601 with offset or ``Z``, zone-less ISO in the
+source's ``timezone``; stored as UTC ``TIMESTAMPTZ`` in microseconds (nanoseconds are truncated); a time
+outside 1990..2100 is rejected (``bad_ts``).
+"""
 
 from __future__ import annotations
 
+import csv
+import gzip
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from . import __version__
+from . import progress as _progress
+from .config import Config, FieldSpec, as_config
+from .errors import WhosawError
+from .manifest import load_manifest, sha256_file, update_manifest
+from .safecsv import copy_safe_csv
+from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, SESSION_EVENTS
+
+SQL_DIR = Path(__file__).parent / "sql" / "ingest"
+FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+RAW_CHARS = 500  # a rejected line's raw text is cut to this many characters
+READ_CHUNK = 8 << 20  # bytes read at a time from a plain file
+GZ_CHUNK = 1 << 20  # compressed bytes read at a time from a .gz
+GZ_OUT = 16 << 20  # at most this many bytes inflated per step (a highly compressed log stays bounded)
+MEMORY_LIMIT = os.environ.get("WHOSAW_MEMORY_LIMIT", "600MB")
+_BOM = b"\xef\xbb\xbf"
+# record_key as each kind's SQL computes it (pipeline/sql/ingest/<kind>.sql), recomputed for rows already in the lake.
+_KEY_EXPR = {
+    "requests": "hash(request_id)",
+    "cache": "hash(ts, request_id, op, key, host, conn_id)",
+    "sessions": "hash(ts, session_id, user_id, event)",
+}
+
+# Reject reason codes and what they mean (the `detail` column of rejects/).
+REASONS: dict[str, str] = {
+    "invalid_utf8": "the line is not valid UTF-8 text",
+    "nul_byte": "the line holds NUL bytes",
+    "blank_line": "the line is empty",
+    "invalid_json": "the line is not valid JSON",
+    "not_an_object": "the line is JSON but not an object",
+    "csv_quote": "the line's CSV quoting is broken (a stray or unterminated quote)",
+    "csv_columns": "the CSV line has more or fewer fields than the header",
+    "bad_ts": "ts is not an ISO-8601 time or epoch number between 1990 and 2100",
+    "bad_status": "status is not a valid status for this log kind",
+    "bad_event": "event is not login, refresh, logout or expire",
+    "gzip_truncated": "the gzip stream ends early: this is what followed the last complete line",
+    "gzip_corrupt": "the gzip stream is corrupt from here on: this is what followed the last complete line",
+}
 
 
 @dataclass
 class IngestResult:
+    """What ``ingest`` did: the output folder, the manifest as written, and this run's totals."""
+
     out: Path
     manifest: dict[str, Any]
     totals: dict[str, int] = field(default_factory=dict)
 
 
-def ingest(inputs, out, config=None, kind=None, progress=None) -> IngestResult:
-    raise NotImplementedError
+@dataclass
+class _Input:
+    """One log file of this run, and its counts once read."""
+
+    path: Path
+    kind: str
+    fmt: str  # json | csv | parquet
+    gz: bool
+    size: int
+    order: int
+    sha256: str | None = None
+    header: list[str] | None = None
+    lines: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    damage: str | None = None  # gzip_truncated | gzip_corrupt
+    damage_line: int = 0
+    damage_raw: str = ""
+
+    def entry(self, run_id: str) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "kind": self.kind, "format": self.fmt + (".gz" if self.gz else ""),
+            "bytes": self.size, "sha256": self.sha256, "lines": self.lines, "kept": self.kept,
+            "duplicates": self.duplicates, "rejected": self.rejected,
+            **({"damaged": self.damage} if self.damage else {}), "run": run_id,
+        }
+
+
+def ingest(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    config: str | Path | Config | None = None,
+    kind: str | None = None,
+    progress: bool | None = None,
+) -> IngestResult:
+    """Read the log files in ``inputs`` into the lake under ``out``; see the module docstring for the rules."""
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    cfg = as_config(config)
+    if kind is not None and kind not in KINDS:
+        raise WhosawError(f"--kind: expected one of {', '.join(KINDS)}")
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
+    if not inputs:
+        raise WhosawError("no inputs given")
+    out = Path(os.path.abspath(out))
+    if out.exists() and not out.is_dir():
+        raise WhosawError(f"--out {out} is not a folder")
+
+    files, skipped = _discover(inputs, out, cfg, kind)
+    manifest = load_manifest(out)
+    todo, already = _recognise(files, manifest.get("files", []))
+    if not todo and not already:
+        first = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
+        raise WhosawError(f"no log files found in the inputs{first}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    scratch = out / ".tmp" / f"ingest-{run_id}"
+    timings: dict[str, float] = {}
+    con = _connect(scratch)
+    try:
+        con.execute("CREATE TEMP TABLE new_rejects (kind VARCHAR, source_file VARCHAR, source_line BIGINT, "
+                    "reason VARCHAR, raw VARCHAR)")
+        for kind_name in KINDS:
+            kind_files = [f for f in todo if f.kind == kind_name]
+            if kind_files:
+                t0 = time.monotonic()
+                _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress)
+                timings[kind_name] = round(time.monotonic() - t0, 3)
+        t0 = time.monotonic()
+        _write_rejects(con, out)
+        timings["rejects"] = round(time.monotonic() - t0, 3)
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        with _quiet():
+            (out / ".tmp").rmdir()
+
+    for f in todo:
+        if f.lines != f.kept + f.duplicates + f.rejected:
+            raise RuntimeError(f"ingest: counts do not reconcile for {f.path}")  # a bug, never a user error
+    totals = {
+        "files": len(todo),
+        "lines": sum(f.lines for f in todo),
+        "kept": sum(f.kept for f in todo),
+        "duplicates": sum(f.duplicates for f in todo),
+        "rejected": sum(f.rejected for f in todo),
+        "skipped": len(skipped),
+        "already_ingested": len(already),
+    }
+    entries = list(manifest.get("files", [])) + [f.entry(run_id) for f in todo]
+    skipped_all = {s["path"]: s for s in manifest.get("skipped", [])}
+    skipped_all.update({s["path"]: s for s in skipped})
+    for entry in entries:
+        skipped_all.pop(entry["path"], None)
+    section = {
+        "run": run_id,
+        "started_at": started_at.isoformat().replace("+00:00", "Z"),
+        "seconds": round(time.monotonic() - started, 3),
+        "inputs": [os.path.abspath(p) for p in inputs],
+        "kind_option": kind,
+        "totals": totals,
+        "already_ingested": already,
+        "skipped": skipped,
+        "timings": timings,
+        "duckdb": duckdb.__version__,
+        "tool_version": __version__,
+    }
+    written = update_manifest(out, files=entries, skipped=list(skipped_all.values()),
+                              config=cfg.to_manifest(), ingest=section)
+    return IngestResult(out=out, manifest=written, totals=totals)
+
+
+# ---------------------------------------------------------------------------------------------- discovery
+
+
+def _discover(
+    inputs: Sequence[str | Path], out: Path, cfg: Config, kind: str | None
+) -> tuple[list[_Input], list[dict[str, str]]]:
+    """The log files among ``inputs`` (in the order given, folders sorted), and the files passed over."""
+    found: list[Path] = []
+    for given in inputs:
+        path = Path(os.path.abspath(given))
+        if not path.exists():
+            raise WhosawError(f"input {given} does not exist")
+        if path.is_dir():
+            found.extend(_walk(path, out))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise WhosawError(f"input {given} is not a file or folder")
+
+    files: list[_Input] = []
+    skipped: list[dict[str, str]] = []
+    seen: set[Path] = set()
+    for path in found:
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        if _inside(real, out):
+            skipped.append({"path": str(path), "reason": "inside the --out folder"})
+            continue
+        file_kind, why = _kind_of(path.name, cfg, kind)
+        fmt, gz = _format_of(path.name)
+        if file_kind is None:
+            skipped.append({"path": str(path), "reason": why})
+            continue
+        if fmt is None:
+            skipped.append({"path": str(path), "reason": "unsupported file type (not .jsonl/.ndjson/.json/"
+                                                          ".csv/.parquet, plain or .gz)"})
+            continue
+        size = _check_readable(path, fmt, gz)
+        item = _Input(path=path, kind=file_kind, fmt=fmt, gz=gz, size=size, order=len(files))
+        if fmt == "csv":
+            item.header = _csv_header(item)
+        files.append(item)
+    return files, skipped
+
+
+def _walk(top: Path, out: Path) -> Iterator[Path]:
+    """Files under ``top``, sorted, without hidden files or folders and without ``out``."""
+    for root, dirs, names in os.walk(top):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _inside((root_path / d).resolve(), out))
+        for name in sorted(names):
+            if not name.startswith("."):
+                yield root_path / name
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _kind_of(name: str, cfg: Config, kind: str | None) -> tuple[str | None, str]:
+    if kind is not None:
+        return kind, ""
+    matched = [k for k in KINDS if any(fnmatch(name, glob) for glob in cfg.sources[k].match)]
+    if len(matched) == 1:
+        return matched[0], ""
+    if len(matched) > 1:
+        return None, f"the name matches the globs of several kinds ({', '.join(matched)})"
+    lower = name.lower()
+    for k in KINDS:
+        if lower.startswith(k):
+            return k, ""
+    return None, "not a log: the name does not tell its kind (requests*, cache*, sessions* or a config glob)"
+
+
+def _format_of(name: str) -> tuple[str | None, bool]:
+    lower = name.lower()
+    gz = lower.endswith(".gz")
+    base = lower[:-3] if gz else lower
+    return FORMATS.get(os.path.splitext(base)[1]), gz
+
+
+def _check_readable(path: Path, fmt: str, gz: bool) -> int:
+    """The file's size; a one-line WhosawError if it cannot be read or is not what its name says."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            size = os.fstat(handle.fileno()).st_size
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise WhosawError(f"input {path} is not a regular file")
+            tail = b""
+            if fmt == "parquet" and not gz and size >= 8:
+                handle.seek(size - 4)
+                tail = handle.read(4)
+    except PermissionError:
+        raise WhosawError(f"input {path} is not readable (permission denied)") from None
+    except OSError as exc:
+        raise WhosawError(f"input {path} cannot be read ({exc.__class__.__name__})") from None
+    if size and gz and head[:2] != b"\x1f\x8b":
+        raise WhosawError(f"input {path} is not gzip data despite its .gz name")
+    if fmt == "parquet" and not gz and size and (head != b"PAR1" or tail != b"PAR1"):
+        raise WhosawError(f"input {path} is not a Parquet file")
+    return size
+
+
+def _csv_header(item: _Input) -> list[str]:
+    """The column names on the first line of a CSV file (empty for an empty file)."""
+    try:
+        opener = gzip.open if item.gz else open
+        with opener(item.path, "rb") as handle:
+            first = handle.readline()
+    except (OSError, EOFError, zlib.error):
+        return []  # a gzip that breaks inside its first line: every line is then a gzip reject
+    text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    row = next(csv.reader(io.StringIO(text)), [])
+    return [name.strip() for name in row]
+
+
+def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
+    """Split files into those to read and those already ingested (same SHA-256 as a manifest entry or an
+    earlier input of this run). Only a file whose size matches another's is hashed up front; the rest are
+    hashed while they are read."""
+    by_sha = {entry["sha256"]: entry["path"] for entry in known if entry.get("sha256")}
+    known_sizes = {entry.get("bytes") for entry in known}
+    sizes = Counter(f.size for f in files)
+    todo: list[_Input] = []
+    already: list[dict[str, str]] = []
+    for f in files:
+        if f.size in known_sizes or sizes[f.size] > 1 or f.fmt == "parquet":
+            f.sha256 = sha256_file(f.path)
+            if f.sha256 in by_sha:
+                already.append({"path": str(f.path), "sha256": f.sha256, "same_as": by_sha[f.sha256]})
+                continue
+            by_sha[f.sha256] = str(f.path)
+        todo.append(f)
+    for order, f in enumerate(todo):
+        f.order = order
+    return todo, already
+
+
+# ---------------------------------------------------------------------------------------------- line stream
+
+
+class _LineStream:
+    """The physical lines of text files as Arrow batches ``(file_id, line_no, line, line_bin)``.
+
+    Per chunk of bytes, numpy finds the line ends and the batch's strings point into the chunk (no copy, no
+    per-row Python). ``line`` keeps its line end (JSON ignores it; SQL strips it where it matters). A chunk that
+    is not valid UTF-8 is sent as bytes in ``line_bin`` so SQL can reject exactly its bad lines. A CSV file's
+    first line (its header) is not sent. Also hashes each file and counts its lines.
+    """
+
+    SCHEMA = pa.schema([("file_id", pa.int32()), ("line_no", pa.int64()), ("line", pa.large_string()),
+                        ("line_bin", pa.large_binary()), ("suspect", pa.bool_())])
+
+    def __init__(self, files: list[_Input], fmt: str, chunk: int = READ_CHUNK) -> None:
+        self.files = files
+        self.chunk = chunk
+        self.skip_header = fmt == "csv"
+        self.json = fmt == "json"
+        self.total = max(1, sum(f.size for f in files))
+        self.done = 0
+        self.failed: tuple[Path, BaseException] | None = None
+
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total)
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.SCHEMA, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        for file_id, item in enumerate(self.files):
+            try:
+                yield from self._file(file_id, item)
+            except Exception as exc:
+                self.failed = (item.path, exc)
+                raise
+
+    def _file(self, file_id: int, item: _Input) -> Iterator[pa.RecordBatch]:
+        digest = hashlib.sha256()
+        line_no = 0  # lines seen so far, a CSV header included
+        rest = b""  # the start of a line that continues in the next chunk
+        at_start = True  # a UTF-8 byte order mark may open the file: it is not part of line 1
+        for data in self._chunks(item, digest):
+            if at_start:
+                data = rest + data
+                rest = b""
+                if len(data) < len(_BOM) and _BOM.startswith(data):
+                    rest = data
+                    continue
+                at_start = False
+                if data.startswith(_BOM):
+                    data = data[len(_BOM):]
+            ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+            if not len(ends):
+                rest += data
+                continue
+            start = 0
+            if rest:  # the line across the chunk boundary: one small batch, so the chunk is never copied
+                head = rest + data[: ends[0] + 1]
+                batch = self._batch(file_id, line_no, head, np.array([0, len(head)], dtype=np.int64))
+                line_no += 1
+                if batch is not None:
+                    yield batch
+                start, ends = int(ends[0]) + 1, ends[1:]
+            rest = data[int(ends[-1]) + 1 if len(ends) else start:]
+            if len(ends):
+                offsets = np.empty(len(ends) + 1, dtype=np.int64)
+                offsets[0] = start
+                offsets[1:] = ends + 1
+                batch = self._batch(file_id, line_no, data, offsets)
+                line_no += len(ends)
+                if batch is not None:
+                    yield batch
+        if item.damage:  # what followed the last complete line is one more (rejected) line
+            item.damage_line = line_no + 1
+            item.damage_raw = rest[: RAW_CHARS * 4].decode("utf-8", errors="replace")[:RAW_CHARS]
+            line_no += 1
+        elif rest:  # a last line without a line end
+            batch = self._batch(file_id, line_no, rest, np.array([0, len(rest)], dtype=np.int64))
+            line_no += 1
+            if batch is not None:
+                yield batch
+        header = 1 if self.skip_header and line_no and not (item.damage and line_no == 1) else 0
+        item.lines = line_no - header
+        item.sha256 = digest.hexdigest()
+
+    def _batch(self, file_id: int, seen: int, data: bytes, offsets: np.ndarray) -> pa.RecordBatch | None:
+        """Lines ``seen + 1 ...`` of a file: the strings are views into ``data`` between ``offsets``."""
+        n = len(offsets) - 1
+        strings = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        numbers = np.arange(seen + 1, seen + n + 1, dtype=np.int64)
+        suspect = self._suspect(data, offsets) if self.json else np.zeros(n, dtype=bool)
+        if self.skip_header and seen == 0:  # the header line
+            strings, numbers, suspect, n = strings.slice(1), numbers[1:], suspect[1:], n - 1
+            if n == 0:
+                return None
+        try:
+            strings.validate(full=True)
+            line, line_bin = strings, pa.nulls(n, pa.large_binary())
+        except pa.ArrowInvalid:
+            line, line_bin = pa.nulls(n, pa.large_string()), strings.view(pa.large_binary())
+        columns = [
+            pa.array(np.full(n, file_id, dtype=np.int32), type=pa.int32()),  # type= : 300x faster than inferring
+            pa.array(numbers, type=pa.int64()),
+            line,
+            line_bin,
+            pa.array(suspect, type=pa.bool_()),
+        ]
+        return pa.record_batch(columns, schema=self.SCHEMA)
+
+    @staticmethod
+    def _suspect(data: bytes, offsets: np.ndarray) -> np.ndarray:
+        """Lines that do not start with '{' and end with '}' (before CR LF): the only ones that may not be JSON
+        objects, so SQL parses them carefully (see json_fields.sql). Vectorised over the chunk."""
+        arr = np.frombuffer(data, dtype=np.uint8)
+        starts = offsets[:-1]
+        last = offsets[1:] - 1
+        last = last - (arr[last] == 10)
+        last = last - (arr[np.maximum(last, 0)] == 13)
+        return ~((last > starts) & (arr[starts] == 123) & (arr[np.maximum(last, 0)] == 125))
+
+    def _chunks(self, item: _Input, digest: Any) -> Iterator[bytes]:
+        """The decompressed bytes of one file, in chunks; gzip damage is recorded on ``item``."""
+        with open(item.path, "rb") as handle:
+            gunzip = _Gunzip() if item.gz else None
+            while buf := handle.read(GZ_CHUNK if gunzip else self.chunk):
+                digest.update(buf)
+                self.done += len(buf)
+                if gunzip is None:
+                    yield buf
+                elif not item.damage:  # after damage, only hash the rest of the file
+                    try:
+                        yield from gunzip.feed(buf)
+                    except zlib.error:
+                        item.damage = "gzip_corrupt"
+            if gunzip is not None and not item.damage and not gunzip.complete:
+                item.damage = "gzip_truncated"
+
+
+class _Gunzip:
+    """Streaming gunzip that follows concatenated members and ignores trailing zero padding, as gzip does."""
+
+    def __init__(self) -> None:
+        self._inflater = zlib.decompressobj(31)
+        self._fed = False
+
+    @property
+    def complete(self) -> bool:
+        """True when the data fed so far ends at the end of a member (or nothing was fed)."""
+        return self._inflater.eof or not self._fed
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            if self._inflater.eof:
+                if not data.strip(b"\0"):
+                    return
+                self._inflater = zlib.decompressobj(31)
+            self._fed = True
+            out = self._inflater.decompress(data, GZ_OUT)
+            if out:
+                yield out
+            if self._inflater.eof:
+                data = self._inflater.unused_data
+                continue
+            data = self._inflater.unconsumed_tail
+            if not data and len(out) < GZ_OUT:
+                return
+
+
+# ---------------------------------------------------------------------------------------------- SQL
+
+
+def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
+    (scratch / "duckdb").mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(scratch / "duckdb")})
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(_sql("macros.sql"))
+    return con
+
+
+def _sql(name: str, **params: str) -> str:
+    """An SQL file from pipeline/sql/ingest with its ``{{placeholders}}`` filled in (comment lines dropped)."""
+    lines = (SQL_DIR / name).read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
+    for key, value in params.items():
+        text = text.replace("{{" + key + "}}", value)
+    missing = re.findall(r"\{\{(\w+)\}\}", text)
+    if missing:
+        raise RuntimeError(f"{name}: no value for {missing}")
+    return text
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_lit(v) for v in values) + "]"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _pointer(path: tuple[str, ...]) -> str:
+    """A JSON pointer for a dotted field path: any key (dots, slashes, @) reaches its field."""
+    return "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _text_columns(kind: str) -> tuple[str, str]:
+    """The first two text columns of a kind: where a staged reject carries its reason and raw text."""
+    names = [name for name, dtype in LAKE_COLUMNS[kind].items() if dtype == "VARCHAR"]
+    return names[0], names[1]
+
+
+def _records_sql(cfg: Config, kind: str, fields_sql: str) -> str:
+    return _sql(
+        f"{kind}.sql",
+        fields=fields_sql,
+        reset_ops="(" + ", ".join(_lit(op) for op in cfg.cache_ops.reset) + ")",
+        statuses="(" + ", ".join(_lit(s) for s in CACHE_STATUSES) + ")",
+        events="(" + ", ".join(_lit(e) for e in SESSION_EVENTS) + ")",
+    )
+
+
+def _stage_sql(kind: str, records: str, source_files: list[str], raw_text: str) -> str:
+    c1, c2 = _text_columns(kind)
+    columns = []
+    for name in LAKE_COLUMNS[kind]:
+        if name == c1:
+            columns.append(f"CASE WHEN reason IS NULL THEN {name} ELSE reason END AS {name}")
+        elif name == c2:
+            columns.append(f"CASE WHEN reason IS NULL THEN {name} ELSE left({raw_text}, {RAW_CHARS}) END AS {name}")
+        else:
+            columns.append(name)
+    return _sql("stage.sql", columns=",\n       ".join(columns), source_files=_list(source_files),
+                records=records, raw_chars=str(RAW_CHARS), c1=c1, c2=c2)
+
+
+def _copy(dest: Path, select: str) -> str:
+    return (f"COPY ({select}) TO {_lit(str(dest))} "
+            "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARTITION_BY (pkey), FILENAME_PATTERN 'part-{i}')")
+
+
+def _field_expr(spec: FieldSpec, lookup: dict[tuple[str, ...], str]) -> str:
+    if spec.is_const:
+        return _lit(spec.const or "")
+    return lookup.get(spec.path, "CAST(NULL AS VARCHAR)")
+
+
+# ---------------------------------------------------------------------------------------------- one kind
+
+
+def _ingest_kind(
+    con: duckdb.DuckDBPyConnection, cfg: Config, kind: str, files: list[_Input], out: Path, scratch: Path,
+    run_id: str, show: bool | None,
+) -> None:
+    """Stage every file of one kind, drop duplicates, count, and move the new parts into the lake."""
+    source = cfg.sources[kind]
+    groups: list[tuple[str, list[_Input]]] = []
+    json_files = [f for f in files if f.fmt == "json"]
+    if json_files:
+        groups.append(("json", json_files))
+    by_header: dict[tuple[str, ...], list[_Input]] = {}
+    for f in files:
+        if f.fmt == "csv":
+            by_header.setdefault(tuple(f.header or ()), []).append(f)
+    groups.extend(("csv", group) for group in by_header.values())
+    groups.extend(("parquet", [f]) for f in files if f.fmt == "parquet")
+
+    stage_root = scratch / "stage" / kind
+    stage_root.mkdir(parents=True, exist_ok=True)
+    for number, (fmt, group) in enumerate(groups):
+        dest = stage_root / f"g{number}"
+        label = f"ingest {kind} ({len(group)} {fmt} file{'s' if len(group) > 1 else ''})"
+        con.execute(f"SET TimeZone = {_lit(source.timezone)}")
+        try:
+            if fmt == "parquet":
+                _stage_parquet(con, cfg, kind, group[0], dest, scratch, label, show)
+            else:
+                _stage_text(con, cfg, kind, fmt, group, dest, label, show)
+        finally:
+            con.execute("SET TimeZone = 'UTC'")
+
+    by_path = {str(f.path): f for f in files}
+    record_files: dict[int, list[Path]] = {}
+    reject_files: list[Path] = []
+    for group_dir in sorted(stage_root.glob("g*")):
+        for part_dir in group_dir.glob("pkey=*"):
+            hour = int(part_dir.name.split("=", 1)[1])
+            parts = sorted(part_dir.glob("*.parquet"))
+            if hour < 0:
+                reject_files.extend(parts)
+            else:
+                record_files.setdefault(hour, []).extend(parts)
+
+    c1, c2 = _text_columns(kind)
+    if reject_files:
+        con.execute(f"INSERT INTO new_rejects SELECT {_lit(kind)}, source_file, source_line, {c1}, {c2} "
+                    f"FROM read_parquet({_list([str(p) for p in reject_files])}, hive_partitioning = false)")
+    damaged = [(kind, str(f.path), f.damage_line, f.damage, f.damage_raw) for f in files if f.damage]
+    if damaged:
+        con.executemany("INSERT INTO new_rejects VALUES (?, ?, ?, ?, ?)", damaged)
+    for path, count in con.execute("SELECT source_file, count(*) FROM new_rejects WHERE kind = ? GROUP BY 1",
+                                   [kind]).fetchall():
+        by_path[path].rejected = count
+
+    staged = [p for parts in record_files.values() for p in parts]
+    if staged:
+        _drop_duplicates(con, kind, files, staged, record_files, out)
+        new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
+        for path, count in con.execute(f"SELECT source_file, count(*) FROM {new} GROUP BY 1").fetchall():
+            by_path[path].kept = count
+
+    lake = out / "parquet" / kind
+    for hour, parts in record_files.items():
+        target = lake / _partition(hour)
+        target.mkdir(parents=True, exist_ok=True)
+        for part in parts:
+            group = part.parent.parent.name
+            os.replace(part, target / f"{run_id}-{group}-{part.stem}.parquet")
+
+
+def _partition(hour: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(hours=hour)
+    return f"date={moment.date().isoformat()}/hour={moment.hour}"
+
+
+def _stage_text(
+    con: duckdb.DuckDBPyConnection, cfg: Config, kind: str, fmt: str, files: list[_Input], dest: Path,
+    label: str, show: bool | None,
+) -> None:
+    """Stage JSON Lines or CSV files (with one header) of one kind in one streaming COPY."""
+    try:
+        _copy_stream(con, files, fmt, dest, _text_select(cfg, kind, fmt, files, careful=False), label, show)
+    except duckdb.InvalidInputException as exc:
+        if fmt != "json" or "Malformed JSON" not in str(exc):
+            raise
+        # A malformed line that looked like an object: run again, parsing every line carefully.
+        shutil.rmtree(dest, ignore_errors=True)
+        _copy_stream(con, files, fmt, dest, _text_select(cfg, kind, fmt, files, careful=True), label, show)
+
+
+def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful: bool) -> str:
+    source = cfg.sources[kind]
+    lines = _sql("lines.sql", source="whosaw_lines")
+    names = list(LAKE_COLUMNS[kind])
+    if fmt == "json":
+        paths = sorted({source.field_spec(n).path for n in names if not source.field_spec(n).is_const})
+        lookup = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
+        fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
+        fields_sql = _sql("json_fields.sql", fields=fields, lines=lines, careful="true" if careful else "suspect",
+                          paths=_list([_pointer(p) for p in paths]))
+    else:
+        header = files[0].header or []
+        lookup = {}
+        for i, column in enumerate(header, start=1):
+            lookup.setdefault((column,), f"v[{i}]")
+        for n in names:
+            spec = source.field_spec(n)
+            if not spec.is_const and spec.path not in lookup and ".".join(spec.path) in header:
+                lookup[spec.path] = f"v[{header.index('.'.join(spec.path)) + 1}]"
+        fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
+        fields_sql = _sql("csv_fields.sql", fields=fields, lines=lines, ncols=str(max(1, len(header))))
+    records = _records_sql(cfg, kind, fields_sql)
+    return _stage_sql(kind, records, [str(f.path) for f in files], "replace(whosaw_chomp(raw), chr(0), '\\x00')")
+
+
+def _copy_stream(
+    con: duckdb.DuckDBPyConnection, files: list[_Input], fmt: str, dest: Path, select: str, label: str,
+    show: bool | None,
+) -> None:
+    """One streaming COPY of ``select`` over the lines of ``files``."""
+    stream = _LineStream(files, fmt)
+    con.register("whosaw_lines", stream.reader())
+    try:
+        _progress.execute(con, _copy(dest, select), label, show, fraction=stream.fraction)
+    except duckdb.Error:
+        if stream.failed:
+            path, exc = stream.failed
+            raise WhosawError(f"input {path} could not be read to the end ({exc.__class__.__name__})") from None
+        raise
+    finally:
+        con.unregister("whosaw_lines")
+
+
+def _stage_parquet(
+    con: duckdb.DuckDBPyConnection, cfg: Config, kind: str, item: _Input, dest: Path, scratch: Path,
+    label: str, show: bool | None,
+) -> None:
+    path = item.path
+    if item.gz:
+        path = scratch / f"parquet-{item.order}.parquet"
+        try:
+            with gzip.open(item.path, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, GZ_CHUNK)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            item.damage = "gzip_truncated" if isinstance(exc, EOFError) else "gzip_corrupt"
+            item.damage_line, item.lines = 1, 1
+            return
+    source = cfg.sources[kind]
+    scan = f"read_parquet({_lit(str(path))}, hive_partitioning = false)"
+    try:
+        columns = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
+        item.lines = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
+    except duckdb.Error:
+        raise WhosawError(f"input {item.path} is not a readable Parquet file") from None
+    top = {name for name, *_ in columns}
+    lookup: dict[tuple[str, ...], str] = {}
+    for n in LAKE_COLUMNS[kind]:
+        spec = source.field_spec(n)
+        if spec.is_const or spec.path in lookup:
+            continue
+        candidates = []
+        if spec.path[0] in top:
+            candidates.append("p." + ".".join(_ident(part) for part in spec.path))
+        if ".".join(spec.path) in top:
+            candidates.append("p." + _ident(".".join(spec.path)))
+        for expr in candidates:
+            try:
+                dtype = con.execute(f"DESCRIBE SELECT {expr} AS x FROM {scan} AS p").fetchall()[0][1]
+            except duckdb.Error:
+                continue
+            lookup[spec.path] = _as_text(expr, dtype)
+            break
+    fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in LAKE_COLUMNS[kind])
+    row = "{" + ", ".join(f"{_lit(name)}: p.{_ident(name)}" for name, *_ in columns) + "}"
+    fields_sql = _sql("parquet_fields.sql", fields=fields, row=row, path=_lit(str(path)))
+    records = _records_sql(cfg, kind, fields_sql)
+    select = _stage_sql(kind, records, [str(item.path)], "CAST(to_json(raw) AS VARCHAR)")
+    _progress.execute(con, _copy(dest, select), label, show)
+
+
+def _as_text(expr: str, dtype: str) -> str:
+    """A typed Parquet value as the text the ingest rules read (timestamps as ISO-8601)."""
+    if dtype in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+        return f"strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ')"
+    if dtype.startswith("TIMESTAMP"):
+        return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%f')"
+    return f"CAST({expr} AS VARCHAR)"
+
+
+# ---------------------------------------------------------------------------------------------- duplicates
+
+
+def _drop_duplicates(
+    con: duckdb.DuckDBPyConnection, kind: str, files: list[_Input], staged: list[Path],
+    record_files: dict[int, list[Path]], out: Path,
+) -> None:
+    """Find re-shipped duplicates among the staged records and against the lake; rewrite the staged files
+    that hold one, without it; count them against the file where the later copy sits."""
+    lake = out / "parquet" / kind
+    if kind == "requests":
+        old_files = sorted(lake.glob("*/*/*.parquet"))
+    else:  # the identity includes ts, so a duplicate of a lake row sits in the same hour partition
+        old_files = [p for hour in record_files for p in sorted((lake / _partition(hour)).glob("*.parquet"))]
+    identity = ["request_id"] if kind == "requests" else list(LAKE_COLUMNS[kind])
+    key_expr = _KEY_EXPR[kind]
+    new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
+    old = (f"read_parquet({_list([str(p) for p in old_files])}, hive_partitioning = false, union_by_name = true)"
+           if old_files else f"(SELECT * FROM {new} LIMIT 0)")
+    if not old_files and not con.execute(f"SELECT count(*) - count(DISTINCT record_key) FROM {new}").fetchone()[0]:
+        return  # the common case, settled with one cheap pass over one column
+    con.execute("CREATE OR REPLACE TEMP TABLE file_order (source_file VARCHAR, file_order INTEGER)")
+    con.executemany("INSERT INTO file_order VALUES (?, ?)", [(str(f.path), f.order) for f in files])
+    con.execute(_sql("duplicate_keys.sql", new=new, old=old, key_expr=key_expr))
+    if not con.execute("SELECT count(*) FROM dup_keys").fetchone()[0]:
+        return
+    con.execute(_sql("duplicate_rows.sql", new=new, old=old, key_expr=key_expr, identity=", ".join(identity)))
+    drops = con.execute("SELECT source_file, count(*) FROM dup_rows GROUP BY 1").fetchall()
+    if not drops:
+        return
+    by_path = {str(f.path): f for f in files}
+    for path, count in drops:
+        by_path[path].duplicates = count
+    holding = con.execute(
+        f"SELECT DISTINCT filename FROM read_parquet({_list([str(p) for p in staged])}, filename = true, "
+        "hive_partitioning = false) SEMI JOIN dup_rows USING (source_file, source_line)"
+    ).fetchall()
+    for (name,) in holding:
+        part = Path(name)
+        tmp = part.with_suffix(".dedup")
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet({_lit(name)}, hive_partitioning = false) "
+            f"ANTI JOIN dup_rows USING (source_file, source_line)) TO {_lit(str(tmp))} "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        if con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(tmp))})").fetchone()[0]:
+            os.replace(tmp, part)
+        else:
+            tmp.unlink()
+            part.unlink()
+            for parts in record_files.values():
+                if part in parts:
+                    parts.remove(part)
+            staged.remove(part)
+
+
+# ---------------------------------------------------------------------------------------------- rejects
+
+
+def _write_rejects(con: duckdb.DuckDBPyConnection, out: Path) -> None:
+    """rejects/<kind>.parquet and .csv (spreadsheet-safe): earlier runs' rejects plus this run's."""
+    folder = out / "rejects"
+    folder.mkdir(parents=True, exist_ok=True)
+    detail = "CASE " + " ".join(f"WHEN reason = {_lit(code)} THEN {_lit(text)}" for code, text in REASONS.items())
+    detail += " WHEN starts_with(reason, 'missing_field:') THEN 'required field ' || reason[15:] || " \
+              "' is missing or empty' END"
+    for kind in KINDS:
+        if not con.execute("SELECT count(*) FROM new_rejects WHERE kind = ?", [kind]).fetchone()[0]:
+            continue
+        target = folder / f"{kind}.parquet"
+        rows = f"SELECT source_file, source_line, reason, raw FROM new_rejects WHERE kind = {_lit(kind)}"
+        if target.exists():
+            rows += (f" UNION ALL SELECT source_file, source_line, reason, raw "
+                     f"FROM read_parquet({_lit(str(target))})")
+        select = _sql("rejects.sql", rows=rows, detail=detail)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE rejects_out AS {select}")
+        tmp = target.with_suffix(".parquet.tmp")
+        con.execute(f"COPY rejects_out TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+        os.replace(tmp, target)
+        csv_tmp = folder / f".{kind}.csv.tmp"
+        copy_safe_csv(con, "SELECT * FROM rejects_out", csv_tmp)
+        os.replace(csv_tmp, folder / f"{kind}.csv")
+
+
+class _quiet:
+    """Ignore OSError (a scratch folder that is not empty or already gone)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
+        return kind is not None and issubclass(kind, OSError)

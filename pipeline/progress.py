@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
 import click
 import duckdb
@@ -22,8 +23,18 @@ def configure(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET enable_progress_bar_print = false")
 
 
-def execute(con: duckdb.DuckDBPyConnection, sql: str, label: str, show: bool | None = None) -> None:
-    """Run one statement; while it runs, poll ``query_progress()`` from a thread to drive a click bar."""
+def execute(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    label: str,
+    show: bool | None = None,
+    fraction: Callable[[], float] | None = None,
+) -> None:
+    """Run one statement; while it runs, poll ``query_progress()`` from a thread to drive a click bar.
+
+    ``fraction`` (0..1), when given, is polled instead: DuckDB cannot estimate the progress of a scan of a
+    Python stream (it reports 0), but the stream's producer knows how many bytes it has read.
+    """
     if not progress_wanted(show):
         con.execute(sql)
         return
@@ -34,7 +45,7 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, label: str, show: bool | N
         shown = 0
         while not done.wait(0.2):
             try:
-                pct = int(con.query_progress())
+                pct = int(100 * fraction()) if fraction else int(con.query_progress())
             except duckdb.Error:
                 continue
             if pct > shown:

@@ -1,5 +1,1565 @@
-"""The affected-user report (placeholder, see issue 5)."""
+"""The affected-user report: CSV exports for legal and comms, and report.html / report.md for everyone.
+
+Reads the analysis outputs in ``OUT`` (``exposures.parquet``, ``timeline.parquet``, ``near_misses.parquet``,
+``exposures_outside_window.parquet``, ``summary.json``) and the manifest, and writes:
+
+- ``affected_users.csv``: one row per owner whose data was exposed, joined with the users directory;
+- ``viewers.csv``: one row per viewer shown someone else's data (anonymous sessions by a hash of the session);
+- ``notify/<category>.csv``: one notification list per category of data;
+- ``exposures.csv`` only if the analysis did not write it;
+- ``charts/*.png``, ``report.html`` (self-contained: images inline, no network) and ``report.md``.
+
+Every aggregation runs in DuckDB (``sql/report/*.sql``) over the exposures; only small aggregates reach
+pandas and matplotlib. Every CSV goes through :mod:`pipeline.safecsv`. No exposed content, email or name
+appears in the report: counts, categories, countries and times only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from . import __version__
+from .config import SEVERITIES, config_from_dict, load_config
+from .errors import WhosawError
+from .manifest import MANIFEST_NAME, load_manifest, update_manifest
+from .progress import execute, progress_wanted
+from .safecsv import copy_safe_csv
+from .schema import EXPOSURE_COLUMNS
+
+__all__ = ["report"]
+
+SQL_DIR = "sql/report"
+CHART_NAMES = ("timeline", "categories_evidence", "countries", "pairs")
+EVIDENCE_ORDER = ("value_owner", "digest", "connection", "key", "digest-ambiguous", "conflict")
+FLAGGED_EVIDENCE = ("digest-ambiguous", "conflict")
+USER_COLUMNS = ("user_id", "email", "name", "country", "locale")
+
+EVIDENCE_TEXT = {
+    "value_owner": "the application logged the owner found inside the value it read (direct evidence)",
+    "digest": "the SHA-256 of the value read matches the latest write of that value under a key with a known "
+    "owner (strong evidence)",
+    "connection": "inferred from the order of calls on a pooled connection: a call abandoned after it was "
+    "sent left its reply unread, and a later read on that connection received it (inferred)",
+    "key": "the owner of the key the request asked for; this alone cannot see a crossed reply",
+    "digest-ambiguous": "the value's digest was written under keys of several owners; the owner shown comes "
+    "from the next tier (flagged, needs review)",
+    "conflict": "two kinds of evidence name different owners; the strongest is shown (flagged, needs review)",
+}
+NEAR_MISS_TEXT = {
+    "failed": "the read that received another call's reply failed (error status or a 5xx answer), "
+    "so the data most likely reached no one",
+    "discarded": "the stale reply was discarded before anyone read it as data (connection reset)",
+    "not-data": "the stale reply was not data (e.g. the 'OK' of a write), or the reading call returns "
+    "no data",
+}
 
 
-def report(out, progress=None) -> dict:
-    raise NotImplementedError
+# ------------------------------------------------------------------------------------------------------------
+# The entry point
+
+
+def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
+    """Write the CSV exports, charts and reports for the analysed folder ``out``; return the files written.
+
+    The keys of the returned dict are the files' paths relative to ``out`` (POSIX form). ``exposures.csv`` is
+    listed too: the analysis writes it (the report writes it only when it is missing), and it is the evidence
+    behind the lists.
+    """
+    out = Path(out)
+    show = progress_wanted(progress)
+    inputs = _Inputs.load(out)
+    temp_dir = out / ".tmp" / f"report-{os.getpid()}"  # where big aggregations spill; removed at the end
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET temp_directory = {_sql_str(temp_dir)}")
+        _register(con, inputs)
+        for sql_file in _sql_files():
+            execute(con, sql_file.read_text(encoding="utf-8"), f"report: {sql_file.stem[3:]}", show)
+        files, notify_names = _write_csvs(con, inputs)
+        facts = _facts(con, inputs)
+        facts.notify_files = notify_names
+    finally:
+        con.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            temp_dir.parent.rmdir()  # only if no other stage is using it
+
+    charts = _draw_charts(facts, inputs)
+    chart_dir = out / "charts"
+    chart_dir.mkdir(exist_ok=True)
+    for stale in chart_dir.glob("*.png"):
+        if stale.stem not in charts:
+            stale.unlink()
+    for name, png in charts.items():
+        path = chart_dir / f"{name}.png"
+        path.write_bytes(png)
+        files[f"charts/{name}.png"] = path
+
+    blocks = _build(inputs, facts, charts)
+    title = "whosaw incident report: who saw whose data"
+    meta = (
+        f"Generated {_fmt_time(datetime.now(UTC))} by whosaw {__version__} from the analysis of "
+        f"{_fmt_time(inputs.summary.get('generated_at'))}. All times UTC. "
+        "This report holds counts, categories, countries and times only; the lists of people are in the CSV "
+        "files."
+    )
+    html_text = _template("report.html").substitute(
+        title=html.escape(title),
+        meta=html.escape(meta),
+        version=html.escape(__version__),
+        body="\n".join(_html_block(block, charts) for block in blocks),
+    )
+    md_text = _template("report.md").substitute(
+        title=title,
+        meta=_md_escape(meta),
+        body="\n\n".join(_md_block(block) for block in blocks),
+    )
+    (out / "report.html").write_text(html_text, encoding="utf-8")
+    (out / "report.md").write_text(md_text.rstrip() + "\n", encoding="utf-8")
+    files["report.html"] = out / "report.html"
+    files["report.md"] = out / "report.md"
+
+    update_manifest(
+        out,
+        report={
+            "generated_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "files": sorted(files),
+            "affected_users": facts.affected_rows,
+            "viewers": facts.viewer_rows,
+            "users_directory": str(inputs.users_path) if inputs.users_path else None,
+            "missing_from_directory": facts.missing_from_directory,
+            "checks": [{"check": text, "ok": ok} for text, ok in facts.checks],
+        },
+    )
+    return dict(sorted(files.items()))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass
+class _Inputs:
+    out: Path
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+    exposures: Path
+    timeline: Path | None
+    near_misses: Path | None
+    outside: Path | None
+    users_path: Path | None
+    users_note: str
+
+    @classmethod
+    def load(cls, out: Path) -> _Inputs:
+        if not out.is_dir():
+            raise WhosawError(f"report: {out} is not a folder")
+        summary_path, exposures = out / "summary.json", out / "exposures.parquet"
+        if not summary_path.is_file() or not exposures.is_file():
+            raise WhosawError(f"report: {out} holds no analysis results (run 'whosaw analyze' first)")
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise WhosawError(f"report: cannot read {summary_path} ({exc.__class__.__name__})") from None
+        try:
+            manifest = load_manifest(out)
+        except (OSError, ValueError) as exc:
+            raise WhosawError(
+                f"report: cannot read {out / MANIFEST_NAME} ({exc.__class__.__name__})"
+            ) from None
+        users_path, users_note = _users_directory(manifest)
+
+        def optional(name: str) -> Path | None:
+            path = out / name
+            return path if path.is_file() else None
+
+        return cls(
+            out=out,
+            summary=summary,
+            manifest=manifest,
+            exposures=exposures,
+            timeline=optional("timeline.parquet"),
+            near_misses=optional("near_misses.parquet"),
+            outside=optional("exposures_outside_window.parquet"),
+            users_path=users_path,
+            users_note=users_note,
+        )
+
+
+def _users_directory(manifest: dict[str, Any]) -> tuple[Path | None, str]:
+    """The users directory of the config the analysis used (else the one ingest recorded), or None and why."""
+    recorded = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    analysis = manifest.get("analysis") if isinstance(manifest.get("analysis"), dict) else {}
+    candidates = [analysis.get("config"), recorded.get("path")]
+    config_path = next((Path(p) for p in candidates if p and Path(p).is_file()), None)
+    if config_path is not None:
+        cfg = load_config(config_path)
+    else:
+        settings = recorded.get("settings")
+        if not isinstance(settings, dict) or not settings.get("tables", {}).get("users"):
+            if any(candidates):
+                missing = next(p for p in candidates if p)
+                return None, f"the config {missing} is no longer there, so there is no users directory"
+            return None, "no config was given, so there is no users directory"
+        base = Path(recorded["path"]) if recorded.get("path") else None
+        cfg = config_from_dict(settings, base)  # raises (exit 2) when the users table cannot be found
+    users = cfg.tables.get("users")
+    if users is None:
+        return None, "the config names no users directory (tables.users)"
+    return users, f"users directory {users}"
+
+
+def _sql_files() -> list[Path]:
+    folder = Path(str(resources.files("pipeline").joinpath(SQL_DIR)))
+    return sorted(folder.glob("*.sql"))
+
+
+def _template(name: str) -> Template:
+    return Template(resources.files("pipeline").joinpath("templates", name).read_text(encoding="utf-8"))
+
+
+def _sql_str(text: str | Path) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
+    """Create the views the report SQL reads.
+
+    ``exposures``, ``users_dir`` (one row per user_id) and ``directory_status`` (is a directory configured).
+    """
+    con.execute(f"CREATE TEMP VIEW exposures AS SELECT * FROM read_parquet({_sql_str(inputs.exposures)})")
+    columns = {row[0] for row in con.execute("DESCRIBE exposures").fetchall()}
+    missing = [
+        c
+        for c in ("ts", "request_id", "owner_id", "viewer_id", "category", "severity", "evidence")
+        if c not in columns
+    ]
+    if missing:
+        raise WhosawError(f"report: exposures.parquet lacks column {missing[0]!r}; rerun 'whosaw analyze'")
+    if "viewer_kind" not in columns or "session_id" not in columns:
+        extra = [f"NULL::VARCHAR AS {c}" for c in ("viewer_kind", "session_id") if c not in columns]
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW exposures AS SELECT *, "
+            + ", ".join(extra)
+            + f" FROM read_parquet({_sql_str(inputs.exposures)})"
+        )
+
+    configured = inputs.users_path is not None
+    con.execute(f"CREATE TEMP TABLE directory_status AS SELECT {str(configured).lower()} AS configured")
+    if configured:
+        path = inputs.users_path
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            source = f"read_parquet({_sql_str(path)})"
+        else:  # CSV (optionally compressed): every field as text, standard quoting, nothing guessed but names
+            source = (
+                f"read_csv({_sql_str(path)}, header = true, all_varchar = true, delim = ',', "
+                "quote = '\"', escape = '\"')"
+            )
+        try:
+            con.execute(f"CREATE TEMP TABLE users_raw AS SELECT * FROM {source}")
+        except duckdb.Error as exc:
+            raise WhosawError(
+                f"report: cannot read the users directory {path} ({exc.__class__.__name__})"
+            ) from None
+        present = {row[0] for row in con.execute("DESCRIBE users_raw").fetchall()}
+        if "user_id" not in present:
+            raise WhosawError(f"report: the users directory {path} has no user_id column")
+        picks = ", ".join(_user_column(col) if col in present else "NULL::VARCHAR" for col in USER_COLUMNS)
+        con.execute(f"""
+            CREATE TEMP TABLE users_numbered AS
+            SELECT row_number() OVER () AS row_no, *
+            FROM (SELECT {picks} FROM users_raw) AS t({", ".join(USER_COLUMNS)})
+        """)
+        con.execute("""
+            CREATE TEMP TABLE users_dir AS
+            SELECT user_id,
+                   arg_min(email, row_no) AS email, arg_min(name, row_no) AS name,
+                   arg_min(country, row_no) AS country, arg_min(locale, row_no) AS locale,
+                   count(*) AS directory_rows
+            FROM users_numbered WHERE user_id IS NOT NULL GROUP BY user_id
+        """)
+    else:
+        con.execute(
+            "CREATE TEMP TABLE users_dir (user_id VARCHAR, email VARCHAR, name VARCHAR, country VARCHAR, "
+            "locale VARCHAR, directory_rows BIGINT)"
+        )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CSV exports
+
+
+def _slug(category: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", category).strip("._-")
+    return slug[:80] or "category"
+
+
+def _write_csvs(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> tuple[dict[str, Path], dict[str, str]]:
+    """Write the CSVs; return the files and, per category, its notify/ file name."""
+    out = inputs.out
+    names: dict[str, str] = {}
+    files: dict[str, Path] = {}
+    copy_safe_csv(con, "SELECT * FROM affected_users ORDER BY owner_id", out / "affected_users.csv")
+    files["affected_users.csv"] = out / "affected_users.csv"
+    copy_safe_csv(con, "SELECT * FROM viewers", out / "viewers.csv")
+    files["viewers.csv"] = out / "viewers.csv"
+
+    exposures_csv = out / "exposures.csv"
+    if not exposures_csv.is_file():  # the analysis writes it; write it here only when it is missing
+        present = {row[0] for row in con.execute("DESCRIBE exposures").fetchall()}
+        columns = ", ".join(_ident(c) for c in EXPOSURE_COLUMNS if c in present)
+        copy_safe_csv(con, f"SELECT {columns} FROM exposures ORDER BY ts, request_id, key", exposures_csv)
+    files["exposures.csv"] = exposures_csv  # listed either way: it is the evidence behind the lists
+
+    notify = out / "notify"
+    notify.mkdir(exist_ok=True)
+    for stale in notify.glob("*.csv"):
+        stale.unlink()
+    used: set[str] = set()
+    categories = [row[0] for row in con.execute("SELECT DISTINCT category FROM notify ORDER BY 1").fetchall()]
+    for category in categories:
+        slug = _slug(category or "uncategorized")
+        base, n = slug, 2
+        while slug.lower() in used:
+            slug, n = f"{base}_{n}", n + 1
+        used.add(slug.lower())
+        where = "category IS NULL" if category is None else f"category = {_sql_str(category)}"
+        path = notify / f"{slug}.csv"
+        copy_safe_csv(con, f"SELECT * FROM notify WHERE {where} ORDER BY owner_id", path)
+        files[f"notify/{slug}.csv"] = path
+        names[category] = f"{slug}.csv"
+    return files, names
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Facts: the small aggregates the report and the charts show
+
+
+@dataclass
+class _Facts:
+    affected_rows: int = 0
+    viewer_rows: int = 0
+    exposure_rows: int = 0
+    missing_from_directory: int = 0
+    directory_configured: bool = False
+    directory_duplicates: int = 0
+    owners_by_category: dict[str, int] = field(default_factory=dict)
+    severity_by_category: dict[str, str] = field(default_factory=dict)
+    notify_files: dict[str, str] = field(default_factory=dict)
+    viewers_by_kind: dict[str, int] = field(default_factory=dict)
+    countries: pd.DataFrame = field(default_factory=pd.DataFrame)
+    country_by_category: pd.DataFrame = field(default_factory=pd.DataFrame)
+    owners_seen_hist: pd.DataFrame = field(default_factory=pd.DataFrame)
+    viewer_count_hist: pd.DataFrame = field(default_factory=pd.DataFrame)
+    timeline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    first_exposure: Any = None
+    last_exposure: Any = None
+    has_raw_sessions: bool = False
+    checks: list[tuple[str, bool]] = field(default_factory=list)
+
+
+def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
+    facts = _Facts()
+    one = lambda sql: con.execute(sql).fetchone()  # noqa: E731
+    facts.affected_rows, facts.missing_from_directory = one(
+        "SELECT count(*), count(*) FILTER (WHERE in_directory = false) FROM affected_users"
+    )
+    facts.viewer_rows = one("SELECT count(*) FROM viewers")[0]
+    facts.exposure_rows, facts.first_exposure, facts.last_exposure, exposure_sum = one(
+        "SELECT count(*), min(ts), max(ts), (SELECT coalesce(sum(exposure_count), 0) FROM affected_users) "
+        "FROM exposures"
+    )
+    facts.directory_configured = inputs.users_path is not None
+    facts.directory_duplicates = one("SELECT count(*) FROM users_dir WHERE directory_rows > 1")[0]
+    facts.has_raw_sessions = one("SELECT count(session_id) > 0 FROM exposures")[0]
+    for category, owners, severity in con.execute(
+        "SELECT category, count(*), arg_max(severity, CASE severity WHEN 'low' THEN 1 WHEN 'medium' THEN 2 "
+        "WHEN 'high' THEN 3 WHEN 'critical' THEN 4 ELSE 0 END) FROM notify GROUP BY category ORDER BY 1"
+    ).fetchall():
+        facts.owners_by_category[category] = owners
+        facts.severity_by_category[category] = severity
+    facts.viewers_by_kind = dict(
+        con.execute("SELECT viewer_kind, count(*) FROM viewers GROUP BY 1 ORDER BY 1").fetchall()
+    )
+    signed, anonymous = facts.viewers_by_kind.get("user", 0), facts.viewers_by_kind.get("anonymous", 0)
+
+    label = (
+        "CASE WHEN country IS NOT NULL THEN country WHEN NOT (SELECT configured FROM directory_status) THEN "
+        "'(no users directory)' WHEN in_directory THEN '(country not given)' ELSE '(not in directory)' END"
+    )
+    facts.countries = con.execute(
+        f"SELECT {label} AS country, count(*) AS users, "
+        "count(*) FILTER (WHERE max_severity IN ('high', 'critical')) AS high_severity_users FROM "
+        "affected_users GROUP BY 1 ORDER BY users DESC, country"
+    ).df()
+    facts.country_by_category = con.execute(
+        f"SELECT {label} AS country, category, count(*) AS users FROM notify GROUP BY 1, 2"
+    ).df()
+    facts.owners_seen_hist = con.execute(
+        "SELECT owners_seen AS n, count(*) AS viewers FROM viewers GROUP BY 1 ORDER BY 1"
+    ).df()
+    facts.viewer_count_hist = con.execute(
+        "SELECT viewer_count AS n, count(*) AS owners FROM affected_users GROUP BY 1 ORDER BY 1"
+    ).df()
+    if inputs.timeline is not None:
+        facts.timeline = con.execute(
+            f"SELECT * FROM read_parquet({_sql_str(inputs.timeline)}) ORDER BY bucket_start"
+        ).df()
+
+    summary = inputs.summary
+    checks = [
+        (
+            f"affected_users.csv has one row per affected owner ({facts.affected_rows:,} rows; summary: "
+            f"{summary.get('affected_owners', 0):,})",
+            facts.affected_rows == summary.get("affected_owners", 0),
+        ),
+        (
+            f"exposure counts in affected_users.csv add up to the exposures ({exposure_sum:,}; summary: "
+            f"{summary.get('exposures', 0):,})",
+            exposure_sum == summary.get("exposures", 0) == facts.exposure_rows,
+        ),
+        (
+            f"viewers.csv has one row per signed-in viewer ({signed:,} rows; summary: "
+            f"{summary.get('viewers', 0):,})",
+            signed == summary.get("viewers", 0),
+        ),
+        (
+            f"viewers.csv has one row per anonymous viewer session ({anonymous:,} rows; summary: "
+            f"{summary.get('anonymous_viewer_sessions', 0):,})",
+            anonymous == summary.get("anonymous_viewer_sessions", 0),
+        ),
+    ]
+    by_cat = summary.get("affected_owners_by_category") or {}
+    if by_cat or facts.owners_by_category:
+        checks.append(
+            (
+                "each notify/<category>.csv has one row per owner affected in that category (as in the "
+                "summary)",
+                {k: int(v) for k, v in by_cat.items()} == facts.owners_by_category,
+            )
+        )
+    facts.checks = checks
+    return facts
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Charts (matplotlib, Agg, PNG)
+
+_SEVERITY_COLOURS = {"critical": "#7f1d1d", "high": "#c0392b", "medium": "#e67e22", "low": "#e3b505"}
+_TIER_COLOURS = {"value_owner": "#1f4e79", "digest": "#2e75b6", "connection": "#6fa8dc", "key": "#9fc5e8"}
+
+
+def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    style = {
+        "text.parse_math": False,
+        "text.usetex": False,
+        "font.family": "DejaVu Sans",
+        "font.size": 10,
+        "axes.titlesize": 12,
+        "axes.titleweight": "bold",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "svg.hashsalt": "whosaw",
+        "figure.dpi": 100,
+    }
+    charts: dict[str, bytes] = {}
+    with plt.rc_context(style):
+        for name, draw in (
+            ("timeline", _chart_timeline),
+            ("categories_evidence", _chart_categories),
+            ("countries", _chart_countries),
+            ("pairs", _chart_pairs),
+        ):
+            fig = draw(plt, facts, inputs)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight")
+            plt.close(fig)
+            charts[name] = buffer.getvalue()
+    return charts
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="#5b6472", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _window_bounds(summary: dict[str, Any]) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    window = summary.get("window") or {}
+
+    def ts(value: Any) -> pd.Timestamp | None:
+        if not value:
+            return None
+        stamp = pd.Timestamp(value)
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+    return ts(window.get("start")), ts(window.get("end"))
+
+
+def _chart_timeline(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import MaxNLocator
+
+    frame = facts.timeline
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True)
+    if frame.empty or "bucket_start" not in frame:
+        _empty(top, "No timeline: the logs hold no requests")
+        _empty(bottom, "")
+        return fig
+    times = pd.to_datetime(frame["bucket_start"], utc=True)
+    seconds = int(frame["bucket_seconds"].iloc[0]) if "bucket_seconds" in frame else 300
+    per = _duration(seconds)
+    step = {"where": "post", "linewidth": 1.3}
+    top.step(times, frame.get("crossed_replies", 0), color="#2e75b6", label="crossed replies", **step)
+    bottom.step(times, frame.get("exposures", 0), color="#c0392b", label="exposures", **step)
+    if "near_misses" in frame:
+        bottom.step(times, frame["near_misses"], color="#8a94a3", label="near misses", **step)
+    for column, style, text in (
+        ("baseline", "--", "baseline (median per bucket)"),
+        ("threshold", ":", "elevated above"),
+    ):
+        if column in frame and frame[column].notna().any():
+            value = float(frame[column].dropna().iloc[0])
+            top.axhline(value, color="#333333", linestyle=style, linewidth=1.1, label=f"{text}: {value:g}")
+    start, end = _window_bounds(inputs.summary)
+    lo = start if start is not None else times.min()
+    hi = end if end is not None else times.max() + pd.Timedelta(seconds=seconds)
+    method = (inputs.summary.get("window") or {}).get("method", "")
+    if start is not None or end is not None:
+        for ax in (top, bottom):
+            ax.axvspan(lo, hi, color="#f4b183", alpha=0.28, linewidth=0, label=f"exposure window ({method})")
+    top.set_title(f"Crossed replies and exposures per {per} (UTC)")
+    top.set_ylabel(f"crossed replies\nper {per}")
+    bottom.set_ylabel(f"per {per}")
+    bottom.set_xlabel("time (UTC)")
+    for ax in (top, bottom):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
+        ax.grid(axis="y", color="#e5e8ec", linewidth=0.8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
+    locator = mdates.AutoDateLocator(tz=UTC)
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    fig.tight_layout()
+    return fig
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return "hour" if hours == 1 else f"{hours} hours"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def _short(text: Any, width: int = 28) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _barh(ax: Any, labels: Sequence[str], values: Sequence[int], colours: Sequence[str]) -> None:
+    positions = list(range(len(labels)))
+    bars = ax.barh(positions, values, color=colours)
+    ax.set_yticks(positions, [_short(label) for label in labels])
+    ax.invert_yaxis()
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8.5)
+    ax.set_xlim(0, max(values) * 1.18 if values else 1)
+    ax.grid(axis="x", color="#e5e8ec", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _chart_categories(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+    summary = inputs.summary
+    by_cat = summary.get("exposures_by_category") or {}
+    by_ev = summary.get("exposures_by_evidence") or {}
+    height = max(3.0, 0.42 * max(len(by_cat), len(by_ev), 1) + 1.4)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height))
+    if not by_cat:
+        _empty(left, "No exposures in the window")
+    else:
+        cats = sorted(by_cat, key=lambda c: (-by_cat[c], c))
+        sev = [facts.severity_by_category.get(c, "") for c in cats]
+        _barh(
+            left,
+            [f"{c} ({s})" if s else c for c, s in zip(cats, sev, strict=True)],
+            [int(by_cat[c]) for c in cats],
+            [_SEVERITY_COLOURS.get(s, "#8a94a3") for s in sev],
+        )
+        left.set_xlabel("exposures (rows)")
+    left.set_title("Exposures by category (severity)")
+    if not by_ev:
+        _empty(right, "No exposures in the window")
+    else:
+        tiers = sorted(by_ev, key=lambda e: (EVIDENCE_ORDER.index(e) if e in EVIDENCE_ORDER else 99, e))
+        _barh(right, tiers, [int(by_ev[e]) for e in tiers], [_TIER_COLOURS.get(e, "#b0b7c3") for e in tiers])
+        right.set_xlabel("exposures (rows)")
+    right.set_title("Exposures by evidence (strongest first)")
+    fig.tight_layout()
+    return fig
+
+
+def _chart_countries(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+    frame = facts.countries
+    top_n = 15
+    rows = list(zip(frame["country"], frame["users"], strict=True)) if not frame.empty else []
+    if len(rows) > top_n + 1:
+        rest = rows[top_n:]
+        rows = rows[:top_n] + [(f"{len(rest)} other countries", sum(n for _, n in rest))]
+    fig, ax = plt.subplots(figsize=(10, max(2.8, 0.38 * len(rows) + 1.3)))
+    if not rows:
+        _empty(ax, "No affected users")
+    else:
+        colours = [
+            "#8a94a3" if str(c).startswith("(") or c.endswith("other countries") else "#2e75b6"
+            for c, _ in rows
+        ]
+        _barh(ax, [str(c) for c, _ in rows], [int(n) for _, n in rows], colours)
+        ax.set_xlabel("affected users")
+    ax.set_title("Affected users by country (users directory)")
+    fig.tight_layout()
+    return fig
+
+
+def _bins(frame: pd.DataFrame, count_column: str) -> tuple[list[str], list[int]]:
+    """Group a small histogram (n -> count) into readable bins: 1..5 each, then ranges."""
+    edges = [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+        (5, 5),
+        (6, 10),
+        (11, 20),
+        (21, 50),
+        (51, 100),
+        (101, 1000),
+        (1001, None),
+    ]
+    labels, values = [], []
+    if frame.empty:
+        return labels, values
+    largest = int(frame["n"].max())
+    for lo, hi in edges:
+        if lo > largest:
+            break
+        mask = frame["n"] >= lo if hi is None else frame["n"].between(lo, hi)
+        labels.append(str(lo) if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}"))
+        values.append(int(frame.loc[mask, count_column].sum()))
+    return labels, values
+
+
+def _chart_pairs(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, frame, column, title, xlabel, ylabel, colour in (
+        (
+            left,
+            facts.owners_seen_hist,
+            "viewers",
+            "Viewers by how many owners they saw",
+            "owners whose data the viewer was shown",
+            "viewers",
+            "#2e75b6",
+        ),
+        (
+            right,
+            facts.viewer_count_hist,
+            "owners",
+            "Owners by how many viewers saw their data",
+            "viewers who were shown the owner's data",
+            "owners",
+            "#c0392b",
+        ),
+    ):
+        labels, values = _bins(frame, column)
+        if not values:
+            _empty(ax, "No exposures in the window")
+        else:
+            bars = ax.bar(labels, values, color=colour)
+            ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=8.5)
+            ax.set_ylim(0, max(values) * 1.18)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(axis="y", color="#e5e8ec", linewidth=0.8)
+            ax.set_axisbelow(True)
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The document: blocks rendered to HTML and Markdown from one description
+
+
+@dataclass
+class Num:
+    value: Any
+    kind: str = "int"  # int | share
+    key: tuple[str, ...] | None = None  # where in summary.json the number comes from
+
+
+@dataclass
+class Bold:
+    parts: Any
+
+
+@dataclass
+class Code:
+    text: str
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    parts: Any
+    style: str = ""  # "" | headline | note | warning
+
+
+@dataclass
+class Bullets:
+    items: list[Any]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[Any]]
+    numeric: tuple[int, ...] = ()
+
+
+@dataclass
+class Figure:
+    name: str
+    alt: str
+    caption: str
+
+
+def fmt_int(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{int(value):,}"
+
+
+def fmt_share(value: Any) -> str:
+    """A share 0-1 as a percentage: two decimals, or two significant digits below 0.01 %."""
+    if value is None:
+        return "n/a"
+    pct = float(value) * 100
+    if pct == 0:
+        return "0%"
+    if pct < 0.01:
+        return f"{pct:.2g}%"
+    return f"{pct:.2f}%"
+
+
+def fmt_number(num: Num) -> str:
+    return fmt_share(num.value) if num.kind == "share" else fmt_int(num.value)
+
+
+def _fmt_time(value: Any) -> str:
+    if value is None or value == "" or (not isinstance(value, str) and pd.isna(value)):
+        return "n/a"
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return str(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _html_inline(part: Any) -> str:
+    if part is None:
+        return ""
+    if isinstance(part, str):
+        return html.escape(part)
+    if isinstance(part, Num):
+        text = html.escape(fmt_number(part))
+        if part.key:
+            key = html.escape(json.dumps(list(part.key)), quote=True)
+            return f'<span class="num" data-summary="{key}">{text}</span>'
+        return text
+    if isinstance(part, Bold):
+        return f"<strong>{_html_inline(part.parts)}</strong>"
+    if isinstance(part, Code):
+        return f"<code>{html.escape(part.text)}</code>"
+    if isinstance(part, list | tuple):
+        return "".join(_html_inline(p) for p in part)
+    return html.escape(str(part))
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+
+
+def _md_escape(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ").replace("\r", " ")
+
+
+def _md_inline(part: Any) -> str:
+    if part is None:
+        return ""
+    if isinstance(part, str):
+        return _md_escape(part)
+    if isinstance(part, Num):
+        return _md_escape(fmt_number(part))
+    if isinstance(part, Bold):
+        return f"**{_md_inline(part.parts)}**"
+    if isinstance(part, Code):
+        text = part.text.replace("`", "'").replace("\n", " ")
+        return f"`{text}`"
+    if isinstance(part, list | tuple):
+        return "".join(_md_inline(p) for p in part)
+    return _md_escape(str(part))
+
+
+def _html_block(block: Any, charts: dict[str, bytes]) -> str:
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
+    if isinstance(block, Para):
+        if block.style:
+            return f'<div class="{block.style}">{_html_inline(block.parts)}</div>'
+        return f"<p>{_html_inline(block.parts)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>\n" + "\n".join(f"<li>{_html_inline(item)}</li>" for item in block.items) + "\n</ul>"
+    if isinstance(block, Table):
+        head = "".join(
+            f'<th class="n">{html.escape(h)}</th>' if i in block.numeric else f"<th>{html.escape(h)}</th>"
+            for i, h in enumerate(block.headers)
+        )
+        body = "\n".join(
+            "<tr>"
+            + "".join(
+                f'<td class="n">{_html_inline(cell)}</td>'
+                if i in block.numeric
+                else f"<td>{_html_inline(cell)}</td>"
+                for i, cell in enumerate(row)
+            )
+            + "</tr>"
+            for row in block.rows
+        )
+        table = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>"
+        return f'<div class="scroll">{table}</div>'
+    if isinstance(block, Figure):
+        data = base64.b64encode(charts[block.name]).decode("ascii")
+        return (
+            f'<figure id="chart-{block.name}"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(block.alt, quote=True)}">'
+            f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+        )
+    raise TypeError(block)
+
+
+def _md_block(block: Any) -> str:
+    if isinstance(block, Heading):
+        return "#" * block.level + " " + _md_escape(block.text)
+    if isinstance(block, Para):
+        text = _md_inline(block.parts)
+        return f"> {text}" if block.style else text
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {_md_inline(item)}" for item in block.items)
+    if isinstance(block, Table):
+        head = "| " + " | ".join(_md_escape(h) for h in block.headers) + " |"
+        rule = (
+            "|" + "|".join("---:" if i in block.numeric else "---" for i in range(len(block.headers))) + "|"
+        )
+        rows = ["| " + " | ".join(_md_inline(cell) for cell in row) + " |" for row in block.rows]
+        return "\n".join([head, rule, *rows])
+    if isinstance(block, Figure):
+        return f"![{_md_escape(block.alt)}](charts/{block.name}.png)\n\n_{_md_escape(block.caption)}_"
+    raise TypeError(block)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The report's content
+
+
+def _s(summary: dict[str, Any], *path: str) -> Any:
+    value: Any = summary
+    for part in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _window_phrase(summary: dict[str, Any]) -> str:
+    window = summary.get("window") or {}
+    start, end = window.get("start"), window.get("end")
+    if start and end:
+        return f"between {_fmt_time(start)} and {_fmt_time(end)}"
+    if start:
+        return f"from {_fmt_time(start)}"
+    if end:
+        return f"until {_fmt_time(end)}"
+    span = summary.get("data_span") or {}
+    if span.get("start") and span.get("end"):
+        return f"in the whole period the logs cover ({_fmt_time(span['start'])} to {_fmt_time(span['end'])})"
+    return "in the whole period the logs cover"
+
+
+def _build(inputs: _Inputs, facts: _Facts, charts: dict[str, bytes]) -> list[Any]:
+    s = inputs.summary
+    blocks: list[Any] = []
+    blocks += _headline(s, facts)
+    failed = [text for text, ok in facts.checks if not ok]
+    if failed:
+        blocks.append(
+            Para(
+                [
+                    "Consistency check failed: ",
+                    "; ".join(failed),
+                    ". Do not use these lists before the discrepancy is explained.",
+                ],
+                "warning",
+            )
+        )
+    blocks += _numbers(s, facts)
+    blocks += _by_category(s, facts)
+    blocks += _charts_section(s)
+    blocks += _countries_section(facts)
+    blocks += _method(inputs, facts)
+    blocks += _files_section(facts)
+    return blocks
+
+
+def _count(value: Any, noun: str, key: tuple[str, ...] | None = None, plural: str | None = None) -> list[Any]:
+    """A number and its noun, singular or plural: ``1 user``, ``2 users``."""
+    return [Num(value, key=key), " ", noun if value == 1 else (plural or noun + "s")]
+
+
+def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
+    affected = s.get("affected_owners", 0) or 0
+    active = s.get("active_users")
+    share = s.get("share_of_active_users_affected")
+    window = s.get("window") or {}
+    period = "that window" if window.get("start") or window.get("end") else "that period"
+    when = _window_phrase(s)
+    blocks: list[Any] = [Heading(2, "Headline")]
+    if not affected:
+        blocks.append(
+            Para(
+                [
+                    Bold("No user's data was shown to anyone else"),
+                    f" {when}: ",
+                    *_count(s.get("exposures", 0), "exposure", ("exposures",)),
+                    "; ",
+                    *_count(active, "user", ("active_users",)),
+                    f" active in {period}.",
+                ],
+                "headline",
+            )
+        )
+        return blocks
+    parts: list[Any] = [
+        Bold(_count(affected, "user", ("affected_owners",))),
+        " had their data shown to someone else ",
+        when,
+        ". ",
+    ]
+    affected_active = s.get("affected_active_users")
+    if share is None:
+        parts += ["The share of active users is not known (no active users were counted)."]
+    elif affected_active is None:
+        parts += [
+            Bold([Num(share, "share", ("share_of_active_users_affected",))]),
+            " of the ",
+            *_count(active, "user", ("active_users",)),
+            f" active in {period} were affected.",
+        ]
+    else:
+        parts += [
+            "Of the ",
+            *_count(active, "user", ("active_users",)),
+            f" active in {period}, ",
+            Bold(
+                [
+                    Num(affected_active, key=("affected_active_users",)),
+                    " (",
+                    Num(share, "share", ("share_of_active_users_affected",)),
+                    ")",
+                ]
+            ),
+            " were affected.",
+        ]
+        if affected_active != affected:
+            parts += [
+                " The other ",
+                *_count(affected - affected_active, "affected user"),
+                f" did not use the service in {period} themselves.",
+            ]
+    blocks.append(Para(parts, "headline"))
+    by_cat = s.get("affected_owners_by_category") or {}
+    active_by_cat = s.get("affected_active_users_by_category")
+    items = []
+    for category in _category_order(s, facts):
+        item: list[Any] = [
+            Bold(category),
+            f" ({facts.severity_by_category.get(category) or 'severity n/a'}): ",
+            *_count(by_cat.get(category, 0), "user", ("affected_owners_by_category", category)),
+        ]
+        if isinstance(active_by_cat, dict) and active and category in active_by_cat:
+            item += [
+                ", ",
+                Num(active_by_cat[category], key=("affected_active_users_by_category", category)),
+                f" of them active in {period} (",
+                Num(active_by_cat[category] / active, "share"),
+                " of active users)",
+            ]
+        items.append(item)
+    if items:
+        blocks.append(Para("Which kind of data, by category (a user can be in several):"))
+        blocks.append(Bullets(items))
+    seen: list[Any] = [
+        "It was shown to ",
+        *_count(s.get("viewers", 0), "signed-in user", ("viewers",)),
+        " and ",
+        *_count(s.get("anonymous_viewer_sessions", 0), "anonymous session", ("anonymous_viewer_sessions",)),
+    ]
+    if s.get("unknown_viewer_exposures"):
+        seen += [
+            ", and in ",
+            *_count(s["unknown_viewer_exposures"], "exposure", ("unknown_viewer_exposures",)),
+            " to a viewer the logs cannot name (request missing from the requests log)",
+        ]
+    seen += [
+        "; ",
+        *_count(s.get("exposures", 0), "exposure", ("exposures",)),
+        " in all, from ",
+        _fmt_time(facts.first_exposure),
+        " to ",
+        _fmt_time(facts.last_exposure),
+        ".",
+    ]
+    blocks.append(Para(seen))
+    return blocks
+
+
+def _category_order(s: dict[str, Any], facts: _Facts) -> list[str]:
+    by_cat = s.get("affected_owners_by_category") or {}
+    names = set(by_cat) | set(s.get("exposures_by_category") or {})
+    rank = {name: i for i, name in enumerate(SEVERITIES)}
+    return sorted(
+        names, key=lambda c: (-rank.get(facts.severity_by_category.get(c, ""), -1), -int(by_cat.get(c, 0)), c)
+    )
+
+
+_KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    # label, path in summary.json, kind
+    ("users active in the window", ("active_users",), "int"),
+    ("sessions active in the window", ("active_sessions",), "int"),
+    ("requests in the window", ("requests",), "int"),
+    ("cache values served", ("served_items",), "int"),
+    ("crossed replies (a read received another call's reply)", ("crossed_replies",), "int"),
+    ("exposures (a value served to someone other than its owner)", ("exposures",), "int"),
+    ("affected users (owners whose data was exposed)", ("affected_owners",), "int"),
+    ("affected users who were active in the window", ("affected_active_users",), "int"),
+    ("share of active users affected", ("share_of_active_users_affected",), "share"),
+    ("signed-in viewers shown someone else's data", ("viewers",), "int"),
+    ("anonymous sessions shown someone else's data", ("anonymous_viewer_sessions",), "int"),
+    ("exposures to a viewer the logs cannot name", ("unknown_viewer_exposures",), "int"),
+    ("exposure rows with ambiguous evidence (digest-ambiguous)", ("ambiguous_rows",), "int"),
+    ("exposure rows with conflicting evidence", ("conflict_rows",), "int"),
+    ("served reads whose request is not in the requests log", ("unknown_viewer_reads",), "int"),
+    ("near misses (crossed, but reached no one as data)", ("near_misses", "total"), "int"),
+    ("exposures outside the window (not in the lists)", ("outside_window", "exposures"), "int"),
+)
+
+
+def _numbers(s: dict[str, Any], facts: _Facts) -> list[Any]:
+    window = s.get("window") or {}
+    if window.get("start") or window.get("end"):
+        when: list[Any] = [_fmt_time(window.get("start")), " to ", _fmt_time(window.get("end"))]
+        when.append(f" ({window.get('method', 'n/a')})")
+    else:
+        when = [window.get("description") or "all time in the logs"]
+    rows: list[list[Any]] = [["exposure window", when]]
+    for label, path, kind in _KEY_NUMBERS:
+        value = _s(s, *path)
+        if value is not None or path in (("share_of_active_users_affected",),):
+            rows.append([label, Num(value, kind, path if value is not None else None)])
+    if facts.directory_configured:
+        rows.append(["affected users missing from the users directory", Num(facts.missing_from_directory)])
+    return [Heading(2, "Key numbers"), Table(["", "count"], rows, numeric=(1,))]
+
+
+def _by_category(s: dict[str, Any], facts: _Facts) -> list[Any]:
+    categories = _category_order(s, facts)
+    if not categories:
+        return []
+    active = s.get("active_users")
+    ex = s.get("exposures_by_category") or {}
+    owners = s.get("affected_owners_by_category") or {}
+    near = _s(s, "near_misses", "by_category") or {}
+    outside = _s(s, "outside_window", "by_category") or {}
+    active_by_cat = s.get("affected_active_users_by_category")
+    with_share = isinstance(active_by_cat, dict) and bool(active)
+    rows = []
+    for c in categories:
+        row: list[Any] = [
+            Code(c),
+            facts.severity_by_category.get(c) or "n/a",
+            Num(owners.get(c, 0), key=("affected_owners_by_category", c)),
+        ]
+        if with_share:
+            row.append(Num(active_by_cat.get(c, 0) / active, "share"))
+        row += [
+            Num(ex.get(c, 0), key=("exposures_by_category", c)),
+            Code(f"notify/{facts.notify_files[c]}") if c in facts.notify_files else "",
+        ]
+        rows.append(row)
+    headers = ["category", "severity", "affected users"]
+    headers += ["affected share of active users"] if with_share else []
+    headers += ["exposures", "notification list"]
+    blocks = [
+        Heading(2, "By category"),
+        Table(headers, rows, numeric=(2, 3, 4) if with_share else (2, 3)),
+    ]
+    extra = [c for c in sorted(set(near) | set(outside))]
+    if extra:
+        blocks.append(
+            Para(
+                "Not counted above, by category: near misses (crossed replies that reached no one as data) "
+                "and exposures outside the window."
+            )
+        )
+        blocks.append(
+            Table(
+                ["category", "near misses", "exposures outside the window"],
+                [
+                    [
+                        Code(c),
+                        Num(near.get(c, 0), key=("near_misses", "by_category", c)) if c in near else "0",
+                        Num(outside.get(c, 0), key=("outside_window", "by_category", c))
+                        if c in outside
+                        else "0",
+                    ]
+                    for c in extra
+                ],
+                numeric=(1, 2),
+            )
+        )
+    return blocks
+
+
+def _charts_section(s: dict[str, Any]) -> list[Any]:
+    window = s.get("window") or {}
+    return [
+        Heading(2, "Charts"),
+        Figure(
+            "timeline",
+            "Crossed replies and exposures over time, with the exposure window shaded",
+            "Top: crossed replies (a read that received another call's reply) per time bucket, with the "
+            "baseline (median per bucket) and the level above which a bucket counts as elevated. Bottom: "
+            f"exposures and near misses. Shaded: the exposure window ({window.get('method', 'n/a')}). "
+            "Exposures outside the shaded window are not in the lists.",
+        ),
+        Figure(
+            "categories_evidence",
+            "Exposures by category and by evidence",
+            "Left: exposures (rows) by category of the data served, coloured by severity. Right: exposures "
+            "by the evidence that names the owner, strongest first; digest-ambiguous and conflict rows need "
+            "review.",
+        ),
+        Figure(
+            "countries",
+            "Affected users by country",
+            "Affected users by the country in the users directory (grey: not in the directory, no country "
+            "given, or the smaller countries grouped).",
+        ),
+        Figure(
+            "pairs",
+            "Viewer to owner pairs",
+            "Left: how many viewers saw how many different owners' data. Right: how many owners had their "
+            "data seen by how many different viewers. Anonymous viewers count once per session.",
+        ),
+    ]
+
+
+def _countries_section(facts: _Facts) -> list[Any]:
+    blocks: list[Any] = [Heading(2, "Affected users by country")]
+    if not facts.directory_configured:
+        blocks.append(
+            Para(
+                "No users directory was configured (tables.users), so countries, emails and names are "
+                "unknown; affected_users.csv lists owner ids only.",
+                "note",
+            )
+        )
+    if facts.countries.empty:
+        blocks.append(Para("No affected users."))
+        return blocks
+    pivot = facts.country_by_category.pivot_table(
+        index="country", columns="category", values="users", aggfunc="sum", fill_value=0
+    )
+    categories = sorted(pivot.columns)
+    rows = []
+    for _, row in facts.countries.iterrows():
+        country = row["country"]
+        cells: list[Any] = [country, Num(row["users"]), Num(row["high_severity_users"])]
+        cells += [Num(pivot.at[country, c]) if country in pivot.index else Num(0) for c in categories]
+        rows.append(cells)
+    blocks.append(
+        Para(
+            "The jurisdictions to consider for notification: affected users by the country the users "
+            "directory gives (a user exposed in several categories counts once per category column)."
+        )
+    )
+    blocks.append(
+        Table(
+            ["country", "affected users", "high or critical severity", *categories],
+            rows,
+            numeric=tuple(range(1, 3 + len(categories))),
+        )
+    )
+    if facts.missing_from_directory:
+        blocks.append(
+            Para(
+                [
+                    "Affected users not in the users directory: ",
+                    Num(facts.missing_from_directory),
+                    ". Their email, name and country are empty in the CSVs (in_directory = false); they need "
+                    "another way to be reached.",
+                ],
+                "warning",
+            )
+        )
+    if facts.directory_duplicates:
+        blocks.append(
+            Para(
+                [
+                    Num(facts.directory_duplicates),
+                    " user ids appear more than once in the users directory; the first row of each was used.",
+                ],
+                "note",
+            )
+        )
+    return blocks
+
+
+def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
+    s, manifest = inputs.summary, inputs.manifest
+    blocks: list[Any] = [Heading(2, "Method")]
+
+    # Sources
+    blocks.append(Heading(3, "Sources read"))
+    files = manifest.get("files") or []
+    if files:
+        rows, totals = [], {k: 0 for k in ("bytes", "lines", "kept", "duplicates", "rejected")}
+        for entry in files:
+            rows.append(
+                [
+                    Code(str(entry.get("path", ""))),
+                    entry.get("kind", ""),
+                    Code(str(entry.get("sha256", ""))),
+                    *(Num(entry.get(k)) for k in totals),
+                ]
+            )
+            for k in totals:
+                totals[k] += int(entry.get(k) or 0)
+        rows.append([Bold(f"{len(files)} files"), "", "", *(Bold(Num(v)) for v in totals.values())])
+        blocks.append(
+            Para(
+                "Every input file, its SHA-256 and what became of its lines (lines = kept + duplicates + "
+                "rejected). Duplicates are re-shipped lines with the same id, counted once; rejected lines "
+                "could not be read and are listed, with the reason, in rejects/."
+            )
+        )
+        blocks.append(
+            Table(
+                ["file", "kind", "SHA-256", "bytes", "lines", "kept", "duplicates", "rejected"],
+                rows,
+                numeric=(3, 4, 5, 6, 7),
+            )
+        )
+    else:
+        blocks.append(Para("The manifest lists no input files.", "warning"))
+    skipped = manifest.get("skipped") or []
+    if skipped:
+        items = []
+        for entry in skipped:
+            if isinstance(entry, dict):
+                items.append([Code(str(entry.get("path", ""))), f": {entry.get('reason', 'skipped')}"])
+            else:
+                items.append(Code(str(entry)))
+        blocks.append(Para("Files found but not read:"))
+        blocks.append(Bullets(items))
+    config = manifest.get("config") or {}
+    blocks.append(
+        Para(
+            [
+                "Config: ",
+                Code(str(config.get("path"))) if config.get("path") else "none (defaults)",
+                ". ",
+                inputs.users_note[:1].upper() + inputs.users_note[1:],
+                ".",
+            ]
+        )
+    )
+
+    # Window
+    window = s.get("window") or {}
+    blocks.append(Heading(3, "The window"))
+    method_text = {
+        "cli": "given on the command line (--window)",
+        "config": "given in the incident config ([window])",
+        "auto": "found from the data",
+        "all": "not limited: all time in the logs",
+    }.get(window.get("method"), str(window.get("method")))
+    description = f" {window['description']}" if window.get("description") else ""
+    if window.get("start") or window.get("end"):
+        bounds = Bold([_fmt_time(window.get("start")), " to ", _fmt_time(window.get("end"))])
+        blocks.append(
+            Para(
+                ["Exposure window: ", bounds, f" (start included, end excluded), {method_text}.", description]
+            )
+        )
+    else:
+        blocks.append(
+            Para(
+                [
+                    f"Exposure window: {method_text}.",
+                    description,
+                    " Every exposure in the logs counts; to limit them to the incident, rerun with "
+                    "--window START/END or --window auto.",
+                ]
+            )
+        )
+    auto = s.get("auto_window")
+    if isinstance(auto, dict) and auto:
+        blocks.append(
+            Para(
+                [
+                    "How the automatic window was found: crossed replies were counted per ",
+                    _duration(int(auto.get("bucket_seconds") or 300)),
+                    " bucket; the baseline is the median per bucket (",
+                    f"{auto.get('baseline')}",
+                    "), a bucket is elevated above ",
+                    f"{auto.get('threshold')}",
+                    " (baseline + max(1, 3 x MAD)); elevated buckets less than three buckets apart were "
+                    "merged, and the run holding the most crossed replies became the window, from its first "
+                    "crossed reply to one second past its last. Check it against the timeline chart and, if "
+                    "it is wrong, rerun with --window.",
+                ]
+            )
+        )
+
+    # Evidence tiers
+    blocks.append(Heading(3, "Evidence: how the owner of each served value is known"))
+    by_ev = s.get("exposures_by_evidence") or {}
+    tiers = list(EVIDENCE_ORDER) + sorted(set(by_ev) - set(EVIDENCE_ORDER))
+    blocks.append(
+        Table(
+            ["evidence", "what it means", "exposures"],
+            [
+                [
+                    Code(t),
+                    EVIDENCE_TEXT.get(t, "other"),
+                    Num(by_ev.get(t, 0), key=("exposures_by_evidence", t)) if t in by_ev else Num(0),
+                ]
+                for t in tiers
+            ],
+            numeric=(2,),
+        )
+    )
+    blocks.append(
+        Para(
+            [
+                "A cache read that returned a value is a served item; its viewer is whoever held the "
+                "request's session at that moment (sessions log, else the request's user). It is an exposure "
+                "when the owner is someone else, no grant covers it, and it falls in the window. The "
+                "category is that of the value actually served, not of the key asked for. ",
+                Num(s.get("ambiguous_rows", 0), key=("ambiguous_rows",)),
+                " rows rest on ambiguous evidence and ",
+                Num(s.get("conflict_rows", 0), key=("conflict_rows",)),
+                " on conflicting evidence; they are kept and labelled (evidence column, flagged_rows in "
+                "affected_users.csv) rather than guessed.",
+            ]
+        )
+    )
+    unknown = s.get("unknown_viewer_reads", 0)
+    if unknown:
+        blocks.append(
+            Para(
+                [
+                    Num(unknown, key=("unknown_viewer_reads",)),
+                    " served reads came from requests missing from the requests log, so their viewer is "
+                    "unknown; they are counted, not dropped, and appear in viewers.csv as viewer_kind "
+                    "'unknown' when they are exposures.",
+                ],
+                "note",
+            )
+        )
+    flagged_out = s.get("flagged_not_exposed") or {}
+    if any(flagged_out.values()):
+        items = [
+            [Code(label), ": ", Num(n, key=("flagged_not_exposed", label))]
+            for label, n in sorted(flagged_out.items())
+            if n
+        ]
+        blocks.append(
+            Para(
+                "Served reads with ambiguous or conflicting evidence that were not counted as exposures "
+                "(the owner the evidence settled on is the viewer, or a grant covers it). A different "
+                "reading of the evidence could make some of them exposures; review them in the lake:",
+                "note",
+            )
+        )
+        blocks.append(Bullets(items))
+
+    # Near misses and outside
+    near = s.get("near_misses") or {}
+    blocks.append(Heading(3, "Near misses and exposures outside the window"))
+    near_items = [
+        [Code(kind), ": ", Num(n, key=("near_misses", "by_kind", kind)), " — ", NEAR_MISS_TEXT.get(kind, "")]
+        for kind, n in sorted((near.get("by_kind") or {}).items())
+    ]
+    blocks.append(
+        Para(
+            [
+                Num(near.get("total", 0), key=("near_misses", "total")),
+                " near misses: replies that crossed but, as far as the logs show, reached no one as data. "
+                "They are not exposures and are in near_misses.parquet.",
+            ]
+        )
+    )
+    if near_items:
+        blocks.append(Bullets(near_items))
+    outside = s.get("outside_window") or {}
+    blocks.append(
+        Para(
+            [
+                Num(outside.get("exposures", 0), key=("outside_window", "exposures")),
+                " exposures of ",
+                Num(outside.get("affected_owners", 0), key=("outside_window", "affected_owners")),
+                " owners fall outside the window and are not in the lists "
+                "(exposures_outside_window.parquet). If there are many, the window may be too narrow.",
+            ]
+        )
+    )
+
+    # Privacy and limits
+    blocks.append(Heading(3, "Privacy of these outputs"))
+    session_note = (
+        "exposures.csv and exposures.parquet still carry the raw session ids; handle them as secrets."
+        if facts.has_raw_sessions
+        else ""
+    )
+    blocks.append(
+        Bullets(
+            [
+                "No exposed content is read or written anywhere: whosaw sees only keys, hashes and owner "
+                "ids.",
+                "This report holds no emails, names or ids; the lists of people are affected_users.csv, "
+                "viewers.csv and notify/*.csv (restricted).",
+                "An anonymous viewer is identified in viewers.csv by the first 16 hex digits of the SHA-256 "
+                "of its session id (sha256:...), never by the session id itself, which may still be a live "
+                "credential. " + session_note,
+            ]
+        )
+    )
+    blocks.append(Heading(3, "What the logs cannot show"))
+    total_rejected = sum(int(entry.get("rejected") or 0) for entry in manifest.get("files") or [])
+    blocks.append(
+        Bullets(
+            [
+                "What exactly was on the screen: values are not logged, so the category comes from the key "
+                "family (config [[keys]]), and whether the page displayed the value, or anyone looked at it, "
+                "is unknown.",
+                "Calls that were never logged (uninstrumented clients, lost log shipping), and the input "
+                f"lines that were rejected ({total_rejected:,}): exposures in them are missing from these "
+                "counts.",
+                "Connection evidence is an inference from call order on a pooled connection; a lost or "
+                "reordered cache log line on that connection shifts it. Key evidence alone cannot see a "
+                "crossed reply at all.",
+                "Who sat behind an anonymous session, or behind a signed-in session shared on one device.",
+                "Where the data went next: browser caches, screenshots, forwarded pages, downstream systems.",
+                "Exposures outside the window, and before or after the logs begin or end.",
+                "Times are the servers' log times (converted to UTC); clock skew between hosts is not "
+                "corrected.",
+            ]
+        )
+    )
+    return blocks
+
+
+def _files_section(facts: _Facts) -> list[Any]:
+    rows = [
+        [
+            Code("affected_users.csv"),
+            "one row per affected owner: contact details from the users directory, categories, exposure and "
+            "viewer counts, first and last exposure, strongest evidence, flagged rows",
+            Num(facts.affected_rows),
+        ],
+        [
+            Code("viewers.csv"),
+            "one row per viewer shown someone else's data; anonymous viewers one row per session (hashed)",
+            Num(facts.viewer_rows),
+        ],
+        [
+            Code("exposures.csv"),
+            "the evidence: one row per exposure, with its source file and line",
+            Num(facts.exposure_rows),
+        ],
+    ]
+    for category, name in sorted(facts.notify_files.items()):
+        rows.append(
+            [
+                Code(f"notify/{name}"),
+                f"notification list: everyone whose {category} was exposed",
+                Num(facts.owners_by_category.get(category, 0)),
+            ]
+        )
+    return [
+        Heading(2, "Files"),
+        Table(["file", "content", "rows"], rows, numeric=(2,)),
+        Para(
+            "The CSV files are UTF-8 with ISO-8601 UTC times, and safe to open in a spreadsheet: a text cell "
+            "that starts with =, +, -, @, a tab, a carriage return or a single quote is written with one "
+            "extra single quote in front. To get the original value back, drop the first character of every "
+            "cell that starts with a single quote (pipeline.safecsv.read_safe_csv does this). Lists "
+            "(categories) are joined with ';'.",
+            "note",
+        ),
+        Heading(3, "Checks"),
+        Bullets([("passed: " if ok else "FAILED: ") + text for text, ok in facts.checks]),
+    ]
+
+
+def _user_column(name: str) -> str:
+    """A users-directory column as text, empty as NULL; only the id is trimmed (names, emails stay exact)."""
+    text = f"CAST({_ident(name)} AS VARCHAR)"
+    return f"nullif(trim({text}), '')" if name == "user_id" else f"nullif({text}, '')"

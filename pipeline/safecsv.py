@@ -62,14 +62,11 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
 
 
 def write_safe_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write a (small) DataFrame as neutralised CSV; times as ISO-8601 UTC."""
-    safe = frame.copy()
-    for column in safe.columns:
-        if pd.api.types.is_datetime64_any_dtype(safe[column]):
-            safe[column] = safe[column].map(_iso_utc)
-        elif safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(neutralise)
-    safe.to_csv(path, index=False, encoding="utf-8")
+    """Write a (small) DataFrame with the same rule and writer as :func:`copy_safe_csv`."""
+    con = duckdb.connect()
+    con.register("frame_to_write", frame)
+    copy_safe_csv(con, "SELECT * FROM frame_to_write", path)
+    con.close()
 
 
 def read_safe_csv(path: str | Path) -> pd.DataFrame:
@@ -78,14 +75,6 @@ def read_safe_csv(path: str | Path) -> pd.DataFrame:
     for column in frame.columns:
         frame[column] = frame[column].map(restore, na_action="ignore")
     return frame
-
-
-def _iso_utc(value: object) -> object:
-    if value is None or pd.isna(value):
-        return None
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _sql_path(path: Path) -> str:

@@ -1,0 +1,51 @@
+-- reading_calls: every call that read a reply (any status but cancelled/timeout; reset ops excluded), with
+-- the call whose reply it received when that was another call (30_crossed_replies): reply_line_id,
+-- reply_op, reply_key, reply_is_read_op, reply_key_owner/category/severity, reply_request_id.
+-- on_connection: the read has a known connection, so the FIFO rule applies (no crossed reply = its own).
+CREATE OR REPLACE TEMPORARY VIEW reading_calls AS
+WITH reply_calls AS (
+    SELECT
+        x.line_id,
+        x.reply_line_id,
+        p.op AS reply_op,
+        p.key AS reply_key,
+        p.is_read_op AS reply_is_read_op,
+        p.key_owner AS reply_key_owner,
+        p.key_category AS reply_key_category,
+        p.key_severity AS reply_key_severity,
+        p.request_id AS reply_request_id
+    FROM crossed_replies AS x
+    INNER JOIN cache_lines AS p
+        ON x.reply_line_id = p.line_id
+)
+SELECT
+    c.line_id,
+    c.file_no,
+    c.source_line,
+    c.ts,
+    c.request_id,
+    c.op,
+    c.key,
+    c.status,
+    c.host,
+    c.conn_id,
+    c.value_sha256,
+    c.value_owner,
+    c.is_read_op,
+    c.key_category,
+    c.key_severity,
+    c.key_owner,
+    CASE WHEN c.conn_no IS NOT NULL THEN true ELSE false END AS on_connection,
+    r.reply_line_id,
+    r.reply_op,
+    r.reply_key,
+    r.reply_is_read_op,
+    r.reply_key_owner,
+    r.reply_key_category,
+    r.reply_key_severity,
+    r.reply_request_id
+FROM cache_lines AS c
+LEFT JOIN reply_calls AS r
+    ON c.line_id = r.line_id
+WHERE NOT c.is_reset_op
+    AND c.status NOT IN ('cancelled', 'timeout');

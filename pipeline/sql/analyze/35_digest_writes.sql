@@ -1,0 +1,27 @@
+-- digest_writes: every write that stored a value_sha256 under a key whose owner is known, numbered per digest
+-- in log order (write_no), with the running smallest and largest owner among that digest's writes so far:
+-- min <> max means the digest has been written under more than one owner by then.
+-- Any status counts: a logged call was sent, and the server stores what a SET sent even when the client
+-- abandoned the call (cancelled/timeout) or could not use its reply (error).
+-- materialize
+CREATE OR REPLACE TEMPORARY VIEW digest_writes AS
+SELECT
+    value_sha256,
+    ts,
+    key AS digest_key,
+    key_owner AS digest_owner,
+    key_category AS digest_category,
+    key_severity AS digest_severity,
+    row_number() OVER (PARTITION BY value_sha256 ORDER BY ts, line_id) AS write_no,
+    min(key_owner) OVER (
+        PARTITION BY value_sha256 ORDER BY ts, line_id
+        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS min_owner_so_far,
+    max(key_owner) OVER (
+        PARTITION BY value_sha256 ORDER BY ts, line_id
+        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+    ) AS max_owner_so_far
+FROM cache_lines
+WHERE is_write_op
+    AND value_sha256 IS NOT NULL
+    AND key_owner IS NOT NULL;

@@ -1,0 +1,45 @@
+-- read_viewers: every reading call with its request and its viewer at the instant of the read.
+-- Viewer (docs/design.md "Viewer"): the request's session at the read's ts in session_holders (equi + range
+-- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no
+-- user, the request's user_id); logout/expire -> nobody. No session event at or before the read, or no
+-- sessions log: the request's user_id. No user: anonymous.
+-- viewer_kind: 'session' | 'request' (where the viewer came from), 'anonymous', or 'unknown' (the read's
+-- request is not in the requests log: kept and counted, never dropped), 'background' (no request at all).
+CREATE OR REPLACE TEMPORARY VIEW read_viewers AS
+WITH reads_with_requests AS (
+    SELECT
+        c.*,
+        q.request_id AS logged_request_id,
+        q.session_id,
+        q.user_id AS request_user_id,
+        q.route,
+        q.status AS request_status,
+        q.request_failed,
+        h.holder_event,
+        h.holding,
+        h.holder_user_id
+    FROM reading_calls AS c
+    LEFT JOIN request_log AS q
+        ON c.request_id = q.request_id
+    LEFT JOIN session_holders AS h
+        ON q.session_id = h.session_id
+        AND h.valid_from <= c.ts
+        AND (h.valid_to IS NULL OR c.ts < h.valid_to)
+)
+SELECT
+    reads_with_requests.*,
+    CASE
+        WHEN logged_request_id IS NULL THEN CAST(NULL AS STRING)
+        WHEN holding = false THEN CAST(NULL AS STRING)
+        WHEN holding = true THEN coalesce(holder_user_id, request_user_id)
+        ELSE request_user_id
+    END AS viewer_id,
+    CASE
+        WHEN request_id IS NULL THEN 'background'
+        WHEN logged_request_id IS NULL THEN 'unknown'
+        WHEN holding = false THEN 'anonymous'
+        WHEN holding = true AND coalesce(holder_user_id, request_user_id) IS NOT NULL THEN 'session'
+        WHEN holding IS NULL AND request_user_id IS NOT NULL THEN 'request'
+        ELSE 'anonymous'
+    END AS viewer_kind
+FROM reads_with_requests;

@@ -1,0 +1,14 @@
+-- granted_reads: reads whose viewer may legitimately see the owner's data: a grant of that owner to that
+-- viewer (or '*', anyone, anonymous included), for that category (or '*' / empty = every category), valid at
+-- the read's ts (valid_from <= ts < valid_to, either end open). Only reads shown to someone else than
+-- their owner are looked at.
+CREATE OR REPLACE TEMPORARY VIEW granted_reads AS
+SELECT DISTINCT c.line_id
+FROM notable_reads AS c
+INNER JOIN grants_table AS g
+    ON c.owner_id = g.owner_id
+WHERE (c.viewer_id IS NULL OR c.viewer_id <> c.owner_id)
+    AND (g.viewer_id = '*' OR g.viewer_id = c.viewer_id)
+    AND (g.category IS NULL OR g.category = '*' OR g.category = c.category)
+    AND (g.valid_from IS NULL OR g.valid_from <= c.ts)
+    AND (g.valid_to IS NULL OR c.ts < g.valid_to);

@@ -1,0 +1,20 @@
+-- Re-shipped duplicates, step 2: among the rows with a candidate key, rows with the same identity ({{identity}},
+-- compared exactly, not by hash) keep their first occurrence: rows already in the lake first, then input order
+-- (file, then line). Every later occurrence in this run's staged records is a duplicate to drop.
+CREATE OR REPLACE TEMP TABLE dup_rows AS
+SELECT source_file, source_line
+FROM (
+    SELECT origin, source_file, source_line,
+           row_number() OVER (PARTITION BY {{identity}} ORDER BY origin, file_order, source_line) AS nth
+    FROM (
+        SELECT 0 AS origin, 0 AS file_order, CAST(NULL AS VARCHAR) AS source_file, CAST(0 AS BIGINT) AS source_line,
+               {{identity}}
+        FROM {{old}}
+        WHERE {{key_expr}} IN (SELECT record_key FROM dup_keys)
+        UNION ALL
+        SELECT 1, f.file_order, n.source_file, n.source_line, {{identity}}
+        FROM {{new}} AS n JOIN file_order AS f USING (source_file)
+        WHERE n.record_key IN (SELECT record_key FROM dup_keys)
+    )
+)
+WHERE nth > 1 AND origin = 1

@@ -1,0 +1,54 @@
+-- Helpers for ingestion, created once per connection. Everything here is plain DuckDB SQL.
+
+-- A number read as an epoch, in microseconds: seconds, ms, us or ns told apart by magnitude
+-- (s < 1e11 <= ms < 1e14 <= us < 1e17 <= ns). NULL outside 1970..2286 (later checks say 1990..2100).
+-- ns are truncated to us (the lake keeps microseconds).
+CREATE OR REPLACE TEMP MACRO whosaw_epoch_us(n) AS (
+    CASE WHEN n < 0 THEN NULL
+         WHEN n < 1e11 THEN floor(n * 1000000)
+         WHEN n < 1e14 THEN floor(n * 1000)
+         WHEN n < 1e17 THEN floor(n)
+         WHEN n < 1e19 THEN floor(n / 1000)
+    END
+);
+
+-- A timestamp text -> TIMESTAMPTZ, NULL when it is not a time. Text without '-' or ':' is an epoch number;
+-- anything else is ISO-8601: an offset or Z is honoured, a zone-less time is read in the session TimeZone,
+-- which ingest sets to the source's zone for the statement (UTC unless the config names one).
+CREATE OR REPLACE TEMP MACRO whosaw_ts(t) AS (
+    CASE WHEN NOT contains(t, '-') AND NOT contains(t, ':')
+         THEN timezone('UTC', make_timestamp(
+                  CAST(whosaw_epoch_us(TRY_CAST(trim(t) AS DECIMAL(38, 9))) AS BIGINT)))
+         ELSE TRY_CAST(t AS TIMESTAMPTZ)
+    END
+);
+
+-- The plausible range of a log time: anything outside is an impossible ts, not a record.
+CREATE OR REPLACE TEMP MACRO whosaw_ts_ok(ts) AS (
+    ts >= TIMESTAMPTZ '1990-01-01 00:00:00+00' AND ts < TIMESTAMPTZ '2101-01-01 00:00:00+00'
+);
+
+-- A status read as a number (from '200', '200.0', '2e2') is an HTTP status: a whole number in 0..999.
+-- A fraction is not rounded into a status: the caller rejects the line.
+CREATE OR REPLACE TEMP MACRO whosaw_status_ok(n) AS (
+    n BETWEEN 0 AND 999 AND n = floor(n)
+);
+
+-- A text line without its line end (LF, or CR LF).
+CREATE OR REPLACE TEMP MACRO whosaw_chomp(t) AS (
+    CASE WHEN suffix(t, chr(13) || chr(10)) THEN t[:-3]
+         WHEN suffix(t, chr(10)) THEN t[:-2]
+         ELSE t
+    END
+);
+
+-- The fields of one CSV line that holds double quotes (RFC 4180, on one physical line): NULL when the quoting
+-- is broken (a stray or unterminated quote), so the caller rejects the line instead of guessing.
+-- Every field is matched together with the comma before it, so empty fields are never skipped.
+CREATE OR REPLACE TEMP MACRO whosaw_csv_quoted(body) AS (
+    CASE WHEN array_to_string(regexp_extract_all(',' || body, ',("(?:[^"]|"")*"|[^,"]*)', 1), ',') = body
+         THEN list_transform(
+                  regexp_extract_all(',' || body, ',("(?:[^"]|"")*"|[^,"]*)', 1),
+                  x -> CASE WHEN starts_with(x, '"') THEN replace(x[2:-2], '""', '"') ELSE x END)
+    END
+);

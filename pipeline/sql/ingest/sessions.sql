@@ -1,0 +1,21 @@
+-- sessions: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
+-- Empty strings are NULL; event lower case and one of {{events}}.
+-- record_key: the identity, the whole normalised record.
+SELECT file_id, line_no, raw, ts, session_id, user_id, event,
+       CASE WHEN pre_reason IS NOT NULL THEN pre_reason
+            WHEN ts_text IS NULL THEN 'missing_field:ts'
+            WHEN session_id IS NULL THEN 'missing_field:session_id'
+            WHEN event IS NULL THEN 'missing_field:event'
+            WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
+            WHEN event NOT IN {{events}} THEN 'bad_event'
+       END AS reason,
+       hash(ts, session_id, user_id, event) AS record_key
+FROM (
+    SELECT file_id, line_no, raw, pre_reason,
+           nullif(f_ts, '') AS ts_text,
+           whosaw_ts(nullif(f_ts, '')) AS ts,
+           nullif(f_session_id, '') AS session_id,
+           nullif(f_user_id, '') AS user_id,
+           lower(nullif(f_event, '')) AS event
+    FROM ({{fields}})
+)

@@ -1,0 +1,692 @@
+"""The exposure analysis on real DuckDB over real hive-partitioned Parquet: hand-made cases for every rule of
+docs/design.md, then the simulator's incidents (through the real ingest) against their ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from lakes import T, requests_for, write_kind, write_lake
+
+from pipeline.analyze import analyze, key_rule_sql, load_steps, quote_spark
+from pipeline.config import config_from_dict
+from pipeline.errors import WhosawError
+from pipeline.ingest import ingest
+from pipeline.manifest import load_manifest, save_manifest
+from pipeline.safecsv import read_safe_csv
+from pipeline.schema import EXPOSURE_COLUMNS
+from pipeline.simulate import simulate
+
+KEYS = [
+    {"pattern": r"^user:(?P<owner>[^:]+):titles$", "category": "conversation_titles", "severity": "low"},
+    {"pattern": r"^billing:(?P<owner>[^:]+)$", "category": "payment_info", "severity": "high"},
+    {"pattern": r"^conv:(?P<resource>[^:]+)$", "category": "conversation_content", "severity": "high"},
+    {"pattern": r"^public:", "category": "public", "severity": "low"},
+    {"pattern": r"^user:(?P<owner>[^:]+):", "category": "profile", "severity": "medium"},
+]
+
+
+def call(ts, rid, key, status="ok", op="GET", conn="c1", host="h1", **extra):
+    return {"ts": ts, "request_id": rid, "op": op, "key": key, "status": status, "host": host,
+            "conn_id": conn, **extra}
+
+
+def run_case(tmp_path: Path, cache, users=None, *, requests=None, sessions=(), keys=KEYS, tables=None,
+             window=None, config_extra=None):
+    """Write the lake, analyse it; return (summary, exposures DataFrame)."""
+    out = tmp_path / "out"
+    if requests is None:
+        requests = requests_for(cache, users or {})
+    write_lake(out, requests=requests, cache=cache, sessions=sessions)
+    raw = {"keys": keys, **(config_extra or {})}
+    if tables:
+        raw["tables"] = {}
+        for name, frame in tables.items():
+            path = tmp_path / f"{name}.csv"
+            pd.DataFrame(frame).to_csv(path, index=False)
+            raw["tables"][name] = path.name
+    cfg = config_from_dict(raw, tmp_path / "incident.toml")
+    summary = analyze(out, cfg, window=window, progress=False)
+    exposures = pd.read_parquet(out / "exposures.parquet")
+    return summary, exposures
+
+
+def pairs(exposures: pd.DataFrame) -> set[tuple]:
+    """(request_id, viewer_id, owner_id, category, evidence) per exposure; None for an anonymous viewer."""
+    return {
+        (r.request_id, None if pd.isna(r.viewer_id) else r.viewer_id, r.owner_id, r.category, r.evidence)
+        for r in exposures.itertuples()
+    }
+
+
+# ----------------------------------------------------------------------------------------- connection tier
+
+def test_two_deep_chain_each_read_gets_the_oldest_unread_reply(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), "rb", "billing:bob", "timeout"),
+        call(T(0, 3), "rc", "user:carol:titles"),   # gets alice's titles
+        call(T(0, 4), "rd", "user:dave:titles"),    # gets bob's billing
+        call(T(0, 5), "re", "user:erin:titles"),    # gets carol's titles (reply 3)
+    ]
+    users = {"ra": "alice", "rb": "bob", "rc": "carol", "rd": "dave", "re": "erin"}
+    summary, exp = run_case(tmp_path, cache, users)
+    assert pairs(exp) == {
+        ("rc", "carol", "alice", "conversation_titles", "connection"),
+        ("rd", "dave", "bob", "payment_info", "connection"),
+        ("re", "erin", "carol", "conversation_titles", "connection"),
+    }
+    row = exp.set_index("request_id").loc["rd"]
+    assert (row.value_key, row.severity, row.reply_request_id, row.owner_by_key) == (
+        "billing:bob", "high", "rb", "dave")
+    assert summary["exposures"] == 3 and summary["crossed_replies"] == 3
+    assert summary["exposures_by_category"] == {"conversation_titles": 2, "payment_info": 1}
+    assert summary["exposures_by_severity"] == {"high": 1, "low": 2}
+    assert summary["affected_owners"] == 3 and summary["viewers"] == 3
+
+
+def test_connections_are_host_and_conn_id_together(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled", host="h1", conn="7"),
+        call(T(0, 2), "rb", "user:bob:titles", host="h2", conn="7"),  # another host's connection 7: clean
+        call(T(0, 3), "rc", "user:carol:titles", host="h1", conn="8"),  # another connection on h1: clean
+    ]
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob", "rc": "carol"})
+    assert exp.empty and summary["exposures"] == 0 and summary["crossed_replies"] == 0
+
+
+def test_reconnect_clears_the_queue(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), None, None, op="RECONNECT"),
+        call(T(0, 3), "rb", "user:bob:titles"),  # a clean connection: bob's own reply
+        call(T(0, 4), "rc", "user:carol:titles", "cancelled"),
+        call(T(0, 5), "rd", "user:dave:titles", "error"),  # reads carol's reply, fails, resets
+        call(T(0, 6), "re", "user:erin:titles"),  # clean again
+    ]
+    users = {"ra": "alice", "rb": "bob", "rc": "carol", "rd": "dave", "re": "erin"}
+    summary, exp = run_case(tmp_path, cache, users)
+    assert exp.empty
+    assert summary["exposures"] == 0
+    near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet")
+    # alice's reply was discarded by the reconnect; dave's error read received carol's reply and failed,
+    # and its reset discarded dave's own reply, still queued behind carol's
+    assert sorted(zip(near.kind, near.owner_id, near.viewer_id.fillna("-"), strict=True)) == [
+        ("discarded", "alice", "-"), ("discarded", "dave", "-"), ("failed", "carol", "dave")]
+    assert summary["near_misses"] == {"total": 3, "by_kind": {"discarded": 2, "failed": 1},
+                                      "by_category": {"conversation_titles": 3}, "outside_window": 0}
+
+
+def test_near_misses_not_data_and_failed_requests(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), "rb", "user:bob:titles", op="SET"),     # a write reads alice's titles: not data
+        call(T(0, 3), "rc", "user:carol:titles"),             # gets bob's SET "OK": not data
+        call(T(0, 4), "rd", "billing:dave", "cancelled", conn="c2"),
+        call(T(0, 5), "re", "user:erin:titles", conn="c2"),   # gets dave's billing, but the request 500s
+    ]
+    users = {"ra": "alice", "rb": "bob", "rc": "carol", "rd": "dave", "re": "erin"}
+    requests = requests_for(cache, users)
+    for row in requests:
+        if row["request_id"] == "re":
+            row["status"] = 503
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert exp.empty
+    near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet").sort_values("ts")
+    assert list(zip(near.request_id, near.kind, near.category, strict=True)) == [
+        ("rb", "not-data", "conversation_titles"),
+        ("rc", "not-data", "conversation_titles"),
+        ("re", "failed", "payment_info"),
+    ]
+    assert summary["near_misses"]["by_category"] == {"conversation_titles": 2, "payment_info": 1}
+
+
+# ----------------------------------------------------------------------------------------- viewer rule
+
+def test_session_refreshed_after_expiry(tmp_path):
+    # bob's titles reach alice's session three times: while held, after it expired, after it was refreshed
+    cache = [
+        call(T(0, 30), "r1", "user:alice:titles", value_owner="bob"),
+        call(T(2), "r2", "user:alice:titles", value_owner="bob"),
+        call(T(4), "r3", "user:alice:titles", value_owner="bob"),
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": "alice", "event": "login"},
+        {"ts": T(1), "session_id": "S", "user_id": "alice", "event": "expire"},
+        {"ts": T(3), "session_id": "S", "user_id": "alice", "event": "refresh"},
+    ]
+    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "alice"},
+                            sessions={"r1": "S", "r2": "S", "r3": "S"})
+    summary, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    rows = exp.set_index("request_id")
+    assert rows.loc["r1", "viewer_id"] == "alice" and rows.loc["r1", "viewer_kind"] == "session"
+    assert pd.isna(rows.loc["r2", "viewer_id"]) and rows.loc["r2", "viewer_kind"] == "anonymous"
+    assert rows.loc["r3", "viewer_id"] == "alice" and rows.loc["r3", "viewer_kind"] == "session"
+    assert set(exp.evidence) == {"value_owner"}
+    assert summary["viewers"] == 1 and summary["anonymous_viewer_sessions"] == 1
+
+
+def test_shared_device_new_session_is_the_new_person(tmp_path):
+    # One device: alice logs in and out on S1; bob logs in on S2. The device's requests still carry
+    # user_id=alice (a stale cookie); the session log says who held each session.
+    cache = [
+        call(T(1), "r1", "user:alice:titles", value_owner="alice"),  # alice, her own data
+        call(T(3), "r2", "user:alice:titles", value_owner="alice"),  # S1 after logout: anonymous
+        call(T(5), "r3", "user:alice:titles", value_owner="alice"),  # S2: bob sees alice's titles
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S1", "user_id": "alice", "event": "login"},
+        {"ts": T(2), "session_id": "S1", "user_id": "alice", "event": "logout"},
+        {"ts": T(4), "session_id": "S2", "user_id": "bob", "event": "login"},
+    ]
+    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "alice"},
+                            sessions={"r1": "S1", "r2": "S1", "r3": "S2"})
+    summary, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    assert pairs(exp) == {
+        ("r2", None, "alice", "conversation_titles", "value_owner"),
+        ("r3", "bob", "alice", "conversation_titles", "value_owner"),
+    }
+    assert summary["active_users"] == 2  # alice (r1) and bob (r3); r2 is anonymous
+
+
+def test_without_sessions_log_the_request_user_is_the_viewer(tmp_path):
+    cache = [call(T(1), "r1", "user:alice:titles", value_owner="bob")]
+    requests = requests_for(cache, {"r1": "alice"}, sessions={"r1": "S-unknown"})
+    _, exp = run_case(tmp_path, cache, requests=requests)
+    assert exp.viewer_id.tolist() == ["alice"] and exp.viewer_kind.tolist() == ["request"]
+
+
+def test_anonymous_viewer_is_kept_and_reported(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "billing:alice", "cancelled"),
+        call(T(0, 2), "rb", "public:motd"),  # an anonymous page gets alice's billing details
+    ]
+    requests = requests_for(cache, {"ra": "alice", "rb": None})
+    requests[1]["session_id"] = None
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert pairs(exp) == {("rb", None, "alice", "payment_info", "connection")}
+    assert exp.viewer_kind.tolist() == ["anonymous"]
+    assert summary["viewers"] == 0 and summary["anonymous_viewer_sessions"] == 1
+    assert summary["affected_owners"] == 1
+
+
+def test_read_whose_request_is_missing_is_counted_not_dropped(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), "r-lost", "user:bob:titles"),  # no such request in the requests log
+        call(T(0, 3), "r-lost2", "user:carol:titles", conn="c2"),  # missing too, but not crossed
+    ]
+    requests = requests_for(cache[:1], {"ra": "alice"})
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert exp.request_id.tolist() == ["r-lost"]
+    assert exp.viewer_kind.tolist() == ["unknown"] and exp.owner_id.tolist() == ["alice"]
+    assert summary["unknown_viewer_reads"] == 2 and summary["unknown_viewer_exposures"] == 1
+
+
+def test_duplicated_request_lines_never_inflate_counts(tmp_path):
+    cache = [call(T(0, 1), "ra", "user:alice:titles", "cancelled"), call(T(0, 2), "rb", "user:bob:titles")]
+    requests = requests_for(cache, {"ra": "alice", "rb": "bob"})
+    requests.append({**requests[1], "source_line": 99})  # a re-shipped duplicate line
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert len(exp) == 1 and summary["exposures"] == 1 and summary["requests"] == 2
+
+
+# ----------------------------------------------------------------------------------------- grants
+
+def test_grants_exclude_legitimate_views(tmp_path):
+    cache = [
+        call(T(1), "r1", "user:alice:titles", conn="c1"),   # bob reads alice's titles: granted (shared link)
+        call(T(2), "r2", "billing:alice", conn="c2"),       # ... her billing: the grant is for titles only
+        call(T(20), "r3", "user:alice:titles", conn="c3"),  # ... titles after the grant ended
+        call(T(3), "r4", "conv:c9", conn="c4"),             # anyone may see conversation c9 (team space)
+        call(T(4), "r5", "billing:carol", conn="c5"),       # support agent sam: every category, open ended
+    ]
+    users = {"r1": "bob", "r2": "bob", "r3": "bob", "r4": "dave", "r5": "sam"}
+    tables = {
+        "grants": [
+            {"owner_id": "alice", "viewer_id": "bob", "category": "conversation_titles",
+             "valid_from": T(0), "valid_to": T(10)},
+            {"owner_id": "erin", "viewer_id": "*", "category": "conversation_content",
+             "valid_from": "", "valid_to": ""},
+            {"owner_id": "carol", "viewer_id": "sam", "category": "*", "valid_from": T(0), "valid_to": ""},
+        ],
+        "ownership": [{"resource_id": "c9", "owner_id": "erin"}],
+    }
+    summary, exp = run_case(tmp_path, cache, users, tables=tables)
+    assert pairs(exp) == {
+        ("r2", "bob", "alice", "payment_info", "key"),
+        ("r3", "bob", "alice", "conversation_titles", "key"),
+    }
+
+
+# ----------------------------------------------------------------------------------------- digest tier
+
+def test_digest_owner_and_ambiguous_digest(tmp_path):
+    D = "d" * 64  # noqa: N806 - the digest
+    cache = [
+        call(T(0, 1), "w1", "user:alice:titles", op="SET", value_sha256=D, conn="w"),
+        # no connection info: only the digest can tell that carol got alice's value
+        call(T(0, 2), "r1", "user:carol:titles", value_sha256=D, host=None, conn=None),
+        call(T(0, 3), "w2", "user:bob:titles", op="SET", value_sha256=D, conn="w"),
+        # from now on the digest names two owners: ambiguous; the connection decides (alice's cancelled call)
+        call(T(0, 4), "ra", "user:alice:titles", "cancelled", conn="c1"),
+        call(T(0, 5), "r2", "user:dave:titles", value_sha256=D, conn="c1"),
+        # ambiguous, and nothing else names another owner: erin's own key -> no exposure, but flagged
+        call(T(0, 6), "r3", "user:erin:titles", value_sha256=D, conn="c2"),
+    ]
+    users = {"w1": "alice", "w2": "bob", "r1": "carol", "ra": "alice", "r2": "dave", "r3": "erin"}
+    summary, exp = run_case(tmp_path, cache, users)
+    assert pairs(exp) == {
+        ("r1", "carol", "alice", "conversation_titles", "digest"),
+        ("r2", "dave", "alice", "conversation_titles", "digest-ambiguous"),
+    }
+    r2 = exp.set_index("request_id").loc["r2"]
+    assert pd.isna(r2.owner_by_digest) and r2.owner_by_connection == "alice"
+    assert summary["ambiguous_rows"] == 1
+    assert summary["flagged_not_exposed"] == {"digest-ambiguous": 1}
+
+
+def test_digest_gives_the_category_of_the_value_served(tmp_path):
+    D = "e" * 64  # noqa: N806
+    cache = [
+        call(T(0, 1), "w1", "billing:alice", op="SET", value_sha256=D, conn="w"),
+        call(T(0, 2), "r1", "user:bob:titles", value_sha256=D, conn="c1"),
+    ]
+    _, exp = run_case(tmp_path, cache, {"w1": "alice", "r1": "bob"})
+    assert pairs(exp) == {("r1", "bob", "alice", "payment_info", "digest")}
+    assert exp.value_key.tolist() == ["billing:alice"] and exp.severity.tolist() == ["high"]
+
+
+def test_public_key_carrying_someones_data(tmp_path):
+    D = "f" * 64  # noqa: N806
+    cache = [
+        call(T(0, 1), "r1", "public:motd", value_owner="alice", conn="c1"),  # the app logged the owner
+        call(T(0, 2), "w1", "billing:carol", op="SET", value_sha256=D, conn="w"),
+        call(T(0, 3), "r2", "public:banner", value_sha256=D, conn="c2"),    # the bytes are carol's billing
+        call(T(0, 4), "r3", "unknown-family:42", value_owner="dave", conn="c3"),  # no rule matches the key
+    ]
+    users = {"r1": "bob", "w1": "carol", "r2": "bob", "r3": "bob"}
+    summary, exp = run_case(tmp_path, cache, users)
+    assert pairs(exp) == {
+        ("r1", "bob", "alice", "public", "value_owner"),
+        ("r2", "bob", "carol", "payment_info", "digest"),
+        ("r3", "bob", "dave", "uncategorized", "value_owner"),
+    }
+    assert exp.set_index("request_id").loc["r3", "severity"] == "unknown"
+
+
+def test_conflicting_tiers_are_labelled_not_guessed(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        # the connection says alice's reply; the value says bob: conflict, owner from the strongest (value)
+        call(T(0, 2), "rc", "user:carol:titles", value_owner="bob"),
+    ]
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rc": "carol"})
+    assert pairs(exp) == {("rc", "carol", "bob", "conversation_titles", "conflict")}
+    row = exp.iloc[0]
+    assert (row.owner_by_value, row.owner_by_connection, row.owner_by_key) == ("bob", "alice", "carol")
+    assert summary["conflict_rows"] == 1 and summary["exposures_by_evidence"] == {"conflict": 1}
+
+
+def test_value_owner_confirming_the_connection_is_no_conflict(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), "rc", "user:carol:titles", value_owner="alice"),
+    ]
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rc": "carol"})
+    assert pairs(exp) == {("rc", "carol", "alice", "conversation_titles", "value_owner")}
+    assert summary["conflict_rows"] == 0
+
+
+# ----------------------------------------------------------------------------------------- key rules
+
+def test_key_rules_first_match_and_ownership_over_time(tmp_path):
+    cache = [
+        call(T(1), "r1", "conv:c1", conn="c1"),  # c1 is alice's until 01:30
+        call(T(40), "r2", "conv:c1", conn="c2"),  # ... then bob's
+        call(T(2), "r3", "user:alice:avatar", conn="c3"),  # only the later 'profile' rule matches
+        call(T(3), "r4", "conv:unowned", conn="c4"),  # a resource nobody owns: no owner, no exposure
+    ]
+    tables = {"ownership": [
+        {"resource_id": "c1", "owner_id": "alice", "valid_from": "", "valid_to": T(30)},
+        {"resource_id": "c1", "owner_id": "bob", "valid_from": T(30), "valid_to": ""},
+    ]}
+    _, exp = run_case(tmp_path, cache, {"r1": "carol", "r2": "carol", "r3": "carol", "r4": "carol"},
+                      tables=tables)
+    assert pairs(exp) == {
+        ("r1", "carol", "alice", "conversation_content", "key"),
+        ("r2", "carol", "bob", "conversation_content", "key"),
+        ("r3", "carol", "alice", "profile", "key"),
+    }
+
+
+def test_key_evidence_alone_without_connection_or_value(tmp_path):
+    cache = [call(T(1), "r1", "billing:alice", host=None, conn=None)]
+    _, exp = run_case(tmp_path, cache, {"r1": "bob"})
+    assert pairs(exp) == {("r1", "bob", "alice", "payment_info", "key")}
+
+
+def test_key_rule_sql_quotes_patterns_for_spark():
+    cfg = config_from_dict({"keys": [{"pattern": r"^it's:(?P<owner>\d+)$"}]})
+    sql = key_rule_sql(cfg.keys, quote_spark)
+    assert r"'^it\'s:(\\d+)$'" in sql
+
+
+# ----------------------------------------------------------------------------------------- window
+
+def _two_exposures():
+    return [
+        call(T(10), "ra", "user:alice:titles", "cancelled"),
+        call(T(10, 1), "rb", "user:bob:titles"),
+        call(T(0, 0, hours=2), "rc", "user:carol:titles", "cancelled", conn="c2"),
+        call(T(0, 1, hours=2), "rd", "user:dave:titles", conn="c2"),
+    ]
+
+
+def test_window_filters_last_and_counts_what_it_hides(tmp_path):
+    users = {"ra": "alice", "rb": "bob", "rc": "carol", "rd": "dave"}
+    summary, exp = run_case(tmp_path, _two_exposures(), users, window="2023-03-20T01:00Z/2023-03-20T02:00Z")
+    assert exp.request_id.tolist() == ["rb"]
+    assert summary["window"]["method"] == "cli"
+    assert summary["window"]["start"] == "2023-03-20T01:00:00Z"
+    assert summary["outside_window"] == {"exposures": 1, "affected_owners": 1,
+                                         "by_category": {"conversation_titles": 1}}
+    outside = pd.read_parquet(tmp_path / "out" / "exposures_outside_window.parquet")
+    assert outside.request_id.tolist() == ["rd"]
+    assert summary["requests"] == 2 and summary["active_users"] == 2
+    timeline = pd.read_parquet(tmp_path / "out" / "timeline.parquet")
+    assert timeline.exposures.sum() == 2
+    assert timeline[timeline.in_window].exposures.sum() == 1
+
+
+def test_config_window_and_all(tmp_path):
+    users = {"ra": "alice", "rb": "bob", "rc": "carol", "rd": "dave"}
+    extra = {"window": {"start": "2023-03-20T02:30:00Z", "end": "2023-03-20T04:00:00Z"}}
+    summary, exp = run_case(tmp_path, _two_exposures(), users, config_extra=extra)
+    assert summary["window"]["method"] == "config" and exp.request_id.tolist() == ["rd"]
+    summary = analyze(tmp_path / "out", config_from_dict({"keys": KEYS, **extra}), window="all")
+    assert summary["window"]["method"] == "all" and summary["exposures"] == 2
+    assert summary["window"]["start"] is None and summary["outside_window"]["exposures"] == 0
+
+
+def test_auto_window_finds_the_burst_not_first_to_last_mismatch(tmp_path):
+    cache, users = [], {}
+    n = 0
+
+    def add(minute, crossed):
+        nonlocal n
+        n += 1
+        conn = f"c{n}"
+        if crossed:
+            cache.append(call(T(minute), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=conn))
+            users[f"v{n}"] = f"victim{n}"
+        cache.append(call(T(minute, 1), f"r{n}", f"user:u{n}:titles", conn=conn))
+        users[f"r{n}"] = f"u{n}"
+
+    for minute in range(0, 360, 2):  # six hours of ordinary traffic
+        add(minute, False)
+    for minute in range(120, 181):  # the bug: 02:59 .. 04:00 (T counts from 01:00)
+        add(minute + 0.5, True)
+        add(minute + 0.7, True)
+    add(20, True)   # a stray crossed reply long before ...
+    add(300, True)  # ... and one long after: not part of the burst
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    assert summary["window"]["method"] == "auto"
+    # the first crossed reply is read at 03:00:31 (T(120.5, 1)), the last at 04:00:43.2
+    assert summary["window"]["start"] == "2023-03-20T03:00:31Z"  # floor-second of the first crossed reply
+    assert summary["window"]["end"] == "2023-03-20T04:00:44Z"    # end of the second of the last one
+    assert summary["auto_window"]["baseline"] == 0 and summary["auto_window"]["threshold"] == 1
+    assert summary["exposures"] == 122 == len(exp)
+    assert summary["outside_window"]["exposures"] == 2
+    assert "auto" in summary["window"]["description"]
+    timeline = pd.read_parquet(tmp_path / "out" / "timeline.parquet")
+    assert timeline.crossed_replies.sum() == 124 and set(timeline.threshold) == {1.0}
+
+
+def test_auto_window_without_any_burst_keeps_all_time(tmp_path):
+    cache = [call(T(0, 1), "ra", "user:alice:titles", "cancelled"), call(T(0, 2), "rb", "user:bob:titles")]
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob"}, window="auto")
+    assert summary["window"]["start"] is None and summary["exposures"] == 1
+    assert "no" in summary["window"]["description"]
+
+
+# ----------------------------------------------------------------------------------------- outputs
+
+def test_outputs_columns_csv_roundtrip_and_manifest(tmp_path):
+    cache = [
+        call(T(0, 1), "=ra", "user:=alice:titles", "cancelled"),
+        call(T(0, 2), "-rb", "user:@bob:titles"),
+    ]
+    summary, exp = run_case(tmp_path, cache, {"=ra": "=alice", "-rb": "@bob"})
+    out = tmp_path / "out"
+    assert tuple(exp.columns) == EXPOSURE_COLUMNS
+    back = read_safe_csv(out / "exposures.csv")
+    assert tuple(back.columns) == EXPOSURE_COLUMNS
+    assert back.loc[0, "viewer_id"] == "@bob" and back.loc[0, "owner_id"] == "=alice"
+    assert back.loc[0, "request_id"] == "-rb" and back.loc[0, "ts"] == "2023-03-20T01:00:02.000000Z"
+    raw = (out / "exposures.csv").read_text()
+    assert "'=alice" in raw and ",'@bob," in raw
+    assert json.loads((out / "summary.json").read_text()) == summary
+    manifest = load_manifest(out)
+    assert manifest["window"]["method"] == "all"
+    assert "exposures.parquet" in manifest["outputs"] and "summary.json" in manifest["outputs"]
+    assert not (out / ".tmp").exists()
+    for key in ("window", "active_users", "active_sessions", "requests", "served_items", "crossed_replies",
+                "exposures", "affected_owners", "viewers", "anonymous_viewer_sessions",
+                "exposures_by_category", "exposures_by_severity", "exposures_by_evidence",
+                "affected_owners_by_category",
+                "ambiguous_rows", "conflict_rows", "unknown_viewer_reads", "near_misses", "outside_window",
+                "share_of_active_users_affected", "generated_at"):
+        assert key in summary, key
+    assert summary["share_of_active_users_affected"] == 0.5  # bob saw alice's: 1 of 2 active users
+
+
+def test_lake_without_value_owner_column_and_without_sessions(tmp_path):
+    out = tmp_path / "out"
+    cache = [call(T(0, 1), "ra", "user:alice:titles", "cancelled"), call(T(0, 2), "rb", "user:bob:titles")]
+    write_kind(out, "requests", requests_for(cache, {"ra": "alice", "rb": "bob"}))
+    write_kind(out, "cache", cache)
+    con = duckdb.connect()
+    files = sorted((out / "parquet" / "cache").rglob("*.parquet"))
+    for path in files:
+        con.execute(f"COPY (SELECT * EXCLUDE (value_owner) FROM read_parquet('{path}')) TO '{path}.tmp' "
+                    "(FORMAT parquet)")
+        Path(f"{path}.tmp").replace(path)
+    summary = analyze(out, config_from_dict({"keys": KEYS}), progress=False)
+    assert summary["exposures"] == 1
+
+
+def test_config_from_manifest_when_none_given(tmp_path):
+    cfg_path = tmp_path / "incident.toml"
+    cfg_path.write_text(
+        "[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = 'conversation_titles'\n"
+        "severity = 'low'\n"
+    )
+    out = tmp_path / "out"
+    cache = [call(T(0, 1), "ra", "user:alice:titles", "cancelled"), call(T(0, 2), "rb", "user:bob:titles")]
+    write_lake(out, requests=requests_for(cache, {"ra": "alice", "rb": "bob"}), cache=cache)
+    manifest = load_manifest(out)
+    manifest["config"] = {"path": str(cfg_path), "settings": {}}
+    save_manifest(out, manifest)
+    summary = analyze(out, progress=False)
+    assert summary["exposures_by_category"] == {"conversation_titles": 1}
+
+
+def test_missing_lake_is_a_usage_error(tmp_path):
+    with pytest.raises(WhosawError, match="no lake"):
+        analyze(tmp_path / "nothing", progress=False)
+
+
+def test_empty_lake_kinds_give_empty_outputs(tmp_path):
+    out = tmp_path / "out"
+    (out / "parquet").mkdir(parents=True)
+    summary = analyze(out, progress=False)
+    assert summary["exposures"] == 0 and summary["active_users"] == 0
+    assert summary["share_of_active_users_affected"] is None
+    assert pd.read_parquet(out / "exposures.parquet").empty
+
+
+def test_sql_files_are_one_view_each_in_the_portable_subset():
+    steps = load_steps()
+    assert len({s.view for s in steps}) == len(steps)
+    for step in steps:
+        assert step.path.stem.split("_", 1)[1] == step.view, step.path.name
+        body = "\n".join(line.split("--")[0] for line in step.sql.splitlines())
+        for duckdb_only in ("::", " ASOF ", "QUALIFY", "->>", "FILTER (", "list_", "arg_min", "arg_max",
+                            "epoch_", "strftime", "regexp_matches", "EXCLUDE"):
+            assert duckdb_only not in body, (step.path.name, duckdb_only)
+
+
+def test_auto_window_when_the_incident_covers_most_of_the_logs(tmp_path):
+    # A median baseline would be the incident's own rate here; the 10th percentile is the quiet level.
+    cache, users = [], {}
+    n = 0
+    for minute in range(0, 240):  # four hours, one read a minute; crossed replies from 00:30 to 03:50 ...
+        n += 1
+        crossed = 30 <= minute < 230 and not 100 <= minute < 108  # ... with a short quiet dip inside
+        if crossed:
+            cache.append(call(T(minute), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=f"c{n}"))
+            users[f"v{n}"] = f"victim{n}"
+        cache.append(call(T(minute, 1), f"r{n}", f"user:u{n}:titles", conn=f"c{n}"))
+        users[f"r{n}"] = f"u{n}"
+    cache.append(call(T(minute, 2), "ra", "user:alice:titles", "cancelled", conn="x"))
+    cache.append(call(T(minute, 3), "rb", "user:bob:titles", conn="x"))  # a stray one at the very end
+    users.update(ra="alice", rb="bob")
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    assert summary["window"]["start"] == "2023-03-20T01:30:01Z"
+    assert summary["window"]["end"] == "2023-03-20T04:49:02Z"
+    assert summary["auto_window"]["run_buckets"] == 40 and summary["exposures"] == 192
+    assert summary["outside_window"]["exposures"] == 1
+
+
+# ----------------------------------------------------------------------------------------- simulator
+
+KEY_COLUMNS = ["request_id", "key", "viewer_id", "owner_id", "category"]
+
+
+@pytest.fixture(scope="module")
+def incident(tmp_path_factory):
+    """A messy simulated incident (duplicates, gzip, mixed time forms, malformed lines, chains of two and
+    more) ingested by the real ingest; returns (logs folder, lake folder, ground truth)."""
+    root = tmp_path_factory.mktemp("incident")
+    logs = root / "logs"
+    truth = simulate(logs, users=600, hours=12, requests=40_000, cancel_rate=0.05, seed=11, messy=True)
+    assert truth["exposures_with_lag_ge_2"] > 0  # chains of two and more are in there
+    lake = root / "lake"
+    ingest([logs], lake, config=logs / "incident.toml", progress=False)
+    exposures = pd.read_csv(logs / "ground_truth" / "exposures.csv", dtype=str, keep_default_na=False)
+    return logs, lake, truth, exposures
+
+
+def _variant(lake: Path, target: Path, drop: tuple[str, ...]) -> Path:
+    """A copy of the lake whose cache files lack the ``drop`` columns (as if the logs never had them)."""
+    shutil.copytree(lake, target)
+    con = duckdb.connect()
+    for path in sorted((target / "parquet" / "cache").rglob("*.parquet")):
+        if drop:
+            con.execute(f"COPY (SELECT * EXCLUDE ({', '.join(drop)}) FROM read_parquet('{path}')) "
+                        f"TO '{path}.tmp' (FORMAT parquet)")
+            Path(f"{path}.tmp").replace(path)
+    return target
+
+
+def _rows(frame: pd.DataFrame) -> set[tuple]:
+    return set(frame[KEY_COLUMNS].fillna("").astype(str).apply(tuple, axis=1))
+
+
+def _assert_matches_truth(out: Path, logs: Path, truth: dict, expected: pd.DataFrame) -> pd.DataFrame:
+    summary = json.loads((out / "summary.json").read_text())
+    ours = pd.read_parquet(out / "exposures.parquet")
+    assert _rows(ours) == _rows(expected)
+    affected = pd.read_csv(logs / "ground_truth" / "affected_owners.csv", dtype=str)
+    viewers = pd.read_csv(logs / "ground_truth" / "viewers.csv", dtype=str)
+    assert set(ours.owner_id) == set(affected.owner_id)
+    assert set(ours.viewer_id.dropna()) == set(viewers.viewer_id)
+    assert summary["affected_owners"] == truth["counts"]["affected_owners"]
+    assert summary["viewers"] == truth["counts"]["viewers"]
+    assert summary["exposures_by_category"] == truth["exposures_by_category"]
+    assert summary["exposures_by_severity"] == truth["exposures_by_severity"]
+    assert summary["anonymous_viewer_sessions"] == truth["counts"]["anonymous_viewer_sessions"]
+    near_kinds = {k: v for k, v in truth["near_misses"]["by_kind"].items() if v}
+    assert summary["near_misses"]["by_kind"] == near_kinds
+    assert summary["near_misses"]["by_category"] == truth["near_misses"]["by_category"]
+    assert summary["crossed_replies"] == truth["counts"]["crossed_replies"]
+    assert summary["active_users"] == truth["active_users"]
+    assert summary["active_sessions"] == truth["active_sessions"]
+    return ours
+
+
+@pytest.mark.parametrize("drop", [(), ("value_owner",)], ids=["all-fields", "no-value-owner"])
+def test_simulated_incident_matches_ground_truth_exactly(incident, tmp_path, drop):
+    logs, lake, truth, expected = incident
+    out = _variant(lake, tmp_path / "out", drop)
+    analyze(out, logs / "incident.toml", progress=False)
+    ours = _assert_matches_truth(out, logs, truth, expected)
+    if drop:
+        assert set(ours.evidence) <= {"digest", "connection", "digest-ambiguous", "conflict"}
+        assert (ours.evidence == "digest").mean() > 0.95
+    else:
+        assert set(ours.evidence) <= {"value_owner", "digest"}
+
+
+def test_simulated_incident_auto_window_finds_the_bug_window(incident, tmp_path):
+    logs, lake, truth, expected = incident
+    out = _variant(lake, tmp_path / "out", ())
+    summary = analyze(out, logs / "incident.toml", window="auto", progress=False)
+    start, end = summary["window"]["start"], summary["window"]["end"]
+    assert truth["window"]["start"][:16] <= start < end <= truth["window"]["end"]
+    assert _rows(pd.read_parquet(out / "exposures.parquet")) == _rows(expected)
+    assert summary["outside_window"]["exposures"] == 0
+
+
+def test_simulated_incident_connection_evidence_only(incident, tmp_path):
+    """Without value_owner and value_sha256 only the order of calls on a connection shows a crossed reply.
+    Every row is labelled as inferred (connection, or key); every difference from the truth must be explained
+    by something the logs cannot show. On intact logs there is none; then one abandoned call's log line is
+    lost, and every difference must sit on that connection, after the lost line, before its next reset."""
+    logs, lake, truth, expected = incident
+    out = _variant(lake, tmp_path / "out", ("value_owner", "value_sha256"))
+    analyze(out, logs / "incident.toml", progress=False)
+    ours = _assert_matches_truth(out, logs, truth, expected)
+    assert set(ours.evidence) <= {"connection", "key"}
+
+    # Lose the log line of one abandoned call that a later read on its connection depended on.
+    con = duckdb.connect()
+    cache = f"read_parquet('{out}/parquet/cache/**/*.parquet', hive_partitioning = true)"
+    crossed = ours[ours.evidence == "connection"].sort_values("ts").iloc[len(ours) // 2]
+    lost = con.execute(
+        f"SELECT source_file, source_line, ts FROM {cache} WHERE host = ? AND conn_id = ? AND ts < ? "
+        "AND status IN ('cancelled', 'timeout') ORDER BY ts DESC LIMIT 1",
+        [crossed.host, crossed.conn_id, crossed.ts],
+    ).fetchone()
+    for path in sorted((out / "parquet" / "cache").rglob("*.parquet")):
+        con.execute(f"COPY (SELECT * FROM read_parquet('{path}') "
+                    "WHERE NOT (source_file = ? AND source_line = ?)) "
+                    f"TO '{path}.tmp' (FORMAT parquet)", [lost[0], lost[1]])
+        Path(f"{path}.tmp").replace(path)
+    analyze(out, logs / "incident.toml", progress=False)
+    damaged = pd.read_parquet(out / "exposures.parquet")
+    assert set(damaged.evidence) <= {"connection", "key"}
+    differences = _rows(damaged) ^ _rows(expected)
+    assert differences, "losing a line the FIFO chain depends on must show"
+    next_reset = con.execute(
+        f"SELECT min(ts) FROM {cache} WHERE host = ? AND conn_id = ? AND ts > ? "
+        "AND (op = 'RECONNECT' OR status = 'error')",
+        [crossed.host, crossed.conn_id, lost[2]],
+    ).fetchone()[0]
+    by_request = pd.concat([damaged, expected.assign(host=None)]).drop_duplicates("request_id")
+    where = {r.request_id: r for r in pd.read_parquet(out / "exposures.parquet").itertuples()}
+    for request_id, *_ in differences:
+        row = con.execute(
+            f"SELECT host, conn_id, min(ts) FROM {cache} WHERE request_id = ? GROUP BY ALL", [request_id]
+        ).fetchall()
+        explained = any(
+            host == crossed.host and conn == crossed.conn_id and ts >= lost[2]
+            and (next_reset is None or ts <= next_reset)
+            for host, conn, ts in row
+        )
+        assert explained, (request_id, by_request.get("request_id"), where.get(request_id))

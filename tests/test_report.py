@@ -1,0 +1,845 @@
+"""The report stage: CSV exports, report.html / report.md, charts, the browser check, and the CLI.
+
+Two kinds of input:
+- small analysis outputs built here by hand, per the design.md contract, for exact expectations and edge cases
+  (hostile names, an owner missing from the users directory, anonymous sessions, no exposures);
+- the real pipeline run on ``sample_logs/``, compared with the simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import pipeline
+from pipeline.cli import cli
+from pipeline.report import fmt_int, fmt_share
+from pipeline.safecsv import read_safe_csv
+from pipeline.schema import EXPOSURE_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_logs"
+RISKY_START = ("=", "+", "-", "@", "\t", "\r")
+
+# ------------------------------------------------------------------------------------------------------------
+# Hand-built analysis outputs
+
+HOSTILE_CATEGORY = "@<b>risky</b>|cat"
+USERS = [
+    # user_id, email, name, country, locale
+    ("u1", "u1@example.com", '=HYPERLINK("http://evil.example/x","click")', "DE", "de-DE"),
+    ("u2", "+u2@example.com", "+1-555-0100", "FR", "fr-FR"),
+    ("u3", "u3@example.com", "@SUM(A1:A9)", "US", "en-US"),
+    ("u4", "u4@example.com", "-minus", "=BR", "pt-BR"),
+    ("u5", "u5@example.com", "\tTabbed\rName", "US", "en-US"),
+    ("u6", "u6@example.com", "Zoë O'Brien, Jr.", "IE", "en-IE"),
+]
+T0 = "2023-03-20T01:00:00Z"
+T1 = "2023-03-20T10:00:00Z"
+# ts, request_id, session_id, viewer_id, owner_id, category, severity, evidence
+EXPOSURES = [
+    ("2023-03-20T01:10:00Z", "r1", "sess-b", "u2", "u1", "payment_info", "high", "value_owner"),
+    ("2023-03-20T01:20:00Z", "r2", "sess-b", "u2", "u1", "conversation_titles", "low", "digest"),
+    ("2023-03-20T02:00:00.250000Z", "r3", "sess-c", "u3", "u1", "payment_info", "high", "connection"),
+    ("2023-03-20T02:30:00Z", "r4", "sess-anon-1", None, "u2", "conversation_titles", "low", "key"),
+    ("2023-03-20T03:00:00Z", "r5", "sess-anon-1", None, "u404", "payment_info", "high", "digest-ambiguous"),
+    ("2023-03-20T03:10:00Z", "r6", "sess-anon-2", None, "u404", "payment_info", "high", "conflict"),
+    ("2023-03-20T04:00:00Z", "r7", None, None, "u3", HOSTILE_CATEGORY, "medium", "value_owner"),
+    ("2023-03-20T05:00:00Z", "r8", "sess-e", "u6", "u4", "payment_info", "high", "digest"),
+]
+ACTIVE_USERS = 40
+
+
+def _summary(rows: list[tuple]) -> dict:
+    owners = {r[4] for r in rows}
+    by = lambda i: {k: sum(1 for r in rows if r[i] == k) for k in sorted({r[i] for r in rows})}  # noqa: E731
+    return {
+        "window": {
+            "start": T0,
+            "end": T1,
+            "method": "config",
+            "description": "as given in the incident config",
+        },
+        "active_users": ACTIVE_USERS,
+        "active_sessions": 55,
+        "requests": 5000,
+        "served_items": 9000,
+        "crossed_replies": len(rows) + 3,
+        "exposures": len(rows),
+        "affected_owners": len(owners),
+        "viewers": len({r[3] for r in rows if r[3]}),  # as the analysis counts: signed-in viewers
+        "anonymous_viewer_sessions": len({r[2] or f"request:{r[1]}" for r in rows if r[3] is None}),
+        "exposures_by_category": by(5),
+        "exposures_by_severity": by(6),
+        "exposures_by_evidence": by(7),
+        "affected_owners_by_category": {
+            c: len({r[4] for r in rows if r[5] == c}) for c in {r[5] for r in rows}
+        },
+        "ambiguous_rows": sum(r[7] == "digest-ambiguous" for r in rows),
+        "conflict_rows": sum(r[7] == "conflict" for r in rows),
+        "unknown_viewer_reads": 0,
+        "near_misses": {
+            "total": 3,
+            "by_kind": {"failed": 2, "not-data": 1},
+            "by_category": {"payment_info": 3},
+        },
+        "outside_window": {"exposures": 1, "affected_owners": 1, "by_category": {"conversation_titles": 1}},
+        "affected_active_users": max(len(owners) - 1, 0),
+        "share_of_active_users_affected": max(len(owners) - 1, 0) / ACTIVE_USERS,
+        "flagged_not_exposed": {"conflict": 1},
+        "generated_at": "2023-03-21T00:00:00Z",
+    }
+
+
+def _write_exposures(con: duckdb.DuckDBPyConnection, rows: list[tuple], path: Path) -> None:
+    types = {c: "VARCHAR" for c in EXPOSURE_COLUMNS}
+    types.update(ts="TIMESTAMPTZ", source_line="BIGINT", request_status="INTEGER")
+    con.execute("CREATE OR REPLACE TABLE e (" + ", ".join(f"{c} {t}" for c, t in types.items()) + ")")
+    for i, (ts, request, session, viewer, owner, category, severity, evidence) in enumerate(rows):
+        record = dict.fromkeys(EXPOSURE_COLUMNS)
+        record.update(
+            ts=ts,
+            request_id=request,
+            session_id=session,
+            viewer_id=viewer,
+            owner_id=owner,
+            key=f"user:{owner}:data",
+            category=category,
+            severity=severity,
+            evidence=evidence,
+            source_file="/logs/cache-1.jsonl",
+            source_line=10 + i,
+            viewer_kind="user" if viewer else "anonymous",
+            value_key=f"user:{owner}:data",
+            host="web-1",
+            conn_id="7",
+            route="GET /api",
+            request_status=200,
+        )
+        con.execute(
+            f"INSERT INTO e VALUES ({', '.join('?' for _ in EXPOSURE_COLUMNS)})", list(record.values())
+        )
+    con.execute(f"COPY (SELECT * FROM e ORDER BY ts, request_id, key) TO '{path}' (FORMAT parquet)")
+
+
+def build_analysis(out: Path, rows: list[tuple] = EXPOSURES, users: list[tuple] | None = USERS) -> Path:
+    """An analysed --out folder per docs/design.md, with a config naming a users directory."""
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    _write_exposures(con, rows, out / "exposures.parquet")
+    con.execute("CREATE TABLE empty AS SELECT * FROM e LIMIT 0")
+    con.execute(f"COPY empty TO '{out / 'exposures_outside_window.parquet'}' (FORMAT parquet)")
+    con.execute(f"""
+        COPY (
+            SELECT b AS bucket_start, 1800 AS bucket_seconds, 100 AS requests, 200 AS reads,
+                   CASE WHEN b >= TIMESTAMPTZ '{T0}' AND b < TIMESTAMPTZ '{T1}' THEN 3 ELSE 0 END
+                       AS crossed_replies,
+                   (SELECT count(*) FROM e WHERE e.ts >= b AND e.ts < b + INTERVAL 30 MINUTE) AS exposures,
+                   0 AS near_misses, b >= TIMESTAMPTZ '{T0}' AND b < TIMESTAMPTZ '{T1}' AS in_window,
+                   0.0 AS baseline, 1.0 AS threshold
+            FROM range(TIMESTAMPTZ '2023-03-20 00:00:00+00', TIMESTAMPTZ '2023-03-20 12:00:00+00',
+                       INTERVAL 30 MINUTE) AS t(b)
+        ) TO '{out / "timeline.parquet"}' (FORMAT parquet)
+    """)
+    con.close()
+    (out / "summary.json").write_text(json.dumps(_summary(rows), indent=2), encoding="utf-8")
+    config = out / "incident.toml"
+    if users is not None:
+        with open(out / "users.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["user_id", "email", "name", "country", "locale"])
+            writer.writerows(users)
+        config.write_text('[tables]\nusers = "users.csv"\n', encoding="utf-8")
+    else:
+        config.write_text("", encoding="utf-8")
+    manifest = {
+        "tool": "whosaw",
+        "version": pipeline.__version__,
+        "config": {"path": str(config.resolve()), "settings": {}},
+        "files": [
+            {
+                "path": "/logs/requests-1.jsonl",
+                "kind": "requests",
+                "bytes": 1200,
+                "sha256": "a" * 64,
+                "lines": 100,
+                "kept": 97,
+                "duplicates": 2,
+                "rejected": 1,
+            },
+            {
+                "path": "/logs/cache-1.jsonl",
+                "kind": "cache",
+                "bytes": 3400,
+                "sha256": "b" * 64,
+                "lines": 300,
+                "kept": 300,
+                "duplicates": 0,
+                "rejected": 0,
+            },
+        ],
+        "skipped": [],
+        "outputs": {},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    """One report on the hand-built input, shared by the tests that only read it."""
+    out = build_analysis(tmp_path_factory.mktemp("built") / "out")
+    files = pipeline.report(out, progress=False)
+    return out, files
+
+
+def _raw_cells(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [cell for row in csv.reader(handle) for cell in row]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CSV exports on hand-built input
+
+
+def test_report_returns_the_files_it_wrote(built):
+    out, files = built
+    expected = {
+        "affected_users.csv",
+        "viewers.csv",
+        "exposures.csv",
+        "report.html",
+        "report.md",
+        "notify/payment_info.csv",
+        "notify/conversation_titles.csv",
+        "notify/b_risky_b_cat.csv",
+        "charts/timeline.png",
+        "charts/categories_evidence.png",
+        "charts/countries.png",
+        "charts/pairs.png",
+    }
+    assert set(files) == expected
+    for name, path in files.items():
+        assert Path(path) == out / name and Path(path).is_file() and Path(path).stat().st_size > 0
+
+
+def test_affected_users_rows(built):
+    out, _ = built
+    frame = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    assert list(frame.reset_index().columns[:9]) == [
+        "owner_id",
+        "email",
+        "name",
+        "country",
+        "categories",
+        "exposure_count",
+        "viewer_count",
+        "first_exposed",
+        "last_exposed",
+    ]
+    assert {"locale", "strongest_evidence", "flagged_rows", "max_severity", "in_directory"} <= set(
+        frame.columns
+    )
+    assert sorted(frame.index) == ["u1", "u2", "u3", "u4", "u404"]
+    u1 = frame.loc["u1"]
+    assert (u1["email"], u1["name"], u1["country"], u1["locale"]) == USERS[0][1:]
+    assert u1["categories"] == "conversation_titles;payment_info"
+    assert (u1["exposure_count"], u1["viewer_count"]) == ("3", "2")
+    assert (u1["first_exposed"], u1["last_exposed"]) == (
+        "2023-03-20T01:10:00.000000Z",
+        "2023-03-20T02:00:00.250000Z",
+    )
+    assert (u1["strongest_evidence"], u1["flagged_rows"], u1["max_severity"]) == ("value_owner", "0", "high")
+    assert frame.loc["u2", "strongest_evidence"] == "key"
+    assert frame.loc["u3", "categories"] == HOSTILE_CATEGORY
+    assert frame.loc["u4", "country"] == "=BR"
+
+
+def test_owner_missing_from_directory_still_listed(built):
+    out, _ = built
+    frame = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    missing = frame.loc["u404"]
+    assert pd.isna(missing["email"]) and pd.isna(missing["name"]) and pd.isna(missing["country"])
+    assert missing["in_directory"] == "false"
+    assert (missing["exposure_count"], missing["viewer_count"], missing["flagged_rows"]) == ("2", "2", "2")
+    assert missing["strongest_evidence"] == "digest-ambiguous"  # only flagged rows: shown as such
+    assert set(frame.drop(index="u404")["in_directory"]) == {"true"}
+    page = (out / "report.md").read_text(encoding="utf-8")
+    assert "Affected users not in the users directory: 1." in page
+    assert json.loads((out / "manifest.json").read_text())["report"]["missing_from_directory"] == 1
+
+
+def test_hostile_cells_are_neutralised_and_read_back(built):
+    out, files = built
+    for name in [n for n in files if n.endswith(".csv")]:
+        for cell in _raw_cells(out / name):
+            assert not cell.startswith(RISKY_START), (name, cell)
+    back = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    for user_id, email, name, country, locale in USERS:
+        if user_id in back.index:
+            assert tuple(back.loc[user_id, ["email", "name", "country", "locale"]]) == (
+                email,
+                name,
+                country,
+                locale,
+            )
+    notify = read_safe_csv(out / "notify" / "b_risky_b_cat.csv")
+    assert notify["category"].tolist() == [HOSTILE_CATEGORY]
+    assert notify["name"].tolist() == ["@SUM(A1:A9)"]
+    raw = (out / "affected_users.csv").read_text(encoding="utf-8")
+    assert "'=HYPERLINK(" in raw and "'+1-555-0100" in raw and "'@SUM(A1:A9)" in raw and "'-minus" in raw
+
+
+def test_viewers_rows_and_anonymous_sessions(built):
+    out, _ = built
+    frame = read_safe_csv(out / "viewers.csv")
+    assert list(frame.columns[:6]) == [
+        "viewer_id",
+        "owners_seen",
+        "categories",
+        "exposure_count",
+        "first_seen",
+        "last_seen",
+    ]
+    signed = frame[frame["viewer_id"].notna()].set_index("viewer_id")
+    assert sorted(signed.index) == ["u2", "u3", "u6"]
+    assert tuple(signed.loc["u2", ["owners_seen", "exposure_count", "viewer_kind"]]) == ("1", "2", "user")
+    anonymous = frame[frame["viewer_id"].isna()]
+    assert set(anonymous["viewer_kind"]) == {"anonymous"}
+    assert len(anonymous) == 3  # two sessions, and the requests without any session
+    sessions = anonymous["session"].dropna().tolist()
+    assert len(sessions) == 2 and all(re.fullmatch(r"sha256:[0-9a-f]{16}", s) for s in sessions)
+    first = anonymous[anonymous["owners_seen"] == "2"]
+    assert first["exposure_count"].tolist() == ["2"]
+    raw = (out / "viewers.csv").read_text(encoding="utf-8")
+    assert "sess-anon" not in raw  # session ids can be credentials: hashed, never copied
+    summary = json.loads((out / "summary.json").read_text())
+    assert (len(signed), len(anonymous)) == (summary["viewers"], summary["anonymous_viewer_sessions"])
+
+
+def test_notify_lists_per_category(built):
+    out, _ = built
+    summary = json.loads((out / "summary.json").read_text())
+    pay = read_safe_csv(out / "notify" / "payment_info.csv")
+    assert pay["owner_id"].tolist() == ["u1", "u4", "u404"]
+    assert {
+        "owner_id",
+        "email",
+        "name",
+        "country",
+        "locale",
+        "first_exposed",
+        "last_exposed",
+        "exposure_count",
+        "severity",
+    } <= set(pay.columns)
+    assert pay.set_index("owner_id").loc["u1", "exposure_count"] == "2"
+    for path in (out / "notify").glob("*.csv"):
+        frame = read_safe_csv(path)
+        (category,) = set(frame["category"])
+        assert len(frame) == summary["affected_owners_by_category"][category]
+
+
+def test_exposures_csv_traceable(built):
+    out, _ = built
+    frame = read_safe_csv(out / "exposures.csv")
+    assert list(frame.columns) == list(EXPOSURE_COLUMNS)
+    assert len(frame) == len(EXPOSURES)
+    assert frame["source_file"].notna().all() and frame["source_line"].notna().all()
+
+
+def test_csv_is_utf8_and_iso_utc(built):
+    out, files = built
+    for name in [n for n in files if n.endswith(".csv")]:
+        (out / name).read_bytes().decode("utf-8")
+    frame = read_safe_csv(out / "viewers.csv")
+    for column in ("first_seen", "last_seen"):
+        assert frame[column].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z").all()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The report on hand-built input
+
+
+class _SummaryNumbers(HTMLParser):
+    """Collect (summary path, shown text) for every element carrying data-summary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[list[str], str]] = []
+        self._open: list[list[str] | None] = []
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        key = dict(attrs).get("data-summary")
+        self._open.append(json.loads(key) if key else None)
+        if key:
+            self._text = []
+
+    def handle_endtag(self, tag):
+        key = self._open.pop() if self._open else None
+        if key:
+            self.found.append((key, "".join(self._text)))
+
+    def handle_data(self, data):
+        self._text.append(data)
+
+
+def _lookup(summary: dict, path: list[str]):
+    value = summary
+    for part in path:
+        value = value[part]
+    return value
+
+
+def check_numbers_match_summary(out: Path) -> int:
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    parser = _SummaryNumbers()
+    parser.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert parser.found, "the report shows no numbers from summary.json"
+    for path, shown in parser.found:
+        value = _lookup(summary, path)
+        expected = fmt_share(value) if path[-1].startswith("share") else fmt_int(value)
+        assert shown == expected, (path, shown, value)
+    keys = {tuple(path) for path, _ in parser.found}
+    for must in [
+        ("exposures",),
+        ("affected_owners",),
+        ("active_users",),
+        ("share_of_active_users_affected",),
+        ("viewers",),
+        ("near_misses", "total"),
+        ("outside_window", "exposures"),
+        ("ambiguous_rows",),
+        ("conflict_rows",),
+    ]:
+        assert must in keys, must
+    for category in summary["affected_owners_by_category"]:
+        assert ("affected_owners_by_category", category) in keys
+    for evidence in summary["exposures_by_evidence"]:
+        assert ("exposures_by_evidence", evidence) in keys
+    return len(parser.found)
+
+
+def test_report_numbers_equal_summary(built):
+    out, _ = built
+    assert check_numbers_match_summary(out) > 20
+    md = (out / "report.md").read_text(encoding="utf-8")
+    summary = json.loads((out / "summary.json").read_text())
+    headline = f"**{summary['affected_owners']} users** had their data shown to someone else"
+    assert headline in md
+    assert fmt_share(summary["share_of_active_users_affected"]) in md
+    assert "passed: " in md and "FAILED" not in md
+
+
+def test_report_contents_and_method(built):
+    out, _ = built
+    md = (out / "report.md").read_text(encoding="utf-8")
+    for text in [
+        "## Headline",
+        "## Charts",
+        "## Method",
+        "### Sources read",
+        "### The window",
+        "What the logs cannot show",
+        "near misses",
+        "requests-1.jsonl",
+        "a" * 64,
+        "(config)",
+        "digest-ambiguous",
+        "conflict",
+        "charts/timeline.png",
+        "sha256:",
+    ]:
+        assert text in md, text
+    for chart in ("timeline", "categories_evidence", "countries", "pairs"):
+        assert f"](charts/{chart}.png)" in md
+        assert (out / "charts" / f"{chart}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_holds_no_personal_data(built):
+    out, _ = built
+    for name in ("report.html", "report.md"):
+        page = (out / name).read_text(encoding="utf-8")
+        text = html.unescape(page)
+        for _, email, person, _, _ in USERS:
+            assert email not in text and person not in text
+        for owner in ("u1", "u2", "u404"):
+            assert not re.search(rf"\b{owner}\b", text), (name, owner)
+        assert "sess-anon" not in text and "sess-b" not in text
+
+
+def test_report_html_escapes_hostile_text(built):
+    out, _ = built
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<b>risky</b>" not in page and "&lt;b&gt;risky&lt;/b&gt;" in page
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "\\<b\\>risky\\</b\\>\\|cat" in md  # escaped: no raw HTML, no broken table cell
+
+
+def test_report_html_is_self_contained(built):
+    out, _ = built
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    refs = re.findall(r"""(?:src|href|url)\s*[=(]\s*["']?([^"')\s>]+)""", page, flags=re.I)
+    assert refs and all(ref.startswith("data:image/png;base64,") for ref in refs), refs
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page, flags=re.I)
+    assert "<script" not in page.lower() and "@import" not in page
+
+
+def test_no_exposures_still_reports(tmp_path):
+    out = build_analysis(tmp_path / "empty", rows=[])
+    files = pipeline.report(out, progress=False)
+    assert read_safe_csv(out / "affected_users.csv").empty
+    assert read_safe_csv(out / "viewers.csv").empty
+    assert not any(name.startswith("notify/") for name in files)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "No user's data was shown to anyone else" in md
+    check_numbers_match_summary(out)
+    for chart in ("timeline", "categories_evidence", "countries", "pairs"):
+        assert (out / "charts" / f"{chart}.png").is_file()
+
+
+def test_without_users_directory(tmp_path):
+    out = build_analysis(tmp_path / "nodir", users=None)
+    pipeline.report(out, progress=False)
+    frame = read_safe_csv(out / "affected_users.csv")
+    assert len(frame) == 5 and frame["email"].isna().all() and frame["in_directory"].isna().all()
+    assert "No users directory was configured" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_rerun_replaces_stale_outputs(tmp_path):
+    out = build_analysis(tmp_path / "again")
+    pipeline.report(out, progress=False)
+    build_analysis(out, rows=[r for r in EXPOSURES if r[5] != "conversation_titles"])
+    files = pipeline.report(out, progress=False)
+    assert not (out / "notify" / "conversation_titles.csv").exists()
+    assert "notify/conversation_titles.csv" not in files
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "notify/conversation_titles.csv" not in manifest["outputs"]
+
+
+def test_manifest_records_outputs(built):
+    out, files = built
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in files:
+        assert name in manifest["outputs"], name
+    assert manifest["report"]["affected_users"] == 5
+    assert all(check["ok"] for check in manifest["report"]["checks"])
+
+
+def test_missing_analysis_is_a_clear_error(tmp_path):
+    with pytest.raises(pipeline.errors.WhosawError, match="no analysis results"):
+        pipeline.report(tmp_path, progress=False)
+
+
+def test_real_analysis_of_a_small_lake_then_report(tmp_path):
+    """The report on what the real analysis writes (not on hand-built outputs): a lake with a crossed reply
+    to a signed-in user, one to an anonymous session, and one to a request missing from the requests log."""
+    from lakes import T, requests_for, write_lake
+
+    def call(ts, rid, key, status="ok", conn="c1"):
+        return {
+            "ts": ts,
+            "request_id": rid,
+            "op": "GET",
+            "key": key,
+            "status": status,
+            "host": "h1",
+            "conn_id": conn,
+        }
+
+    cache = [
+        call(T(0, 1), "ra", "billing:alice", "cancelled"),
+        call(T(0, 2), "rb", "user:bob:titles"),  # bob is shown alice's billing details
+        call(T(0, 3), "rc", "user:carol:titles", "cancelled", conn="c2"),
+        call(T(0, 4), "rd", "user:dave:titles", conn="c2"),  # an anonymous session gets carol's titles
+        call(T(0, 5), "re", "billing:erin", "cancelled", conn="c3"),
+        call(T(0, 6), "r-lost", "user:frank:titles", conn="c3"),  # its request is not in the requests log
+    ]
+    requests = requests_for(cache[:5], {"ra": "alice", "rb": "bob", "rc": "carol", "rd": None, "re": "erin"})
+    out = write_lake(tmp_path / "out", requests=requests, cache=cache)
+    with open(tmp_path / "users.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(
+            [
+                ("user_id", "email", "name", "country", "locale"),
+                ("alice", "alice@example.com", "=Alice", "DE", "de-DE"),
+                ("bob", "bob@example.com", "Bob", "FR", "fr-FR"),
+                ("erin", "erin@example.com", "@erin", "US", "en-US"),
+            ]
+        )
+    config = tmp_path / "incident.toml"
+    config.write_text(
+        '[tables]\nusers = "users.csv"\n'
+        "[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = 'conversation_titles'\n"
+        "severity = 'low'\n"
+        "[[keys]]\npattern = '^billing:(?P<owner>[^:]+)$'\ncategory = 'payment_info'\nseverity = 'high'\n",
+        encoding="utf-8",
+    )
+    summary = pipeline.analyze(out, config=config, progress=False)
+    pipeline.report(out, progress=False)
+
+    affected = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    assert sorted(affected.index) == ["alice", "carol", "erin"]
+    assert tuple(affected.loc["alice", ["name", "categories", "strongest_evidence"]]) == (
+        "=Alice",
+        "payment_info",
+        "connection",
+    )
+    assert affected.loc["carol", "in_directory"] == "false" and pd.isna(affected.loc["carol", "email"])
+    viewers = read_safe_csv(out / "viewers.csv")
+    assert sorted(viewers["viewer_kind"]) == ["anonymous", "unknown", "user"]
+    assert viewers.loc[viewers["viewer_kind"] == "anonymous", "session"].str.startswith("sha256:").all()
+    assert len(read_safe_csv(out / "exposures.csv")) == summary["exposures"] == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(check["ok"] for check in manifest["report"]["checks"]), manifest["report"]["checks"]
+    check_numbers_match_summary(out)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The browser check: headless Chromium, every image loads, nothing is fetched
+
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var images = Array.prototype.map.call(document.images, function (img) {
+    return {alt: img.alt, ok: img.complete && img.naturalWidth > 0, inline: img.src.indexOf('data:') === 0};
+  });
+  var fetched = performance.getEntriesByType('resource').map(function (e) { return e.name; });
+  var out = document.createElement('pre');
+  out.id = 'whosaw-probe';
+  out.textContent = JSON.stringify({images: images, fetched: fetched, title: document.title});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("chromium not installed: apt-get install -y chromium (Debian) to run the browser check")
+
+
+def render_in_chromium(page: Path, tmp_path: Path) -> dict:
+    """Open a copy of ``page`` in headless Chromium, with a probe added and the page's CSP removed (so that a
+    network reference would really be attempted and show up), and return what the probe saw."""
+    browser = _chromium()
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", text)
+    assert "</head>" in text
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</head>", PROBE + "\n</head>", 1), encoding="utf-8")
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="whosaw-probe">(.*?)</pre>', result.stdout, flags=re.S)
+    assert found, f"chromium exited {result.returncode} without the probe's result: {result.stderr[-500:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def assert_renders(page: Path, tmp_path: Path, charts: int = 4) -> None:
+    seen = render_in_chromium(page, tmp_path)
+    assert seen["title"].startswith("whosaw")
+    assert len(seen["images"]) == charts
+    assert all(image["ok"] and image["inline"] for image in seen["images"]), seen["images"]
+    assert seen["fetched"] == [], seen["fetched"]
+
+
+def test_browser_renders_report(built, tmp_path):
+    out, _ = built
+    assert_renders(out / "report.html", tmp_path)
+
+
+def test_browser_renders_empty_report(tmp_path):
+    out = build_analysis(tmp_path / "empty", rows=[])
+    pipeline.report(out, progress=False)
+    assert_renders(out / "report.html", tmp_path)
+
+
+def test_browser_probe_catches_network_and_broken_images(built, tmp_path):
+    """The check itself: a page with a remote image and a broken inline image must fail it."""
+    out, _ = built
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        (out / "report.html")
+        .read_text(encoding="utf-8")
+        .replace(
+            "<h1>",
+            '<img src="http://example.invalid/x.png" alt="remote"><img src="data:image/png;base64,AAAA" '
+            'alt="broken"><h1>',
+            1,
+        ),
+        encoding="utf-8",
+    )
+    seen = render_in_chromium(bad, tmp_path)
+    status = {image["alt"]: image["ok"] for image in seen["images"]}
+    assert status["remote"] is False and status["broken"] is False
+    assert "http://example.invalid/x.png" in seen["fetched"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The CLI
+
+
+def test_cli_report(built):
+    out, files = built
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in files:
+        assert name in result.output
+    for _, email, person, _, _ in USERS:
+        assert email not in result.output and person not in result.output
+
+
+def test_cli_report_without_analysis_exits_2(tmp_path):
+    result = CliRunner().invoke(cli, ["report", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "no analysis results" in result.stderr
+    assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The real pipeline on sample_logs/, against the simulator's ground truth
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> tuple[Path, dict]:
+    config = SAMPLE / "incident.toml"
+    if not (config.is_file() and (SAMPLE / "ground_truth").is_dir()):
+        pytest.skip("sample_logs/ has no incident.toml and ground_truth/ (simulator output)")
+    out = tmp_path_factory.mktemp("sample") / "out"
+    result = CliRunner().invoke(
+        cli, ["run", str(SAMPLE), "--config", str(config), "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return out, {"stdout": result.stdout, "stderr": result.stderr}
+
+
+def _truth(name: str) -> pd.DataFrame:
+    return pd.read_csv(SAMPLE / "ground_truth" / name, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def _split(value) -> list[str]:
+    return sorted(str(value).split(";")) if isinstance(value, str) and value else []
+
+
+def test_sample_affected_users_match_ground_truth(sample_run):
+    out, _ = sample_run
+    ours = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    truth = _truth("affected_owners.csv").set_index("owner_id")
+    assert sorted(ours.index) == sorted(truth.index)
+    assert (
+        ours["exposure_count"].astype(int) == truth["exposure_count"].astype(int).reindex(ours.index)
+    ).all()
+    for owner in truth.index:
+        assert _split(ours.loc[owner, "categories"]) == _split(truth.loc[owner, "categories"]), owner
+    users = pd.read_csv(SAMPLE / "users.csv", dtype=str, keep_default_na=False, na_values=[""])
+    users = users.set_index("user_id")
+    present = ours.index.intersection(users.index)
+    for column in ("email", "name", "country", "locale"):
+        if column in users.columns:
+            assert (
+                ours.loc[present, column].fillna("").tolist()
+                == users.loc[present, column].fillna("").tolist()
+            )
+    missing = ours.index.difference(users.index)
+    assert ours.loc[missing, "email"].isna().all()
+
+
+def test_sample_viewers_match_ground_truth(sample_run):
+    out, _ = sample_run
+    ours = read_safe_csv(out / "viewers.csv")
+    truth = _truth("viewers.csv")
+    signed, truth_signed = ours[ours["viewer_id"].notna()], truth[truth["viewer_id"].notna()]
+    assert sorted(signed["viewer_id"]) == sorted(truth_signed["viewer_id"])
+    merged = signed.merge(truth_signed, on="viewer_id", suffixes=("", "_truth"))
+    assert (merged["owners_seen"].astype(int) == merged["owners_seen_truth"].astype(int)).all()
+    assert (merged["exposure_count"].astype(int) == merged["exposure_count_truth"].astype(int)).all()
+    anonymous, truth_anonymous = ours[ours["viewer_id"].isna()], truth[truth["viewer_id"].isna()]
+    assert (
+        anonymous["exposure_count"].astype(int).sum() == truth_anonymous["exposure_count"].astype(int).sum()
+    )
+    assert (anonymous["viewer_kind"] != "user").all()
+
+
+def test_sample_exposures_and_notify_lists(sample_run):
+    out, _ = sample_run
+    exposures = read_safe_csv(out / "exposures.csv")
+    truth = _truth("exposures.csv")
+    assert len(exposures) == len(truth)
+    assert exposures["source_file"].notna().all() and exposures["source_line"].notna().all()
+    affected = _truth("affected_owners.csv")
+    for category in sorted({c for value in affected["categories"] for c in _split(value)}):
+        owners = {
+            o
+            for o, value in zip(affected["owner_id"], affected["categories"], strict=True)
+            if category in _split(value)
+        }
+        listed = list((out / "notify").glob("*.csv"))
+        frames = [read_safe_csv(p) for p in listed]
+        (frame,) = [f for f in frames if set(f["category"]) == {category}]
+        assert set(frame["owner_id"]) == owners, category
+
+
+def test_sample_report_numbers_and_browser(sample_run, tmp_path):
+    out, _ = sample_run
+    check_numbers_match_summary(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(check["ok"] for check in manifest["report"]["checks"]), manifest["report"]["checks"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    for entry in manifest["files"]:
+        assert entry["sha256"] in md
+    users = pd.read_csv(SAMPLE / "users.csv", dtype=str, keep_default_na=False)
+    text = md + html.unescape((out / "report.html").read_text(encoding="utf-8"))
+    for email in users["email"]:
+        if email:
+            assert email not in text
+    assert_renders(out / "report.html", tmp_path)
+
+
+def test_sample_cli_summary(sample_run):
+    out, printed = sample_run
+    stdout = printed["stdout"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (
+        f"{summary['exposures']:,}" in stdout and "report.html" in stdout and "affected_users.csv" in stdout
+    )
+    users = pd.read_csv(SAMPLE / "users.csv", dtype=str, keep_default_na=False)
+    for column in ("email", "name"):
+        for value in users[column]:
+            if len(value) > 3:
+                assert value not in stdout, column
+
+
+def test_cli_run_unreadable_input_exits_2(tmp_path):
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output

@@ -1,0 +1,35 @@
+"""Spreadsheet-safe CSV: hostile cells are neutralised on disk and read back to the original values."""
+
+import duckdb
+import pandas as pd
+
+from pipeline.safecsv import copy_safe_csv, neutralise, read_safe_csv, restore, write_safe_csv
+
+HOSTILE = ["=HYPERLINK(\"http://x\")", "+1-555", "-2", "@SUM(A1)", "\tTab", "\rCR", "'quoted", "plain", "Zoë"]
+
+
+def test_rule_is_reversible_for_every_risky_start():
+    for value in HOSTILE:
+        written = neutralise(value)
+        assert not str(written).startswith(("=", "+", "-", "@", "\t", "\r"))
+        assert restore(written) == value
+
+
+def test_duckdb_copy_neutralises_and_reads_back(tmp_path):
+    con = duckdb.connect()
+    frame = pd.DataFrame({"name": HOSTILE, "n": range(len(HOSTILE))})
+    con.register("people", frame)
+    path = tmp_path / "people.csv"
+    copy_safe_csv(con, "SELECT name, n, TIMESTAMPTZ '2023-03-20 01:02:03.5+00' AS ts FROM people", path)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert not raw["name"].str.match(r"^[=+\-@\t\r]").any()
+    back = read_safe_csv(path)
+    assert back["name"].tolist() == HOSTILE
+    assert back["ts"].unique().tolist() == ["2023-03-20T01:02:03.500000Z"]
+    assert path.read_bytes().decode("utf-8")  # UTF-8 throughout
+
+
+def test_pandas_writer_uses_the_same_rule(tmp_path):
+    path = tmp_path / "small.csv"
+    write_safe_csv(pd.DataFrame({"name": HOSTILE}), path)
+    assert read_safe_csv(path)["name"].tolist() == HOSTILE
