@@ -11,7 +11,7 @@ How the SQL is run
 The logic lives in ``pipeline/sql/analyze/NN_<view>.sql``: one ``CREATE OR REPLACE TEMPORARY VIEW <view>``
 per file, one concern each, run in file-name order; the view is named after the file. A file whose header
 says ``-- materialize`` is computed once into a temporary table that then stands behind the view's name
-(DuckDB ``CREATE TEMP TABLE``; Spark ``CACHE TABLE``), because later views read it more than once.
+(DuckDB ``CREATE TEMP TABLE``; Spark ``localCheckpoint``), because later views read it more than once.
 
 The SQL files keep to the subset DuckDB and Spark SQL share: temporary views, CTEs, window functions
 (``row_number``, ``lead``, ``lag``, running ``sum``/``min``/``max``), equi-joins plus range conditions,

@@ -192,27 +192,56 @@ def _print_ingest(result) -> None:
     )
 
 
+_EVIDENCE_ORDER = ("value_owner", "digest", "connection", "key", "digest-ambiguous", "conflict")
+
+
+def _breakdown(counts: dict[str, int], order: tuple[str, ...] = ()) -> str:
+    """``a 3, b 1`` in the given order (then by name); empty when there is nothing."""
+    if not isinstance(counts, dict) or not counts:
+        return ""
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(counts, key=lambda n: (rank.get(n, len(order)), n))
+    return ", ".join(f"{name} {counts[name]:,}" for name in names)
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     window = summary.get("window", {})
+    span = f"{window.get('start') or '-'} / {window.get('end') or '-'}"
+    if not (window.get("start") or window.get("end")) and summary.get("data_span"):
+        data = summary["data_span"]
+        span = f"all time in the logs: {data.get('start') or '-'} / {data.get('end') or '-'}"
     rows = [
-        ("window", f"{window.get('start') or '-'} / {window.get('end') or '-'} ({window.get('method', '-')})"),
+        ("window", f"{span} ({window.get('method', '-')})"),
         ("active users", f"{summary.get('active_users', 0):,}"),
-        ("exposures", f"{summary.get('exposures', 0):,}"),
-        ("affected owners", f"{summary.get('affected_owners', 0):,}"
-         + (f" ({summary['share_of_active_users_affected']:.2%} of active users)"
-            if summary.get("share_of_active_users_affected") is not None else "")),
-        ("viewers", f"{summary.get('viewers', 0):,}"),
     ]
-    for category, count in sorted(summary.get("exposures_by_category", {}).items()):
-        rows.append((f"  {category}", f"{count:,}"))
-    for evidence, count in sorted(summary.get("exposures_by_evidence", {}).items()):
-        rows.append((f"  evidence {evidence}", f"{count:,}"))
+    by_category = _breakdown(summary.get("exposures_by_category", {}))
+    exposures = f"{summary.get('exposures', 0):,}"
+    rows.append(("exposures", exposures + (f"  ({by_category})" if by_category else "")))
+    by_evidence = _breakdown(summary.get("exposures_by_evidence", {}), _EVIDENCE_ORDER)
+    if by_evidence:
+        rows.append(("  by evidence", by_evidence))
+    affected = f"{summary.get('affected_owners', 0):,}"
+    share = summary.get("share_of_active_users_affected")
+    if share is not None:
+        active_affected = summary.get("affected_active_users")
+        if active_affected is not None:
+            affected += (f"  ({active_affected:,} of the {summary.get('active_users', 0):,} active users"
+                         f" = {share:.2%})")
+        else:
+            affected += f"  ({share:.2%} of active users)"
+    rows.append(("affected owners", affected))
+    viewers = f"{summary.get('viewers', 0):,} signed-in users"
+    if summary.get("anonymous_viewer_sessions"):
+        viewers += f" + {summary['anonymous_viewer_sessions']:,} anonymous sessions"
+    if summary.get("unknown_viewer_exposures"):
+        viewers += f" (+ {summary['unknown_viewer_exposures']:,} exposures to unknown viewers)"
+    rows.append(("viewers", viewers))
     flagged = summary.get("ambiguous_rows", 0) + summary.get("conflict_rows", 0)
     if flagged:
         rows.append(("flagged rows", f"{flagged:,} (ambiguous or conflicting evidence)"))
     near = summary.get("near_misses", {})
     if isinstance(near, dict) and near.get("total"):
-        rows.append(("near misses", f"{near['total']:,}"))
+        rows.append(("near misses", f"{near['total']:,} (crossed replies that reached no one as data)"))
     outside = summary.get("outside_window", {})
     if isinstance(outside, dict) and outside.get("exposures"):
         rows.append(("outside window", f"{outside['exposures']:,} exposures not counted above"))
@@ -222,14 +251,33 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _print_files(out: Path, files: dict[str, Path]) -> None:
+    """The files, the report first; notify/ and charts/ summed up in one line each."""
     click.echo(f"outputs in {out}:")
-    for name in sorted(files):
+    shown: list[str] = []
+    for name in files:
         path = Path(files[name])
         try:
-            shown = path.relative_to(out)
+            shown.append(path.relative_to(out).as_posix())
         except ValueError:
-            shown = path
-        click.echo(f"  {shown}")
+            shown.append(path.as_posix())
+    first = ["report.html", "report.md", "affected_users.csv", "viewers.csv", "exposures.csv"]
+    top = [n for n in first if n in shown] + sorted(n for n in shown if n not in first and "/" not in n)
+    for name in top:
+        click.echo(f"  {name}")
+    folders: dict[str, list[str]] = {}
+    for name in shown:
+        if "/" in name and name not in first:
+            folder, _, rest = name.partition("/")
+            folders.setdefault(folder, []).append(rest)
+    for folder, names in sorted(folders.items()):
+        if folder == "notify":
+            stems = ", ".join(sorted(Path(n).stem for n in names))
+            click.echo(f"  notify/  {len(names)} notification list{'s' if len(names) != 1 else ''}: {stems}")
+        elif folder == "charts":
+            click.echo(f"  charts/  {len(names)} chart{'s' if len(names) != 1 else ''} (in report.html too)")
+        else:
+            for rest in sorted(names):
+                click.echo(f"  {folder}/{rest}")
 
 
 def main() -> None:

@@ -19,8 +19,13 @@ def progress_wanted(show: bool | None = None) -> bool:
 
 def configure(con: duckdb.DuckDBPyConnection) -> None:
     """DuckDB must never print its own bar (notebooks, CI); we draw ours from query_progress()."""
-    con.execute("SET enable_progress_bar = true")
-    con.execute("SET enable_progress_bar_print = false")
+    try:
+        con.execute("SET enable_progress_bar = true")
+        con.execute("SET enable_progress_bar_print = false")
+    except duckdb.InvalidInputException:
+        # Inside Jupyter without ipywidgets, DuckDB refuses any change to its progress bar setting; the bar then
+        # stays off (its default there), which is what a notebook wants.
+        pass
 
 
 def execute(

@@ -50,6 +50,7 @@ CHART_NAMES = ("timeline", "categories_evidence", "countries", "pairs")
 EVIDENCE_ORDER = ("value_owner", "digest", "connection", "key", "digest-ambiguous", "conflict")
 FLAGGED_EVIDENCE = ("digest-ambiguous", "conflict")
 USER_COLUMNS = ("user_id", "email", "name", "country", "locale")
+_MAX_LISTED = 25  # files listed one by one in the report before "and N more"
 
 EVIDENCE_TEXT = {
     "value_owner": "the application logged the owner found inside the value it read (direct evidence)",
@@ -163,8 +164,6 @@ class _Inputs:
     manifest: dict[str, Any]
     exposures: Path
     timeline: Path | None
-    near_misses: Path | None
-    outside: Path | None
     users_path: Path | None
     users_note: str
 
@@ -197,8 +196,6 @@ class _Inputs:
             manifest=manifest,
             exposures=exposures,
             timeline=optional("timeline.parquet"),
-            near_misses=optional("near_misses.parquet"),
-            outside=optional("exposures_outside_window.parquet"),
             users_path=users_path,
             users_note=users_note,
         )
@@ -378,6 +375,7 @@ class _Facts:
     first_exposure: Any = None
     last_exposure: Any = None
     has_raw_sessions: bool = False
+    rejects: pd.DataFrame = field(default_factory=pd.DataFrame)
     checks: list[tuple[str, bool]] = field(default_factory=list)
 
 
@@ -395,6 +393,7 @@ def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
     facts.directory_configured = inputs.users_path is not None
     facts.directory_duplicates = one("SELECT count(*) FROM users_dir WHERE directory_rows > 1")[0]
     facts.has_raw_sessions = one("SELECT count(session_id) > 0 FROM exposures")[0]
+    facts.rejects = _rejects(con, inputs.out)
     for category, owners, severity in con.execute(
         "SELECT category, count(*), arg_max(severity, CASE severity WHEN 'low' THEN 1 WHEN 'medium' THEN 2 "
         "WHEN 'high' THEN 3 WHEN 'critical' THEN 4 ELSE 0 END) FROM notify GROUP BY category ORDER BY 1"
@@ -465,6 +464,24 @@ def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
     return facts
 
 
+def _rejects(con: duckdb.DuckDBPyConnection, out: Path) -> pd.DataFrame:
+    """Rejected lines per log kind and reason (counts only: the raw lines stay in rejects/)."""
+    files = sorted((out / "rejects").glob("*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    listed = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+    try:
+        columns = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed})").fetchall()}
+        detail = "any_value(detail)" if "detail" in columns else "NULL"
+        return con.execute(
+            f"SELECT parse_filename(filename, true) AS kind, reason, {detail} AS detail, count(*) AS lines "
+            f"FROM read_parquet({listed}, filename = true) GROUP BY ALL "
+            "ORDER BY kind, lines DESC, reason"
+        ).df()
+    except duckdb.Error:
+        return pd.DataFrame()  # an unreadable rejects file must not stop the report; the counts are above
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Charts (matplotlib, Agg, PNG)
 
@@ -475,6 +492,7 @@ _TIER_COLOURS = {"value_owner": "#1f4e79", "digest": "#2e75b6", "connection": "#
 def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
     import matplotlib
 
+    backend = matplotlib.get_backend()  # the caller's (a notebook's inline backend), restored after drawing
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -503,6 +521,7 @@ def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
             fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight")
             plt.close(fig)
             charts[name] = buffer.getvalue()
+    plt.switch_backend(backend)
     return charts
 
 
@@ -541,11 +560,19 @@ def _chart_timeline(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
     per = _duration(seconds)
     step = {"where": "post", "linewidth": 1.3}
     top.step(times, frame.get("crossed_replies", 0), color="#2e75b6", label="crossed replies", **step)
-    bottom.step(times, frame.get("exposures", 0), color="#c0392b", label="exposures", **step)
     if "near_misses" in frame:
-        bottom.step(times, frame["near_misses"], color="#8a94a3", label="near misses", **step)
+        bottom.step(times, frame["near_misses"], color="#b0b7c3", label="near misses", **step)
+    bottom.step(
+        times,
+        frame.get("exposures", 0),
+        color="#c0392b",
+        label="exposures (all, in or out of window)",
+        where="post",
+        linewidth=1.8,
+        zorder=3,
+    )
     for column, style, text in (
-        ("baseline", "--", "baseline (median per bucket)"),
+        ("baseline", "--", "baseline"),
         ("threshold", ":", "elevated above"),
     ):
         if column in frame and frame[column].notna().any():
@@ -1022,6 +1049,22 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
                 f" did not use the service in {period} themselves.",
             ]
     blocks.append(Para(parts, "headline"))
+    outside = s.get("outside_window") or {}
+    if outside.get("exposures"):
+        blocks.append(
+            Para(
+                [
+                    "Not included: ",
+                    *_count(outside["exposures"], "more exposure", ("outside_window", "exposures")),
+                    " of ",
+                    *_count(
+                        outside.get("affected_owners", 0), "owner", ("outside_window", "affected_owners")
+                    ),
+                    " outside the window (see the timeline and the method).",
+                ],
+                "warning",
+            )
+        )
     by_cat = s.get("affected_owners_by_category") or {}
     active_by_cat = s.get("affected_active_users_by_category")
     items = []
@@ -1183,7 +1226,7 @@ def _charts_section(s: dict[str, Any]) -> list[Any]:
             "timeline",
             "Crossed replies and exposures over time, with the exposure window shaded",
             "Top: crossed replies (a read that received another call's reply) per time bucket, with the "
-            "baseline (median per bucket) and the level above which a bucket counts as elevated. Bottom: "
+            "baseline and the level above which a bucket counts as elevated (auto window). Bottom: "
             f"exposures and near misses. Shaded: the exposure window ({window.get('method', 'n/a')}). "
             "Exposures outside the shaded window are not in the lists.",
         ),
@@ -1307,14 +1350,33 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         )
     else:
         blocks.append(Para("The manifest lists no input files.", "warning"))
+    if not facts.rejects.empty:
+        blocks.append(
+            Para(
+                "Rejected lines by reason (the lines themselves, with file and line number, are in rejects/; "
+                "they may hold personal data):"
+            )
+        )
+        blocks.append(
+            Table(
+                ["log", "reason", "what it means", "lines"],
+                [
+                    [r.kind, Code(str(r.reason)), str(r.detail or ""), Num(r.lines)]
+                    for r in facts.rejects.itertuples()
+                ],
+                numeric=(3,),
+            )
+        )
     skipped = manifest.get("skipped") or []
     if skipped:
         items = []
-        for entry in skipped:
+        for entry in skipped[:_MAX_LISTED]:
             if isinstance(entry, dict):
                 items.append([Code(str(entry.get("path", ""))), f": {entry.get('reason', 'skipped')}"])
             else:
                 items.append(Code(str(entry)))
+        if len(skipped) > _MAX_LISTED:
+            items.append(f"and {len(skipped) - _MAX_LISTED:,} more (manifest.json, skipped)")
         blocks.append(Para("Files found but not read:"))
         blocks.append(Bullets(items))
     config = manifest.get("config") or {}
@@ -1353,29 +1415,35 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 [
                     f"Exposure window: {method_text}.",
                     description,
-                    " Every exposure in the logs counts; to limit them to the incident, rerun with "
-                    "--window START/END or --window auto.",
+                    " Every exposure in the logs counts; to limit them to the incident, rerun with --window "
+                    "START/END or --window auto.",
                 ]
             )
         )
     auto = s.get("auto_window")
     if isinstance(auto, dict) and auto:
+        labels = {
+            "bucket_seconds": "bucket (seconds)",
+            "baseline": "baseline crossed replies per bucket",
+            "threshold": "a bucket is elevated above",
+            "buckets": "buckets in the logs",
+            "elevated_buckets": "elevated buckets",
+            "run_buckets": "buckets in the chosen run",
+            "crossed_replies_in_run": "crossed replies in the chosen run",
+        }
+        rows = [
+            [labels.get(k, k.replace("_", " ")), f"{v:,}" if isinstance(v, int) else str(v)]
+            for k, v in auto.items()
+            if not isinstance(v, dict | list)
+        ]
         blocks.append(
             Para(
-                [
-                    "How the automatic window was found: crossed replies were counted per ",
-                    _duration(int(auto.get("bucket_seconds") or 300)),
-                    " bucket; the baseline is the median per bucket (",
-                    f"{auto.get('baseline')}",
-                    "), a bucket is elevated above ",
-                    f"{auto.get('threshold')}",
-                    " (baseline + max(1, 3 x MAD)); elevated buckets less than three buckets apart were "
-                    "merged, and the run holding the most crossed replies became the window, from its first "
-                    "crossed reply to one second past its last. Check it against the timeline chart and, if "
-                    "it is wrong, rerun with --window.",
-                ]
+                "The automatic window, as the analysis found it (the method is described above; the timeline "
+                "chart shows the same counts, baseline and threshold). Check it against the chart and, if it "
+                "is wrong, rerun with --window START/END."
             )
         )
+        blocks.append(Table(["", "value"], rows, numeric=(1,)))
 
     # Evidence tiers
     blocks.append(Heading(3, "Evidence: how the owner of each served value is known"))
@@ -1432,9 +1500,9 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         ]
         blocks.append(
             Para(
-                "Served reads with ambiguous or conflicting evidence that were not counted as exposures "
-                "(the owner the evidence settled on is the viewer, or a grant covers it). A different "
-                "reading of the evidence could make some of them exposures; review them in the lake:",
+                "Served reads with ambiguous or conflicting evidence that were not counted as exposures (the "
+                "owner the evidence settled on is the viewer, or a grant covers it). A different reading of "
+                "the evidence could make some of them exposures; review them in the lake:",
                 "note",
             )
         )
@@ -1459,15 +1527,18 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
     if near_items:
         blocks.append(Bullets(near_items))
     outside = s.get("outside_window") or {}
+    outside_n = outside.get("exposures", 0) or 0
     blocks.append(
         Para(
             [
-                Num(outside.get("exposures", 0), key=("outside_window", "exposures")),
-                " exposures of ",
-                Num(outside.get("affected_owners", 0), key=("outside_window", "affected_owners")),
-                " owners fall outside the window and are not in the lists "
-                "(exposures_outside_window.parquet). If there are many, the window may be too narrow.",
-            ]
+                *_count(outside_n, "exposure", ("outside_window", "exposures")),
+                " of ",
+                *_count(outside.get("affected_owners", 0), "owner", ("outside_window", "affected_owners")),
+                " fall outside the window and are not in the lists (exposures_outside_window.parquet; by "
+                "category in the table above). ",
+                "Check on the timeline chart whether the window is too narrow." if outside_n else "",
+            ],
+            "warning" if outside_n else "",
         )
     )
 

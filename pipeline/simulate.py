@@ -9,6 +9,19 @@ the incident config and side tables, and the ground truth taken from the simulat
 every read received, who held every session), never from reading the logs back. The log model is
 docs/design.md "Cache log semantics".
 
+The model, in short. Three web hosts with pools of 6, 4 and 8 connections (``conn_id`` unique per host only)
+and a worker host. Requests come from signed-in sessions (login, refresh every 20 minutes, logout or idle
+expiry, some refreshed after they expired, shared devices where the next user signs in with a new session),
+stale tabs after the end of a session (401, no cache call) and anonymous visitors (the public models list, or
+a conversation shared with anyone). Each request makes one or two cache calls; each call is abandoned with
+probability ``cancel_rate`` (cancelled by the client or timed out by the server's budget) and the request's
+later calls are dropped. Outside the bug window an abandoned call closes its connection (the next call on that
+pool slot gets a new ``conn_id``). Inside it the connection goes back to the pool with the reply unread: every
+later call on it reads the oldest unread reply (a chain when a second call is abandoned before a reset). A
+reply of the wrong type (a hash for a GET, an OK for a read) makes the call fail: status ``error``, the
+request answers 500, the connection is reset. With probability 1/4 the pool notices an abandoned call and logs
+``RECONNECT``, discarding the unread replies. At the window's end every connection is replaced.
+
 It streams: traffic is generated and resolved one time slice ("chunk") at a time with numpy, with the little
 per-connection state (generation, unread replies) carried between chunks, and lines are formatted with Arrow
 compute kernels and appended to the files. Only calls on a connection that holds an unread reply go through a
@@ -86,8 +99,7 @@ PUBLIC_KEY = "public:models"
 LOCK_KEY = "lock:worker:refresh"
 
 # Routes. Each route makes a fixed list of cache calls (op, key family); the key's owner is the request's
-# user,
-# except for share links (someone else's conversation, under a grant) and the public key.
+# user, except for share links (someone else's conversation, under a grant) and the public key.
 R_CONVERSATIONS, R_BILLING, R_CONVERSATION, R_RENAME, R_MODELS = 0, 1, 2, 3, 4
 R_SHARE, R_ANON_MODELS, R_ANON_SHARE, R_STALE = 5, 6, 7, 8
 ROUTE_NAMES = (
@@ -197,6 +209,7 @@ COUNTRIES = (
     ("MX", "es-MX"),
 )
 
+GZIP_LEVEL = 1  # fast: the point of .gz here is the format, not the size
 SMALL_TABLE = 16  # columns from tables this small are formatted together (see _Sink._format)
 MESSY_DUP = 0.004  # re-shipped copy in the same file
 MESSY_RESHIP = 0.003  # re-shipped copy in the file's ".reshipped" twin
@@ -423,7 +436,8 @@ def _fixed_ids(prefix: bytes, values: np.ndarray, width: int, quote: bytes = b""
     if quote:
         outb[:, 0] = outb[:, -1] = ord(quote)
     outb[:, len(quote) : a] = np.frombuffer(prefix, dtype=np.uint8)
-    v = values.copy()
+    small = n == 0 or int(values.max()) < 2**31
+    v = values.astype(np.int32) if small else values.copy()  # int32 division is much faster
     right = a + width
     while right > a:
         size = min(3, right - a)
@@ -726,7 +740,7 @@ class _File:
         self._io = io_pool
         self._raw: BinaryIO = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
         self._fh: BinaryIO = (
-            gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=6)
+            gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=GZIP_LEVEL)
             if gz
             else self._raw
         )
@@ -764,7 +778,7 @@ class _File:
 class _Sink:
     """Writes the rows of one log kind, routed to files (per host when messy), with messy injections.
 
-    Formatting runs on the sink's own background thread and writing on a shared I/O thread (Arrow kernels,
+    Formatting runs on the sink's own background thread and writing on its own I/O thread (Arrow kernels,
     numpy copies, zlib and file writes release the GIL), each in submission order, so they overlap the
     simulation of the next chunk and the bytes do not depend on timing.
     """
@@ -1116,6 +1130,7 @@ class _Simulation:
         self.world = _World(p, np.random.default_rng(world_ss))
         self.con = duckdb.connect()
         self.con.execute("SET threads = 2")
+        self.con.execute("SET preserve_insertion_order = true")  # digests come back in input order
         w = self.world
         # Values: value id -> key and digest. Version 0 of key k has value id k; writes append new ones.
         self.vid_key = np.arange(w.K, dtype=_I64)
@@ -1170,16 +1185,17 @@ class _Simulation:
                 "status_499",
                 "status_504",
                 "status_401",
+                "exposures_outside_window",
             )
         }
         fields = {"requests": REQUEST_FIELDS, "cache": CACHE_FIELDS, "sessions": SESSION_FIELDS}
-        # One formatting thread per log kind (each in order, with its own messy random stream) and one I/O
-        # thread.
+        # Per log kind: a formatting thread (in order, with its own messy random stream) and an I/O thread
+        # (writes and gzip), so the kinds' files are compressed side by side.
         self.pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"whosaw-sim-{k}") for k in fields]
-        self.io_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whosaw-sim-io")
+        self.io_pools = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sim-io-{k}") for k in fields]
         messy_rngs = [np.random.default_rng(ss) for ss in messy_ss.spawn(len(fields))]
         self.sinks = {
-            k: _Sink(k, f, p, out, messy_rngs[i], self.pools[i], self.io_pool)
+            k: _Sink(k, f, p, out, messy_rngs[i], self.pools[i], self.io_pools[i])
             for i, (k, f) in enumerate(fields.items())
         }
 
@@ -1432,15 +1448,16 @@ class _Simulation:
         gslot = gslot[order]
         if len(gslot):
             calls["ts"] = self._strictly_increasing(calls["ts"], gslot)
+        if reqs and len(reqs["rid"]):
+            # A request answers after its calls (even when a µs bump moved one), so it is never final before
+            # all of its calls are resolved.
+            has = calls["rid"] >= 0
+            pos = np.searchsorted(reqs["rid"], calls["rid"][has])
+            np.maximum.at(reqs["resp"], pos, ((calls["ts"][has] // MS) + 1) * MS)
         done = calls["ts"] < limit if len(gslot) else np.zeros(0, bool)
         self.pending_calls = _subset(calls, ~done)
         calls = _subset(calls, done)
         gslot = gslot[done]
-        if reqs and len(reqs["rid"]):
-            # A request answers after its calls (even when a µs bump moved one).
-            pos = np.searchsorted(reqs["rid"], calls["rid"])
-            has = calls["rid"] >= 0
-            np.maximum.at(reqs["resp"], pos[has], ((calls["ts"][has] // MS) + 1) * MS)
         self._resolve(calls, gslot, reqs, T1)
         # Requests whose response falls in this chunk are final now.
         if reqs:
@@ -1831,6 +1848,10 @@ class _Simulation:
                 granted[i] = True
             else:
                 exposure[i] = True
+        # Only inside the window (nothing crosses outside it, and every share view is under its grant).
+        inside = (t["ts"] >= self.p.win_start) & (t["ts"] < self.p.win_end)
+        self.c["exposures_outside_window"] += int((exposure & ~inside).sum())
+        exposure &= inside
         xs = served & t["crossed"]
         self.c["crossed_served"] += int(xs.sum())
         self.c["crossed_same_owner"] += int((xs & (owner == t["viewer"])).sum())
@@ -1882,9 +1903,8 @@ class _Simulation:
         stats: dict[str, dict[str, Any]] = {}
         for sink in self.sinks.values():
             stats.update(sink.close())
-        for pool in self.pools:
+        for pool in self.pools + self.io_pools:
             pool.shutdown()
-        self.io_pool.shutdown()
         self._write_tables()
         gt = out / "ground_truth"
         gt.mkdir(exist_ok=True)
@@ -1994,6 +2014,7 @@ class _Simulation:
             "exposures_by_category": dict(sorted(by_cat.items())),
             "exposures_by_severity": _tally(SEVERITY[CATEGORY.index(x)] for x in ex_cat),
             "exposures_with_lag_ge_2": int((ex["lag"] >= 2).sum()),
+            "exposures_outside_window": c["exposures_outside_window"],
             "near_misses": {
                 "total": counts["near_misses"],
                 "by_kind": nm_by_kind,
@@ -2046,13 +2067,19 @@ class _Simulation:
     ) -> tuple[dict[str, list], dict[str, list]]:
         per_owner: dict[int, dict[str, Any]] = {}
         per_viewer: dict[int, dict[str, Any]] = {}
-        for o, v, t, cat in zip(
-            ex["owner"].tolist(), ex["viewer"].tolist(), ex["ts"].tolist(), ex_cat, strict=True
+        # viewer_count counts each signed-in viewer once and each anonymous session once.
+        for o, v, t, cat, sess in zip(
+            ex["owner"].tolist(),
+            ex["viewer"].tolist(),
+            ex["ts"].tolist(),
+            ex_cat,
+            ex["sess"].tolist(),
+            strict=True,
         ):
             a = per_owner.setdefault(o, {"cats": set(), "n": 0, "viewers": set(), "first": t, "last": t})
             a["cats"].add(cat)
             a["n"] += 1
-            a["viewers"].add(v)
+            a["viewers"].add(v if v >= 0 else ("anonymous", sess))
             a["first"], a["last"] = min(a["first"], t), max(a["last"], t)
             if v >= 0:
                 b = per_viewer.setdefault(v, {"cats": set(), "n": 0, "owners": set(), "first": t, "last": t})

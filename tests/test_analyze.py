@@ -20,6 +20,7 @@ from pipeline.manifest import load_manifest, save_manifest
 from pipeline.safecsv import read_safe_csv
 from pipeline.schema import EXPOSURE_COLUMNS
 from pipeline.simulate import simulate
+from pipeline.spark import compare, spark_available
 
 KEYS = [
     {"pattern": r"^user:(?P<owner>[^:]+):titles$", "category": "conversation_titles", "severity": "low"},
@@ -690,3 +691,17 @@ def test_simulated_incident_connection_evidence_only(incident, tmp_path):
             for host, conn, ts in row
         )
         assert explained, (request_id, by_request.get("request_id"), where.get(request_id))
+
+
+# ----------------------------------------------------------------------------------------- Spark
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark is not installed (pip install pyspark; needs Java 17)")
+def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path):
+    logs, lake, truth, expected = incident
+    out = _variant(lake, tmp_path / "out", ())
+    result = compare(out, logs / "incident.toml", window="auto")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"]["spark"] == result["exposures"]["duckdb"] == len(expected)
+    assert result["window"]["spark"] == result["window"]["duckdb"]
+    assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"]
+    assert result["timeline_differences"] == 0

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shlex
+import sys
 import tomllib
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.errors import WhosawError
 from pipeline.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,6 +268,7 @@ def test_connections_are_ordered_and_never_share_a_timestamp(small):
 def test_nothing_crosses_outside_the_window(small):
     out, summary = small
     start, end = summary["window"]["start"], summary["window"]["end"]
+    assert summary["exposures_outside_window"] == 0
     for row in _truth_rows(out, "exposures.csv") + _truth_rows(out, "near_misses.csv"):
         assert start <= row["ts"] < end
     # Outside the window an abandoned call closes its connection: no later line on that conn_id.
@@ -315,6 +318,31 @@ def test_ground_truth_equals_a_reading_of_the_logs_by_the_design_rules(small):
     assert near.get("failed", 0) == by_kind["failed"]
     assert near.get("not-data", 0) == by_kind["not-data"]
     assert near.get("discarded", 0) == by_kind["discarded"]
+
+
+def test_many_small_chunks_keep_the_model(tmp_path, monkeypatch):
+    """State carried between chunks (unread replies, conn_id generations, pending requests) stays exact."""
+    sim = sys.modules["pipeline.simulate"]  # the package re-exports the function under the module's name
+    monkeypatch.setattr(sim, "CHUNK_REQUESTS", 150)
+    monkeypatch.setattr(sim, "CHUNK_WARMUP_ROWS", 97)
+    out = tmp_path / "chunked"
+    summary = simulate(out, users=60, requests=4000, cancel_rate=0.08, seed=21)
+    assert summary["counts"]["requests"] == 4000
+    expected, near = reference_exposures(out)
+    truth = {
+        (r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"])
+        for r in _truth_rows(out, "exposures.csv")
+    }
+    assert truth == expected and len(truth) > 20
+    assert near.get("failed", 0) == summary["near_misses"]["by_kind"]["failed"]
+    assert near.get("discarded", 0) == summary["near_misses"]["by_kind"]["discarded"]
+    for kind in ("requests", "cache", "sessions"):
+        stamps = [r["ts"] for r in _records(out, kind)]
+        assert stamps == sorted(stamps)
+    seen = set()
+    for line in _records(out, "cache"):
+        assert (line["host"], line["conn_id"], line["ts"]) not in seen
+        seen.add((line["host"], line["conn_id"], line["ts"]))
 
 
 def test_digests_and_value_owners_are_exact_evidence(small):
@@ -544,7 +572,7 @@ def test_refuses_a_folder_with_other_logs_but_replaces_its_own(tmp_path):
     assert not list((tmp_path / "a").glob("*web-1*"))
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "requests-prod.jsonl").write_text("{}\n")
-    with pytest.raises(Exception, match="already holds logs"):
+    with pytest.raises(WhosawError, match="already holds logs"):
         simulate(tmp_path / "b", users=20, requests=200, seed=1)
 
 
@@ -592,10 +620,11 @@ def test_sample_has_every_scenario():
     assert len(expected) == len(exposures)
 
 
-def test_ingest_counts_what_messy_injected(messy, tmp_path):
+@pytest.mark.parametrize("which", ["messy", "messy_csv"])
+def test_ingest_counts_what_messy_injected(which, request, tmp_path):
     from pipeline.ingest import ingest
 
-    out, _ = messy
+    out, _ = request.getfixturevalue(which)
     try:
         result = ingest([out], tmp_path / "lake")
     except NotImplementedError:

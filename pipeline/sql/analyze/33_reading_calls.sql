@@ -1,23 +1,8 @@
 -- reading_calls: every call that read a reply (any status but cancelled/timeout; reset ops excluded), with
 -- the call whose reply it received when that was another call (30_crossed_replies): reply_line_id,
--- reply_op, reply_key, reply_is_read_op, reply_key_owner/category/severity, reply_request_id.
+-- reply_key, reply_is_read_op, reply_key_owner/category/severity, reply_request_id.
 -- on_connection: the read has a known connection, so the FIFO rule applies (no crossed reply = its own).
 CREATE OR REPLACE TEMPORARY VIEW reading_calls AS
-WITH reply_calls AS (
-    SELECT
-        x.line_id,
-        x.reply_line_id,
-        p.op AS reply_op,
-        p.key AS reply_key,
-        p.is_read_op AS reply_is_read_op,
-        p.key_owner AS reply_key_owner,
-        p.key_category AS reply_key_category,
-        p.key_severity AS reply_key_severity,
-        p.request_id AS reply_request_id
-    FROM crossed_replies AS x
-    INNER JOIN cache_lines AS p
-        ON x.reply_line_id = p.line_id
-)
 SELECT
     c.line_id,
     c.file_no,
@@ -37,7 +22,6 @@ SELECT
     c.key_owner,
     CASE WHEN c.conn_no IS NOT NULL THEN true ELSE false END AS on_connection,
     r.reply_line_id,
-    r.reply_op,
     r.reply_key,
     r.reply_is_read_op,
     r.reply_key_owner,
@@ -45,7 +29,7 @@ SELECT
     r.reply_key_severity,
     r.reply_request_id
 FROM cache_lines AS c
-LEFT JOIN reply_calls AS r
+LEFT JOIN crossed_replies AS r
     ON c.line_id = r.line_id
 WHERE NOT c.is_reset_op
     AND c.status NOT IN ('cancelled', 'timeout');

@@ -33,7 +33,11 @@ WITH timeline_events AS (
 ),
 bucketed_events AS (
     SELECT
-        CAST(floor(unix_micros(e.ts) / (p.bucket_seconds * 1000000.0)) AS BIGINT) AS bucket_index,
+        -- integer floor division (exact on every engine): (m - m % d) / d
+        CAST(
+            (unix_micros(e.ts) - unix_micros(e.ts) % (p.bucket_seconds * 1000000))
+            / (p.bucket_seconds * 1000000) AS BIGINT
+        ) AS bucket_index,
         p.bucket_seconds,
         e.is_request,
         e.is_served,

@@ -31,13 +31,16 @@ scored_buckets AS (
     CROSS JOIN bucket_threshold AS h
 ),
 running_buckets AS (
+    -- running excess = running crossed (an exact integer) - buckets so far x threshold: one multiplication
+    -- per row, so every engine gets the same doubles (a running sum of doubles may round differently)
     SELECT
-        bucket_index,
-        crossed_replies,
-        excess,
-        sum(excess) OVER (ORDER BY bucket_index ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-            AS running_excess
-    FROM scored_buckets
+        s.bucket_index,
+        s.crossed_replies,
+        s.excess,
+        sum(s.crossed_replies) OVER (ORDER BY s.bucket_index ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            - row_number() OVER (ORDER BY s.bucket_index) * h.threshold AS running_excess
+    FROM scored_buckets AS s
+    CROSS JOIN bucket_threshold AS h
 ),
 lowest_before_buckets AS (
     SELECT
@@ -85,15 +88,16 @@ incident_span AS (
     FROM notable_reads AS c
     CROSS JOIN params AS p
     INNER JOIN incident_run AS r
-        ON CAST(floor(unix_micros(c.ts) / (p.bucket_seconds * 1000000.0)) AS BIGINT)
-            BETWEEN r.first_bucket AND r.last_bucket
+        ON CAST(
+            (unix_micros(c.ts) - unix_micros(c.ts) % (p.bucket_seconds * 1000000))
+            / (p.bucket_seconds * 1000000) AS BIGINT
+        ) BETWEEN r.first_bucket AND r.last_bucket
     WHERE c.crossed
 ),
 auto_window AS (
     SELECT
-        timestamp_micros(CAST(floor(unix_micros(s.first_crossed) / 1000000.0) AS BIGINT) * 1000000)
-            AS auto_start,
-        timestamp_micros((CAST(floor(unix_micros(s.last_crossed) / 1000000.0) AS BIGINT) + 1) * 1000000)
+        timestamp_micros(unix_micros(s.first_crossed) - unix_micros(s.first_crossed) % 1000000) AS auto_start,
+        timestamp_micros(unix_micros(s.last_crossed) - unix_micros(s.last_crossed) % 1000000 + 1000000)
             AS auto_end,
         r.first_bucket,
         r.last_bucket,

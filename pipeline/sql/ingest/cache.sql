@@ -2,8 +2,8 @@
 -- Empty strings are NULL; op upper case; status lower case, NULL -> 'ok'; value_sha256 lower case.
 -- A reset op ({{reset_ops}}) may come without a key; every other operation needs one.
 -- The identity of a cache line is the whole normalised record (background writes have no request_id);
--- record_key hashes the part of it that tells lines apart in practice (a connection never logs two lines at one
--- ts), which is cheaper than hashing the value digest too: ingest confirms candidates on the whole record.
+-- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
+-- one ts), cheaper than hashing the value digest too: ingest confirms candidates on the whole record.
 SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, value_sha256, value_owner,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -12,7 +12,7 @@ SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, va
             WHEN key IS NULL AND op NOT IN {{reset_ops}} THEN 'missing_field:key'
             WHEN status NOT IN {{statuses}} THEN 'bad_status'
        END AS reason,
-       hash(ts, request_id, op, key, host, conn_id) AS record_key
+       {{record_key}} AS record_key
 FROM (
     SELECT file_id, line_no, raw, pre_reason,
            nullif(f_ts, '') AS ts_text,

@@ -49,6 +49,6 @@ CREATE OR REPLACE TEMP MACRO whosaw_csv_quoted(body) AS (
     CASE WHEN array_to_string(regexp_extract_all(',' || body, ',("(?:[^"]|"")*"|[^,"]*)', 1), ',') = body
          THEN list_transform(
                   regexp_extract_all(',' || body, ',("(?:[^"]|"")*"|[^,"]*)', 1),
-                  x -> CASE WHEN starts_with(x, '"') THEN replace(x[2:-2], '""', '"') ELSE x END)
+                  lambda x: CASE WHEN starts_with(x, '"') THEN replace(x[2:-2], '""', '"') ELSE x END)
     END
 );

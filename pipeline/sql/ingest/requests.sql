@@ -1,5 +1,6 @@
 -- requests: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
--- Empty strings are NULL. The first failing check names the reason. record_key: the identity (request_id).
+-- Empty strings are NULL. The first failing check names the reason.
+-- {{record_key}}: a hash of the identity, request_id (ingest.py's _KEY_EXPR).
 SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
        CASE WHEN whosaw_status_ok(status_num) THEN CAST(status_num AS INTEGER) END AS status, host,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
@@ -8,7 +9,7 @@ SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
             WHEN status_text IS NOT NULL AND NOT coalesce(whosaw_status_ok(status_num), false) THEN 'bad_status'
        END AS reason,
-       hash(request_id) AS record_key
+       {{record_key}} AS record_key
 FROM (
     SELECT *, whosaw_ts(ts_text) AS ts, TRY_CAST(status_text AS DOUBLE) AS status_num
     FROM (

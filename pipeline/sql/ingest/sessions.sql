@@ -1,6 +1,6 @@
 -- sessions: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
 -- Empty strings are NULL; event lower case and one of {{events}}.
--- record_key: the identity, the whole normalised record.
+-- {{record_key}}: a hash of the identity, the whole normalised record.
 SELECT file_id, line_no, raw, ts, session_id, user_id, event,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -9,7 +9,7 @@ SELECT file_id, line_no, raw, ts, session_id, user_id, event,
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
             WHEN event NOT IN {{events}} THEN 'bad_event'
        END AS reason,
-       hash(ts, session_id, user_id, event) AS record_key
+       {{record_key}} AS record_key
 FROM (
     SELECT file_id, line_no, raw, pre_reason,
            nullif(f_ts, '') AS ts_text,

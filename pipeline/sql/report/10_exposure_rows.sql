@@ -4,12 +4,12 @@
 --                   viewer by session (a request without any session is its own viewer: nothing links two
 --                   of them); a viewer the logs cannot name (viewer_kind 'unknown': the request is missing
 --                   from the requests log; 'background': no request) by its request.
---   severity_rank   low 1 < medium 2 < high 3 < critical 4 (0 = not given); severity_label() maps it back.
+--   severity_rank   low 1 < medium 2 < high 3 < critical 4 (0: 'unknown' or none); severity_label() maps back.
 --   ev_*            one flag per evidence label, so later steps count rows per tier with plain sums:
 --                   value_owner > digest > connection > key, then the flagged labels digest-ambiguous and
 --                   conflict (the analysis could not settle the owner cleanly), then any other label.
 CREATE OR REPLACE TEMP MACRO severity_label(r) AS
-    CASE r WHEN 1 THEN 'low' WHEN 2 THEN 'medium' WHEN 3 THEN 'high' WHEN 4 THEN 'critical' END;
+    CASE r WHEN 1 THEN 'low' WHEN 2 THEN 'medium' WHEN 3 THEN 'high' WHEN 4 THEN 'critical' ELSE 'unknown' END;
 
 -- The strongest clean tier with rows; a flagged label only when every row is flagged.
 CREATE OR REPLACE TEMP MACRO strongest_evidence(vo, dg, cn, ky, da, cf, ot) AS

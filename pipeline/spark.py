@@ -1,0 +1,210 @@
+"""The same analysis SQL on Apache Spark (local mode), and a check that it agrees with DuckDB.
+
+The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spark SQL share (see
+``pipeline/analyze.py``). This module is the Spark side of the few engine-specific parts:
+
+* the lake is read with ``spark.read.parquet`` (hive partitions discovered), cut to the lake columns, with a
+  NULL of the right type for a column the files lack, and an empty typed view for a kind with no files;
+* the side tables (ownership, grants) are read and typed by DuckDB exactly as the DuckDB run does, then handed
+  to Spark (they are small);
+* the key-rule view is generated with Spark's string-literal quoting (backslashes escape);
+* a ``-- materialize`` view is computed once (``localCheckpoint``) and stands behind its name, as DuckDB's
+  temporary table does;
+* ``regexp_like``, ``unix_micros``, ``timestamp_micros``, ``percentile_cont ... WITHIN GROUP`` are native.
+
+``compare(out)`` runs DuckDB's ``analyze`` and the Spark run on the same lake and returns the differences
+(exposures row by row, the window, near-miss and timeline counts). pyspark is optional
+(``pip install pyspark``; it needs Java 17); without it :func:`spark_available` is False.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from .analyze import (
+    _TABLE_COLUMNS,
+    _TIME_COLUMNS,
+    DEFAULT_BUCKET_SECONDS,
+    _resolve_config,
+    _resolve_window,
+    _side_table,
+    analyze,
+    key_rule_sql,
+    load_steps,
+    quote_spark,
+)
+from .config import Config, Window
+from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
+
+SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMESTAMPTZ": "timestamp",
+               "BOOLEAN": "boolean"}
+
+
+def spark_available() -> bool:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def session(app: str = "whosaw"):
+    """A small local SparkSession in UTC (the analysis compares instants; Spark shows them in this zone)."""
+    from pyspark.sql import SparkSession
+
+    return (
+        SparkSession.builder.master("local[2]").appName(app)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+
+
+def _lake_view(spark, out: Path, kind: str) -> None:
+    columns = {**LAKE_COLUMNS[kind], **PROVENANCE_COLUMNS}
+    folder = out / "parquet" / kind
+    files = list(folder.rglob("*.parquet")) if folder.is_dir() else []
+    if files:
+        frame = spark.read.option("basePath", str(folder)).parquet(str(folder))
+        present = set(frame.columns)
+    else:
+        frame = spark.range(0)
+        present = set()
+    exprs = [
+        f"CAST({name} AS {SPARK_TYPES[dtype]}) AS {name}" if name in present
+        else f"CAST(NULL AS {SPARK_TYPES[dtype]}) AS {name}"
+        for name, dtype in columns.items()
+    ]
+    frame.selectExpr(*exprs).createOrReplaceTempView(f"{kind}_lake")
+
+
+def _small_view(spark, name: str, frame: pd.DataFrame, schema: str) -> None:
+    def plain(value: Any) -> Any:
+        if value is None or value is pd.NaT or (not isinstance(value, str) and pd.isna(value)):
+            return None
+        return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+
+    rows = [tuple(plain(v) for v in row) for row in frame.itertuples(index=False)]
+    spark.createDataFrame(rows, schema=schema).createOrReplaceTempView(name)
+
+
+def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_seconds: int) -> None:
+    """Spark's input views, the same names and columns as DuckDB's (pipeline/analyze.py)."""
+    for kind in KINDS:
+        _lake_view(spark, out, kind)
+    spark.sql(key_rule_sql(cfg.keys, quote_spark)).createOrReplaceTempView("key_rule_matches")
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for name, spec in _TABLE_COLUMNS.items():
+        table = _side_table(con, name, cfg.tables.get(name))
+        frame = con.execute(f"SELECT * FROM {table}").df()
+        columns = spec["required"] + spec["optional"]
+        schema = ", ".join(f"{c} {'timestamp' if c in _TIME_COLUMNS else 'string'}" for c in columns)
+        _small_view(spark, f"{name}_table", frame, schema)
+    con.close()
+    ops: dict[str, list[bool]] = {}
+    for index, names in enumerate((cfg.cache_ops.read, cfg.cache_ops.write, cfg.cache_ops.reset)):
+        for op in names:
+            ops.setdefault(op.upper(), [False, False, False])[index] = True
+    spark.createDataFrame(
+        [(op, *flags) for op, flags in ops.items()], "op string, is_read boolean, is_write boolean, is_reset boolean"
+    ).createOrReplaceTempView("cache_ops")
+    if window.auto:
+        method = "auto"
+    elif window.start is None and window.end is None:
+        method = "all"
+    else:
+        method = window.source
+    spark.createDataFrame(
+        [(None if window.auto else window.start, None if window.auto else window.end, method, bucket_seconds)],
+        "window_start timestamp, window_end timestamp, window_method string, bucket_seconds bigint",
+    ).createOrReplaceTempView("params")
+
+
+def run(spark, out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
+        bucket_seconds: int = DEFAULT_BUCKET_SECONDS) -> None:
+    """Create every analysis view on ``spark`` over the lake under ``out`` (nothing is written)."""
+    out = Path(out)
+    cfg = _resolve_config(out, config)
+    register_inputs(spark, out, cfg, _resolve_window(window, cfg), bucket_seconds)
+    for step in load_steps():
+        spark.sql(step.sql)
+        if step.materialize:
+            # Like DuckDB's temp table: computed once, and later views see a leaf, not the whole plan again
+            # (re-analysing deep inlined view trees makes Spark's analyzer crawl).
+            spark.table(step.view).localCheckpoint(eager=True).createOrReplaceTempView(step.view)
+
+
+def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Rows as comparable text: times in UTC ISO, integers without '.0', NULL as ''."""
+    frame = frame[list(columns)].copy()
+    for c in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[c]):
+            values = pd.to_datetime(frame[c], utc=True)
+            frame[c] = values.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        elif pd.api.types.is_float_dtype(frame[c]):
+            frame[c] = frame[c].map(lambda v: "" if pd.isna(v) else repr(int(v)) if float(v).is_integer() else repr(v))
+    return frame.astype(object).where(frame.notna(), "").astype(str)
+
+
+def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
+            spark=None) -> dict[str, Any]:
+    """Analyse ``out`` with DuckDB and with Spark; return what differs (empty lists and equal counts = same)."""
+    out = Path(out)
+    summary = analyze(out, config, window, progress=False)
+    own = spark is None
+    spark = spark or session()
+    try:
+        run(spark, out, config, window)
+        spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
+        window_row = spark.sql("SELECT window_start, window_end, window_method FROM chosen_window").toPandas()
+        near = spark.sql("SELECT count(*) AS n FROM near_misses WHERE in_window").toPandas()["n"][0]
+        buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(),
+                          ("bucket_start", "requests", "reads", "crossed_replies", "exposures", "near_misses",
+                           "in_window"))
+    finally:
+        if own:
+            spark.stop()
+    duck_rows = _normal(pd.read_parquet(out / "exposures.parquet"), EXPOSURE_COLUMNS)
+    duck_timeline = _normal(pd.read_parquet(out / "timeline.parquet"),
+                            ("bucket_start", "requests", "reads", "crossed_replies", "exposures", "near_misses",
+                             "in_window"))
+
+    def rows(frame: pd.DataFrame) -> set[tuple]:
+        return set(map(tuple, frame.values.tolist()))
+
+    spark_window = _normal(window_row, ("window_start", "window_end", "window_method")).iloc[0].tolist()
+    duck_window = [
+        _iso_or_empty(summary["window"]["start"]), _iso_or_empty(summary["window"]["end"]),
+        summary["window"]["method"],
+    ]
+    return {
+        "exposures": {"duckdb": len(duck_rows), "spark": len(spark_rows)},
+        "only_duckdb": sorted(rows(duck_rows) - rows(spark_rows)),
+        "only_spark": sorted(rows(spark_rows) - rows(duck_rows)),
+        "window": {"duckdb": duck_window, "spark": spark_window},
+        "near_misses": {"duckdb": summary["near_misses"]["total"], "spark": int(near)},
+        "timeline_differences": len(rows(duck_timeline) ^ rows(buckets)),
+    }
+
+
+def _iso_or_empty(text: str | None) -> str:
+    if not text:
+        return ""
+    return pd.Timestamp(text).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+if __name__ == "__main__":  # python -m pipeline.spark OUT [CONFIG] [WINDOW]
+    import json
+    import sys
+
+    args = sys.argv[1:]
+    result = compare(args[0], args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else None)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("only_duckdb", "only_spark")}, indent=2))
+    print(f"rows only in DuckDB: {len(result['only_duckdb'])}, only in Spark: {len(result['only_spark'])}")

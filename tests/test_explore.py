@@ -1,0 +1,356 @@
+"""The notebook API (pipeline.explore) on the real pipeline's output for sample_logs/, against the ground truth.
+
+No mocks: every test reads what ``pipeline.run`` wrote for the sample incident (module fixture), or a run on a
+gzipped / modified copy of it in tmp_path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+import pipeline
+from pipeline.errors import WhosawError
+from pipeline.explore import connect, connection_timeline, export_csv, reanalyze, results_dir, source_lines, user_trail
+from pipeline.safecsv import read_safe_csv
+from pipeline.schema import KINDS
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_logs"
+CONFIG = SAMPLE / "incident.toml"
+TRUTH = SAMPLE / "ground_truth"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("explore") / "out"
+    pipeline.run([SAMPLE], folder, config=CONFIG, progress=False)
+    return folder
+
+
+@pytest.fixture()
+def con(out: Path):
+    connection = connect(out)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture(scope="module")
+def truth() -> pd.DataFrame:
+    return pd.read_csv(TRUTH / "exposures.csv", dtype=str, keep_default_na=False, na_values=[""])
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return int(con.execute(sql).fetchall()[0][0])
+
+
+def _file_lines(path: str | Path) -> list[str]:
+    """A whole input file's physical lines (test-side reference reader; the files are small)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        return handle.read().decode("utf-8").split("\n")
+
+
+# ---------------------------------------------------------------------------------------------- connect
+
+def test_connect_exposes_every_view_with_the_rows_written(out: Path, con: duckdb.DuckDBPyConnection) -> None:
+    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {*KINDS, "rejects", "manifest_files", "exposures", "exposures_outside_window", "near_misses",
+            "timeline"} <= views
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for kind in KINDS:
+        lake = _count(con, f"SELECT count(*) FROM read_parquet('{out}/parquet/{kind}/**/*.parquet')")
+        kept = sum(entry["kept"] for entry in manifest["files"] if entry["kind"] == kind)
+        assert _count(con, f"SELECT count(*) FROM {kind}") == lake == kept > 0
+    for view in ("exposures", "exposures_outside_window", "near_misses", "timeline"):
+        assert _count(con, f"SELECT count(*) FROM {view}") == len(pd.read_parquet(out / f"{view}.parquet"))
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert _count(con, "SELECT count(*) FROM exposures") == summary["exposures"] == 49
+    assert _count(con, "SELECT count(*) FROM rejects") == sum(entry["rejected"] for entry in manifest["files"])
+    files = con.execute("SELECT path, lines, kept, duplicates, rejected FROM manifest_files").df()
+    assert len(files) == len(manifest["files"]) == 3
+    assert (files["lines"] == files["kept"] + files["duplicates"] + files["rejected"]).all()
+
+
+def test_connect_settings_and_results_dir(out: Path, con: duckdb.DuckDBPyConnection) -> None:
+    assert con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0] is False
+    assert str(con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]) == "UTC"
+    assert results_dir(con) == out.resolve()
+    assert results_dir(out) == out.resolve()
+    with pytest.raises(WhosawError, match="pipeline.connect"):
+        results_dir(duckdb.connect())
+    with pytest.raises(WhosawError, match="not a whosaw output folder"):
+        connect(out / "missing")
+
+
+def test_rejects_view_lists_rejected_lines_by_kind(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = (SAMPLE / "requests.jsonl").read_text(encoding="utf-8").splitlines()[:5]
+    lines[2] = "{not json"
+    (logs / "requests.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pipeline.ingest([logs], tmp_path / "out", progress=False)
+    with connect(tmp_path / "out") as con:
+        rejects = con.execute("SELECT kind, source_file, source_line, reason FROM rejects").df()
+        assert rejects.to_dict("records") == [
+            {"kind": "requests", "source_file": str(logs / "requests.jsonl"), "source_line": 3,
+             "reason": "invalid_json"}
+        ]
+        assert _count(con, "SELECT count(*) FROM requests") == 4
+        assert _count(con, "SELECT count(*) FROM cache") == 0  # a kind with no rows: an empty typed view
+        assert "exposures" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+        with pytest.raises(WhosawError, match="analyze"):
+            user_trail(con, "u000001")
+
+
+# ---------------------------------------------------------------------------------------------- user_trail
+
+def test_user_trail_matches_the_ground_truth_for_every_owner_and_viewer(
+    con: duckdb.DuckDBPyConnection, truth: pd.DataFrame
+) -> None:
+    users = set(truth["owner_id"]) | set(truth["viewer_id"].dropna())
+    for user in sorted(users):
+        trail = user_trail(con, user)
+        exposures = trail[trail["record"] == "exposure"]
+        assert exposures["in_window"].all()
+        as_owner = exposures[exposures["role"] == "owner"]
+        as_viewer = exposures[exposures["role"] == "viewer"]
+        assert sorted(as_owner["request_id"]) == sorted(truth.loc[truth["owner_id"] == user, "request_id"]), user
+        assert sorted(as_viewer["request_id"]) == sorted(truth.loc[truth["viewer_id"] == user, "request_id"]), user
+        assert (as_owner["owner_id"] == user).all() and (as_viewer["viewer_id"] == user).all()
+        assert (as_owner["other_id"].fillna("") == as_owner["viewer_id"].fillna("")).all()
+        assert (as_viewer["other_id"] == as_viewer["owner_id"]).all()
+        assert trail["ts"].is_monotonic_increasing
+
+
+def test_user_trail_of_a_payment_victim(out: Path, truth: pd.DataFrame) -> None:
+    row = truth[truth["category"] == "payment_info"].iloc[0]
+    trail = user_trail(out, row["owner_id"])  # a folder works as well as a connection
+    hit = trail[(trail["request_id"] == row["request_id"]) & (trail["record"] == "exposure")]
+    assert len(hit) == 1
+    hit = hit.iloc[0]
+    assert (hit["role"], hit["other_id"], hit["category"], hit["key"], hit["value_key"]) == (
+        "owner", row["viewer_id"], "payment_info", row["key"], row["value_key"]
+    )
+    near = trail[trail["record"] == "near_miss"]
+    assert set(near["kind"]) <= {"failed", "discarded", "not-data", "background"}
+    assert (trail["record"] == "exposure").sum() == len(user_trail(out, row["owner_id"], near_misses=False))
+
+
+def test_reanalyze_flags_outside_window_and_leaves_out_untouched(out: Path, tmp_path: Path) -> None:
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    dest = tmp_path / "narrow"
+    summary = reanalyze(out, dest, window="2023-03-20T01:00Z/2023-03-20T05:00Z", progress=False)
+    assert summary["window"]["method"] == "cli"
+    assert 0 < summary["exposures"] < 49 and summary["outside_window"]["exposures"] == 49 - summary["exposures"]
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    with connect(dest) as con:
+        late = con.execute(
+            "SELECT owner_id, request_id FROM exposures_outside_window ORDER BY ts DESC LIMIT 1"
+        ).fetchall()[0]
+        trail = user_trail(con, late[0])
+        flagged = trail[trail["request_id"] == late[1]]
+        assert list(flagged["in_window"]) == [False]
+    summary = reanalyze(out, dest, window="auto", progress=False)  # a folder it made is replaced
+    assert summary["window"]["method"] == "auto"
+    with pytest.raises(WhosawError):
+        reanalyze(out, out / "inside", window="auto")
+    with pytest.raises(WhosawError, match="not made by reanalyze"):
+        reanalyze(out, tmp_path, window="auto")
+
+
+# ---------------------------------------------------------------------------------------------- connection_timeline
+
+def _some_truth(truth: pd.DataFrame) -> pd.DataFrame:
+    """A spread of ground-truth exposures: every payment one, the chain (lag 2), every sixth of the rest."""
+    picked = (truth["category"] == "payment_info") | (truth["lag"] != "1") | (truth.index % 6 == 0)
+    return truth[picked]
+
+
+def test_connection_timeline_shows_the_cancelled_call_then_the_crossed_read(
+    con: duckdb.DuckDBPyConnection, truth: pd.DataFrame
+) -> None:
+    direct = 0
+    for row in _some_truth(truth).itertuples():
+        timeline = connection_timeline(con, row.host, row.conn_id, around=row.ts)
+        assert (timeline["host"] == row.host).all() and (timeline["conn_id"] == row.conn_id).all()
+        assert timeline["ts"].is_monotonic_increasing
+        read = timeline[timeline["focus"]]
+        assert len(read) == 1, row.request_id
+        read = read.iloc[0]
+        assert read["request_id"] == row.request_id and read["crossed"]
+        assert "exposure" in read["finding"].split("; ")
+        assert (read["viewer_id"] if pd.notna(read["viewer_id"]) else None) == (
+            row.viewer_id if isinstance(row.viewer_id, str) else None
+        )
+        assert read["owner_id"] == row.owner_id
+        assert read["reply_request_id"] == row.reply_request_id
+        # the call whose reply it received is shown, earlier on the connection, numbered reply_of_call
+        reply = timeline[(timeline["segment"] == read["segment"]) & (timeline["call_no"] == read["reply_of_call"])]
+        assert len(reply) == 1
+        reply = reply.iloc[0]
+        assert reply["request_id"] == row.reply_request_id and reply["ts"] < read["ts"]
+        assert reply["key"] == row.value_key
+        assert reply["reply_fate"] == "read_by_other" and reply["read_by_call"] == read["call_no"]
+        # the abandoned calls that shifted it come before it since the last reset: one per reply of lag
+        abandoned = timeline[(timeline["segment"] == read["segment"]) & (timeline["call_no"] < read["call_no"])
+                             & timeline["status"].isin(["cancelled", "timeout"])]
+        assert len(abandoned) >= 1
+        assert read["call_no"] - read["reply_of_call"] == int(row.lag)
+        if reply["status"] in ("cancelled", "timeout"):
+            direct += 1
+            assert reply["read_by_request_id"] == row.request_id
+            assert f"{reply['status']} after it was sent" in reply["note"]
+        assert f"read the reply of call #{int(read['reply_of_call'])}" in read["note"]
+    assert direct >= 3
+
+
+def test_connection_timeline_whole_connection_and_errors(con: duckdb.DuckDBPyConnection, truth: pd.DataFrame) -> None:
+    row = truth.iloc[0]
+    whole = connection_timeline(con, row["host"], row["conn_id"])
+    lake = _count(con, f"SELECT count(*) FROM cache WHERE host = '{row['host']}' AND conn_id = '{row['conn_id']}'")
+    assert len(whole) == lake and whole["in_span"].all() and not whole["focus"].any()
+    fates = set(whole["reply_fate"])
+    assert fates <= {"read", "read_by_other", "discarded", "unread", "none"}
+    resets = whole[whole["call_no"].isna()]
+    assert (resets["reply_fate"] == "none").all()
+    # every ground-truth exposure on the connection is marked on its read
+    on_conn = truth[(truth["host"] == row["host"]) & (truth["conn_id"] == row["conn_id"])]
+    shown = set(whole.loc[whole["finding"].fillna("").str.contains("exposure"), "request_id"])
+    assert set(on_conn["request_id"]) <= shown
+    with pytest.raises(WhosawError, match="no cache lines"):
+        connection_timeline(con, "no-such-host", "0")
+
+
+# ---------------------------------------------------------------------------------------------- source_lines
+
+def test_source_lines_returns_the_exact_raw_lines(con: duckdb.DuckDBPyConnection) -> None:
+    exposures = con.execute("SELECT * FROM exposures ORDER BY ts").df()
+    lines = source_lines(con, exposures)
+    files = {path: _file_lines(path) for path in lines["source_file"].unique()}
+    cache = lines[lines["line_kind"] == "cache"].set_index("input_row")
+    request = lines[lines["line_kind"] == "request"].set_index("input_row")
+    session = lines[lines["line_kind"] == "session"].set_index("input_row")
+    assert len(cache) == len(request) == len(exposures)
+    assert len(session) >= len(exposures) - 2  # the anonymous visitors' sessions have no events
+    assert lines["verified"].all() and lines["note"].isna().all()
+    for index, exposure in exposures.iterrows():
+        raw = cache.loc[index, "raw"]
+        assert raw == files[cache.loc[index, "source_file"]][int(cache.loc[index, "source_line"]) - 1]
+        record = json.loads(raw)
+        assert record["request_id"] == exposure["request_id"] and record["key"] == exposure["key"]
+        assert int(cache.loc[index, "source_line"]) == exposure["source_line"]
+        req = json.loads(request.loc[index, "raw"])
+        assert req["request_id"] == exposure["request_id"] and req["session_id"] == exposure["session_id"]
+        assert request.loc[index, "raw"] == files[request.loc[index, "source_file"]][
+            int(request.loc[index, "source_line"]) - 1]
+        if index in session.index:
+            event = json.loads(session.loc[index, "raw"])
+            assert event["session_id"] == exposure["session_id"]
+            assert pd.Timestamp(event["ts"]) <= exposure["ts"]
+            if exposure["viewer_kind"] == "session":
+                assert event["user_id"] == exposure["viewer_id"]
+
+
+def test_source_lines_accepts_one_row_and_a_choice_of_lines(con: duckdb.DuckDBPyConnection) -> None:
+    exposure = con.execute("SELECT * FROM exposures WHERE category = 'payment_info' LIMIT 1").df().iloc[0]
+    lines = source_lines(con, exposure, lines=("cache",), verify=False)
+    assert list(lines["line_kind"]) == ["cache"] and lines["verified"].isna().all()
+    assert json.loads(lines["raw"].iloc[0])["value_owner"] == exposure["owner_id"]
+    near = con.execute("SELECT * FROM near_misses LIMIT 3").df()
+    assert len(source_lines(con, near.to_dict("records"), lines=("cache", "request"))) == 6
+    with pytest.raises(WhosawError, match="unknown line kind"):
+        source_lines(con, exposure, lines=("audit",))
+    with pytest.raises(WhosawError, match="source_file"):
+        source_lines(con, [{"request_id": "x"}])
+
+
+def test_source_lines_from_gzip_inputs(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("requests.jsonl", "cache.jsonl", "sessions.jsonl"):
+        with open(SAMPLE / name, "rb") as src, gzip.open(logs / f"{name}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    pipeline.ingest([logs], tmp_path / "out", config=CONFIG, progress=False)
+    pipeline.analyze(tmp_path / "out", config=CONFIG, progress=False)
+    plain = con.execute("SELECT * FROM exposures ORDER BY ts, request_id").df()
+    with connect(tmp_path / "out") as gz_con:
+        exposures = gz_con.execute("SELECT * FROM exposures ORDER BY ts, request_id").df()
+        assert list(exposures["request_id"]) == list(plain["request_id"])
+        lines = source_lines(gz_con, exposures)
+    assert lines["source_file"].str.endswith(".gz").all()
+    assert lines["verified"].all()
+    expected = source_lines(con, plain)
+    assert list(lines["raw"]) == list(expected["raw"])
+    assert list(lines["source_line"]) == list(expected["source_line"])
+
+
+def test_source_lines_from_parquet_inputs(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for kind in KINDS:
+        frame = pd.read_json(SAMPLE / f"{kind}.jsonl", lines=True, dtype=False)
+        frame.to_parquet(logs / f"{kind}.parquet", index=False)
+    with open(logs / "cache.parquet", "rb") as src, gzip.open(logs / "cache.parquet.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    (logs / "cache.parquet").unlink()
+    pipeline.ingest([logs], tmp_path / "out", config=CONFIG, progress=False)
+    pipeline.analyze(tmp_path / "out", config=CONFIG, progress=False)
+    plain = con.execute("SELECT * FROM exposures ORDER BY ts, request_id LIMIT 5").df()
+    with connect(tmp_path / "out") as pq_con:
+        exposures = pq_con.execute("SELECT * FROM exposures ORDER BY ts, request_id LIMIT 5").df()
+        lines = source_lines(pq_con, exposures)
+    assert list(exposures["request_id"]) == list(plain["request_id"])
+    assert lines["verified"].all() and lines["raw"].notna().all()
+    expected = source_lines(con, plain)
+    assert list(lines["source_line"]) == list(expected["source_line"])  # a Parquet file's rows are its lines
+    for mine, theirs in zip(lines["raw"], expected["raw"], strict=True):  # the row as JSON: the same record
+        assert {k: v for k, v in json.loads(mine).items() if v is not None} == {
+            k: v for k, v in json.loads(theirs).items() if v is not None}
+
+
+def test_source_lines_notices_a_changed_or_missing_file(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("requests.jsonl", "cache.jsonl", "sessions.jsonl"):
+        shutil.copy(SAMPLE / name, logs / name)
+    pipeline.ingest([logs], tmp_path / "out", config=CONFIG, progress=False)
+    pipeline.analyze(tmp_path / "out", config=CONFIG, progress=False)
+    with connect(tmp_path / "out") as con:
+        exposure = con.execute("SELECT * FROM exposures LIMIT 1").df()
+        with open(logs / "cache.jsonl", "a", encoding="utf-8") as handle:
+            handle.write('{"tampered": true}\n')
+        (logs / "sessions.jsonl").unlink()
+        lines = source_lines(con, exposure).set_index("line_kind")
+    assert pd.notna(lines.loc["cache", "verified"]) and not lines.loc["cache", "verified"]
+    assert "changed since it was ingested" in lines.loc["cache", "note"]
+    assert json.loads(lines.loc["cache", "raw"])["request_id"] == exposure["request_id"].iloc[0]
+    assert lines.loc["request", "verified"] and pd.isna(lines.loc["request", "note"])
+    assert pd.isna(lines.loc["session", "raw"]) and "cannot read" in lines.loc["session", "note"]
+
+
+# ---------------------------------------------------------------------------------------------- export, package
+
+def test_export_csv_is_spreadsheet_safe(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    frame = con.execute("SELECT owner_id, viewer_id, ts, category FROM exposures ORDER BY ts LIMIT 3").df()
+    frame["note"] = ["=HYPERLINK(\"http://x\")", "+1", "plain"]
+    path = export_csv(frame, tmp_path / "deep" / "list.csv")
+    text = path.read_text(encoding="utf-8")
+    assert "'=HYPERLINK" in text and "'+1" in text and "\n=" not in text and ",=" not in text
+    back = read_safe_csv(path)
+    assert list(back["note"]) == list(frame["note"])
+    assert list(back["owner_id"]) == list(frame["owner_id"])
+    assert back["ts"].str.endswith("Z").all()
+
+
+def test_the_package_exports_the_helpers() -> None:
+    for name in ("connect", "user_trail", "connection_timeline", "source_lines", "export_csv", "reanalyze",
+                 "ingest", "analyze", "report", "run", "simulate"):
+        assert name in pipeline.__all__ and callable(getattr(pipeline, name))

@@ -1,0 +1,838 @@
+"""Ingestion: every format and compression, every time form, field maps, rejects with exact line numbers,
+duplicates, per-file reconciliation, re-ingest, truncated gzip and discovery.
+
+Inputs are written here line by line, so every expected line number is visible in the test; the lake, the
+rejects and the manifest are read back from disk with DuckDB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import config_from_dict
+from pipeline.errors import WhosawError
+from pipeline.ingest import IngestResult, ingest
+from pipeline.safecsv import read_safe_csv
+from pipeline.schema import LAKE_COLUMNS
+
+# ------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def write(path: Path, lines: list[str | bytes], end: bytes = b"\n", final_newline: bool = True) -> Path:
+    """Write ``lines`` joined by ``end`` (bytes kept as they are); gzip when the name ends in .gz."""
+    raw = end.join(line if isinstance(line, bytes) else line.encode() for line in lines)
+    if final_newline and lines:
+        raw += end
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+    return path
+
+
+def req(rid: str, ts: object = "2023-03-20T01:00:00Z", **extra: object) -> str:
+    return json.dumps(
+        {
+            "ts": ts,
+            "request_id": rid,
+            "session_id": "s1",
+            "user_id": "u1",
+            "route": "GET /a",
+            "status": 200,
+            "host": "web-1",
+            **extra,
+        }
+    )
+
+
+def cache(key: str, ts: str = "2023-03-20T01:00:00Z", **extra: object) -> str:
+    return json.dumps(
+        {
+            "ts": ts,
+            "request_id": "r1",
+            "op": "GET",
+            "key": key,
+            "status": "ok",
+            "host": "h1",
+            "conn_id": "c1",
+            "value_sha256": "AB" * 32,
+            "value_owner": "u1",
+            **extra,
+        }
+    )
+
+
+def run(inputs: list[Path] | Path, out: Path, **options: object) -> IngestResult:
+    result = ingest(inputs if isinstance(inputs, list) else [inputs], out, progress=False, **options)
+    reconciled(result)
+    return result
+
+
+def reconciled(result: IngestResult) -> None:
+    """Every file's counts add up, and the totals are the sums of the files of this run."""
+    run_id = result.manifest["ingest"]["run"]
+    files = [f for f in result.manifest["files"] if f["run"] == run_id]
+    for entry in result.manifest["files"]:
+        assert entry["lines"] == entry["kept"] + entry["duplicates"] + entry["rejected"], entry
+    for key in ("lines", "kept", "duplicates", "rejected"):
+        assert result.totals[key] == sum(f[key] for f in files)
+    assert result.totals["files"] == len(files)
+
+
+def lake(out: Path, kind: str) -> list[dict]:
+    """The lake's rows of one kind (hive columns included), in input order."""
+    if not (out / "parquet" / kind).exists():
+        return []
+    rel = duckdb.sql(
+        f"SELECT * FROM read_parquet('{out}/parquet/{kind}/**/*.parquet', hive_partitioning = true) "
+        "ORDER BY source_file, source_line"
+    )
+    return [dict(zip(rel.columns, row, strict=True)) for row in rel.fetchall()]
+
+
+def rejects(out: Path, kind: str) -> list[tuple[str, int, str]]:
+    path = out / "rejects" / f"{kind}.parquet"
+    if not path.exists():
+        return []
+    rows = duckdb.sql(f"SELECT source_file, source_line, reason FROM '{path}' ORDER BY ALL").fetchall()
+    return [(Path(f).name, line, reason) for f, line, reason in rows]
+
+
+def entry(result: IngestResult, path: Path) -> dict:
+    matches = [f for f in result.manifest["files"] if f["path"] == str(path.absolute())]
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# formats and compression
+
+RECORDS = [
+    {
+        "ts": "2023-03-20T01:00:00.123456Z",
+        "request_id": "r1",
+        "session_id": "s1",
+        "user_id": "u1",
+        "route": "GET /a, b",
+        "status": 200,
+        "host": "web-1",
+    },
+    {
+        "ts": "2023-03-20T02:30:00Z",
+        "request_id": "r2",
+        "session_id": "s2",
+        "user_id": "",
+        "route": 'POST "quoted"',
+        "status": 404,
+        "host": "web-2",
+    },
+]
+
+
+def write_records(path: Path, fmt: str) -> Path:
+    """RECORDS as JSON Lines, CSV or Parquet, plain or gzip (by the name)."""
+    if fmt == "parquet":
+        table = pa.table({k: [r[k] for r in RECORDS] for k in RECORDS[0]})
+        plain = path.with_name(path.name.removesuffix(".gz"))
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, plain)
+        if path.name.endswith(".gz"):
+            path.write_bytes(gzip.compress(plain.read_bytes()))
+            plain.unlink()
+        return path
+    if fmt == "csv":
+
+        def cell(value: object) -> str:
+            text = str(value)
+            return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
+
+        lines = [",".join(RECORDS[0])] + [",".join(cell(r[k]) for k in r) for r in RECORDS]
+        return write(path, lines)
+    return write(path, [json.dumps(r) for r in RECORDS])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "requests.jsonl",
+        "requests.ndjson",
+        "requests.json",
+        "requests.csv",
+        "requests.parquet",
+        "requests.jsonl.gz",
+        "requests.ndjson.gz",
+        "requests.json.gz",
+        "requests.csv.gz",
+        "requests.parquet.gz",
+    ],
+)
+def test_every_format_and_compression_gives_the_same_records(tmp_path, name):
+    fmt = "csv" if ".csv" in name else "parquet" if ".parquet" in name else "json"
+    path = write_records(tmp_path / "logs" / name, fmt)
+    result = run(path, tmp_path / "out")
+
+    rows = lake(tmp_path / "out", "requests")
+    assert [
+        (r["ts"], r["request_id"], r["session_id"], r["user_id"], r["route"], r["status"], r["host"]) for r in rows
+    ] == [
+        (utc(2023, 3, 20, 1, 0, 0, 123456), "r1", "s1", "u1", "GET /a, b", 200, "web-1"),
+        (utc(2023, 3, 20, 2, 30), "r2", "s2", None, 'POST "quoted"', 404, "web-2"),
+    ]
+    first_line = 2 if fmt == "csv" else 1  # a CSV's line 1 is its header; a Parquet row is its line
+    assert [r["source_line"] for r in rows] == [first_line, first_line + 1]
+    assert {r["source_file"] for r in rows} == {str(path.absolute())}
+    assert [(str(r["date"]), r["hour"]) for r in rows] == [("2023-03-20", 1), ("2023-03-20", 2)]
+    got = entry(result, path)
+    assert (got["lines"], got["kept"], got["duplicates"], got["rejected"]) == (2, 2, 0, 0)
+    assert got["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert got["bytes"] == path.stat().st_size
+
+
+def test_lake_layout_types_and_compression(tmp_path):
+    write(tmp_path / "cache.jsonl", [cache("k1"), cache("k2", ts="2023-03-21T23:59:59.999999Z")])
+    out = tmp_path / "out"
+    run(tmp_path / "cache.jsonl", out)
+    parts = sorted(
+        p.relative_to(out / "parquet" / "cache").parent.as_posix()
+        for p in (out / "parquet" / "cache").rglob("*.parquet")
+    )
+    assert parts == ["date=2023-03-20/hour=1", "date=2023-03-21/hour=23"]
+    one = next((out / "parquet" / "cache").rglob("*.parquet"))
+    schema = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{one}', hive_partitioning = false)").fetchall()
+    types = {name: dtype for name, dtype, *_ in schema}
+    expected = {**LAKE_COLUMNS["cache"], "source_file": "VARCHAR", "source_line": "BIGINT"}
+    assert {k: types[k] for k in expected} == {
+        k: v.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE") for k, v in expected.items()
+    }
+    codecs = duckdb.sql(f"SELECT DISTINCT compression FROM parquet_metadata('{one}')").fetchall()
+    assert codecs == [("ZSTD",)]
+    row = lake(out, "cache")[0]
+    assert row["value_sha256"] == "ab" * 32  # lower case
+    assert row["status"] == "ok" and row["op"] == "GET"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# time stamps
+
+
+def test_every_timestamp_form(tmp_path):
+    forms = [
+        ("2023-03-20T01:02:03Z", utc(2023, 3, 20, 1, 2, 3)),
+        ("2023-03-20T01:02:03.123456Z", utc(2023, 3, 20, 1, 2, 3, 123456)),
+        ("2023-03-20T01:02:03.123456789Z", utc(2023, 3, 20, 1, 2, 3, 123456)),  # ns truncated to us
+        ("2023-03-20T01:02:03-07:00", utc(2023, 3, 20, 8, 2, 3)),
+        ("2023-03-20T01:02:03.5+05:30", utc(2023, 3, 19, 19, 32, 3, 500000)),
+        ("2023-03-20T01:02:03+0200", utc(2023, 3, 19, 23, 2, 3)),
+        ("2023-03-20T01:02:03", utc(2023, 3, 20, 1, 2, 3)),  # no zone: UTC
+        ("2023-03-20 01:02:03.25", utc(2023, 3, 20, 1, 2, 3, 250000)),
+        (1679274123, utc(2023, 3, 20, 1, 2, 3)),  # epoch s
+        (1679274123.5, utc(2023, 3, 20, 1, 2, 3, 500000)),
+        (1679274123456, utc(2023, 3, 20, 1, 2, 3, 456000)),  # epoch ms
+        ("1679274123456", utc(2023, 3, 20, 1, 2, 3, 456000)),  # epoch ms as text
+        (1679274123456789, utc(2023, 3, 20, 1, 2, 3, 456789)),  # epoch us
+        (1679274123456789123, utc(2023, 3, 20, 1, 2, 3, 456789)),  # epoch ns, truncated to us
+    ]
+    write(tmp_path / "requests.jsonl", [req(f"r{i}", ts) for i, (ts, _) in enumerate(forms)])
+    run(tmp_path / "requests.jsonl", tmp_path / "out")
+    got = {r["request_id"]: r["ts"] for r in lake(tmp_path / "out", "requests")}
+    assert got == {f"r{i}": want for i, (_, want) in enumerate(forms)}
+
+
+def test_zone_less_times_are_read_in_the_source_zone(tmp_path):
+    write(
+        tmp_path / "requests.jsonl",
+        [
+            req("winter", "2023-01-15T12:00:00"),  # CET, UTC+1
+            req("summer", "2023-07-15T12:00:00"),  # CEST, UTC+2
+            req("offset", "2023-07-15T12:00:00-07:00"),  # an offset wins over the source zone
+            req("zulu", "2023-07-15T12:00:00Z"),
+            req("epoch", 1689422400000),  # epochs are UTC by definition
+        ],
+    )
+    cfg = config_from_dict({"sources": {"requests": {"timezone": "Europe/Berlin"}}})
+    run(tmp_path / "requests.jsonl", tmp_path / "out", config=cfg)
+    got = {r["request_id"]: r["ts"] for r in lake(tmp_path / "out", "requests")}
+    assert got == {
+        "winter": utc(2023, 1, 15, 11),
+        "summer": utc(2023, 7, 15, 10),
+        "offset": utc(2023, 7, 15, 19),
+        "zulu": utc(2023, 7, 15, 12),
+        "epoch": utc(2023, 7, 15, 12),
+    }
+    # the other kinds keep UTC
+    write(tmp_path / "more" / "cache.jsonl", [cache("k", ts="2023-01-15T12:00:00")])
+    run(tmp_path / "more", tmp_path / "out", config=cfg)
+    assert lake(tmp_path / "out", "cache")[0]["ts"] == utc(2023, 1, 15, 12)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# field maps
+
+
+def test_field_map_with_nested_paths_dots_and_constants(tmp_path):
+    lines = [
+        json.dumps(
+            {
+                "@timestamp": "2023-03-20T01:00:00Z",
+                "req": {"id": "r1"},
+                "ctx": {"user": {"id": 42}},
+                "sess": "s1",
+                "http.status": "201",
+                "route": "GET /x",
+            }
+        ),
+        json.dumps(
+            {
+                "@timestamp": "2023-03-20T01:00:01Z",
+                "req": {"id": "r2"},
+                "ctx": {"user": None},
+                "sess": "s2",
+                "http.status": 500,
+            }
+        ),
+        json.dumps({"@timestamp": "2023-03-20T01:00:02Z", "req": {}, "sess": "s3"}),
+    ]
+    write(tmp_path / "access-1.ndjson", lines)
+    cfg = config_from_dict(
+        {
+            "sources": {
+                "requests": {
+                    "match": ["access-*.ndjson*"],
+                    "fields": {
+                        "ts": "@timestamp",
+                        "request_id": "req.id",
+                        "user_id": "ctx.user.id",
+                        "session_id": "sess",
+                        "status": '"http.status"',
+                        "host": {"const": "edge-7"},
+                    },
+                }
+            }
+        }
+    )
+    result = run(tmp_path, tmp_path / "out", config=cfg)
+    rows = lake(tmp_path / "out", "requests")
+    assert [(r["request_id"], r["user_id"], r["session_id"], r["status"], r["host"], r["route"]) for r in rows] == [
+        ("r1", "42", "s1", 201, "edge-7", "GET /x"),
+        ("r2", None, "s2", 500, "edge-7", None),
+    ]
+    assert rejects(tmp_path / "out", "requests") == [("access-1.ndjson", 3, "missing_field:request_id")]
+    assert result.manifest["config"]["settings"]["sources"]["requests"]["match"] == ["access-*.ndjson*"]
+
+
+def test_field_map_for_csv_and_parquet_columns(tmp_path):
+    write(tmp_path / "sessions.csv", ["when,sid,who,what", "2023-03-20T01:00:00Z,s1,u1,LOGIN"])
+    table = pa.table(
+        {
+            "when": pa.array([datetime(2023, 3, 20, 2, 0, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+            "sid": ["s2"],
+            "meta": [{"who": "u2", "what": "logout"}],
+        }
+    )
+    pq.write_table(table, tmp_path / "sessions-2.parquet")
+    cfg = {"sources": {"sessions": {"fields": {"ts": "when", "session_id": "sid", "user_id": "who", "event": "what"}}}}
+    run([tmp_path / "sessions.csv"], tmp_path / "out", config=config_from_dict(cfg))
+    cfg["sources"]["sessions"]["fields"].update({"user_id": "meta.who", "event": "meta.what"})
+    run([tmp_path / "sessions-2.parquet"], tmp_path / "out", config=config_from_dict(cfg))
+    rows = sorted(lake(tmp_path / "out", "sessions"), key=lambda r: r["ts"])
+    assert [(r["ts"], r["session_id"], r["user_id"], r["event"], r["source_line"]) for r in rows] == [
+        (utc(2023, 3, 20, 1), "s1", "u1", "login", 2),
+        (utc(2023, 3, 20, 2), "s2", "u2", "logout", 1),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# rejects
+
+
+def test_json_rejects_have_exact_line_numbers_and_reasons(tmp_path):
+    lines = [
+        req("r1"),  # 1 kept
+        "",  # 2 blank
+        '{"ts": "2023-03-20T01:00:00Z", "request_id": "r3"',  # 3 broken JSON
+        req("r4", route="a\x00b").replace("\\u0000", "\x00").encode(),  # 4 a raw NUL byte
+        json.dumps({"request_id": "r5"}),  # 5 no ts
+        req("r6", "2023-13-01T00:00:00Z"),  # 6 month 13
+        req("r7", "1970-01-01T00:00:00Z"),  # 7 absurd year
+        req("r8", "2200-01-01T00:00:00Z"),  # 8 absurd year
+        req("r9", "not a time"),  # 9
+        json.dumps({"ts": "2023-03-20T01:00:00Z"}),  # 10 no request_id
+        req(""),  # 11 empty request_id
+        req("r12", status="abc"),  # 12
+        req("r13", status=200.5),  # 13 a fraction is not a status
+        "[1, 2, 3]",  # 14
+        '"just a string"',  # 15
+        req("r16").encode() + b"\xff\xfe",  # 16 not UTF-8
+        req("r17") + " trailing garbage",  # 17
+        req("r18", ts=None),  # 18 null ts
+        "   ",  # 19 blank (spaces)
+        req("r20"),  # 20 kept
+    ]
+    path = write(tmp_path / "requests.jsonl", lines)
+    result = run(path, tmp_path / "out")
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.jsonl", 2, "blank_line"),
+        ("requests.jsonl", 3, "invalid_json"),
+        ("requests.jsonl", 4, "nul_byte"),
+        ("requests.jsonl", 5, "missing_field:ts"),
+        ("requests.jsonl", 6, "bad_ts"),
+        ("requests.jsonl", 7, "bad_ts"),
+        ("requests.jsonl", 8, "bad_ts"),
+        ("requests.jsonl", 9, "bad_ts"),
+        ("requests.jsonl", 10, "missing_field:request_id"),
+        ("requests.jsonl", 11, "missing_field:request_id"),
+        ("requests.jsonl", 12, "bad_status"),
+        ("requests.jsonl", 13, "bad_status"),
+        ("requests.jsonl", 14, "not_an_object"),
+        ("requests.jsonl", 15, "not_an_object"),
+        ("requests.jsonl", 16, "invalid_utf8"),
+        ("requests.jsonl", 17, "invalid_json"),
+        ("requests.jsonl", 18, "missing_field:ts"),
+        ("requests.jsonl", 19, "blank_line"),
+    ]
+    assert [r["source_line"] for r in lake(tmp_path / "out", "requests")] == [1, 20]
+    got = entry(result, path)
+    assert (got["lines"], got["kept"], got["duplicates"], got["rejected"]) == (20, 2, 0, 18)
+
+
+def test_reject_files_hold_file_line_reason_detail_and_cut_raw_text(tmp_path):
+    long_line = '{"ts": "2023-03-20T01:00:00Z", "request_id": "' + "x" * 5000
+    path = write(
+        tmp_path / "requests.jsonl", [req("r1"), "=cmd|' /C calc'!A0", long_line, req("r4", ts="nope")], end=b"\r\n"
+    )
+    run(path, tmp_path / "out")
+    table = duckdb.sql(f"SELECT * FROM '{tmp_path}/out/rejects/requests.parquet' ORDER BY source_line")
+    assert table.columns == ["source_file", "source_line", "reason", "detail", "raw"]
+    rows = table.fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (str(path.absolute()), 2, "invalid_json"),
+        (str(path.absolute()), 3, "invalid_json"),
+        (str(path.absolute()), 4, "bad_ts"),
+    ]
+    assert rows[0][4] == "=cmd|' /C calc'!A0"  # raw as read, without its CR LF
+    assert len(rows[1][4]) == 500 and rows[1][4] == long_line[:500]
+    assert rows[2][4] == req("r4", ts="nope")
+    assert all(r[3] for r in rows)  # every reason is explained
+    frame = read_safe_csv(tmp_path / "out" / "rejects" / "requests.csv")
+    assert frame["raw"].tolist() == [r[4] for r in rows]  # the CSV reads back to the same text
+    text = (tmp_path / "out" / "rejects" / "requests.csv").read_text()
+    assert "\n'=cmd" in text or ",'=cmd" in text  # neutralised for spreadsheets
+
+
+def test_cache_and_session_rejects(tmp_path):
+    write(
+        tmp_path / "cache.jsonl",
+        [
+            cache("k1"),  # 1 kept
+            cache("k2", op=None),  # 2 missing op
+            cache(None, op="GET"),  # 3 a read needs a key
+            cache(None, op="reconnect"),  # 4 a reset op may come without a key: kept
+            cache("k5", status="weird"),  # 5
+            cache("k6", status=None, request_id=None),  # 6 kept: status NULL -> ok, background work
+            cache("k7", status="TIMEOUT"),  # 7 kept, lower-cased
+        ],
+    )
+    write(
+        tmp_path / "sessions.jsonl",
+        [
+            json.dumps({"ts": "2023-03-20T01:00:00Z", "session_id": "s1", "user_id": "u1", "event": "Login"}),
+            json.dumps({"ts": "2023-03-20T01:00:00Z", "session_id": "s1", "user_id": "u1", "event": "hijack"}),
+            json.dumps({"ts": "2023-03-20T01:00:00Z", "user_id": "u1", "event": "login"}),
+            json.dumps({"ts": "2023-03-20T01:00:00Z", "session_id": "s2", "user_id": None}),
+            json.dumps({"ts": "2023-03-20T01:00:00Z", "session_id": "s2", "user_id": None, "event": "expire"}),
+        ],
+    )
+    run(tmp_path, tmp_path / "out")
+    assert rejects(tmp_path / "out", "cache") == [
+        ("cache.jsonl", 2, "missing_field:op"),
+        ("cache.jsonl", 3, "missing_field:key"),
+        ("cache.jsonl", 5, "bad_status"),
+    ]
+    rows = lake(tmp_path / "out", "cache")
+    assert [(r["source_line"], r["op"], r["key"], r["status"], r["request_id"]) for r in rows] == [
+        (1, "GET", "k1", "ok", "r1"),
+        (4, "RECONNECT", None, "ok", "r1"),
+        (6, "GET", "k6", "ok", None),
+        (7, "GET", "k7", "timeout", "r1"),
+    ]
+    assert rejects(tmp_path / "out", "sessions") == [
+        ("sessions.jsonl", 2, "bad_event"),
+        ("sessions.jsonl", 3, "missing_field:session_id"),
+        ("sessions.jsonl", 4, "missing_field:event"),
+    ]
+    assert [(r["event"], r["user_id"]) for r in lake(tmp_path / "out", "sessions")] == [
+        ("login", "u1"),
+        ("expire", None),
+    ]
+
+
+def test_csv_rejects(tmp_path):
+    path = write(
+        tmp_path / "requests.csv",
+        [
+            "ts,request_id,session_id,user_id,route,status,host",  # 1 header
+            "2023-03-20T01:00:00Z,r1,s1,u1,GET /a,200,h",  # 2 kept
+            "2023-03-20T01:00:00Z,r2,s1,u1,GET /a,200",  # 3 a missing column
+            "2023-03-20T01:00:00Z,r3,s1,u1,GET /a,200,h,extra",  # 4 an extra column
+            "",  # 5 blank
+            '2023-03-20T01:00:00Z,r6,s1,u1,"GET /a, b",200,h',  # 6 kept, quoted comma
+            '2023-03-20T01:00:00Z,r7,s1,u1,"GET /a,200,h',  # 7 unterminated quote
+            '2023-03-20T01:00:00Z,r8,s1,u1,GET "a",200,h',  # 8 stray quote
+            b"2023-03-20T01:00:00Z,r9,s1,u1,GET /\x00,200,h",  # 9 NUL byte
+            ",r10,s1,u1,GET /a,200,h",  # 10 no ts
+            "2023-03-20T01:00:00Z,r11,,,,,",  # 11 kept, empty fields are NULL
+            '2023-03-20T01:00:00Z,"r12",s1,u1,"say ""hi""",200,h',  # 12 kept, escaped quotes
+        ],
+        end=b"\r\n",
+    )
+    result = run(path, tmp_path / "out")
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.csv", 3, "csv_columns"),
+        ("requests.csv", 4, "csv_columns"),
+        ("requests.csv", 5, "blank_line"),
+        ("requests.csv", 7, "csv_quote"),
+        ("requests.csv", 8, "csv_quote"),
+        ("requests.csv", 9, "nul_byte"),
+        ("requests.csv", 10, "missing_field:ts"),
+    ]
+    rows = lake(tmp_path / "out", "requests")
+    assert [(r["source_line"], r["request_id"], r["route"], r["session_id"], r["status"]) for r in rows] == [
+        (2, "r1", "GET /a", "s1", 200),
+        (6, "r6", "GET /a, b", "s1", 200),
+        (11, "r11", None, None, None),
+        (12, "r12", 'say "hi"', "s1", 200),
+    ]
+    got = entry(result, path)  # lines counts every line but the header
+    assert (got["lines"], got["kept"], got["rejected"]) == (11, 4, 7)
+
+
+def test_a_csv_without_the_required_columns_rejects_every_line(tmp_path):
+    path = write(tmp_path / "requests.csv", ["when,id", "2023-03-20T01:00:00Z,r1", "2023-03-20T01:00:00Z,r2"])
+    result = run(path, tmp_path / "out")
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.csv", 2, "missing_field:ts"),
+        ("requests.csv", 3, "missing_field:ts"),
+    ]
+    assert entry(result, path)["rejected"] == 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# physical line numbers
+
+
+def test_line_numbers_survive_crlf_bom_delimiters_quotes_long_lines_and_no_final_newline(tmp_path):
+    long_route = "r" * 3_000_000
+    lines = [
+        b"\xef\xbb\xbf" + req("r1").encode(),  # 1 a byte order mark opens the file
+        req("r2", route="a\x01b;c\td|e,f").encode(),  # 2 control characters escaped, delimiters
+        b"\r",  # 3 a lone CR: a blank line
+        req("r4", route="\"quoted\" 'single'").encode(),  # 4
+        req("r5", route=long_route).encode(),  # 5 longer than a read chunk
+        b"",  # 6
+        req("r7", route="x\ry").encode(),  # 7 an escaped CR inside a string
+        req("r8").encode(),  # 8 last line, no line end
+    ]
+    path = write(tmp_path / "requests.jsonl", lines, end=b"\r\n", final_newline=False)
+    result = run(path, tmp_path / "out")
+    rows = {r["request_id"]: r["source_line"] for r in lake(tmp_path / "out", "requests")}
+    assert rows == {"r1": 1, "r2": 2, "r4": 4, "r5": 5, "r7": 7, "r8": 8}
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.jsonl", 3, "blank_line"),
+        ("requests.jsonl", 6, "blank_line"),
+    ]
+    assert entry(result, path)["lines"] == 8
+    assert len(next(r for r in lake(tmp_path / "out", "requests") if r["request_id"] == "r5")["route"]) == 3_000_000
+
+
+def test_lines_split_the_same_at_any_chunk_size(tmp_path):
+    """The line reader cuts chunks anywhere (inside a CR LF, inside a UTF-8 character, inside a BOM)."""
+    import sys
+
+    ingest_module = sys.modules["pipeline.ingest"]
+    raw = b"\xef\xbb\xbf" + b"".join(
+        [b'{"a":"\xc3\xa9t\xc3\xa9"}\r\n', b"\n", b"x" * 50 + b"\n", b"\xff bad utf8\n", b"{}\r\n", b"last"]
+    )
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(raw)
+    expected = [(i, line) for i, line in enumerate(raw[3:].split(b"\n"), start=1)]
+    for chunk in (1, 2, 3, 5, 7, 64, 1 << 20):
+        item = ingest_module._Input(path=path, kind="requests", fmt="json", gz=False, size=len(raw), order=0)
+        stream = ingest_module._LineStream([item], "json", chunk=chunk)
+        got = []
+        for batch in stream._batches():
+            rows = batch.to_pydict()
+            for no, text, binary in zip(rows["line_no"], rows["line"], rows["line_bin"], strict=True):
+                value = text.encode() if text is not None else binary
+                got.append((no, value.removesuffix(b"\n")))
+        assert got == expected, chunk
+        assert item.lines == 6 and item.sha256 == hashlib.sha256(raw).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# duplicates
+
+
+def test_duplicates_are_removed_and_counted_once_where_the_later_copy_sits(tmp_path):
+    a = write(
+        tmp_path / "logs" / "requests-a.jsonl",
+        [
+            req("r1"),
+            req("r2"),
+            req("r1"),
+            req("r3"),
+            req("r1", ts="2023-03-20T05:00:00Z"),  # same id, other ts
+        ],
+    )
+    b = write(tmp_path / "logs" / "requests-b.jsonl", [req("r2"), req("r4"), req("r3")])
+    c = write(
+        tmp_path / "logs" / "cache-a.jsonl",
+        [
+            cache("k1"),
+            cache("k1"),
+            cache("k1", status="cancelled"),
+            cache("k1", request_id=None),
+            cache("k1", request_id=None),
+            cache("k1"),
+        ],
+    )
+    result = run(tmp_path / "logs", tmp_path / "out")
+    assert [
+        (r["request_id"], Path(r["source_file"]).name, r["source_line"]) for r in lake(tmp_path / "out", "requests")
+    ] == [
+        ("r1", "requests-a.jsonl", 1),
+        ("r2", "requests-a.jsonl", 2),
+        ("r3", "requests-a.jsonl", 4),
+        ("r4", "requests-b.jsonl", 2),
+    ]
+    assert (entry(result, a)["kept"], entry(result, a)["duplicates"]) == (3, 2)
+    assert (entry(result, b)["kept"], entry(result, b)["duplicates"]) == (1, 2)
+    assert [r["source_line"] for r in lake(tmp_path / "out", "cache")] == [1, 3, 4]
+    assert (entry(result, c)["kept"], entry(result, c)["duplicates"]) == (3, 3)
+    assert result.totals["duplicates"] == 7
+
+
+def test_a_rejected_line_is_never_a_duplicate(tmp_path):
+    path = write(tmp_path / "requests.jsonl", ["oops", "oops", req("r1")])
+    result = run(path, tmp_path / "out")
+    got = entry(result, path)
+    assert (got["kept"], got["duplicates"], got["rejected"]) == (1, 0, 2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# re-ingest
+
+
+def _lake_files(out: Path) -> dict[str, str]:
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((out / "parquet").rglob("*.parquet"))
+    }
+
+
+def test_ingesting_the_same_inputs_again_gives_the_same_lake(tmp_path):
+    write(tmp_path / "logs" / "requests.jsonl", [req("r1"), "bad", req("r2")])
+    write(tmp_path / "logs" / "cache.jsonl.gz", [cache("k1"), cache("k2")])
+    out = tmp_path / "out"
+    first = run(tmp_path / "logs", out)
+    lake_before = _lake_files(out)
+    rejects_before = (out / "rejects" / "requests.parquet").read_bytes()
+
+    second = run(tmp_path / "logs", out)
+    assert _lake_files(out) == lake_before
+    assert (out / "rejects" / "requests.parquet").read_bytes() == rejects_before
+    assert second.totals["files"] == 0 and second.totals["lines"] == 0
+    assert second.totals["already_ingested"] == 2
+    assert {Path(a["path"]).name for a in second.manifest["ingest"]["already_ingested"]} == {
+        "requests.jsonl",
+        "cache.jsonl.gz",
+    }
+    assert second.manifest["files"] == first.manifest["files"]
+
+
+def test_new_files_append_and_are_deduplicated_against_the_lake(tmp_path):
+    out = tmp_path / "out"
+    run(write(tmp_path / "day1" / "requests.jsonl", [req("r1"), req("r2")]), out)
+    run(write(tmp_path / "day1" / "cache.jsonl", [cache("k1"), cache("k2")]), out)
+    # a shipper re-sent r2 and k2 in the next day's files
+    r2 = write(tmp_path / "day2" / "requests.jsonl", [req("r2"), req("r3")])
+    c2 = write(tmp_path / "day2" / "cache.jsonl", [cache("k2"), cache("k3")])
+    result = run(tmp_path / "day2", out)
+    assert (entry(result, r2)["kept"], entry(result, r2)["duplicates"]) == (1, 1)
+    assert (entry(result, c2)["kept"], entry(result, c2)["duplicates"]) == (1, 1)
+    assert sorted(r["request_id"] for r in lake(out, "requests")) == ["r1", "r2", "r3"]
+    assert sorted(r["key"] for r in lake(out, "cache")) == ["k1", "k2", "k3"]
+    assert len(result.manifest["files"]) == 4
+
+
+def test_a_log_that_grew_keeps_only_its_new_lines(tmp_path):
+    out = tmp_path / "out"
+    path = write(tmp_path / "requests.jsonl", [req("r1"), req("r2")])
+    run(path, out)
+    write(path, [req("r1"), req("r2"), req("r3")])
+    result = run(path, out)
+    files = [f for f in result.manifest["files"] if f["path"] == str(path.absolute())]
+    assert [(f["lines"], f["kept"], f["duplicates"]) for f in files] == [(2, 2, 0), (3, 1, 2)]
+    assert [(r["request_id"], r["source_line"]) for r in lake(out, "requests")] == [("r1", 1), ("r2", 2), ("r3", 3)]
+
+
+def test_the_same_file_twice_in_one_run_is_read_once(tmp_path):
+    a = write(tmp_path / "a" / "requests.jsonl", [req("r1")])
+    b = tmp_path / "b" / "requests.jsonl"
+    b.parent.mkdir()
+    b.write_bytes(a.read_bytes())
+    result = run([tmp_path / "a", tmp_path / "b", a], tmp_path / "out")
+    assert result.totals["files"] == 1 and result.totals["already_ingested"] == 1
+    assert result.manifest["ingest"]["already_ingested"][0]["same_as"] == str(a.absolute())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# gzip
+
+
+def test_a_truncated_gzip_keeps_what_it_could_read(tmp_path):
+    lines = [req(f"r{i}") for i in range(1, 2001)]
+    whole = gzip.compress(("\n".join(lines) + "\n").encode())
+    path = tmp_path / "requests.jsonl.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    inflater = zlib.decompressobj(31)  # everything that can be decoded before the stream breaks
+    readable = inflater.decompress(path.read_bytes()) + inflater.flush()
+    assert not inflater.eof
+    complete = readable.count(b"\n")
+    assert 0 < complete < 2000
+
+    result = run(path, tmp_path / "out")
+    got = entry(result, path)
+    assert got["kept"] == complete
+    assert (got["lines"], got["rejected"], got["damaged"]) == (complete + 1, 1, "gzip_truncated")
+    assert rejects(tmp_path / "out", "requests") == [("requests.jsonl.gz", complete + 1, "gzip_truncated")]
+    assert [r["source_line"] for r in lake(tmp_path / "out", "requests")] == list(range(1, complete + 1))
+
+
+def test_concatenated_gzip_members_and_corrupt_gzip(tmp_path):
+    path = tmp_path / "requests.jsonl.gz"
+    path.write_bytes(gzip.compress((req("r1") + "\n").encode()) + gzip.compress((req("r2") + "\n").encode()))
+    result = run(path, tmp_path / "out")
+    assert entry(result, path)["kept"] == 2
+
+    bad = tmp_path / "more" / "cache.jsonl.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(gzip.compress((cache("k1") + "\n").encode()) + b"\x1f\x8bgarbage-not-deflate")
+    result = run(bad, tmp_path / "out")
+    got = entry(result, bad)
+    assert (got["lines"], got["kept"], got["rejected"], got["damaged"]) == (2, 1, 1, "gzip_corrupt")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# discovery and the manifest
+
+
+def test_discovery_skips_non_logs_hidden_files_and_the_output_folder(tmp_path):
+    logs = tmp_path / "logs"
+    write(logs / "requests.jsonl", [req("r1")])
+    write(logs / "nested" / "deeper" / "Cache-01.ndjson", [cache("k1")])
+    write(logs / "README.md", ["# notes"])
+    write(logs / "notes.txt", ["not a log"])
+    write(logs / "requests-old.log", ["{}"])
+    write(logs / ".hidden" / "requests.jsonl", [req("h1")])
+    write(logs / ".requests.jsonl", [req("h2")])
+    out = logs / "out"  # the output folder inside the input folder
+    result = run(logs, out)
+    run(logs, out)  # again: the lake's own files are never read as input
+    assert result.totals["files"] == 2 and result.totals["skipped"] == 3
+    skipped = {Path(s["path"]).name: s["reason"] for s in result.manifest["skipped"]}
+    assert set(skipped) == {"README.md", "notes.txt", "requests-old.log"}
+    assert "kind" in skipped["README.md"] and "unsupported" in skipped["requests-old.log"]
+    assert [r["request_id"] for r in lake(out, "requests")] == ["r1"]
+    assert len(lake(out, "cache")) == 1
+
+
+def test_kind_option_reads_every_input_as_that_kind(tmp_path):
+    path = write(tmp_path / "export-2023.jsonl", [req("r1")])
+    with pytest.raises(WhosawError, match="no log files"):
+        ingest([path], tmp_path / "out")
+    result = run(path, tmp_path / "out", kind="requests")
+    assert entry(result, path)["kind"] == "requests"
+
+
+def test_manifest_records_files_tool_config_and_skips(tmp_path):
+    from pipeline import __version__
+
+    path = write(tmp_path / "requests.jsonl", [req("r1"), "x"])
+    write(tmp_path / "notes.md", ["hi"])
+    config = tmp_path / "incident.toml"
+    config.write_text('[sources.requests]\ntimezone = "UTC"\n')
+    result = ingest([tmp_path], tmp_path / "out", config=config, progress=False)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest == result.manifest
+    assert manifest["tool"] == "whosaw" and manifest["version"] == __version__
+    assert manifest["config"]["path"] == str(config.resolve())
+    got = entry(result, path)
+    assert {k: got[k] for k in ("path", "kind", "bytes", "sha256", "lines", "kept", "duplicates", "rejected")} == {
+        "path": str(path.absolute()),
+        "kind": "requests",
+        "bytes": path.stat().st_size,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "lines": 2,
+        "kept": 1,
+        "duplicates": 0,
+        "rejected": 1,
+    }
+    assert sorted(s["path"] for s in manifest["skipped"]) == [
+        str(config.absolute()),
+        str((tmp_path / "notes.md").absolute()),
+    ]
+    assert manifest["ingest"]["totals"] == result.totals
+    assert "rejects/requests.parquet" in manifest["outputs"]
+    assert not (tmp_path / "out" / ".tmp").exists()
+
+
+def test_unreadable_inputs_raise_one_line_errors(tmp_path):
+    with pytest.raises(WhosawError, match="does not exist"):
+        ingest([tmp_path / "missing.jsonl"], tmp_path / "out")
+    fake = tmp_path / "requests.jsonl.gz"
+    fake.write_text(req("r1") + "\n")
+    with pytest.raises(WhosawError, match="not gzip"):
+        ingest([fake], tmp_path / "out")
+    fake.unlink()
+    (tmp_path / "cache.parquet").write_text("not parquet")
+    with pytest.raises(WhosawError, match="not a Parquet file"):
+        ingest([tmp_path / "cache.parquet"], tmp_path / "out")
+    (tmp_path / "cache.parquet").unlink()
+    write(tmp_path / "README.md", ["# nothing here"])
+    with pytest.raises(WhosawError, match="no log files found"):
+        ingest([tmp_path], tmp_path / "out")
+    if os.geteuid() != 0:  # root reads anything
+        locked = write(tmp_path / "locked" / "requests.jsonl", [req("r1")])
+        locked.chmod(0)
+        with pytest.raises(WhosawError, match="not readable"):
+            ingest([locked], tmp_path / "out")
+
+
+def test_one_ingest_at_a_time_per_output_folder(tmp_path):
+    import fcntl
+
+    path = write(tmp_path / "requests.jsonl", [req("r1")])
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".ingest.lock", "a") as held:  # another process is ingesting into out
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(WhosawError, match="another ingest"):
+            ingest([path], out)
+    (out / ".tmp" / "ingest-old").mkdir(parents=True)  # scratch left by a killed run
+    run(path, out)
+    assert not (out / ".tmp").exists()
+    assert ".ingest.lock" not in json.loads((out / "manifest.json").read_text())["outputs"]

@@ -1,0 +1,105 @@
+"""`whosaw ingest` through the real CLI: the summary line, progress, and every exit-2 path (one line on stderr,
+no traceback, nothing from the logs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+SECRET = "user-4711@example.com"  # a value from inside a log: it must never reach the console
+
+
+def line(rid: str, ts: str = "2023-03-20T01:00:00Z") -> str:
+    return json.dumps({"ts": ts, "request_id": rid, "session_id": "s1", "user_id": SECRET, "status": 200})
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "requests.jsonl").write_text("\n".join([line("r1"), line("r1"), "{broken " + SECRET, line("r2")]))
+    (folder / "README.md").write_text("not a log\n")
+    return folder
+
+
+def invoke(*args: str) -> object:
+    return CliRunner().invoke(cli, ["ingest", *args])
+
+
+def test_ingest_prints_counts_only(logs, tmp_path):
+    result = invoke(str(logs), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == ("ingested 1 files: 4 lines = 2 kept + 1 duplicates + 1 rejected; 1 files skipped")
+    assert SECRET not in result.output
+    again = invoke(str(logs), "--out", str(tmp_path / "out"))
+    assert again.exit_code == 0
+    assert "1 already ingested" in again.stdout
+
+
+def test_progress_bar_on_request(logs, tmp_path):
+    result = invoke(str(logs), "--out", str(tmp_path / "out"), "--progress")
+    assert result.exit_code == 0, result.output
+    assert "ingest requests" in result.stderr  # the bar's label
+    quiet = invoke(str(logs), "--out", str(tmp_path / "out2"))
+    assert quiet.stderr == ""  # not a terminal: no bar
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: [str(d / "missing.jsonl")], "does not exist"),
+        (lambda d: [str(_write(d / "requests.jsonl.gz", line("r1").encode()))], "not gzip"),
+        (lambda d: [str(_write(d / "cache.parquet", b"PAR1" + SECRET.encode()))], "not a Parquet file"),
+        (lambda d: [str(_write(d / "notes.txt", SECRET.encode()))], "no log files found"),
+        (lambda d: [str(d), "--kind", "bogus"], "Invalid value for '--kind'"),
+        (lambda d: [str(d), "--config", str(d / "nope.toml")], "does not exist"),
+        (lambda d: [str(d), "--config", str(_write(d / "bad.toml", b"[[[x"))], "not valid TOML"),
+        (lambda d: [], "Missing argument"),
+    ],
+)
+def test_bad_usage_and_unreadable_input_exit_2_with_one_line(tmp_path, setup, message):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    args = setup(folder)
+    result = invoke(*args, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("whosaw: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.output and SECRET not in result.output
+
+
+def test_out_must_be_a_folder(logs, tmp_path):
+    target = _write(tmp_path / "out.txt", b"")
+    result = invoke(str(logs), "--out", str(target))
+    assert result.exit_code == 2 and "is a file" in result.stderr and result.stderr.count("\n") == 1
+
+    from pipeline.errors import WhosawError
+    from pipeline.ingest import ingest
+
+    with pytest.raises(WhosawError, match="not a folder"):  # the API says it too
+        ingest([logs], target)
+
+
+def test_exit_2_from_a_real_process(tmp_path):
+    """The installed entry point, not only click's test runner."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "ingest", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
