@@ -14,11 +14,12 @@ says ``-- materialize`` is computed once into a temporary table that then stands
 (DuckDB ``CREATE TEMP TABLE``; Spark ``localCheckpoint``), because later views read it more than once.
 
 The SQL files keep to the subset DuckDB and Spark SQL share: temporary views, CTEs, window functions
-(``row_number``, ``lead``, ``lag``, running ``sum``/``min``/``max``), equi-joins plus range conditions,
-``CASE``, ``coalesce``, ``median``, ``CAST(... AS STRING|BIGINT|BOOLEAN)``. The few functions the two name
-differently are Spark's names, defined on DuckDB as macros here (:data:`DUCKDB_MACROS`):
-``regexp_like``, ``unix_micros``, ``timestamp_micros``. Everything engine-specific stays in Python and is
-marked so: reading the Parquet lake and the side tables into the input views below, building the key-rule
+(``row_number``, ``lead``, ``lag``, running ``count``/``sum``/``min``/``max``), equi-joins plus range
+conditions, ``CASE``, ``coalesce``, ``percentile_cont(...) WITHIN GROUP (ORDER BY ...)``, integer arithmetic
+for time buckets, ``CAST(... AS STRING|BIGINT|BOOLEAN)``; no ASOF join, ``QUALIFY``, ``FILTER``, ``::``,
+list or JSON functions (``tests/test_analyze.py`` checks). The few functions the two name differently are
+Spark's names, defined on DuckDB as macros here (:data:`DUCKDB_MACROS`): ``regexp_like``, ``unix_micros``,
+``timestamp_micros``. Everything engine-specific stays in Python and is marked "DuckDB-only": reading the Parquet lake and the side tables into the input views below, building the key-rule
 view (:func:`key_rule_sql`: the patterns must be constant literals, quoted per engine), and writing the
 outputs with ``COPY``. ``pipeline/spark.py`` runs the same files on a local SparkSession.
 
@@ -414,11 +415,13 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         }
     summary["data_span"] = {"start": _iso(span[0]), "end": _iso(span[1])}
 
-    requests, active_users, active_sessions = con.execute(
-        "SELECT count(*), count(DISTINCT viewer_id), "
-        "count(DISTINCT CASE WHEN viewer_id IS NOT NULL THEN session_id END) FROM window_activity"
+    active_users, active_sessions = con.execute(
+        "SELECT count(DISTINCT viewer_id), count(DISTINCT session_id) FROM window_activity"
     ).fetchone()
     in_window = _IN_WINDOW.format(t="c")
+    requests = con.execute(
+        f"SELECT count(*) FROM request_log AS c CROSS JOIN chosen_window AS w WHERE {in_window}"
+    ).fetchone()[0]
     served = con.execute(
         "SELECT count(*) FROM cache_lines AS c CROSS JOIN chosen_window AS w "
         f"WHERE c.is_read_op AND c.status = 'ok' AND {in_window}"

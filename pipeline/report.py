@@ -34,6 +34,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from matplotlib.figure import Figure as MplFigure
 
 from . import __version__
 from .config import SEVERITIES, config_from_dict, load_config
@@ -490,11 +491,8 @@ _TIER_COLOURS = {"value_owner": "#1f4e79", "digest": "#2e75b6", "connection": "#
 
 
 def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
+    """PNG bytes per chart, drawn on bare Figures: no pyplot, so a notebook's backend and state are untouched."""
     import matplotlib
-
-    backend = matplotlib.get_backend()  # the caller's (a notebook's inline backend), restored after drawing
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
     style = {
         "text.parse_math": False,
@@ -509,19 +507,17 @@ def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
         "figure.dpi": 100,
     }
     charts: dict[str, bytes] = {}
-    with plt.rc_context(style):
+    with matplotlib.rc_context(style):
         for name, draw in (
             ("timeline", _chart_timeline),
             ("categories_evidence", _chart_categories),
             ("countries", _chart_countries),
             ("pairs", _chart_pairs),
         ):
-            fig = draw(plt, facts, inputs)
+            fig = draw(facts, inputs)
             buffer = io.BytesIO()
             fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None}, bbox_inches="tight")
-            plt.close(fig)
             charts[name] = buffer.getvalue()
-    plt.switch_backend(backend)
     return charts
 
 
@@ -545,12 +541,13 @@ def _window_bounds(summary: dict[str, Any]) -> tuple[pd.Timestamp | None, pd.Tim
     return ts(window.get("start")), ts(window.get("end"))
 
 
-def _chart_timeline(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+def _chart_timeline(facts: _Facts, inputs: _Inputs) -> Any:
     import matplotlib.dates as mdates
     from matplotlib.ticker import MaxNLocator
 
     frame = facts.timeline
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True)
+    fig = MplFigure(figsize=(11, 5.6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
     if frame.empty or "bucket_start" not in frame:
         _empty(top, "No timeline: the logs hold no requests")
         _empty(bottom, "")
@@ -626,12 +623,13 @@ def _barh(ax: Any, labels: Sequence[str], values: Sequence[int], colours: Sequen
     ax.set_axisbelow(True)
 
 
-def _chart_categories(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+def _chart_categories(facts: _Facts, inputs: _Inputs) -> Any:
     summary = inputs.summary
     by_cat = summary.get("exposures_by_category") or {}
     by_ev = summary.get("exposures_by_evidence") or {}
     height = max(3.0, 0.42 * max(len(by_cat), len(by_ev), 1) + 1.4)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, height))
+    fig = MplFigure(figsize=(10, height))
+    left, right = fig.subplots(1, 2)
     if not by_cat:
         _empty(left, "No exposures in the window")
     else:
@@ -656,14 +654,15 @@ def _chart_categories(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
     return fig
 
 
-def _chart_countries(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
+def _chart_countries(facts: _Facts, inputs: _Inputs) -> Any:
     frame = facts.countries
     top_n = 15
     rows = list(zip(frame["country"], frame["users"], strict=True)) if not frame.empty else []
     if len(rows) > top_n + 1:
         rest = rows[top_n:]
         rows = rows[:top_n] + [(f"{len(rest)} other countries", sum(n for _, n in rest))]
-    fig, ax = plt.subplots(figsize=(10, max(2.8, 0.38 * len(rows) + 1.3)))
+    fig = MplFigure(figsize=(10, max(2.8, 0.38 * len(rows) + 1.3)))
+    ax = fig.subplots()
     if not rows:
         _empty(ax, "No affected users")
     else:
@@ -706,8 +705,9 @@ def _bins(frame: pd.DataFrame, count_column: str) -> tuple[list[str], list[int]]
     return labels, values
 
 
-def _chart_pairs(plt: Any, facts: _Facts, inputs: _Inputs) -> Any:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+def _chart_pairs(facts: _Facts, inputs: _Inputs) -> Any:
+    fig = MplFigure(figsize=(10, 3.6))
+    left, right = fig.subplots(1, 2)
     for ax, frame, column, title, xlabel, ylabel, colour in (
         (
             left,

@@ -40,6 +40,9 @@ from .analyze import (
 from .config import Config, Window
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
+TIMELINE_COMPARED = (
+    "bucket_start", "requests", "reads", "crossed_replies", "exposures", "near_misses", "in_window",
+)
 SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMESTAMPTZ": "timestamp",
                "BOOLEAN": "boolean"}
 
@@ -113,7 +116,8 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
         for op in names:
             ops.setdefault(op.upper(), [False, False, False])[index] = True
     spark.createDataFrame(
-        [(op, *flags) for op, flags in ops.items()], "op string, is_read boolean, is_write boolean, is_reset boolean"
+        [(op, *flags) for op, flags in ops.items()],
+        "op string, is_read boolean, is_write boolean, is_reset boolean",
     ).createOrReplaceTempView("cache_ops")
     if window.auto:
         method = "auto"
@@ -121,8 +125,9 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
         method = "all"
     else:
         method = window.source
+    start, end = (None, None) if window.auto else (window.start, window.end)
     spark.createDataFrame(
-        [(None if window.auto else window.start, None if window.auto else window.end, method, bucket_seconds)],
+        [(start, end, method, bucket_seconds)],
         "window_start timestamp, window_end timestamp, window_method string, bucket_seconds bigint",
     ).createOrReplaceTempView("params")
 
@@ -149,13 +154,15 @@ def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
             values = pd.to_datetime(frame[c], utc=True)
             frame[c] = values.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         elif pd.api.types.is_float_dtype(frame[c]):
-            frame[c] = frame[c].map(lambda v: "" if pd.isna(v) else repr(int(v)) if float(v).is_integer() else repr(v))
+            frame[c] = frame[c].map(
+                lambda v: "" if pd.isna(v) else repr(int(v)) if float(v).is_integer() else repr(v)
+            )
     return frame.astype(object).where(frame.notna(), "").astype(str)
 
 
 def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
             spark=None) -> dict[str, Any]:
-    """Analyse ``out`` with DuckDB and with Spark; return what differs (empty lists and equal counts = same)."""
+    """Analyse ``out`` with DuckDB and with Spark; return what differs (empty lists, equal counts: same)."""
     out = Path(out)
     summary = analyze(out, config, window, progress=False)
     own = spark is None
@@ -165,16 +172,12 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
         spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
         window_row = spark.sql("SELECT window_start, window_end, window_method FROM chosen_window").toPandas()
         near = spark.sql("SELECT count(*) AS n FROM near_misses WHERE in_window").toPandas()["n"][0]
-        buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(),
-                          ("bucket_start", "requests", "reads", "crossed_replies", "exposures", "near_misses",
-                           "in_window"))
+        buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
     finally:
         if own:
             spark.stop()
     duck_rows = _normal(pd.read_parquet(out / "exposures.parquet"), EXPOSURE_COLUMNS)
-    duck_timeline = _normal(pd.read_parquet(out / "timeline.parquet"),
-                            ("bucket_start", "requests", "reads", "crossed_replies", "exposures", "near_misses",
-                             "in_window"))
+    duck_timeline = _normal(pd.read_parquet(out / "timeline.parquet"), TIMELINE_COMPARED)
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
         return set(map(tuple, frame.values.tolist()))

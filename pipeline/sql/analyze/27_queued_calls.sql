@@ -2,6 +2,8 @@
 -- segment without one, every read gets its own reply (nothing to number). Within a segment:
 -- call_no = 1, 2, ... over the calls; read_no = running count of reading calls (every status but
 -- cancelled/timeout). The reading call with read_no r received the reply of call_no r.
+-- Per segment: segment_reads (its reading calls), ends_with_error (its last call reset it), open_at_log_end
+-- (the connection's log ends inside it) for 72_discarded_replies.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW queued_calls AS
 WITH segments_with_abandoned_calls AS (
@@ -10,7 +12,7 @@ WITH segments_with_abandoned_calls AS (
     WHERE is_abandoned = 1
 ),
 segment_calls AS (
-    SELECT s.line_id, s.conn_no, s.segment_no, s.ts, s.is_error, s.is_abandoned
+    SELECT s.line_id, s.conn_no, s.segment_no, s.ts, s.is_error, s.is_abandoned, s.is_connection_last
     FROM connection_segments AS s
     INNER JOIN segments_with_abandoned_calls AS a
         ON s.conn_no = a.conn_no
@@ -29,5 +31,8 @@ SELECT
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         )
         ELSE CAST(NULL AS BIGINT)
-    END AS read_no
+    END AS read_no,
+    count(CASE WHEN is_abandoned = 0 THEN 1 END) OVER (PARTITION BY conn_no, segment_no) AS segment_reads,
+    max(is_error) OVER (PARTITION BY conn_no, segment_no) AS ends_with_error,
+    max(is_connection_last) OVER (PARTITION BY conn_no, segment_no) AS open_at_log_end
 FROM segment_calls;
