@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                       # 1M requests + ~1M cache lines, 3 rounds, medians
     python benchmarks/run.py --requests 10000000 --rounds 1 --only whosaw   # the 10M end-to-end check
+    python benchmarks/run.py --stages       # also ingest / analyze / report, each timed on its own
 
 It generates (once, cached under ``--data``) request, cache and session logs as NDJSON with a bug window in
 which cache calls are cancelled after they were sent, so the next read on that pooled connection receives
@@ -197,6 +198,32 @@ def _measure(argv: list[str], cwd: Path) -> tuple[float, float, str]:
     return result["s"], result["rss"], lines[-1] if lines else ""
 
 
+STAGE = r"""
+import sys, time
+from pipeline import api
+stage, data, out, config = sys.argv[1:5]
+t = time.perf_counter()
+if stage == "ingest":
+    api.ingest([f"{data}/{k}.ndjson" for k in ("requests", "cache", "sessions")], out, config=config,
+               progress=False)
+elif stage == "analyze":
+    api.analyze(out, config=config, progress=False)
+else:
+    api.report(out, progress=False)
+print(f"{time.perf_counter() - t:.2f}")
+"""
+
+
+def _stages(files: dict[str, Path], out: Path, config: Path) -> dict[str, tuple[float, float]]:
+    """ingest, analyze and report of ``whosaw run``, each in its own process: {stage: (seconds, peak MB)}."""
+    data = str(files["requests"].parent)
+    times = {}
+    for stage in ("ingest", "analyze", "report"):
+        _, rss, inner = _measure([sys.executable, "-c", STAGE, stage, data, str(out), str(config)], ROOT)
+        times[stage] = (float(inner), rss)
+    return times
+
+
 def _whosaw_argv(files: dict[str, Path], out: Path, config: Path, report: bool) -> list[str]:
     data = files["requests"].parent
     if report:
@@ -212,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data", type=Path, default=ROOT / "bench-data")
     parser.add_argument("--only", choices=["whosaw", "duckdb", "pandas"], action="append")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time ingest, analyze and report separately (one more whosaw round)")
     parser.add_argument("--no-report", action="store_true",
                         help="time ingest + analyze instead of `whosaw run`")
     args = parser.parse_args(argv)
@@ -247,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<7} {seconds:7.2f} s  {rss:7.0f} MB peak", flush=True)
         results[name] = {"seconds": statistics.median(times), "peak_mb": max(peaks), "answer": answer}
 
+    stages = {}
+    if args.stages:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        stages = _stages(files, work / "out", config)
+
     label = "whosaw run" if not args.no_report else "ingest+analyze"
     print()
     print(f"{args.requests:,} requests, median of {args.rounds} round(s), each in a fresh process:")
@@ -263,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  pandas / whosaw = {speedup:.2f}x faster (target >= 4x)")
     if "whosaw" in results:
         print(f"  whosaw peak RSS {results['whosaw']['peak_mb']:.0f} MB (target < 2048 MB)")
+    for stage, (seconds, rss) in stages.items():
+        print(f"  stage {stage:<8} {seconds:7.2f} s  {rss:7.0f} MB peak (in-process time, one round)")
     return 0
 
 

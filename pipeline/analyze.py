@@ -19,9 +19,10 @@ conditions, ``CASE``, ``coalesce``, ``percentile_cont(...) WITHIN GROUP (ORDER B
 for time buckets, ``CAST(... AS STRING|BIGINT|BOOLEAN)``; no ASOF join, ``QUALIFY``, ``FILTER``, ``::``,
 list or JSON functions (``tests/test_analyze.py`` checks). The few functions the two name differently are
 Spark's names, defined on DuckDB as macros here (:data:`DUCKDB_MACROS`): ``regexp_like``, ``unix_micros``,
-``timestamp_micros``. Everything engine-specific stays in Python and is marked "DuckDB-only": reading the Parquet lake and the side tables into the input views below, building the key-rule
-view (:func:`key_rule_sql`: the patterns must be constant literals, quoted per engine), and writing the
-outputs with ``COPY``. ``pipeline/spark.py`` runs the same files on a local SparkSession.
+``timestamp_micros``. Everything engine-specific stays in Python and is marked "DuckDB-only": reading the
+Parquet lake and the side tables into the input views below, building the key-rule view (:func:`key_rule_sql`:
+the patterns must be constant literals, quoted per engine), and writing the outputs with ``COPY``.
+``pipeline/spark.py`` runs the same files on a local SparkSession.
 
 Input views the SQL expects (registered by :func:`register_inputs`):
 ``requests_lake``, ``cache_lake``, ``sessions_lake`` (lake columns + source_file/source_line; an empty typed

@@ -691,6 +691,13 @@ def test_simulated_incident_connection_evidence_only(incident, tmp_path):
         assert explained, f"{request_id}: a difference the lost line does not explain"
 
 
+def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_path):
+    logs, lake, truth, expected = incident
+    out = _variant(lake, tmp_path / "out", ())
+    analyze(out, logs / "incident.toml", progress=False, memory_limit="64MB", threads=1)
+    assert _rows(pd.read_parquet(out / "exposures.parquet")) == _rows(expected)
+    assert not (out / ".tmp").exists()  # the spill folder is removed afterwards
+
 # ----------------------------------------------------------------------------------------- Spark
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark is not installed (pip install pyspark; Java 17)")

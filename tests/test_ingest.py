@@ -381,6 +381,8 @@ def test_json_rejects_have_exact_line_numbers_and_reasons(tmp_path):
         req("r18", ts=None),  # 18 null ts
         "   ",  # 19 blank (spaces)
         req("r20"),  # 20 kept
+        '{"ts": "2023-03-20T01:00:00Z", "request_id": "r21",, "x": 1}',  # 21 looks like an object, is not JSON
+        '{"ts": "2023-03-20T01:00:00Z", "request_id": "r22", "route": "\\ud800"}',  # 22 a lone surrogate
     ]
     path = write(tmp_path / "requests.jsonl", lines)
     result = run(path, tmp_path / "out")
@@ -403,10 +405,12 @@ def test_json_rejects_have_exact_line_numbers_and_reasons(tmp_path):
         ("requests.jsonl", 17, "invalid_json"),
         ("requests.jsonl", 18, "missing_field:ts"),
         ("requests.jsonl", 19, "blank_line"),
+        ("requests.jsonl", 21, "invalid_json"),
+        ("requests.jsonl", 22, "invalid_json"),
     ]
     assert [r["source_line"] for r in lake(tmp_path / "out", "requests")] == [1, 20]
     got = entry(result, path)
-    assert (got["lines"], got["kept"], got["duplicates"], got["rejected"]) == (20, 2, 0, 18)
+    assert (got["lines"], got["kept"], got["duplicates"], got["rejected"]) == (22, 2, 0, 20)
 
 
 def test_reject_files_hold_file_line_reason_detail_and_cut_raw_text(tmp_path):
@@ -836,3 +840,32 @@ def test_one_ingest_at_a_time_per_output_folder(tmp_path):
     run(path, out)
     assert not (out / ".tmp").exists()
     assert ".ingest.lock" not in json.loads((out / "manifest.json").read_text())["outputs"]
+
+
+def test_parquet_rows_typed_times_and_rejects(tmp_path):
+    table = pa.table(
+        {
+            "ts": pa.array(
+                [datetime(2023, 3, 20, 1, 0), None, datetime(2023, 3, 20, 2, 30, 0, 250000), datetime(1970, 1, 2)],
+                pa.timestamp("us"),  # no zone: read in the source's zone
+            ),
+            "request_id": ["r1", "r2", "r3", "r4"],
+            "status": pa.array([200, 500, None, 200], pa.int64()),
+        }
+    )
+    path = tmp_path / "requests.parquet"
+    pq.write_table(table, path)
+    cfg = config_from_dict({"sources": {"requests": {"timezone": "America/New_York"}}})
+    result = run(path, tmp_path / "out", config=cfg)
+    rows = lake(tmp_path / "out", "requests")
+    assert [(r["source_line"], r["request_id"], r["ts"], r["status"]) for r in rows] == [
+        (1, "r1", utc(2023, 3, 20, 5, 0), 200),  # EDT is UTC-4
+        (3, "r3", utc(2023, 3, 20, 6, 30, 0, 250000), None),
+    ]
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.parquet", 2, "missing_field:ts"),
+        ("requests.parquet", 4, "bad_ts"),
+    ]
+    raw = duckdb.sql(f"SELECT raw FROM '{tmp_path}/out/rejects/requests.parquet' ORDER BY source_line").fetchall()
+    assert json.loads(raw[0][0]) == {"ts": None, "request_id": "r2", "status": 500}  # the row, as JSON
+    assert (entry(result, path)["lines"], entry(result, path)["kept"]) == (4, 2)
