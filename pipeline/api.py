@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .analyze import analyze
-from .config import Config, as_config
+from .config import Config, as_config, parse_window
 from .explore import connect
 from .ingest import IngestResult, ingest
 from .report import report
@@ -37,6 +37,7 @@ def run(
 ) -> RunResult:
     """Ingest the logs, analyse them and write the report: the whole job in one call."""
     cfg = as_config(config)
+    parse_window(window)  # a bad --window fails before anything is read or written
     ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
     summary = analyze(out, config=cfg, window=window, progress=progress)
     files = report(out, progress=progress)

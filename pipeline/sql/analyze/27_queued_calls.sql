@@ -4,15 +4,37 @@
 -- cancelled/timeout). The reading call with read_no r received the reply of call_no r.
 -- Per segment: segment_reads (its reading calls), ends_with_error (its last call reset it), open_at_log_end
 -- (the connection's log ends inside it) for 72_discarded_replies.
+-- Cost: no second sort. A segment's calls are consecutive on its connection (25_connection_segments), so
+-- call_no = line_no - the segment's first line_no + 1, and read_no = call_no - the abandoned calls before
+-- it in the segment; the per-segment figures come from one grouping, joined back.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW queued_calls AS
 WITH segments_with_abandoned_calls AS (
-    SELECT DISTINCT conn_no, segment_no
+    SELECT
+        conn_no,
+        segment_no,
+        min(line_no) AS first_line_no,
+        min(abandoned_before) AS abandoned_before_segment,
+        count(*) - count(CASE WHEN is_abandoned = 1 THEN 1 END) AS segment_reads,
+        max(is_error) AS ends_with_error,
+        max(is_connection_last) AS open_at_log_end
     FROM connection_segments
-    WHERE is_abandoned = 1
+    WHERE NOT is_reset_op
+    GROUP BY conn_no, segment_no
+    HAVING max(is_abandoned) = 1
 ),
-segment_calls AS (
-    SELECT s.line_id, s.conn_no, s.segment_no, s.ts, s.is_error, s.is_abandoned, s.is_connection_last
+numbered_calls AS (
+    SELECT
+        s.line_id,
+        s.conn_no,
+        s.segment_no,
+        s.is_error,
+        s.is_abandoned,
+        s.line_no - a.first_line_no + 1 AS call_no,
+        s.abandoned_before - a.abandoned_before_segment AS abandoned_before_in_segment,
+        a.segment_reads,
+        a.ends_with_error,
+        a.open_at_log_end
     FROM connection_segments AS s
     INNER JOIN segments_with_abandoned_calls AS a
         ON s.conn_no = a.conn_no
@@ -24,15 +46,12 @@ SELECT
     conn_no,
     segment_no,
     is_error,
-    row_number() OVER (PARTITION BY conn_no, segment_no ORDER BY ts, line_id) AS call_no,
+    call_no,
     CASE
-        WHEN is_abandoned = 0 THEN count(CASE WHEN is_abandoned = 0 THEN 1 END) OVER (
-            PARTITION BY conn_no, segment_no ORDER BY ts, line_id
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        )
+        WHEN is_abandoned = 0 THEN call_no - abandoned_before_in_segment
         ELSE CAST(NULL AS BIGINT)
     END AS read_no,
-    count(CASE WHEN is_abandoned = 0 THEN 1 END) OVER (PARTITION BY conn_no, segment_no) AS segment_reads,
-    max(is_error) OVER (PARTITION BY conn_no, segment_no) AS ends_with_error,
-    max(is_connection_last) OVER (PARTITION BY conn_no, segment_no) AS open_at_log_end
-FROM segment_calls;
+    segment_reads,
+    ends_with_error,
+    open_at_log_end
+FROM numbered_calls;

@@ -23,11 +23,32 @@
 -- that reached its viewer), 'failed' (status error: the client threw the reply away and reset; or the
 -- request answered 5xx), 'not-data' (the reading op is no read op, or the reply it got was no data),
 -- 'background' (no request).
+-- Cost: the judging runs over every read, so it carries only the columns the judging needs; the few
+-- reads it keeps then fetch their descriptive columns (file, line, key family, host, ...) by line_id.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW notable_reads AS
 WITH digest_matches AS (
     SELECT
-        v.*,
+        v.line_id,
+        v.ts,
+        v.request_id,
+        v.status,
+        v.is_read_op,
+        v.value_owner,
+        v.key_owner,
+        v.reply_line_id,
+        v.reply_key,
+        v.reply_is_read_op,
+        v.reply_key_owner,
+        v.reply_key_category,
+        v.reply_key_severity,
+        v.reply_request_id,
+        v.session_id,
+        v.route,
+        v.request_status,
+        v.request_failed,
+        v.viewer_id,
+        v.viewer_kind,
         CASE WHEN p.single_key THEN p.digest_key ELSE a.digest_key END AS digest_key,
         CASE WHEN p.single_key THEN p.digest_owner ELSE a.digest_owner END AS digest_owner,
         CASE WHEN p.single_key THEN p.digest_category ELSE a.digest_category END AS digest_category,
@@ -79,75 +100,78 @@ judged_reads AS (
             WHEN owner_by_digest IS NOT NULL AND owner_by_key IS NOT NULL
                 AND owner_by_digest <> owner_by_key THEN true
             ELSE false
-        END AS crossed,
-        CASE
-            WHEN owner_by_digest IS NOT NULL THEN digest_key
-            WHEN crossed_by_connection AND reply_is_read_op THEN reply_key
-            ELSE key
-        END AS value_key,
-        CASE
-            WHEN owner_by_digest IS NOT NULL THEN digest_category
-            WHEN crossed_by_connection AND reply_is_read_op THEN reply_key_category
-            ELSE key_category
-        END AS category,
-        CASE
-            WHEN owner_by_digest IS NOT NULL THEN digest_severity
-            WHEN crossed_by_connection AND reply_is_read_op THEN reply_key_severity
-            ELSE key_severity
-        END AS severity
+        END AS crossed
     FROM tiers
+),
+kept_reads AS (
+    SELECT *
+    FROM judged_reads
+    WHERE crossed
+        OR tiers_conflict
+        OR digest_ambiguous
+        OR viewer_kind = 'unknown'
+        OR (owner_id IS NOT NULL AND (viewer_id IS NULL OR viewer_id <> owner_id))
 )
 SELECT
-    line_id,
-    file_no,
-    source_line,
-    ts,
-    request_id,
-    session_id,
-    viewer_id,
-    viewer_kind,
-    owner_id,
-    key,
-    category,
-    severity,
+    j.line_id,
+    l.file_no,
+    l.source_line,
+    j.ts,
+    j.request_id,
+    j.session_id,
+    j.viewer_id,
+    j.viewer_kind,
+    j.owner_id,
+    l.key,
     CASE
-        WHEN tiers_conflict THEN 'conflict'
-        WHEN owner_by_value IS NOT NULL THEN 'value_owner'
-        WHEN digest_ambiguous THEN 'digest-ambiguous'
-        WHEN owner_by_digest IS NOT NULL THEN 'digest'
-        WHEN owner_by_connection IS NOT NULL THEN 'connection'
-        WHEN crossed_by_connection THEN 'connection'
-        WHEN owner_by_key IS NOT NULL THEN 'key'
+        WHEN j.owner_by_digest IS NOT NULL THEN j.digest_category
+        WHEN j.crossed_by_connection AND j.reply_is_read_op THEN j.reply_key_category
+        ELSE l.key_category
+    END AS category,
+    CASE
+        WHEN j.owner_by_digest IS NOT NULL THEN j.digest_severity
+        WHEN j.crossed_by_connection AND j.reply_is_read_op THEN j.reply_key_severity
+        ELSE l.key_severity
+    END AS severity,
+    CASE
+        WHEN j.tiers_conflict THEN 'conflict'
+        WHEN j.owner_by_value IS NOT NULL THEN 'value_owner'
+        WHEN j.digest_ambiguous THEN 'digest-ambiguous'
+        WHEN j.owner_by_digest IS NOT NULL THEN 'digest'
+        WHEN j.owner_by_connection IS NOT NULL THEN 'connection'
+        WHEN j.crossed_by_connection THEN 'connection'
+        WHEN j.owner_by_key IS NOT NULL THEN 'key'
         ELSE CAST(NULL AS STRING)
     END AS evidence,
-    value_key,
-    host,
-    conn_id,
-    route,
-    request_status,
-    CASE WHEN crossed_by_connection THEN reply_request_id ELSE CAST(NULL AS STRING) END AS reply_request_id,
-    owner_by_value,
-    owner_by_digest,
-    owner_by_connection,
-    owner_by_key,
-    crossed,
-    crossed_by_connection,
-    reply_not_data,
-    reply_key_category,
-    reply_key_owner,
     CASE
-        WHEN status = 'error' THEN 'failed'
-        WHEN NOT is_read_op THEN 'not-data'
-        WHEN status <> 'ok' THEN 'failed'
-        WHEN reply_not_data AND owner_by_value IS NULL AND owner_by_digest IS NULL THEN 'not-data'
-        WHEN request_id IS NULL THEN 'background'
-        WHEN request_failed THEN 'failed'
+        WHEN j.owner_by_digest IS NOT NULL THEN j.digest_key
+        WHEN j.crossed_by_connection AND j.reply_is_read_op THEN j.reply_key
+        ELSE l.key
+    END AS value_key,
+    l.host,
+    l.conn_id,
+    j.route,
+    j.request_status,
+    CASE WHEN j.crossed_by_connection THEN j.reply_request_id ELSE CAST(NULL AS STRING) END AS reply_request_id,
+    j.owner_by_value,
+    j.owner_by_digest,
+    j.owner_by_connection,
+    j.owner_by_key,
+    j.crossed,
+    j.crossed_by_connection,
+    j.reply_not_data,
+    j.reply_key_category,
+    j.reply_key_owner,
+    CASE
+        WHEN j.status = 'error' THEN 'failed'
+        WHEN NOT j.is_read_op THEN 'not-data'
+        WHEN j.status <> 'ok' THEN 'failed'
+        WHEN j.reply_not_data AND j.owner_by_value IS NULL AND j.owner_by_digest IS NULL THEN 'not-data'
+        WHEN j.request_id IS NULL THEN 'background'
+        WHEN j.request_failed THEN 'failed'
         ELSE 'served'
     END AS outcome,
-    CASE WHEN is_read_op AND status = 'ok' THEN true ELSE false END AS is_served_item
-FROM judged_reads
-WHERE crossed
-    OR tiers_conflict
-    OR digest_ambiguous
-    OR viewer_kind = 'unknown'
-    OR (owner_id IS NOT NULL AND (viewer_id IS NULL OR viewer_id <> owner_id));
+    CASE WHEN j.is_read_op AND j.status = 'ok' THEN true ELSE false END AS is_served_item
+FROM kept_reads AS j
+INNER JOIN cache_lines AS l
+    ON j.line_id = l.line_id;
