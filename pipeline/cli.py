@@ -187,7 +187,7 @@ def _print_ingest(result) -> None:
     click.echo(
         f"ingested {totals['files']} files: {totals['lines']:,} lines = {totals['kept']:,} kept"
         f" + {totals['duplicates']:,} duplicates + {totals['rejected']:,} rejected"
-        + (f"; {totals['skipped']} files skipped" if totals.get("skipped") else "")
+        + (f"; {totals['skipped']} other files passed over (see manifest.json)" if totals.get("skipped") else "")
         + (f"; {totals['already_ingested']} already ingested" if totals.get("already_ingested") else "")
     )
 

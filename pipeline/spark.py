@@ -19,6 +19,7 @@ The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spar
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,12 @@ SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMES
 
 
 def spark_available() -> bool:
+    """pyspark importable and a Java runtime on PATH (local Spark needs both)."""
     try:
         import pyspark  # noqa: F401
     except ImportError:
         return False
-    return True
+    return shutil.which("java") is not None
 
 
 def session(app: str = "whosaw"):

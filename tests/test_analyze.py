@@ -700,7 +700,7 @@ def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_
 
 # ----------------------------------------------------------------------------------------- Spark
 
-@pytest.mark.skipif(not spark_available(), reason="pyspark is not installed (pip install pyspark; Java 17)")
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path):
     logs, lake, truth, expected = incident
     out = _variant(lake, tmp_path / "out", ())
