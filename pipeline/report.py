@@ -34,7 +34,6 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-from matplotlib.figure import Figure as MplFigure
 
 from . import __version__
 from .config import SEVERITIES, config_from_dict, load_config
@@ -492,7 +491,7 @@ _TIER_COLOURS = {"value_owner": "#1f4e79", "digest": "#2e75b6", "connection": "#
 
 def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
     """PNG bytes per chart, drawn on bare Figures: no pyplot, so a notebook's backend and state are untouched."""
-    import matplotlib
+    import matplotlib  # imported here: it costs half a second that only drawing needs
 
     style = {
         "text.parse_math": False,
@@ -521,6 +520,12 @@ def _draw_charts(facts: _Facts, inputs: _Inputs) -> dict[str, bytes]:
     return charts
 
 
+def _figure(figsize: tuple[float, float]) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
 def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="#5b6472", transform=ax.transAxes)
     ax.set_xticks([])
@@ -546,7 +551,7 @@ def _chart_timeline(facts: _Facts, inputs: _Inputs) -> Any:
     from matplotlib.ticker import MaxNLocator
 
     frame = facts.timeline
-    fig = MplFigure(figsize=(11, 5.6))
+    fig = _figure(figsize=(11, 5.6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     if frame.empty or "bucket_start" not in frame:
         _empty(top, "No timeline: the logs hold no requests")
@@ -628,7 +633,7 @@ def _chart_categories(facts: _Facts, inputs: _Inputs) -> Any:
     by_cat = summary.get("exposures_by_category") or {}
     by_ev = summary.get("exposures_by_evidence") or {}
     height = max(3.0, 0.42 * max(len(by_cat), len(by_ev), 1) + 1.4)
-    fig = MplFigure(figsize=(10, height))
+    fig = _figure(figsize=(10, height))
     left, right = fig.subplots(1, 2)
     if not by_cat:
         _empty(left, "No exposures in the window")
@@ -661,7 +666,7 @@ def _chart_countries(facts: _Facts, inputs: _Inputs) -> Any:
     if len(rows) > top_n + 1:
         rest = rows[top_n:]
         rows = rows[:top_n] + [(f"{len(rest)} other countries", sum(n for _, n in rest))]
-    fig = MplFigure(figsize=(10, max(2.8, 0.38 * len(rows) + 1.3)))
+    fig = _figure(figsize=(10, max(2.8, 0.38 * len(rows) + 1.3)))
     ax = fig.subplots()
     if not rows:
         _empty(ax, "No affected users")
@@ -706,7 +711,7 @@ def _bins(frame: pd.DataFrame, count_column: str) -> tuple[list[str], list[int]]
 
 
 def _chart_pairs(facts: _Facts, inputs: _Inputs) -> Any:
-    fig = MplFigure(figsize=(10, 3.6))
+    fig = _figure(figsize=(10, 3.6))
     left, right = fig.subplots(1, 2)
     for ax, frame, column, title, xlabel, ylabel, colour in (
         (

@@ -7,11 +7,12 @@
 -- A segment's lines are therefore consecutive in the connection's order.
 -- is_abandoned: a call sent and abandoned (cancelled/timeout): its reply stays unread on the connection.
 -- is_connection_last: the last line logged for the connection (whatever was unread then, nothing shows).
--- line_no: the line's position on its connection (1, 2, ...); abandoned_before: abandoned calls before it
--- on its connection. 27_queued_calls numbers calls and reads within a segment from these two.
--- Cost: this is the one sort of the whole cache log by connection. Every running count is a pass of its
--- own, so the two counts ride in one running sum: resets and errors in units of 2^32, abandoned calls in
--- units of 1 (a connection has far fewer than 2^32 lines), split again by integer arithmetic.
+-- line_no: the line's position on its connection (1, 2, ...); 27_queued_calls numbers a segment's calls
+-- from it.
+-- Cost: running counts (count/sum OVER a growing frame) are several times slower than row_number on
+-- DuckDB, so K is counted with row numbers: numbering the reset ops and errors apart from the other lines
+-- (rank_in_kind), a reset or error is the rank_in_kind-th one so far, and before any other line there
+-- were line_no - rank_in_kind of them.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW connection_segments AS
 WITH connection_lines AS (
@@ -21,22 +22,24 @@ WITH connection_lines AS (
         ts,
         is_reset_op,
         CASE WHEN NOT is_reset_op AND status = 'error' THEN 1 ELSE 0 END AS is_error,
-        CASE WHEN NOT is_reset_op AND status IN ('cancelled', 'timeout') THEN 1 ELSE 0 END AS is_abandoned
+        CASE WHEN NOT is_reset_op AND status IN ('cancelled', 'timeout') THEN 1 ELSE 0 END AS is_abandoned,
+        CASE WHEN is_reset_op OR status = 'error' THEN 1 ELSE 0 END AS resets
     FROM cache_lines
     WHERE conn_no IS NOT NULL
 ),
-counted_lines AS (
+numbered_lines AS (
     SELECT
         connection_lines.*,
-        CAST(sum(
-            CASE WHEN is_reset_op OR is_error = 1 THEN 4294967296 ELSE 0 END + is_abandoned
-        ) OVER (
-            PARTITION BY conn_no ORDER BY ts, line_id
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-        ) AS BIGINT) AS packed_counts,
         row_number() OVER (PARTITION BY conn_no ORDER BY ts, line_id) AS line_no,
+        row_number() OVER (PARTITION BY conn_no, resets ORDER BY ts, line_id) AS rank_in_kind,
         lead(line_id) OVER (PARTITION BY conn_no ORDER BY ts, line_id) AS next_line_id
     FROM connection_lines
+),
+counted_lines AS (
+    SELECT
+        numbered_lines.*,
+        CASE WHEN resets = 1 THEN rank_in_kind ELSE line_no - rank_in_kind END AS resets_so_far
+    FROM numbered_lines
 )
 SELECT
     line_id,
@@ -45,10 +48,7 @@ SELECT
     is_reset_op,
     is_error,
     is_abandoned,
-    -- integer floor division (exact on every engine): (m - m % d) / d
-    2 * CAST((packed_counts - packed_counts % 4294967296) / 4294967296 AS BIGINT)
-        - CASE WHEN is_reset_op THEN 1 WHEN is_error = 1 THEN 2 ELSE 0 END AS segment_no,
+    2 * resets_so_far - CASE WHEN is_reset_op THEN 1 WHEN is_error = 1 THEN 2 ELSE 0 END AS segment_no,
     CASE WHEN next_line_id IS NULL THEN 1 ELSE 0 END AS is_connection_last,
-    line_no,
-    packed_counts % 4294967296 - is_abandoned AS abandoned_before
+    line_no
 FROM counted_lines;

@@ -1,4 +1,5 @@
--- read_viewers: every reading call with its request and its viewer at the instant of the read.
+-- read_viewers: every reading call (with its digest tier, 42_read_digests) with its request and its viewer
+-- at the instant of the read.
 -- Viewer (docs/design.md "Viewer"): the request's session at the read's ts in session_holders (equi + range
 -- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no
 -- user, the request's user_id); logout/expire -> nobody. No session event at or before the read, or no
@@ -18,7 +19,7 @@ WITH reads_with_requests AS (
         h.holder_event,
         h.holding,
         h.holder_user_id
-    FROM reading_calls AS c
+    FROM read_digests AS c
     LEFT JOIN request_log AS q
         ON c.request_id = q.request_id
     LEFT JOIN session_holders AS h

@@ -4,7 +4,7 @@
 -- key and category, and what became of it. (Ordinary reads, a viewer's own data, are judged the same way
 -- but not kept: counts of served items come from cache_lines.)
 --   owner_by_value       the logged value_owner;
---   owner_by_digest      the latest earlier write of the same digest (38_digest_profiles, 40_digest_as_of;
+--   owner_by_digest      the latest earlier write of the same digest (42_read_digests;
 --                        NULL when that digest is ambiguous); read ops only: a write's value_sha256 is the
 --                        hash of what it stored, not of the reply it got;
 --   owner_by_connection  when the read received another call's reply (FIFO rule) and that reply was data
@@ -27,51 +27,45 @@
 -- reads it keeps then fetch their descriptive columns (file, line, key family, host, ...) by line_id.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW notable_reads AS
-WITH digest_matches AS (
+WITH read_inputs AS (
     SELECT
-        v.line_id,
-        v.ts,
-        v.request_id,
-        v.status,
-        v.is_read_op,
-        v.value_owner,
-        v.key_owner,
-        v.reply_line_id,
-        v.reply_key,
-        v.reply_is_read_op,
-        v.reply_key_owner,
-        v.reply_key_category,
-        v.reply_key_severity,
-        v.reply_request_id,
-        v.session_id,
-        v.route,
-        v.request_status,
-        v.request_failed,
-        v.viewer_id,
-        v.viewer_kind,
-        CASE WHEN p.single_key THEN p.digest_key ELSE a.digest_key END AS digest_key,
-        CASE WHEN p.single_key THEN p.digest_owner ELSE a.digest_owner END AS digest_owner,
-        CASE WHEN p.single_key THEN p.digest_category ELSE a.digest_category END AS digest_category,
-        CASE WHEN p.single_key THEN p.digest_severity ELSE a.digest_severity END AS digest_severity,
-        CASE WHEN p.single_key THEN false ELSE coalesce(a.digest_ambiguous, false) END AS digest_ambiguous
-    FROM read_viewers AS v
-    LEFT JOIN digest_profiles AS p
-        ON v.value_sha256 = p.value_sha256
-        AND p.first_write_ts <= v.ts
-        AND v.is_read_op
-    LEFT JOIN digest_as_of AS a
-        ON v.line_id = a.line_id
+        line_id,
+        ts,
+        request_id,
+        status,
+        is_read_op,
+        value_owner,
+        key_owner,
+        reply_line_id,
+        reply_key,
+        reply_is_read_op,
+        reply_key_owner,
+        reply_key_category,
+        reply_key_severity,
+        reply_request_id,
+        session_id,
+        route,
+        request_status,
+        request_failed,
+        viewer_id,
+        viewer_kind,
+        digest_key,
+        digest_owner,
+        digest_category,
+        digest_severity,
+        digest_ambiguous
+    FROM read_viewers
 ),
 tiers AS (
     SELECT
-        digest_matches.*,
+        read_inputs.*,
         value_owner AS owner_by_value,
         CASE WHEN digest_ambiguous THEN CAST(NULL AS STRING) ELSE digest_owner END AS owner_by_digest,
         CASE WHEN reply_is_read_op THEN reply_key_owner ELSE CAST(NULL AS STRING) END AS owner_by_connection,
         key_owner AS owner_by_key,
         CASE WHEN reply_line_id IS NOT NULL THEN true ELSE false END AS crossed_by_connection,
         CASE WHEN reply_line_id IS NOT NULL AND NOT reply_is_read_op THEN true ELSE false END AS reply_not_data
-    FROM digest_matches
+    FROM read_inputs
 ),
 judged_reads AS (
     SELECT

@@ -1,0 +1,45 @@
+-- read_digests: every reading call (33_reading_calls) with the digest tier of what it read
+-- (docs/design.md "Owner of a served item", tier 2): the latest write of the same value_sha256 at or before
+-- the read, under a key with a known owner: digest_key, digest_owner, digest_category, digest_severity,
+-- and digest_ambiguous (by then the digest had been written under more than one owner). Read ops only: a
+-- write's value_sha256 is the hash of what it stored, not of the reply it got.
+-- A digest written under one key and owner (38_digest_profiles: single_key, the usual case) is decided by
+-- an equi-join and first_write_ts <= ts; the others by 40_digest_as_of.
+-- Cost: done before the request join (45_read_viewers), so the wide value_sha256 is dropped early.
+CREATE OR REPLACE TEMPORARY VIEW read_digests AS
+SELECT
+    c.line_id,
+    c.file_no,
+    c.source_line,
+    c.ts,
+    c.request_id,
+    c.op,
+    c.key,
+    c.status,
+    c.host,
+    c.conn_id,
+    c.value_owner,
+    c.is_read_op,
+    c.key_category,
+    c.key_severity,
+    c.key_owner,
+    c.on_connection,
+    c.reply_line_id,
+    c.reply_key,
+    c.reply_is_read_op,
+    c.reply_key_owner,
+    c.reply_key_category,
+    c.reply_key_severity,
+    c.reply_request_id,
+    CASE WHEN p.single_key THEN p.digest_key ELSE a.digest_key END AS digest_key,
+    CASE WHEN p.single_key THEN p.digest_owner ELSE a.digest_owner END AS digest_owner,
+    CASE WHEN p.single_key THEN p.digest_category ELSE a.digest_category END AS digest_category,
+    CASE WHEN p.single_key THEN p.digest_severity ELSE a.digest_severity END AS digest_severity,
+    CASE WHEN p.single_key THEN false ELSE coalesce(a.digest_ambiguous, false) END AS digest_ambiguous
+FROM reading_calls AS c
+LEFT JOIN digest_profiles AS p
+    ON c.value_sha256 = p.value_sha256
+    AND p.first_write_ts <= c.ts
+    AND c.is_read_op
+LEFT JOIN digest_as_of AS a
+    ON c.line_id = a.line_id;
