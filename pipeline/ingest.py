@@ -615,6 +615,7 @@ def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(scratch / "duckdb")})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
+    _progress.configure(con)  # DuckDB's own bar never; ours only on a terminal
     con.execute(_sql("macros.sql"))
     return con
 
@@ -766,7 +767,8 @@ def _ingest_kind(
 
     staged = [p for parts in record_files.values() for p in parts]
     if staged:
-        _drop_duplicates(con, kind, files, staged, record_files, out)
+        _drop_duplicates(con, kind, files, staged, record_files, out)  # may empty (and drop) staged files
+    if staged:
         new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
         for path, count in con.execute(f"SELECT source_file, count(*) FROM {new} GROUP BY 1").fetchall():
             by_path[path].kept = count

@@ -869,3 +869,14 @@ def test_parquet_rows_typed_times_and_rejects(tmp_path):
     raw = duckdb.sql(f"SELECT raw FROM '{tmp_path}/out/rejects/requests.parquet' ORDER BY source_line").fetchall()
     assert json.loads(raw[0][0]) == {"ts": None, "request_id": "r2", "status": 500}  # the row, as JSON
     assert (entry(result, path)["lines"], entry(result, path)["kept"]) == (4, 2)
+
+
+def test_a_file_that_only_repeats_the_lake_adds_nothing(tmp_path):
+    out = tmp_path / "out"
+    run(write(tmp_path / "a" / "requests.jsonl", [req("r1"), req("r2")]), out)
+    before = _lake_files(out)
+    again = write(tmp_path / "b" / "requests-resent.jsonl", [req("r2"), req("r1"), "junk"])
+    result = run(again, out)
+    got = entry(result, again)
+    assert (got["kept"], got["duplicates"], got["rejected"]) == (0, 2, 1)
+    assert _lake_files(out) == before
