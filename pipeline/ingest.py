@@ -75,7 +75,7 @@ RAW_CHARS = 500  # a rejected line's raw text is cut to this many characters
 READ_CHUNK = 8 << 20  # bytes read at a time from a plain file
 GZ_CHUNK = 1 << 20  # compressed bytes read at a time from a .gz
 GZ_OUT = 16 << 20  # at most this many bytes inflated per step (a highly compressed log stays bounded)
-MEMORY_LIMIT = os.environ.get("WHOSAW_MEMORY_LIMIT", "600MB")
+MEMORY_LIMIT = os.environ.get("WHOSAW_MEMORY_LIMIT", "2GB")  # 600MB ran out at 10M requests (partitioned COPY)
 # How the lake is written. zstd level 1 and Parquet's V2 encodings (delta-packed integers and string lengths) cost
 # about a third less CPU than DuckDB's defaults (zstd 3, V1) at about the same size or smaller; DuckDB, pyarrow and
 # Spark (>= 3.3; checked with 4.3) read them.

@@ -1,6 +1,7 @@
 -- CSV -> one text per canonical field, by the position of its column in the file's header line (which is not
 -- streamed). A line without quotes is split on commas; a line with quotes goes through whosaw_csv_quoted.
--- A line with more or fewer fields than the header is rejected (csv_columns), never padded or cut.
+-- A line with more or fewer fields than the header is rejected (csv_columns), never padded or cut. Records are
+-- physical lines: a quoted field holding a line break leaves both lines with an unterminated quote (csv_quote).
 -- {{fields}}: `v[i] AS f_<name>` for every field (or a constant); {{ncols}}: the header's column count.
 SELECT file_id,
        line_no,
