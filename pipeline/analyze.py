@@ -244,29 +244,36 @@ def register_inputs(
     con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys)}")
     for name in _TABLE_COLUMNS:
         _side_table(con, name, cfg.tables.get(name))
-    ops: dict[str, list[bool]] = {}
-    for index, names in enumerate((cfg.cache_ops.read, cfg.cache_ops.write, cfg.cache_ops.reset)):
-        for op in names:
-            ops.setdefault(op.upper(), [False, False, False])[index] = True
     con.execute(
         "CREATE OR REPLACE TEMP TABLE cache_ops "
         "(op VARCHAR, is_read BOOLEAN, is_write BOOLEAN, is_reset BOOLEAN)"
     )
-    if ops:
-        rows = [[op, *flags] for op, flags in ops.items()]
+    rows = cache_op_rows(cfg)
+    if rows:
         con.executemany("INSERT INTO cache_ops VALUES (?, ?, ?, ?)", rows)
-    if window.auto:
-        method = "auto"
-    elif window.start is None and window.end is None:
-        method = "all"
-    else:
-        method = window.source
     con.execute(
         "CREATE OR REPLACE TEMP TABLE params AS SELECT CAST(? AS TIMESTAMPTZ) AS window_start, "
         "CAST(? AS TIMESTAMPTZ) AS window_end, CAST(? AS VARCHAR) AS window_method, "
         "CAST(? AS BIGINT) AS bucket_seconds",
-        [None if window.auto else window.start, None if window.auto else window.end, method, bucket_seconds],
+        list(params_row(window, bucket_seconds)),
     )
+
+
+def cache_op_rows(cfg: Config) -> list[tuple[str, bool, bool, bool]]:
+    """The ``cache_ops`` input, engine-neutral: (op, is_read, is_write, is_reset) per op the config names."""
+    ops: dict[str, list[bool]] = {}
+    for index, names in enumerate((cfg.cache_ops.read, cfg.cache_ops.write, cfg.cache_ops.reset)):
+        for op in names:
+            ops.setdefault(op.upper(), [False, False, False])[index] = True
+    return [(op, *flags) for op, flags in ops.items()]
+
+
+def params_row(window: Window, bucket_seconds: int) -> tuple[Any, Any, str, int]:
+    """The ``params`` input, engine-neutral: (window_start, window_end, window_method, bucket_seconds)."""
+    if window.auto:
+        return None, None, "auto", bucket_seconds
+    method = "all" if window.start is None and window.end is None else window.source
+    return window.start, window.end, method, bucket_seconds
 
 
 # ---------------------------------------------------------------------------------------------- engine

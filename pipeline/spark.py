@@ -34,8 +34,10 @@ from .analyze import (
     _resolve_window,
     _side_table,
     analyze,
+    cache_op_rows,
     key_rule_sql,
     load_steps,
+    params_row,
     quote_spark,
 )
 from .config import Config, Window
@@ -113,23 +115,11 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
         schema = ", ".join(f"{c} {'timestamp' if c in _TIME_COLUMNS else 'string'}" for c in columns)
         _small_view(spark, f"{name}_table", frame, schema)
     con.close()
-    ops: dict[str, list[bool]] = {}
-    for index, names in enumerate((cfg.cache_ops.read, cfg.cache_ops.write, cfg.cache_ops.reset)):
-        for op in names:
-            ops.setdefault(op.upper(), [False, False, False])[index] = True
     spark.createDataFrame(
-        [(op, *flags) for op, flags in ops.items()],
-        "op string, is_read boolean, is_write boolean, is_reset boolean",
+        cache_op_rows(cfg), "op string, is_read boolean, is_write boolean, is_reset boolean",
     ).createOrReplaceTempView("cache_ops")
-    if window.auto:
-        method = "auto"
-    elif window.start is None and window.end is None:
-        method = "all"
-    else:
-        method = window.source
-    start, end = (None, None) if window.auto else (window.start, window.end)
     spark.createDataFrame(
-        [(start, end, method, bucket_seconds)],
+        [params_row(window, bucket_seconds)],
         "window_start timestamp, window_end timestamp, window_method string, bucket_seconds bigint",
     ).createOrReplaceTempView("params")
 
