@@ -53,6 +53,9 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except WhosawError as exc:
             _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+        except BrokenPipeError:  # output piped into `head` and the like: nothing is wrong
+            sys.stderr.close()
+            sys.exit(0)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
