@@ -383,19 +383,26 @@ def _window_description(row: dict[str, Any], span: tuple[Any, Any]) -> str:
         return "from the config's [window]"
     if method == "all":
         return f"all time in the logs ({_iso(span[0]) or '-'} to {_iso(span[1]) or '-'})"
+    scan = (
+        f"the stretch of consecutive {row['bucket_seconds']}-second buckets whose crossed replies least fit one "
+        "steady rate per cache call (Kulldorff's Poisson scan statistic: the highest log-likelihood ratio "
+        f"of 'one rate inside, another outside' against 'one rate', at least {_number(row['llr_needed'])})"
+    )
     if row["window_start"] is None:
+        if row["best_llr"] is None:
+            return "auto: no crossed replies in the logs; all time is kept"
         return (
-            f"auto: no run of {row['bucket_seconds']}-second buckets has crossed replies above the threshold "
-            f"{_number(row['threshold'])} (baseline {_number(row['baseline'])} = 10th percentile per bucket, "
-            "+ max(1, 3 x sqrt(baseline))); all time is kept"
+            f"auto: no window: {scan} was looked for, and the best stretch scores only "
+            f"{round(float(row['best_llr']), 2)}; all time is kept"
         )
+    inside, outside = (
+        _number(round(float(row[k]), 3)) for k in ("per_1000_calls_in_run", "per_1000_calls_outside")
+    )
     return (
-        f"auto: crossed replies per {row['bucket_seconds']}-second bucket against a threshold of "
-        f"{_number(row['threshold'])} (baseline {_number(row['baseline'])} = 10th percentile per bucket, "
-        f"+ max(1, 3 x sqrt(baseline))); the run of {row['run_buckets']} bucket(s) with the largest total "
-        f"excess ({row['elevated_buckets']} above the threshold, {row['crossed_in_run']} crossed replies) "
-        "spans the window, from the floor-second of its first crossed reply to the end of the second of "
-        "its last"
+        f"auto: {scan}: {row['run_buckets']} bucket(s) with {row['crossed_in_run']} crossed replies "
+        f"({inside} per 1,000 cache calls, against {outside} elsewhere), log-likelihood ratio "
+        f"{round(float(row['best_llr']), 2)}; the window runs from the floor-second of its first crossed reply "
+        "to the end of the second of its last"
     )
 
 
@@ -425,6 +432,16 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             "elevated_buckets": int(window_row["elevated_buckets"] or 0),
             "crossed_replies_in_run": int(window_row["crossed_in_run"] or 0),
         }
+        auto = summary["auto_window"]
+        if window_row["best_llr"] is not None:
+            auto["log_likelihood_ratio"] = _number(round(float(window_row["best_llr"]), 3))
+        auto["log_likelihood_ratio_needed"] = _number(window_row["llr_needed"])
+        if window_row["window_start"] is not None:
+            auto["crossed_replies_outside_run"] = int(window_row["crossed_outside"])
+            auto["crossed_per_1000_calls_in_run"] = _number(round(float(window_row["per_1000_calls_in_run"]), 3))
+            auto["crossed_per_1000_calls_outside_run"] = _number(
+                round(float(window_row["per_1000_calls_outside"]), 3)
+            )
     summary["data_span"] = {"start": _iso(span[0]), "end": _iso(span[1])}
 
     active_users, active_sessions = con.execute(

@@ -4,6 +4,7 @@ docs/design.md, then the simulator's incidents (through the real ingest) against
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -710,3 +711,96 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     assert result["window"]["spark"] == result["window"]["duckdb"]
     assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"]
     assert result["timeline_differences"] == 0
+
+
+# ----------------------------------------------------------------------------------------- auto window: scan
+
+def test_auto_window_on_the_sample_spans_the_sparse_incident_from_first_to_last_crossed_reply(tmp_path):
+    # ~137 crossed replies over 9 hours (~1.3 per 5-minute bucket, many buckets with 0 or 1): the whole
+    # incident, not only its dense middle. The bug starts at 01:00 but shows first at 01:16:40 (the first
+    # abandoned call of the window is at 01:15:42): the window starts at the first evidence.
+    root = Path(__file__).resolve().parents[1] / "sample_logs"
+    out = tmp_path / "out"
+    ingest([root], out, root / "incident.toml", progress=False)
+    summary = analyze(out, root / "incident.toml", window="auto", progress=False)
+    truth = root / "ground_truth"
+    near = pd.read_csv(truth / "near_misses.csv")
+    crossed = pd.to_datetime(pd.concat([
+        pd.read_csv(truth / "exposures.csv").ts, near[near.kind != "discarded"].ts]), utc=True)
+    start, end = (pd.Timestamp(summary["window"][k]) for k in ("start", "end"))
+    assert start == crossed.min().floor("s") and end == crossed.max().floor("s") + pd.Timedelta(seconds=1)
+    assert pd.Timestamp("2023-03-20T01:00Z") <= start <= pd.Timestamp("2023-03-20T01:20Z")
+    assert pd.Timestamp("2023-03-20T09:50Z") <= end <= pd.Timestamp("2023-03-20T10:00Z")
+    assert summary["outside_window"]["exposures"] == 0
+    assert summary["exposures"] == 49 and summary["affected_owners"] == 34
+    auto = summary["auto_window"]
+    assert auto["crossed_replies_in_run"] == 137 and auto["crossed_replies_outside_run"] == 0
+    assert auto["log_likelihood_ratio"] >= auto["log_likelihood_ratio_needed"] == 15
+
+
+def _noisy_cache(seed: int, incident: tuple[float, float] | None):
+    """12 hours from 01:00: ordinary reads, 2 a minute for 6 hours, then 6 a minute (a traffic step); before
+    5% of the reads a call on the same connection is cancelled (background crossed replies everywhere,
+    proportional to traffic); inside ``incident`` (hours after 01:00) 40% of the reads. Returns (cache, users,
+    crossed reply times inside and outside the incident)."""
+    rng = random.Random(seed)
+    cache, users, inside, outside = [], {}, [], []
+    n = 0
+    for minute in range(12 * 60):
+        for k in range(2 if minute < 6 * 60 else 6):
+            n += 1
+            at = minute + (k + rng.random()) / 6
+            in_incident = incident is not None and incident[0] * 60 <= at < incident[1] * 60
+            if rng.random() < (0.4 if in_incident else 0.05):
+                cache.append(call(T(at), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=f"c{n}"))
+                users[f"v{n}"] = f"victim{n}"
+                (inside if in_incident else outside).append(at)
+            cache.append(call(T(at, 0.5), f"r{n}", f"user:u{n}:titles", conn=f"c{n}"))
+            users[f"r{n}"] = f"u{n}"
+    return cache, users, inside, outside
+
+
+def test_auto_window_with_background_crossed_replies_stays_on_the_incident(tmp_path):
+    # Background: ~0.5 crossed replies per bucket, then ~1.5 once traffic triples at 07:00, right where the
+    # incident (04:00 to 07:00, ~4 per bucket) ends. The first rule (threshold baseline + max(1, 3 sqrt(baseline))
+    # = 1, the 10th percentile being 0) ran on into the busy hours, to ~13:00.
+    cache, users, inside, outside = _noisy_cache(3, (3.0, 6.0))
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    start, end = (pd.Timestamp(summary["window"][k]) for k in ("start", "end"))
+    first, last = (pd.Timestamp(T(min(inside) if k == 0 else max(inside))) for k in (0, 1))
+    assert abs(start - pd.Timestamp("2023-03-20T04:00Z")) <= pd.Timedelta(minutes=10)
+    assert abs(end - pd.Timestamp("2023-03-20T07:00Z")) <= pd.Timedelta(minutes=10)
+    assert first - pd.Timedelta(minutes=10) <= start and end <= last + pd.Timedelta(minutes=10)
+    auto = summary["auto_window"]
+    assert auto["crossed_per_1000_calls_outside_run"] > 20 and auto["crossed_replies_outside_run"] > 100
+    assert auto["crossed_per_1000_calls_in_run"] > 5 * auto["crossed_per_1000_calls_outside_run"]
+    assert summary["exposures"] + summary["outside_window"]["exposures"] == len(inside) + len(outside)
+
+
+def test_auto_window_with_background_crossed_replies_only_finds_no_window(tmp_path):
+    cache, users, inside, outside = _noisy_cache(4, None)
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    assert not inside and len(outside) > 100
+    assert summary["window"]["start"] is None and summary["window"]["end"] is None
+    assert summary["exposures"] == len(outside) == len(exp)
+    assert summary["outside_window"]["exposures"] == 0
+    auto = summary["auto_window"]
+    assert auto["run_buckets"] == 0 and auto["log_likelihood_ratio"] < auto["log_likelihood_ratio_needed"]
+    assert "no window" in summary["window"]["description"]
+
+
+def test_auto_window_without_crossed_replies_finds_no_window(tmp_path):
+    cache = [call(T(m), f"r{m}", f"user:u{m}:titles", conn=f"c{m}") for m in range(0, 600, 3)]
+    summary, exp = run_case(tmp_path, cache, {f"r{m}": f"u{m}" for m in range(0, 600, 3)}, window="auto")
+    assert summary["window"]["start"] is None and exp.empty
+    assert "log_likelihood_ratio" not in summary["auto_window"]
+    assert "no crossed replies" in summary["window"]["description"]
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_finds_the_same_auto_window_among_background_crossed_replies(tmp_path):
+    cache, users, inside, outside = _noisy_cache(3, (3.0, 6.0))
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
+    assert result["window"]["spark"] == result["window"]["duckdb"]
+    assert result["only_duckdb"] == [] and result["only_spark"] == [] and result["timeline_differences"] == 0

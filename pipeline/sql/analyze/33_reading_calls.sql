@@ -1,26 +1,17 @@
 -- reading_calls: every call that read a reply (any status but cancelled/timeout; reset ops excluded), with
 -- the call whose reply it received when that was another call (30_crossed_replies): reply_line_id,
--- reply_key, reply_is_read_op, reply_key_owner/category/severity, reply_request_id.
--- on_connection: the read has a known connection, so the FIFO rule applies (no crossed reply = its own).
+-- reply_key, reply_is_read_op, reply_key_owner/category/severity, reply_request_id. Only the columns the
+-- judging needs: 50_notable_reads fetches the descriptive ones (file, line, key, host, ...) by line_id.
 CREATE OR REPLACE TEMPORARY VIEW reading_calls AS
 SELECT
     c.line_id,
-    c.file_no,
-    c.source_line,
     c.ts,
     c.request_id,
-    c.op,
-    c.key,
     c.status,
-    c.host,
-    c.conn_id,
     c.value_sha256,
     c.value_owner,
     c.is_read_op,
-    c.key_category,
-    c.key_severity,
     c.key_owner,
-    CASE WHEN c.conn_no IS NOT NULL THEN true ELSE false END AS on_connection,
     r.reply_line_id,
     r.reply_key,
     r.reply_is_read_op,

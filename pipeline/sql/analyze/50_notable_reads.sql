@@ -29,32 +29,34 @@
 CREATE OR REPLACE TEMPORARY VIEW notable_reads AS
 WITH read_inputs AS (
     SELECT
-        line_id,
-        ts,
-        request_id,
-        status,
-        is_read_op,
-        value_owner,
-        key_owner,
-        reply_line_id,
-        reply_key,
-        reply_is_read_op,
-        reply_key_owner,
-        reply_key_category,
-        reply_key_severity,
-        reply_request_id,
-        session_id,
-        route,
-        request_status,
-        request_failed,
-        viewer_id,
-        viewer_kind,
-        digest_key,
-        digest_owner,
-        digest_category,
-        digest_severity,
-        digest_ambiguous
-    FROM read_viewers
+        d.line_id,
+        d.ts,
+        d.request_id,
+        d.status,
+        d.is_read_op,
+        d.value_owner,
+        d.key_owner,
+        d.reply_line_id,
+        d.reply_key,
+        d.reply_is_read_op,
+        d.reply_key_owner,
+        d.reply_key_category,
+        d.reply_key_severity,
+        d.reply_request_id,
+        v.session_id,
+        v.route,
+        v.request_status,
+        v.request_failed,
+        v.viewer_id,
+        v.viewer_kind,
+        d.digest_key,
+        d.digest_owner,
+        d.digest_category,
+        d.digest_severity,
+        d.digest_ambiguous
+    FROM read_digests AS d
+    INNER JOIN read_viewers AS v
+        ON d.line_id = v.line_id
 ),
 tiers AS (
     SELECT

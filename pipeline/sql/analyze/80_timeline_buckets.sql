@@ -1,15 +1,18 @@
 -- timeline_buckets: per time bucket (params.bucket_seconds, default 300 s) with any traffic: requests,
--- served items, crossed replies, exposures and near misses, all time. Buckets are aligned to the epoch;
--- bucket_index = bucket number since the epoch. The auto window (90_chosen_window) reads crossed_replies.
+-- cache calls (every cache line but a connection reset), served items, crossed replies, exposures and near
+-- misses, all time. Buckets are aligned to the epoch; bucket_index = bucket number since the epoch. The auto
+-- window (85_window_scan, 90_chosen_window) reads crossed_replies and calls.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW timeline_buckets AS
 WITH timeline_events AS (
-    SELECT ts, 1 AS is_request, 0 AS is_served, 0 AS is_crossed, 0 AS is_exposure, 0 AS is_near_miss
+    SELECT
+        ts, 1 AS is_request, 0 AS is_call, 0 AS is_served, 0 AS is_crossed, 0 AS is_exposure, 0 AS is_near_miss
     FROM request_log
     UNION ALL
     SELECT
         ts,
         0 AS is_request,
+        CASE WHEN is_reset_op THEN 0 ELSE 1 END AS is_call,
         CASE WHEN is_read_op AND status = 'ok' THEN 1 ELSE 0 END AS is_served,
         0 AS is_crossed,
         0 AS is_exposure,
@@ -19,16 +22,19 @@ WITH timeline_events AS (
     SELECT
         ts,
         0 AS is_request,
+        0 AS is_call,
         0 AS is_served,
         CASE WHEN crossed THEN 1 ELSE 0 END AS is_crossed,
         0 AS is_exposure,
         0 AS is_near_miss
     FROM notable_reads
     UNION ALL
-    SELECT ts, 0 AS is_request, 0 AS is_served, 0 AS is_crossed, 1 AS is_exposure, 0 AS is_near_miss
+    SELECT
+        ts, 0 AS is_request, 0 AS is_call, 0 AS is_served, 0 AS is_crossed, 1 AS is_exposure, 0 AS is_near_miss
     FROM exposures_all
     UNION ALL
-    SELECT ts, 0 AS is_request, 0 AS is_served, 0 AS is_crossed, 0 AS is_exposure, 1 AS is_near_miss
+    SELECT
+        ts, 0 AS is_request, 0 AS is_call, 0 AS is_served, 0 AS is_crossed, 0 AS is_exposure, 1 AS is_near_miss
     FROM near_misses_all
 ),
 bucketed_events AS (
@@ -40,6 +46,7 @@ bucketed_events AS (
         ) AS bucket_index,
         p.bucket_seconds,
         e.is_request,
+        e.is_call,
         e.is_served,
         e.is_crossed,
         e.is_exposure,
@@ -53,6 +60,7 @@ SELECT
     timestamp_micros(bucket_index * bucket_seconds * 1000000) AS bucket_start,
     bucket_seconds,
     sum(is_request) AS requests,
+    sum(is_call) AS calls,
     sum(is_served) AS reads,
     sum(is_crossed) AS crossed_replies,
     sum(is_exposure) AS exposures,

@@ -1,15 +1,18 @@
 -- chosen_window: the exposure window [window_start, window_end) and how it was chosen (params.window_method:
 -- 'cli' | 'config' | 'all' come from Python; 'auto' is found here), with the auto rule's figures.
--- Auto (docs/design.md "Auto window"): crossed replies per bucket (timeline_buckets, buckets with traffic);
---   baseline  = the 10th percentile of crossed replies per bucket: the quiet level, whatever share of the
---               logs the incident covers (up to 90%); a median would be the incident's own rate when it
---               covers more than half of the logs;
---   threshold = baseline + max(1, 3 x sqrt(baseline)): counts at the quiet level vary like Poisson counts;
---   the incident = the run of consecutive buckets with the largest total excess sum(crossed - threshold)
---               (maximum-sum segment: running excess minus its lowest earlier value); a short dip inside a
---               burst stays in it, a long quiet stretch splits bursts, and the larger burst wins;
---   the window runs from the floor-second of the run's first crossed reply to the end of the second of its
---   last one. No bucket above the threshold: no auto window (start/end NULL = all time), and it says so.
+-- Auto (docs/design.md "Auto window"): the incident is the stretch of consecutive buckets whose crossed
+--   replies least fit one steady rate for all the logs: the highest log-likelihood ratio of 85_window_scan
+--   (Kulldorff's Poisson scan statistic, with each bucket's cache calls as its share of the traffic); ties:
+--   the earliest stretch. It must reach an llr of at least 15 (a steady rate is then e^15, about 3 million
+--   times less likely): steady Poisson noise over up to a month of 5-minute buckets stayed below that in
+--   simulation, so background crossed replies alone give no window. The window runs from the floor-second of
+--   the stretch's first crossed reply to the end of the second of its last one. No such stretch: no auto
+--   window (start/end NULL = all time), and it says so.
+--   baseline (the 10th percentile of crossed replies per bucket: the quiet level) and threshold = baseline +
+--   max(1, 3 x sqrt(baseline)) describe the counts: elevated_buckets = buckets of the stretch above it (the
+--   timeline chart draws both); they do not choose the window.
+--   llr is ranked rounded to 6 decimals: ln may differ in its last bit between engines, and a tie of two
+--   stretches must not be broken by that.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW chosen_window AS
 WITH bucket_baseline AS (
@@ -22,64 +25,41 @@ bucket_threshold AS (
     SELECT baseline, baseline + greatest(1.0, 3.0 * sqrt(baseline)) AS threshold, buckets
     FROM bucket_baseline
 ),
-scored_buckets AS (
+ranked_stretches AS (
     SELECT
-        t.bucket_index,
-        t.crossed_replies,
-        t.crossed_replies - h.threshold AS excess
-    FROM timeline_buckets AS t
-    CROSS JOIN bucket_threshold AS h
+        window_scan.*,
+        row_number() OVER (ORDER BY round(llr, 6) DESC, first_bucket, last_bucket) AS stretch_rank
+    FROM window_scan
 ),
-running_buckets AS (
-    -- running excess = running crossed (an exact integer) - buckets so far x threshold: one multiplication
-    -- per row, so every engine gets the same doubles (a running sum of doubles may round differently)
+scan_best AS (
+    -- one row: the best stretch's llr (NULL without crossed replies) and the llr a window needs
     SELECT
-        s.bucket_index,
-        s.crossed_replies,
-        s.excess,
-        sum(s.crossed_replies) OVER (ORDER BY s.bucket_index ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-            - row_number() OVER (ORDER BY s.bucket_index) * h.threshold AS running_excess
-    FROM scored_buckets AS s
-    CROSS JOIN bucket_threshold AS h
-),
-lowest_before_buckets AS (
-    SELECT
-        running_buckets.*,
-        coalesce(lag(running_excess) OVER (ORDER BY bucket_index), 0.0) AS excess_before,
-        least(0.0, coalesce(min(running_excess) OVER (
-            ORDER BY bucket_index ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ), 0.0)) AS lowest_before
-    FROM running_buckets
-),
-best_run_end AS (
-    SELECT bucket_index AS last_bucket, running_excess - lowest_before AS run_excess, lowest_before
-    FROM (
-        SELECT
-            lowest_before_buckets.*,
-            row_number() OVER (
-                ORDER BY running_excess - lowest_before DESC, bucket_index
-            ) AS end_rank
-        FROM lowest_before_buckets
-    ) AS ranked_ends
-    WHERE end_rank = 1 AND running_excess - lowest_before > 0
+        max(llr) AS best_llr,
+        CAST(15 AS DOUBLE) AS llr_needed
+    FROM ranked_stretches
+    WHERE stretch_rank = 1
 ),
 incident_run AS (
+    -- one row; NULLs when no stretch reaches llr_needed
     SELECT
-        max(b.bucket_index) AS first_bucket,
-        max(e.last_bucket) AS last_bucket
-    FROM lowest_before_buckets AS b
-    INNER JOIN best_run_end AS e
-        ON b.bucket_index <= e.last_bucket
-        AND b.excess_before = e.lowest_before
+        max(s.first_bucket) AS first_bucket,
+        max(s.last_bucket) AS last_bucket,
+        max(s.calls_in) AS calls_in_run,
+        max(s.crossed_out) AS crossed_outside,
+        max(s.calls_out) AS calls_outside
+    FROM ranked_stretches AS s
+    CROSS JOIN scan_best AS b
+    WHERE s.stretch_rank = 1 AND s.llr >= b.llr_needed
 ),
 incident_buckets AS (
     SELECT
         count(*) AS run_buckets,
-        sum(CASE WHEN b.excess > 0 THEN 1 ELSE 0 END) AS elevated_buckets,
+        sum(CASE WHEN b.crossed_replies > h.threshold THEN 1 ELSE 0 END) AS elevated_buckets,
         sum(b.crossed_replies) AS crossed_in_run
-    FROM lowest_before_buckets AS b
+    FROM timeline_buckets AS b
     INNER JOIN incident_run AS r
         ON b.bucket_index BETWEEN r.first_bucket AND r.last_bucket
+    CROSS JOIN bucket_threshold AS h
 ),
 incident_span AS (
     SELECT
@@ -103,7 +83,12 @@ auto_window AS (
         r.last_bucket,
         coalesce(n.run_buckets, 0) AS run_buckets,
         coalesce(n.elevated_buckets, 0) AS elevated_buckets,
-        coalesce(n.crossed_in_run, 0) AS crossed_in_run
+        coalesce(n.crossed_in_run, 0) AS crossed_in_run,
+        r.calls_in_run,
+        r.crossed_outside,
+        r.calls_outside,
+        1000.0 * n.crossed_in_run / r.calls_in_run AS per_1000_calls_in_run,
+        1000.0 * r.crossed_outside / r.calls_outside AS per_1000_calls_outside
     FROM incident_span AS s
     CROSS JOIN incident_run AS r
     CROSS JOIN incident_buckets AS n
@@ -119,8 +104,16 @@ SELECT
     a.run_buckets,
     a.elevated_buckets,
     a.crossed_in_run,
+    a.calls_in_run,
+    a.crossed_outside,
+    a.calls_outside,
+    a.per_1000_calls_in_run,
+    a.per_1000_calls_outside,
+    g.best_llr,
+    g.llr_needed,
     a.auto_start,
     a.auto_end
 FROM params AS p
 CROSS JOIN bucket_threshold AS h
+CROSS JOIN scan_best AS g
 CROSS JOIN auto_window AS a;
