@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .analyze import analyze
 from .config import Config, as_config, parse_window
-from .explore import connect
 from .ingest import IngestResult, ingest
 from .report import report
-from .simulate import simulate
+
+if TYPE_CHECKING:  # imported on first use (see __getattr__ below): `run` needs neither
+    from .explore import connect
+    from .simulate import simulate
 
 __all__ = ["RunResult", "analyze", "connect", "ingest", "report", "run", "simulate"]
 
@@ -42,3 +44,15 @@ def run(
     summary = analyze(out, config=cfg, window=window, progress=progress)
     files = report(out, progress=progress)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
+
+
+def __getattr__(name: str) -> Any:
+    """``simulate`` and ``connect`` (which imports pandas), imported when first asked for."""
+    if name == "simulate":
+        from .simulate import simulate as value
+    elif name == "connect":
+        from .explore import connect as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -14,11 +14,18 @@ from typing import Any
 
 import click
 
-from . import __version__, api
+from . import __version__
 from .errors import WhosawError
 from .schema import KINDS
 
 EXIT_USAGE = 2
+
+
+def _api() -> Any:
+    """The API module, imported only when a command runs: --help and usage errors need no DuckDB or pandas."""
+    from . import api
+
+    return api
 
 
 class _Group(click.Group):
@@ -112,7 +119,7 @@ def cli() -> None:
 @handle_errors
 def run(inputs, out, config, window, kind, progress) -> None:
     """Ingest INPUT logs, find the exposures and write the report (ingest + analyze + report)."""
-    result = api.run(inputs, out, config=config, window=window, kind=kind, progress=progress)
+    result = _api().run(inputs, out, config=config, window=window, kind=kind, progress=progress)
     _print_ingest(result.ingest)
     _print_summary(result.summary)
     _print_files(result.out, result.files)
@@ -127,7 +134,7 @@ def run(inputs, out, config, window, kind, progress) -> None:
 @handle_errors
 def ingest(inputs, out, config, kind, progress) -> None:
     """Turn request, cache and session logs into a Parquet lake, with rejects and a manifest."""
-    result = api.ingest(inputs, out, config=config, kind=kind, progress=progress)
+    result = _api().ingest(inputs, out, config=config, kind=kind, progress=progress)
     _print_ingest(result)
 
 
@@ -139,7 +146,7 @@ def ingest(inputs, out, config, kind, progress) -> None:
 @handle_errors
 def analyze(out, config, window, progress) -> None:
     """Find the exposures in the lake under --out: exposures.parquet/.csv and summary.json."""
-    summary = api.analyze(out, config=config, window=window, progress=progress)
+    summary = _api().analyze(out, config=config, window=window, progress=progress)
     _print_summary(summary)
 
 
@@ -149,7 +156,7 @@ def analyze(out, config, window, progress) -> None:
 @handle_errors
 def report(out, progress) -> None:
     """Write the affected-user report and the CSV exports from an analysed --out folder."""
-    files = api.report(out, progress=progress)
+    files = _api().report(out, progress=progress)
     _print_files(out, files)
 
 
@@ -174,7 +181,7 @@ def report(out, progress) -> None:
 def simulate(out, **options) -> None:
     """Write a synthetic incident (logs, config, users, grants) with its ground truth."""
     chosen = {name: value for name, value in options.items() if value not in (None, False)}
-    truth = api.simulate(out, **chosen)
+    truth = _api().simulate(out, **chosen)
     counts = truth.get("counts", {})
     click.echo(f"simulated incident written to {out}")
     for name in ("requests", "cache_lines", "session_events", "exposures", "affected_owners", "viewers",

@@ -1,6 +1,10 @@
 """manifest.json: what went in (files, hashes, counts), with which settings, and what came out (hashes).
 
-Each stage updates its own sections; ``outputs`` is recomputed from the files on disk at the end of a stage.
+Each stage updates its own sections; ``outputs`` (the SHA-256 of every file whosaw wrote under OUT) is brought
+up to date with the files on disk at the end of a stage. ``output_stats`` records each output's size and
+modification time (ns) when it was hashed: a file whose size and mtime have not changed since keeps its hash,
+because the lake is written once and only read afterwards, and re-hashing it at the end of every stage cost
+about 1 s per GB.
 """
 
 from __future__ import annotations
@@ -44,17 +48,27 @@ def update_manifest(out: Path, **sections: Any) -> dict[str, Any]:
     """Set top-level sections of the manifest, refresh ``outputs``, and save it."""
     manifest = load_manifest(out)
     manifest.update(sections)
-    manifest["outputs"] = output_hashes(Path(out))
+    manifest["outputs"], manifest["output_stats"] = output_hashes(
+        Path(out), manifest.get("outputs") or {}, manifest.get("output_stats") or {}
+    )
     save_manifest(out, manifest)
     return manifest
 
 
-def output_hashes(out: Path) -> dict[str, str]:
-    """SHA-256 of every file whosaw wrote under ``out`` (the manifest itself and scratch space excluded)."""
-    hashes = {}
+def output_hashes(
+    out: Path, known: dict[str, str] | None = None, known_stats: dict[str, list[int]] | None = None
+) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """SHA-256 and [size, mtime_ns] of every file whosaw wrote under ``out`` (the manifest itself and scratch
+    space excluded); a file whose [size, mtime_ns] is in ``known_stats`` unchanged keeps its hash in ``known``."""
+    known, known_stats = known or {}, known_stats or {}
+    hashes, stats = {}, {}
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
         if not path.is_file() or rel.parts[0].startswith(".") or rel.name == MANIFEST_NAME:
             continue
-        hashes[rel.as_posix()] = sha256_file(path)
-    return hashes
+        name = rel.as_posix()
+        info = path.stat()
+        stats[name] = [info.st_size, info.st_mtime_ns]
+        unchanged = known_stats.get(name) == stats[name] and name in known
+        hashes[name] = known[name] if unchanged else sha256_file(path)
+    return hashes, stats

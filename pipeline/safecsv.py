@@ -9,9 +9,12 @@ exactly (quoting the quote too is what makes the rule reversible). ``read_safe_c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas costs half a second to import; only the DataFrame helpers below need it
+    import pandas as pd
 
 # A leading character a spreadsheet may treat as the start of a formula, plus the escape itself.
 _RISKY_FIRST = ("=", "+", "-", "@", "\t", "\r", "'")
@@ -71,6 +74,8 @@ def write_safe_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def read_safe_csv(path: str | Path) -> pd.DataFrame:
     """Read a CSV written by whosaw back to its original values (text columns as str, empty as NA)."""
+    import pandas as pd
+
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     for column in frame.columns:
         frame[column] = frame[column].map(restore, na_action="ignore")

@@ -1,6 +1,8 @@
 """The CLI as a whole: every verb answers --help, usage errors are one line with exit 2, and nothing is
 written when the command line is wrong."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,47 @@ def test_bad_window_fails_before_anything_is_written(tmp_path):
     assert result.exit_code == 2
     assert "window" in result.stderr
     assert not out.exists()
+
+
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); its output."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+# Each takes from a tenth of a second (duckdb, numpy) to most of a second (pandas, matplotlib) to import.
+HEAVY = ("duckdb", "matplotlib", "numpy", "pandas", "pyarrow")
+
+
+def test_startup_imports_nothing_heavy():
+    """`whosaw --help` (and any command, before it runs) starts without pandas, matplotlib, DuckDB..."""
+    code = (
+        "import sys\n"
+        "from pipeline.cli import cli\n"
+        "for args in (['--help'], ['report', '--help'], ['--version']):\n"
+        "    try:\n"
+        "        cli(args)\n"
+        "    except SystemExit as exc:\n"
+        "        assert not exc.code, (args, exc.code)\n"
+        f"print(sorted(name for name in {HEAVY!r} if name in sys.modules))"
+    )
+    assert _python(code).splitlines()[-1] == "[]"
+
+
+def test_package_names_are_the_verbs():
+    """pipeline.report is the function even once the module pipeline/report.py is imported; the rest of the API
+    is there too, imported on first use."""
+    code = (
+        "import sys\n"
+        "import pipeline.report, pipeline.simulate, pipeline.ingest, pipeline.analyze\n"
+        "import pipeline\n"
+        "names = ('analyze', 'ingest', 'report', 'run', 'simulate', 'connect', 'user_trail', 'reanalyze')\n"
+        "assert all(callable(getattr(pipeline, n)) for n in names)\n"
+        "assert all(type(sys.modules[f'pipeline.{n}']).__name__ == 'module' for n in names[:5] if n != 'run')\n"
+        "assert pipeline.report.__module__ == 'pipeline.report' and pipeline.connect.__module__ == 'pipeline.explore'\n"
+        "from pipeline import *  # noqa: F403\n"
+        "from pipeline.api import connect, simulate\n"
+        "assert set(pipeline.__all__) <= set(dir(pipeline))\n"
+        "print('ok')"
+    )
+    assert _python(code) == "ok"

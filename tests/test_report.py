@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -510,6 +511,73 @@ def test_report_html_is_self_contained(built):
     assert "<script" not in page.lower() and "@import" not in page
 
 
+CHARTS = ("timeline", "categories_evidence", "countries", "pairs")
+
+
+def assert_charts_whole(folder: Path) -> None:
+    """Each chart is a PNG of a sensible size with white on all four sides: nothing (a label, a title, a legend)
+    is cut off at its edge."""
+    import numpy as np
+    from PIL import Image
+
+    for chart in CHARTS:
+        pixels = np.asarray(Image.open(folder / f"{chart}.png").convert("RGB"))
+        height, width, _ = pixels.shape
+        assert 600 <= width <= 1300 and 100 <= height <= 1000, (chart, width, height)
+        for edge in (pixels[:4], pixels[-4:], pixels[:, :4], pixels[:, -4:]):
+            assert (edge == 255).all(), chart
+
+
+def test_charts_are_whole(built):
+    out, _ = built
+    assert_charts_whole(out / "charts")
+
+
+def test_charts_with_long_names_and_large_counts(tmp_path):
+    """The layout makes room for what the charts hold: long category and country names, all evidence tiers,
+    counts in the millions, many countries, no timeline."""
+    report_module = sys.modules["pipeline.report"]
+    long = "a_category_with_a_name_much_longer_than_its_label_may_be"
+    summary = {
+        "window": {"method": "all"},
+        "exposures_by_category": {long: 12_345_678, "payment_info": 3, "x": 1},
+        "exposures_by_evidence": {
+            "value_owner": 9_000_000, "digest": 3_000_000, "connection": 345_678, "key": 1, "digest-ambiguous": 2,
+            "conflict": 1,
+        },
+    }
+    facts = report_module._Facts(
+        severity_by_category={long: "critical", "payment_info": "high"},
+        countries=[(f"A country with a very long name {i}", 2_000_000 - i, 1) for i in range(20)],
+        owners_seen_hist=[(1, 12_000_000), (3, 40_000), (2_000, 1)],
+        viewer_count_hist=[(1, 2), (2, 1)],
+    )
+    given = iter([{}, facts])  # no timeline, then the facts
+    charts = report_module._draw_charts(summary, lambda: next(given))
+    assert list(charts) == list(CHARTS)
+    for name, png in charts.items():
+        (tmp_path / f"{name}.png").write_bytes(png)
+    assert_charts_whole(tmp_path)
+
+
+def test_report_needs_no_pandas(built, tmp_path):
+    """The report runs on DuckDB results as plain lists: pandas (half a second to import) is never loaded, and
+    matplotlib only once it draws."""
+    out = tmp_path / "out"
+    shutil.copytree(built[0], out)
+    code = (
+        "import sys\n"
+        "import pipeline.report\n"
+        "print('matplotlib' in sys.modules)\n"
+        "from pipeline import report\n"
+        f"report({str(out)!r}, progress=False)\n"
+        "print('pandas' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+    assert_charts_whole(out / "charts")
+
+
 def test_no_exposures_still_reports(tmp_path):
     out = build_analysis(tmp_path / "empty", rows=[])
     files = pipeline.report(out, progress=False)
@@ -519,8 +587,7 @@ def test_no_exposures_still_reports(tmp_path):
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "No user's data was shown to anyone else" in md
     check_numbers_match_summary(out)
-    for chart in ("timeline", "categories_evidence", "countries", "pairs"):
-        assert (out / "charts" / f"{chart}.png").is_file()
+    assert_charts_whole(out / "charts")  # empty charts keep their size
 
 
 def test_without_users_directory(tmp_path):

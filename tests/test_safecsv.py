@@ -1,5 +1,8 @@
 """Spreadsheet-safe CSV: hostile cells are neutralised on disk and read back to the original values."""
 
+import subprocess
+import sys
+
 import duckdb
 import pandas as pd
 
@@ -33,3 +36,10 @@ def test_pandas_writer_uses_the_same_rule(tmp_path):
     path = tmp_path / "small.csv"
     write_safe_csv(pd.DataFrame({"name": HOSTILE}), path)
     assert read_safe_csv(path)["name"].tolist() == HOSTILE
+
+
+def test_writing_needs_no_pandas():
+    """The analysis and the report write CSV through this module: importing it must not import pandas."""
+    code = "import sys, pipeline.safecsv; print('pandas' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

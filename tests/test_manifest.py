@@ -1,0 +1,53 @@
+"""manifest.json's output hashes: kept up to date with the files on disk, without re-hashing unchanged files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from pipeline.manifest import MANIFEST_NAME, update_manifest
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_outputs_hash_every_file_and_skip_scratch_and_the_manifest(tmp_path):
+    (tmp_path / "parquet" / "cache").mkdir(parents=True)
+    (tmp_path / "parquet" / "cache" / "part.parquet").write_bytes(b"lake bytes")
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "spill.bin").write_bytes(b"scratch")
+
+    manifest = update_manifest(tmp_path, stage={"done": True})
+
+    assert manifest["outputs"] == {
+        "parquet/cache/part.parquet": _sha(tmp_path / "parquet" / "cache" / "part.parquet"),
+        "summary.json": _sha(tmp_path / "summary.json"),
+    }
+    assert set(manifest["output_stats"]) == set(manifest["outputs"])
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text())["outputs"] == manifest["outputs"]
+
+
+def test_a_rewritten_file_is_hashed_again_and_an_unchanged_one_keeps_its_hash(tmp_path):
+    lake_file, summary = tmp_path / "lake.parquet", tmp_path / "summary.json"
+    lake_file.write_bytes(b"written once")
+    summary.write_text('{"exposures": 1}')
+    update_manifest(tmp_path)
+
+    # Plant a recorded hash for the unchanged lake file: reused as it is, since size and mtime still match.
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    manifest["outputs"]["lake.parquet"] = "recorded-earlier"
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    # Rewrite the summary with the same size: its mtime changes, so it is hashed again.
+    stat = summary.stat()
+    summary.write_text('{"exposures": 2}')
+    os.utime(summary, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+    manifest = update_manifest(tmp_path)
+
+    assert manifest["outputs"]["lake.parquet"] == "recorded-earlier"
+    assert manifest["outputs"]["summary.json"] == _sha(summary)
+    summary.unlink()
+    assert "summary.json" not in update_manifest(tmp_path)["outputs"]
