@@ -180,25 +180,25 @@ def _lake_select(con: duckdb.DuckDBPyConnection, out: Path, kind: str) -> str:
     return f"SELECT {select} FROM {source}"
 
 
-_TABLE_COLUMNS = {
+SIDE_TABLE_COLUMNS = {
     "ownership": {"required": ("resource_id", "owner_id"), "optional": ("valid_from", "valid_to")},
     "grants": {"required": ("owner_id", "viewer_id"), "optional": ("category", "valid_from", "valid_to")},
 }
-_TIME_COLUMNS = ("valid_from", "valid_to")
+SIDE_TABLE_TIME_COLUMNS = ("valid_from", "valid_to")
 
 
-def _side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None) -> str:
+def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None) -> str:
     """DuckDB-only: ``tables.<name>`` (CSV or Parquet) as a typed temp table ``<name>_table``."""
-    spec = _TABLE_COLUMNS[name]
+    spec = SIDE_TABLE_COLUMNS[name]
     columns = spec["required"] + spec["optional"]
     target = f"{name}_table"
 
     def typed(expr: str, column: str) -> str:
-        return f"TRY_CAST({expr} AS TIMESTAMPTZ)" if column in _TIME_COLUMNS else expr
+        return f"TRY_CAST({expr} AS TIMESTAMPTZ)" if column in SIDE_TABLE_TIME_COLUMNS else expr
 
     if path is None:
         select = ", ".join(
-            f"CAST(NULL AS {'TIMESTAMPTZ' if c in _TIME_COLUMNS else 'VARCHAR'}) AS {c}" for c in columns
+            f"CAST(NULL AS {'TIMESTAMPTZ' if c in SIDE_TABLE_TIME_COLUMNS else 'VARCHAR'}) AS {c}" for c in columns
         )
         con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} WHERE false")
         return target
@@ -221,7 +221,7 @@ def _side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None) ->
     }
     select = ", ".join(f"{typed(texts[c], c)} AS {c}" for c in columns)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} FROM {source}")
-    for column in _TIME_COLUMNS:
+    for column in SIDE_TABLE_TIME_COLUMNS:
         if column not in present:
             continue
         bad = con.execute(
@@ -242,8 +242,8 @@ def register_inputs(
     for kind in KINDS:
         con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {kind}_lake AS {_lake_select(con, out, kind)}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys)}")
-    for name in _TABLE_COLUMNS:
-        _side_table(con, name, cfg.tables.get(name))
+    for name in SIDE_TABLE_COLUMNS:
+        load_side_table(con, name, cfg.tables.get(name))
     con.execute(
         "CREATE OR REPLACE TEMP TABLE cache_ops "
         "(op VARCHAR, is_read BOOLEAN, is_write BOOLEAN, is_reset BOOLEAN)"
@@ -328,7 +328,7 @@ def run_steps(con: duckdb.DuckDBPyConnection, steps: list[SqlStep], show: bool |
 
 # ---------------------------------------------------------------------------------------------- config
 
-def _resolve_config(out: Path, config: str | Path | Config | None) -> Config:
+def resolve_config(out: Path, config: str | Path | Config | None) -> Config:
     """The config given, else the one ingest recorded in the manifest, else the defaults."""
     if config is not None:
         return as_config(config)
@@ -342,7 +342,8 @@ def _resolve_config(out: Path, config: str | Path | Config | None) -> Config:
     return Config()
 
 
-def _resolve_window(window: str | Window | None, cfg: Config) -> Window:
+def resolve_analysis_window(window: str | Window | None, cfg: Config) -> Window:
+    """The window asked for (``START/END``, ``auto``, ``all``, a Window), else the config's, else all time."""
     if isinstance(window, Window):
         return window
     return resolve_window(window, cfg)
@@ -577,8 +578,8 @@ def analyze(
         raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
     if bucket_seconds < 1:
         raise WhosawError("bucket_seconds must be a positive number of seconds")
-    cfg = _resolve_config(out, config)
-    chosen = _resolve_window(window, cfg)
+    cfg = resolve_config(out, config)
+    chosen = resolve_analysis_window(window, cfg)
     temp_dir = out / ".tmp" / f"analyze-{os.getpid()}"
     con = connect(temp_dir, memory_limit, threads)
     try:

@@ -46,15 +46,15 @@ import pyarrow.compute as pc
 from .analyze import (
     DEFAULT_BUCKET_SECONDS,
     DUCKDB_MACROS,
-    _resolve_config,
     analyze,
     load_steps,
     register_inputs,
+    resolve_config,
     run_steps,
 )
 from .config import Window
 from .errors import WhosawError
-from .ingest import _format_of, _Input, _LineStream
+from .ingest import PhysicalLines, format_of
 from .manifest import sha256_file
 from .safecsv import write_safe_csv
 from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
@@ -307,7 +307,7 @@ def connection_timeline(
     config the run used.
     """
     out = results_dir(out_or_con)
-    cfg = _resolve_config(out, None)
+    cfg = resolve_config(out, None)
     con = duckdb.connect(":memory:")
     try:
         _progress_bar_off(con)
@@ -639,16 +639,15 @@ def _locate_sql(kinds: Sequence[str]) -> str:
 def _read_lines(path: Path, numbers: set[int], verify: bool) -> tuple[dict[int, str], str | None]:
     """Lines ``numbers`` (1-based physical lines; a Parquet file's rows) of one input file, streamed once with
     ingest's own line reader, and the file's SHA-256 when ``verify`` (the whole file is then read)."""
-    fmt, gz = _format_of(path.name)
+    fmt, gz = format_of(path.name)
     if fmt == "parquet":
         return _read_parquet_rows(path, numbers, gz), (sha256_file(path) if verify else None)
     if not path.is_file():
         raise FileNotFoundError(path)
-    item = _Input(path=path, kind="", fmt=fmt or "json", gz=gz, size=path.stat().st_size, order=0)
-    stream = _LineStream([item], item.fmt)
+    lines = PhysicalLines(path)
     wanted = pa.array(sorted(numbers), type=pa.int64())
     found: dict[int, str] = {}
-    batches = stream.reader()
+    batches = lines.batches()
     try:
         for batch in batches:
             mask = pc.is_in(batch.column("line_no"), value_set=wanted)
@@ -663,7 +662,7 @@ def _read_lines(path: Path, numbers: set[int], verify: bool) -> tuple[dict[int, 
                 break
     finally:
         batches.close()
-    return found, (item.sha256 if verify else None)  # the stream hashed the whole file (a damaged .gz too)
+    return found, (lines.sha256 if verify else None)  # the stream hashed the whole file (a damaged .gz too)
 
 
 def _read_parquet_rows(path: Path, numbers: set[int], gz: bool) -> dict[int, str]:

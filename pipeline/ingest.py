@@ -308,7 +308,7 @@ def _discover(
             skipped.append({"path": str(path), "reason": "inside the --out folder"})
             continue
         file_kind, why = _kind_of(path.name, cfg, kind)
-        fmt, gz = _format_of(path.name)
+        fmt, gz = format_of(path.name)
         if file_kind is None:
             skipped.append({"path": str(path), "reason": why})
             continue
@@ -361,7 +361,8 @@ def _kind_of(name: str, cfg: Config, kind: str | None) -> tuple[str | None, str]
     return None, "not a log: the name does not tell its kind (requests*, cache*, sessions* or a config glob)"
 
 
-def _format_of(name: str) -> tuple[str | None, bool]:
+def format_of(name: str) -> tuple[str | None, bool]:
+    """(format, gzipped) from a file name: json | csv | parquet, or None for a name ingest does not read."""
     lower = name.lower()
     gz = lower.endswith(".gz")
     base = lower[:-3] if gz else lower
@@ -573,6 +574,24 @@ class _LineStream:
             if gunzip is not None and not item.damage and not gunzip.complete:
                 item.damage = "gzip_truncated"
                 yield gunzip.flush()  # what zlib could still decode from the last, unfinished block
+
+
+class PhysicalLines:
+    """The physical lines of one input file, numbered exactly as ingest numbers them (``source_line``), as Arrow
+    batches ``(file_id, line_no, line, line_bin, suspect)``; ``sha256`` once the batches have all been read.
+    For showing the lines behind an exposure (:func:`pipeline.explore.source_lines`)."""
+
+    def __init__(self, path: Path) -> None:
+        fmt, gz = format_of(path.name)
+        self.item = _Input(path=path, kind="", fmt=fmt or "json", gz=gz, size=path.stat().st_size, order=0)
+        self._stream = _LineStream([self.item], self.item.fmt)
+
+    def batches(self) -> pa.RecordBatchReader:
+        return self._stream.reader()
+
+    @property
+    def sha256(self) -> str | None:
+        return self.item.sha256
 
 
 class _Gunzip:

@@ -27,18 +27,18 @@ import duckdb
 import pandas as pd
 
 from .analyze import (
-    _TABLE_COLUMNS,
-    _TIME_COLUMNS,
     DEFAULT_BUCKET_SECONDS,
-    _resolve_config,
-    _resolve_window,
-    _side_table,
+    SIDE_TABLE_COLUMNS,
+    SIDE_TABLE_TIME_COLUMNS,
     analyze,
     cache_op_rows,
     key_rule_sql,
+    load_side_table,
     load_steps,
     params_row,
     quote_spark,
+    resolve_analysis_window,
+    resolve_config,
 )
 from .config import Config, Window
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
@@ -108,11 +108,11 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
     spark.sql(key_rule_sql(cfg.keys, quote_spark)).createOrReplaceTempView("key_rule_matches")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    for name, spec in _TABLE_COLUMNS.items():
-        table = _side_table(con, name, cfg.tables.get(name))
+    for name, spec in SIDE_TABLE_COLUMNS.items():
+        table = load_side_table(con, name, cfg.tables.get(name))
         frame = con.execute(f"SELECT * FROM {table}").df()
         columns = spec["required"] + spec["optional"]
-        schema = ", ".join(f"{c} {'timestamp' if c in _TIME_COLUMNS else 'string'}" for c in columns)
+        schema = ", ".join(f"{c} {'timestamp' if c in SIDE_TABLE_TIME_COLUMNS else 'string'}" for c in columns)
         _small_view(spark, f"{name}_table", frame, schema)
     con.close()
     spark.createDataFrame(
@@ -128,8 +128,8 @@ def run(spark, out: str | Path, config: str | Path | Config | None = None, windo
         bucket_seconds: int = DEFAULT_BUCKET_SECONDS) -> None:
     """Create every analysis view on ``spark`` over the lake under ``out`` (nothing is written)."""
     out = Path(out)
-    cfg = _resolve_config(out, config)
-    register_inputs(spark, out, cfg, _resolve_window(window, cfg), bucket_seconds)
+    cfg = resolve_config(out, config)
+    register_inputs(spark, out, cfg, resolve_analysis_window(window, cfg), bucket_seconds)
     for step in load_steps():
         spark.sql(step.sql)
         if step.materialize:
