@@ -838,20 +838,9 @@ def _chart_countries(spare: float, facts: _Facts, summary: dict[str, Any]) -> An
 
 
 def _bins(histogram: Sequence[tuple[int, int]]) -> tuple[list[str], list[int]]:
-    """Group a small histogram (n, count) into readable bins: 1..5 each, then ranges."""
-    edges = [
-        (1, 1),
-        (2, 2),
-        (3, 3),
-        (4, 4),
-        (5, 5),
-        (6, 10),
-        (11, 20),
-        (21, 50),
-        (51, 100),
-        (101, 1000),
-        (1001, None),
-    ]
+    """Group a small histogram (n, count) into readable bins: 1..3 each, then ranges; at most 8 bins, so the
+    labels fit side by side under a half-width chart."""
+    edges = [(1, 1), (2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, 100), (101, None)]
     labels, values = [], []
     if not histogram:
         return labels, values
@@ -907,8 +896,10 @@ def _chart_pairs(spare: float, facts: _Facts, summary: dict[str, Any]) -> Any:
         if not values:
             _empty(ax, "No exposures in the window")
         else:
+            crowded = len(labels) > 5  # up to 8 bins under half the width: smaller labels keep them apart
             bars = ax.bar(labels, values, color=colour)
-            ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=8.5)
+            ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=7.5 if crowded else 8.5)
+            ax.tick_params(axis="x", labelsize=8.5 if crowded else 10)
             ax.set_ylim(0, max(values) * 1.18)
             ax.yaxis.set_major_locator(locator())
             ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))

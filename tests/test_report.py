@@ -965,3 +965,12 @@ def test_cli_run_unreadable_input_exits_2(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_pair_histograms_fit_in_eight_bins():
+    """The pairs chart's x labels stay apart: however far the counts reach, at most 8 bins, every count in one."""
+    bins = sys.modules["pipeline.report"]._bins
+    labels, values = bins([(1, 50), (4, 3), (5, 2), (60, 1), (2_000, 1)])
+    assert labels == ["1", "2", "3", "4-5", "6-10", "11-20", "21-100", "101+"]
+    assert values == [50, 0, 0, 5, 0, 0, 1, 1]
+    assert bins([(2, 7)]) == (["1", "2"], [0, 7])
