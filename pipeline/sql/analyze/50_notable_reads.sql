@@ -96,7 +96,13 @@ judged_reads AS (
             WHEN owner_by_digest IS NOT NULL AND owner_by_key IS NOT NULL
                 AND owner_by_digest <> owner_by_key THEN true
             ELSE false
-        END AS crossed
+        END AS crossed,
+        -- whose value was served: the digest's key, else the reply call's key, else the key asked for
+        CASE
+            WHEN owner_by_digest IS NOT NULL THEN 'digest'
+            WHEN crossed_by_connection AND reply_is_read_op THEN 'reply'
+            ELSE 'asked'
+        END AS value_source
     FROM tiers
 ),
 kept_reads AS (
@@ -119,14 +125,14 @@ SELECT
     j.viewer_kind,
     j.owner_id,
     l.key,
-    CASE
-        WHEN j.owner_by_digest IS NOT NULL THEN j.digest_category
-        WHEN j.crossed_by_connection AND j.reply_is_read_op THEN j.reply_key_category
+    CASE j.value_source
+        WHEN 'digest' THEN j.digest_category
+        WHEN 'reply' THEN j.reply_key_category
         ELSE l.key_category
     END AS category,
-    CASE
-        WHEN j.owner_by_digest IS NOT NULL THEN j.digest_severity
-        WHEN j.crossed_by_connection AND j.reply_is_read_op THEN j.reply_key_severity
+    CASE j.value_source
+        WHEN 'digest' THEN j.digest_severity
+        WHEN 'reply' THEN j.reply_key_severity
         ELSE l.key_severity
     END AS severity,
     CASE
@@ -139,9 +145,9 @@ SELECT
         WHEN j.owner_by_key IS NOT NULL THEN 'key'
         ELSE CAST(NULL AS STRING)
     END AS evidence,
-    CASE
-        WHEN j.owner_by_digest IS NOT NULL THEN j.digest_key
-        WHEN j.crossed_by_connection AND j.reply_is_read_op THEN j.reply_key
+    CASE j.value_source
+        WHEN 'digest' THEN j.digest_key
+        WHEN 'reply' THEN j.reply_key
         ELSE l.key
     END AS value_key,
     l.host,
