@@ -84,12 +84,18 @@ _VIEW_RE = re.compile(r"CREATE\s+OR\s+REPLACE\s+TEMPORARY\s+VIEW\s+(\w+)\s+AS", 
 
 @dataclass(frozen=True)
 class SqlStep:
-    """One SQL file: the view it creates, whether it is materialised, and its text."""
+    """One SQL file: the view it creates, whether it is materialised, and its text.
+
+    ``joins_as_written`` (header line ``-- duckdb: joins as written``): DuckDB joins in the order the SQL
+    writes and hashes the right side of each join, instead of planning both from its row estimates. For the
+    views whose estimates go wrong (filters it cannot size): it would hash a million reads instead of the
+    table joined to them, or join the whole cache log before the few crossed reads that select from it."""
 
     path: Path
     view: str
     materialize: bool
     sql: str
+    joins_as_written: bool = False
 
 
 def load_steps(sql_dir: Path = SQL_DIR) -> list[SqlStep]:
@@ -101,8 +107,13 @@ def load_steps(sql_dir: Path = SQL_DIR) -> list[SqlStep]:
         if len(found) != 1:
             raise WhosawError(f"internal: {path.name} must create exactly one view")
         header = [line for line in text.splitlines() if line.startswith("--")]
-        materialize = any(line.strip() == "-- materialize" for line in header)
-        steps.append(SqlStep(path, found[0], materialize, text.strip().rstrip(";")))
+        marks = {line.strip() for line in header}
+        steps.append(
+            SqlStep(
+                path, found[0], "-- materialize" in marks, text.strip().rstrip(";"),
+                joins_as_written="-- duckdb: joins as written" in marks,
+            )
+        )
     return steps
 
 
@@ -319,10 +330,16 @@ def run_steps(con: duckdb.DuckDBPyConnection, steps: list[SqlStep], show: bool |
         con.execute(step.sql)
         if step.materialize:
             table = f"{step.view}__materialized"
-            progress_mod.execute(
-                con, f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {step.view}",
-                f"analyze: {step.view}", show,
-            )
+            if step.joins_as_written:
+                con.execute("SET disabled_optimizers = 'join_order, build_side_probe_side'")
+            try:
+                progress_mod.execute(
+                    con, f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {step.view}",
+                    f"analyze: {step.view}", show,
+                )
+            finally:
+                if step.joins_as_written:
+                    con.execute("RESET disabled_optimizers")
             con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {step.view} AS SELECT * FROM {table}")
 
 

@@ -1,19 +1,17 @@
--- read_viewers: every reading call (33_reading_calls) by line_id, with its request and its viewer at the
--- instant of the read.
+-- read_viewers: every reading call with the digest tier of what it read (42_read_digests), its request and its
+-- viewer at the instant of the read.
 -- Viewer (docs/design.md "Viewer"): the request's session at the read's ts in session_holders (equi + range
 -- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no
 -- user, the request's user_id); logout/expire -> nobody. No session event at or before the read, or no
 -- sessions log: the request's user_id. No user: anonymous.
 -- viewer_kind: 'session' | 'request' (where the viewer came from), 'anonymous', or 'unknown' (the read's
 -- request is not in the requests log: kept and counted, never dropped), 'background' (no request at all).
--- Cost: the request join (a million reads against a million requests, on a text key) carries only the
--- line_id, ts and request_id of each read; 50_notable_reads joins the result to the judged columns on the
--- integer line_id. Carrying every judged column through it made DuckDB build its hash table on the wide reads.
+-- Cost: one chain of LEFT JOINs onto the reads (crossed replies, digests, requests, sessions), each hashing the
+-- table on its right; 50_notable_reads, which runs the chain, asks DuckDB to keep those sides.
 CREATE OR REPLACE TEMPORARY VIEW read_viewers AS
 WITH reads_with_requests AS (
     SELECT
-        c.line_id,
-        c.request_id,
+        c.*,
         q.request_id AS logged_request_id,
         q.session_id,
         q.user_id AS request_user_id,
@@ -23,7 +21,7 @@ WITH reads_with_requests AS (
         h.holder_event,
         h.holding,
         h.holder_user_id
-    FROM reading_calls AS c
+    FROM read_digests AS c
     LEFT JOIN request_log AS q
         ON c.request_id = q.request_id
     LEFT JOIN session_holders AS h
@@ -33,6 +31,24 @@ WITH reads_with_requests AS (
 )
 SELECT
     line_id,
+    ts,
+    request_id,
+    status,
+    value_owner,
+    is_read_op,
+    key_owner,
+    reply_line_id,
+    reply_key,
+    reply_is_read_op,
+    reply_key_owner,
+    reply_key_category,
+    reply_key_severity,
+    reply_request_id,
+    digest_key,
+    digest_owner,
+    digest_category,
+    digest_severity,
+    digest_ambiguous,
     session_id,
     route,
     request_status,
