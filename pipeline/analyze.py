@@ -59,6 +59,18 @@ from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
 SQL_DIR = Path(__file__).parent / "sql" / "analyze"
 DEFAULT_BUCKET_SECONDS = 300
+# The timeline's buckets (and the auto window's scan over them): 5 minutes, unless that makes more than MAX_BUCKETS
+# buckets (about 34 days); then the smallest step below (or whole days) that does not. Two reasons to bound them:
+# the scan pairs candidate start and end buckets, so its cost grows with the square of their number (benchmarks/
+# scan.py, DuckDB, 2 cores: 0.3 s for 30 days of 5-minute buckets, 2.9 s for 90 days, 35 s for a year); and its
+# llr >= 15 was calibrated on up to a month of buckets (on a year of 5-minute noise the best stretch reaches ~14).
+MAX_BUCKETS = 10_000
+BUCKET_STEPS = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# The span the buckets must cover, in microseconds: every request and cache line (both engines).
+LAKE_SPAN_SQL = (
+    "SELECT max(unix_micros(ts)) - min(unix_micros(ts)) "
+    "FROM (SELECT ts FROM requests_lake UNION ALL SELECT ts FROM cache_lake) AS all_lines"
+)
 # Default memory_limit: 60% of RAM, at most this much. Measured (2 cores, 24 GB, 10M requests + 11M cache
 # lines): 6.5 GB peak RSS in ~52 s, where 60% of RAM (14 GB) peaked at 9.2 GB in ~55 s; at 4 GB the
 # request join of 50_notable_reads spills and analyze took 80-100 s. WHOSAW_MEMORY_LIMIT overrides it.
@@ -246,12 +258,26 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
     return target
 
 
+def bucket_seconds_for(span_micros: int | None) -> int:
+    """The bucket for a log spanning ``span_micros``: the first of BUCKET_STEPS (then whole days) that gives at
+    most MAX_BUCKETS buckets."""
+    span = max(0, span_micros or 0) // 1_000_000 + 1  # whole seconds, rounded up: the last bucket is covered
+    for step in BUCKET_STEPS:
+        if span // step + 1 <= MAX_BUCKETS:
+            return step
+    days = -(-span // (86400 * (MAX_BUCKETS - 1)))  # ceiling division
+    return 86400 * days
+
+
 def register_inputs(
-    con: duckdb.DuckDBPyConnection, out: Path, cfg: Config, window: Window, bucket_seconds: int
-) -> None:
-    """DuckDB-only: the input views and tables the SQL files read (see the module docstring)."""
+    con: duckdb.DuckDBPyConnection, out: Path, cfg: Config, window: Window, bucket_seconds: int | None = None
+) -> int:
+    """DuckDB-only: the input views and tables the SQL files read (see the module docstring). Returns the bucket
+    size in seconds: ``bucket_seconds``, or when None the one :func:`bucket_seconds_for` picks for the lake."""
     for kind in KINDS:
         con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {kind}_lake AS {_lake_select(con, out, kind)}")
+    if bucket_seconds is None:
+        bucket_seconds = bucket_seconds_for(con.execute(LAKE_SPAN_SQL).fetchone()[0])
     con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys)}")
     for name in SIDE_TABLE_COLUMNS:
         load_side_table(con, name, cfg.tables.get(name))
@@ -268,6 +294,7 @@ def register_inputs(
         "CAST(? AS BIGINT) AS bucket_seconds",
         list(params_row(window, bucket_seconds)),
     )
+    return bucket_seconds
 
 
 def cache_op_rows(cfg: Config) -> list[tuple[str, bool, bool, bool]]:
@@ -582,25 +609,27 @@ def analyze(
     *,
     memory_limit: str | None = None,
     threads: int | None = None,
-    bucket_seconds: int = DEFAULT_BUCKET_SECONDS,
+    bucket_seconds: int | None = None,
 ) -> dict[str, Any]:
     """Find the exposures in the lake under ``out``; write the analysis outputs; return the summary.
 
     ``config``: a Config, a TOML path, or None (the config ingest recorded in the manifest, if any).
     ``window``: ``START/END``, ``auto``, ``all``, a Window, or None (the config's ``[window]``, else all
     time).
+    ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser for logs longer than 30 days
+    (:func:`bucket_seconds_for`).
     """
     out = Path(out)
     if not (out / "parquet").is_dir():
         raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
-    if bucket_seconds < 1:
+    if bucket_seconds is not None and bucket_seconds < 1:
         raise WhosawError("bucket_seconds must be a positive number of seconds")
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
     temp_dir = out / ".tmp" / f"analyze-{os.getpid()}"
     con = connect(temp_dir, memory_limit, threads)
     try:
-        register_inputs(con, out, cfg, chosen, bucket_seconds)
+        bucket_seconds = register_inputs(con, out, cfg, chosen, bucket_seconds)
         run_steps(con, load_steps(), progress)
         write_outputs(con, out, progress)
         summary = build_summary(con)

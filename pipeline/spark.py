@@ -27,10 +27,11 @@ import duckdb
 import pandas as pd
 
 from .analyze import (
-    DEFAULT_BUCKET_SECONDS,
+    LAKE_SPAN_SQL,
     SIDE_TABLE_COLUMNS,
     SIDE_TABLE_TIME_COLUMNS,
     analyze,
+    bucket_seconds_for,
     cache_op_rows,
     key_rule_sql,
     load_side_table,
@@ -101,10 +102,12 @@ def _small_view(spark, name: str, frame: pd.DataFrame, schema: str) -> None:
     spark.createDataFrame(rows, schema=schema).createOrReplaceTempView(name)
 
 
-def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_seconds: int) -> None:
-    """Spark's input views, the same names and columns as DuckDB's (pipeline/analyze.py)."""
+def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_seconds: int | None = None) -> int:
+    """Spark's input views, the same names and columns as DuckDB's (pipeline/analyze.py); the bucket size."""
     for kind in KINDS:
         _lake_view(spark, out, kind)
+    if bucket_seconds is None:
+        bucket_seconds = bucket_seconds_for(spark.sql(LAKE_SPAN_SQL).collect()[0][0])
     spark.sql(key_rule_sql(cfg.keys, quote_spark)).createOrReplaceTempView("key_rule_matches")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -122,10 +125,11 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
         [params_row(window, bucket_seconds)],
         "window_start timestamp, window_end timestamp, window_method string, bucket_seconds bigint",
     ).createOrReplaceTempView("params")
+    return bucket_seconds
 
 
 def run(spark, out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
-        bucket_seconds: int = DEFAULT_BUCKET_SECONDS) -> None:
+        bucket_seconds: int | None = None) -> None:
     """Create every analysis view on ``spark`` over the lake under ``out`` (nothing is written)."""
     out = Path(out)
     cfg = resolve_config(out, config)

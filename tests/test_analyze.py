@@ -13,7 +13,15 @@ import pandas as pd
 import pytest
 from lakes import T, requests_for, write_kind, write_lake
 
-from pipeline.analyze import analyze, key_rule_sql, load_steps, quote_spark
+from pipeline.analyze import (
+    BUCKET_STEPS,
+    MAX_BUCKETS,
+    analyze,
+    bucket_seconds_for,
+    key_rule_sql,
+    load_steps,
+    quote_spark,
+)
 from pipeline.config import config_from_dict
 from pipeline.errors import WhosawError
 from pipeline.ingest import ingest
@@ -454,6 +462,50 @@ def test_auto_window_without_any_burst_keeps_all_time(tmp_path):
     summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob"}, window="auto")
     assert summary["window"]["start"] is None and summary["exposures"] == 1
     assert "no" in summary["window"]["description"]
+
+
+def test_bucket_size_grows_with_the_log_so_the_scan_stays_bounded():
+    day = 86400 * 1_000_000
+    assert bucket_seconds_for(None) == bucket_seconds_for(0) == 300
+    assert bucket_seconds_for(34 * day) == 300 and bucket_seconds_for(35 * day) == 600
+    assert bucket_seconds_for(90 * day) == 900 and bucket_seconds_for(365 * day) == 3600
+    assert bucket_seconds_for(60 * 365 * day) == 3 * 86400
+    for days in (1, 29.9, 30, 31, 45, 89, 90, 91, 200, 365, 366, 1000, 3000, 10000):
+        span = int(days * day)
+        size = bucket_seconds_for(span)
+        # every bucket the span can touch fits, and the next smaller size would not
+        assert span // 1_000_000 // size + 2 <= MAX_BUCKETS + 1, (days, size)
+        smaller = [s for s in (*BUCKET_STEPS, *(86400 * k for k in range(2, 40))) if s < size]
+        if smaller:
+            assert (span // 1_000_000 + 1) // smaller[-1] + 1 > MAX_BUCKETS, (days, size)
+
+
+def test_a_log_of_eight_weeks_gets_ten_minute_buckets_and_the_same_window(tmp_path):
+    """Crossed replies on one day of 54 days of traffic: 10-minute buckets (10,000 of 5 minutes would not cover
+    the span), the window still from the first to the last crossed reply; an explicit bucket_seconds wins."""
+    cache, users = [], {}
+    for day in range(0, 55, 2):  # ten requests every other day, from 01:00 on 2023-03-20
+        for n in range(10):
+            rid = f"q{day}-{n}"
+            cache.append(call(T(n, hours=24 * day), rid, f"user:u{n}:titles", conn=rid))
+            users[rid] = f"u{n}"
+    for n in range(40):  # the bug, on day 30: 40 crossed replies in 40 minutes
+        start = 24 * 30 * 60 + n
+        cache.append(call(T(start), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=f"c{n}"))
+        cache.append(call(T(start, 30), f"r{n}", f"user:reader{n}:titles", conn=f"c{n}"))
+        users.update({f"v{n}": f"victim{n}", f"r{n}": f"reader{n}"})
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    assert summary["auto_window"]["bucket_seconds"] == 600
+    assert "600-second buckets" in summary["window"]["description"]
+    assert summary["window"]["start"] == "2023-04-19T01:00:30Z"
+    assert summary["window"]["end"] == "2023-04-19T01:39:31Z"
+    assert summary["exposures"] == 40 == len(exp)
+    out = tmp_path / "out"
+    assert set(pd.read_parquet(out / "timeline.parquet").bucket_seconds) == {600}
+    assert load_manifest(out)["analysis"]["bucket_seconds"] == 600
+    fine = analyze(out, config_from_dict({"keys": KEYS}), window="auto", progress=False, bucket_seconds=300)
+    assert fine["auto_window"]["bucket_seconds"] == 300
+    assert (fine["window"]["start"], fine["window"]["end"]) == (summary["window"]["start"], summary["window"]["end"])
 
 
 # ----------------------------------------------------------------------------------------- outputs
