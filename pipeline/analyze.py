@@ -616,7 +616,7 @@ def analyze(
     ``config``: a Config, a TOML path, or None (the config ingest recorded in the manifest, if any).
     ``window``: ``START/END``, ``auto``, ``all``, a Window, or None (the config's ``[window]``, else all
     time).
-    ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser for logs longer than 30 days
+    ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser for logs longer than about 34 days
     (:func:`bucket_seconds_for`).
     """
     out = Path(out)
