@@ -120,6 +120,8 @@ def load_steps(sql_dir: Path = SQL_DIR) -> list[SqlStep]:
             raise WhosawError(f"internal: {path.name} must create exactly one view")
         header = [line for line in text.splitlines() if line.startswith("--")]
         marks = {line.strip() for line in header}
+        if "-- duckdb: joins as written" in marks and "-- materialize" not in marks:
+            raise WhosawError(f"internal: {path.name}: joins as written applies to a materialised view only")
         steps.append(
             SqlStep(
                 path, found[0], "-- materialize" in marks, text.strip().rstrip(";"),

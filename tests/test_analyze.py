@@ -18,11 +18,14 @@ from pipeline.analyze import (
     MAX_BUCKETS,
     analyze,
     bucket_seconds_for,
+    connect,
     key_rule_sql,
     load_steps,
     quote_spark,
+    register_inputs,
+    run_steps,
 )
-from pipeline.config import config_from_dict
+from pipeline.config import Window, config_from_dict
 from pipeline.errors import WhosawError
 from pipeline.ingest import ingest
 from pipeline.manifest import load_manifest, save_manifest
@@ -593,6 +596,26 @@ def test_sql_files_are_one_view_each_in_the_portable_subset():
         for duckdb_only in ("::", " ASOF ", "QUALIFY", "->>", "FILTER (", "list_", "arg_min", "arg_max",
                             "epoch_", "strftime", "regexp_matches", "EXCLUDE"):
             assert duckdb_only not in body, (step.path.name, duckdb_only)
+
+
+def test_joins_as_written_holds_for_its_own_statements_only(tmp_path):
+    """The two views marked `-- duckdb: joins as written` run with DuckDB's join planning off; the connection gets
+    it back afterwards (explore hands such connections to analysts), and a view without `-- materialize` cannot
+    carry the mark (it would be ignored)."""
+    write_lake(tmp_path / "out", requests=requests_for([call(T(0, 1), "ra", "user:alice:titles")], {"ra": "bob"}),
+               cache=[call(T(0, 1), "ra", "user:alice:titles")])
+    steps = load_steps()
+    assert {s.view for s in steps if s.joins_as_written} == {"crossed_replies", "notable_reads"}
+    con = connect(tmp_path / "tmp")
+    register_inputs(con, tmp_path / "out", config_from_dict({"keys": KEYS}), Window())
+    run_steps(con, steps)
+    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] == ""
+    assert con.execute("SELECT count(*) FROM notable_reads").fetchone()[0] == 1
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    (sql_dir / "10_v.sql").write_text("-- duckdb: joins as written\nCREATE OR REPLACE TEMPORARY VIEW v AS SELECT 1")
+    with pytest.raises(WhosawError, match="materialised view only"):
+        load_steps(sql_dir)
 
 
 def test_auto_window_when_the_incident_covers_most_of_the_logs(tmp_path):
