@@ -6,7 +6,7 @@
 The scan pairs candidate start and end buckets, so its cost grows with the square of the number of buckets. Each
 row times the scan in DuckDB over a timeline of steady noise (Poisson: about 1,000 cache calls and 0.5 crossed
 replies per 5 minutes, so many buckets are candidates), first with 5-minute buckets, then with the bucket size
-``analyze`` picks for that span (``bucket_seconds_for``: at most ``MAX_BUCKETS`` buckets).
+``analyze`` picks for that traffic (``bucket_seconds_for``: at most ``MAX_BUCKETS`` buckets holding cache calls).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from pipeline.analyze import DEFAULT_BUCKET_SECONDS, DUCKDB_MACROS, SQL_DIR, bucket_seconds_for
+from pipeline.analyze import BUCKET_STEPS, DEFAULT_BUCKET_SECONDS, DUCKDB_MACROS, SQL_DIR, bucket_seconds_for
 
 
 def scan_seconds(days: float, bucket_seconds: int, seed: int = 1) -> tuple[int, float, float]:
@@ -51,7 +51,7 @@ def main() -> None:
     print(f"{'days':>6} {'bucket s':>9} {'buckets':>8} {'best llr':>9} {'scan s':>8}")
     for days in days_list:
         sizes = [DEFAULT_BUCKET_SECONDS]
-        chosen = bucket_seconds_for(int(days * 86400 * 1_000_000))
+        chosen = bucket_seconds_for([int(days * 86400 // step) for step in BUCKET_STEPS])  # calls in every bucket
         if chosen != DEFAULT_BUCKET_SECONDS:
             sizes.append(chosen)
         for size in sizes:

@@ -43,6 +43,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,17 +60,20 @@ from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
 SQL_DIR = Path(__file__).parent / "sql" / "analyze"
 DEFAULT_BUCKET_SECONDS = 300
-# The timeline's buckets (and the auto window's scan over them): 5 minutes, unless that makes more than MAX_BUCKETS
-# buckets (about 34 days); then the smallest step below (or whole days) that does not. Two reasons to bound them:
-# the scan pairs candidate start and end buckets, so its cost grows with the square of their number (benchmarks/
-# scan.py, DuckDB, 2 cores: 0.3 s for 30 days of 5-minute buckets, 2.9 s for 90 days, 35 s for a year); and its
-# llr >= 15 was calibrated on up to a month of buckets (on a year of 5-minute noise the best stretch reaches ~14).
+# The timeline's buckets (and the auto window's scan over them): 5 minutes, unless more than MAX_BUCKETS of them hold
+# cache calls (about 34 days of traffic); then the first of BUCKET_STEPS with at most that many (a day at most). Two
+# reasons to bound them: the scan pairs candidate start and end buckets, so its cost grows with the square of their
+# number (benchmarks/scan.py, DuckDB, 2 cores: 0.4 s for 30 days of 5-minute buckets, 2.7 s for 90 days, 34 s for a
+# year); and its llr >= 15 was calibrated on up to a month of buckets (on a year of 5-minute noise the best stretch
+# reaches ~14). Buckets are counted, not spanned: a stray line dated years away adds one bucket, not a million.
 MAX_BUCKETS = 10_000
 BUCKET_STEPS = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-# The span the buckets must cover, in microseconds: every request and cache line (both engines).
-LAKE_SPAN_SQL = (
-    "SELECT max(unix_micros(ts)) - min(unix_micros(ts)) "
-    "FROM (SELECT ts FROM requests_lake UNION ALL SELECT ts FROM cache_lake) AS all_lines"
+# One row: per step of BUCKET_STEPS, how many of its buckets hold cache calls (both engines; exact integer sums).
+BUCKET_COUNTS_SQL = (
+    "WITH call_buckets AS (SELECT DISTINCT CAST((unix_micros(ts) - unix_micros(ts) % 300000000) / 300000000 "
+    "AS BIGINT) AS b FROM cache_lake WHERE ts IS NOT NULL) SELECT "
+    + ", ".join(f"count(DISTINCT b - b % {step // 300}) AS buckets_{step}" for step in BUCKET_STEPS)
+    + " FROM call_buckets"
 )
 # Default memory_limit: 60% of RAM, at most this much. Measured (2 cores, 24 GB, 10M requests + 11M cache
 # lines): 6.5 GB peak RSS in ~52 s, where 60% of RAM (14 GB) peaked at 9.2 GB in ~55 s; at 4 GB the
@@ -260,15 +264,13 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
     return target
 
 
-def bucket_seconds_for(span_micros: int | None) -> int:
-    """The bucket for a log spanning ``span_micros``: the first of BUCKET_STEPS (then whole days) that gives at
-    most MAX_BUCKETS buckets."""
-    span = max(0, span_micros or 0) // 1_000_000 + 1  # whole seconds, rounded up: the last bucket is covered
-    for step in BUCKET_STEPS:
-        if span // step + 1 <= MAX_BUCKETS:
+def bucket_seconds_for(bucket_counts: Sequence[int]) -> int:
+    """The bucket size: the first of BUCKET_STEPS whose count of buckets holding cache calls (``bucket_counts``,
+    one per step, from BUCKET_COUNTS_SQL) is at most MAX_BUCKETS; else the last."""
+    for step, count in zip(BUCKET_STEPS, bucket_counts, strict=True):
+        if count <= MAX_BUCKETS:
             return step
-    days = -(-span // (86400 * (MAX_BUCKETS - 1)))  # ceiling division
-    return 86400 * days
+    return BUCKET_STEPS[-1]
 
 
 def register_inputs(
@@ -279,7 +281,7 @@ def register_inputs(
     for kind in KINDS:
         con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {kind}_lake AS {_lake_select(con, out, kind)}")
     if bucket_seconds is None:
-        bucket_seconds = bucket_seconds_for(con.execute(LAKE_SPAN_SQL).fetchone()[0])
+        bucket_seconds = bucket_seconds_for(con.execute(BUCKET_COUNTS_SQL).fetchone())
     con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys)}")
     for name in SIDE_TABLE_COLUMNS:
         load_side_table(con, name, cfg.tables.get(name))
@@ -618,8 +620,8 @@ def analyze(
     ``config``: a Config, a TOML path, or None (the config ingest recorded in the manifest, if any).
     ``window``: ``START/END``, ``auto``, ``all``, a Window, or None (the config's ``[window]``, else all
     time).
-    ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser for logs longer than about 34 days
-    (:func:`bucket_seconds_for`).
+    ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser when more than 10,000 of them hold cache
+    calls (:func:`bucket_seconds_for`).
     """
     out = Path(out)
     if not (out / "parquet").is_dir():

@@ -27,7 +27,7 @@ import duckdb
 import pandas as pd
 
 from .analyze import (
-    LAKE_SPAN_SQL,
+    BUCKET_COUNTS_SQL,
     SIDE_TABLE_COLUMNS,
     SIDE_TABLE_TIME_COLUMNS,
     analyze,
@@ -107,7 +107,7 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
     for kind in KINDS:
         _lake_view(spark, out, kind)
     if bucket_seconds is None:
-        bucket_seconds = bucket_seconds_for(spark.sql(LAKE_SPAN_SQL).collect()[0][0])
+        bucket_seconds = bucket_seconds_for(list(spark.sql(BUCKET_COUNTS_SQL).collect()[0]))
     spark.sql(key_rule_sql(cfg.keys, quote_spark)).createOrReplaceTempView("key_rule_matches")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")

@@ -467,34 +467,27 @@ def test_auto_window_without_any_burst_keeps_all_time(tmp_path):
     assert "no" in summary["window"]["description"]
 
 
-def test_bucket_size_grows_with_the_log_so_the_scan_stays_bounded():
-    day = 86400 * 1_000_000
-    assert bucket_seconds_for(None) == bucket_seconds_for(0) == 300
-    assert bucket_seconds_for(34 * day) == 300 and bucket_seconds_for(35 * day) == 600
-    assert bucket_seconds_for(90 * day) == 900 and bucket_seconds_for(365 * day) == 3600
-    assert bucket_seconds_for(60 * 365 * day) == 3 * 86400
-    for days in (1, 29.9, 30, 31, 45, 89, 90, 91, 200, 365, 366, 1000, 3000, 10000):
-        span = int(days * day)
-        size = bucket_seconds_for(span)
-        # every bucket the span can touch fits, and the next smaller size would not
-        assert span // 1_000_000 // size + 2 <= MAX_BUCKETS + 1, (days, size)
-        smaller = [s for s in (*BUCKET_STEPS, *(86400 * k for k in range(2, 40))) if s < size]
-        if smaller:
-            assert (span // 1_000_000 + 1) // smaller[-1] + 1 > MAX_BUCKETS, (days, size)
+def test_bucket_size_is_the_first_step_with_at_most_max_buckets():
+    assert bucket_seconds_for([0] * len(BUCKET_STEPS)) == 300
+    fits_at = {step: [MAX_BUCKETS + 1] * i + [MAX_BUCKETS] * (len(BUCKET_STEPS) - i)
+               for i, step in enumerate(BUCKET_STEPS)}
+    for step, counts in fits_at.items():
+        assert bucket_seconds_for(counts) == step
+    assert bucket_seconds_for([MAX_BUCKETS + 1] * len(BUCKET_STEPS)) == 86400
 
 
-def test_a_log_of_eight_weeks_gets_ten_minute_buckets_and_the_same_window(tmp_path):
-    """Crossed replies on one day of 54 days of traffic: 10-minute buckets (10,000 of 5 minutes would not cover
-    the span), the window still from the first to the last crossed reply; an explicit bucket_seconds wins."""
+def test_a_month_of_dense_traffic_gets_ten_minute_buckets_and_the_same_window(tmp_path):
+    """A call every 5 minutes for 36 days (10,368 buckets with calls) and 40 crossed replies on day 30: 10-minute
+    buckets, the window still from the first to the last crossed reply, to the second; bucket_seconds=300 forces
+    the fine buckets and finds the same window."""
     cache, users = [], {}
-    for day in range(0, 55, 2):  # ten requests every other day, from 01:00 on 2023-03-20
-        for n in range(10):
-            rid = f"q{day}-{n}"
-            cache.append(call(T(n, hours=24 * day), rid, f"user:u{n}:titles", conn=rid))
-            users[rid] = f"u{n}"
+    for i in range(36 * 288):
+        rid = f"q{i}"
+        cache.append(call(T(5 * i), rid, f"user:u{i % 50}:titles", conn=rid))
+        users[rid] = f"u{i % 50}"
     for n in range(40):  # the bug, on day 30: 40 crossed replies in 40 minutes
         start = 24 * 30 * 60 + n
-        cache.append(call(T(start), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=f"c{n}"))
+        cache.append(call(T(start, 10), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=f"c{n}"))
         cache.append(call(T(start, 30), f"r{n}", f"user:reader{n}:titles", conn=f"c{n}"))
         users.update({f"v{n}": f"victim{n}", f"r{n}": f"reader{n}"})
     summary, exp = run_case(tmp_path, cache, users, window="auto")
@@ -509,6 +502,17 @@ def test_a_log_of_eight_weeks_gets_ten_minute_buckets_and_the_same_window(tmp_pa
     fine = analyze(out, config_from_dict({"keys": KEYS}), window="auto", progress=False, bucket_seconds=300)
     assert fine["auto_window"]["bucket_seconds"] == 300
     assert (fine["window"]["start"], fine["window"]["end"]) == (summary["window"]["start"], summary["window"]["end"])
+
+
+def test_a_stray_line_years_away_does_not_coarsen_the_buckets(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), "rb", "user:bob:titles"),
+        call(T(hours=5 * 365 * 24), "rz", "user:zoe:titles", conn="c9"),  # a clock five years off
+    ]
+    summary, _ = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob", "rz": "zoe"}, window="auto")
+    assert summary["auto_window"]["bucket_seconds"] == 300
+    assert summary["data_span"]["end"].startswith("2028-")
 
 
 # ----------------------------------------------------------------------------------------- outputs
