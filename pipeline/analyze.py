@@ -68,7 +68,7 @@ DEFAULT_BUCKET_SECONDS = 300
 # reaches ~14). Buckets are counted, not spanned: a stray line dated years away adds one bucket, not a million.
 MAX_BUCKETS = 10_000
 BUCKET_STEPS = (300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-# One row: per step of BUCKET_STEPS, how many of its buckets hold cache calls (both engines; exact integer sums).
+# One row: per step of BUCKET_STEPS, how many of its buckets hold cache calls (both engines; exact integer arithmetic).
 BUCKET_COUNTS_SQL = (
     "WITH call_buckets AS (SELECT DISTINCT CAST((unix_micros(ts) - unix_micros(ts) % 300000000) / 300000000 "
     "AS BIGINT) AS b FROM cache_lake WHERE ts IS NOT NULL) SELECT "
