@@ -604,8 +604,8 @@ def test_sql_files_are_one_view_each_in_the_portable_subset():
 
 def test_joins_as_written_holds_for_its_own_statements_only(tmp_path):
     """The two views marked `-- duckdb: joins as written` run with DuckDB's join planning off; the connection gets
-    it back afterwards (explore hands such connections to analysts), and a view without `-- materialize` cannot
-    carry the mark (it would be ignored)."""
+    it back afterwards (explore's connection_timeline goes on querying the same connection), and a view without
+    `-- materialize` cannot carry the mark (it would be ignored)."""
     write_lake(tmp_path / "out", requests=requests_for([call(T(0, 1), "ra", "user:alice:titles")], {"ra": "bob"}),
                cache=[call(T(0, 1), "ra", "user:alice:titles")])
     steps = load_steps()
