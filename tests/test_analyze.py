@@ -377,6 +377,29 @@ def test_key_rules_first_match_and_ownership_over_time(tmp_path):
     }
 
 
+def test_ownership_since_forever_ends_where_a_later_row_starts(tmp_path):
+    """An ownership row open at both ends (alice's since forever) is ended by a later row (bob's from 01:30): one
+    owner at any instant, so no cache line is matched twice, and the connection order is not shifted."""
+    cache = [
+        call(T(1), "r1", "conv:c1"),  # alice's then: carol sees it (key)
+        call(T(40), "r2", "conv:c1", status="cancelled"),  # bob's by now; its reply stays unread ...
+        call(T(41), "r3", "billing:carol"),  # ... and reaches carol
+        call(T(42), "r4", "billing:dave"),  # ... who left hers to dave
+    ]
+    tables = {"ownership": [
+        {"resource_id": "c1", "owner_id": "alice", "valid_from": "", "valid_to": ""},
+        {"resource_id": "c1", "owner_id": "bob", "valid_from": T(30), "valid_to": ""},
+    ]}
+    summary, exp = run_case(tmp_path, cache, {"r1": "carol", "r2": "bob", "r3": "carol", "r4": "dave"},
+                            tables=tables)
+    assert len(exp) == 3 and pairs(exp) == {
+        ("r1", "carol", "alice", "conversation_content", "key"),
+        ("r3", "carol", "bob", "conversation_content", "connection"),
+        ("r4", "dave", "carol", "payment_info", "connection"),
+    }
+    assert summary["exposures"] == 3 and summary["affected_owners"] == 3
+
+
 def test_key_evidence_alone_without_connection_or_value(tmp_path):
     cache = [call(T(1), "r1", "billing:alice", host=None, conn=None)]
     _, exp = run_case(tmp_path, cache, {"r1": "bob"})

@@ -1,7 +1,9 @@
 -- ownership_intervals: who owns a resource, as disjoint [valid_from, valid_to) intervals per resource.
 -- Input rows may overlap or leave ends open; a later valid_from ends the interval before it, so at most one
 -- owner holds a resource at any instant (for equal valid_from, the smallest owner_id: deterministic).
--- NULL valid_from = since forever; NULL valid_to = until further notice.
+-- NULL valid_from = since forever, so it sorts first (NULLS FIRST, written out: DuckDB's default puts NULLs last and
+-- Spark's first; left open, a since-forever row would overlap every later one and multiply the lines it matches).
+-- NULL valid_to = until further notice.
 CREATE OR REPLACE TEMPORARY VIEW ownership_intervals AS
 WITH ranked_ownership AS (
     SELECT
@@ -21,7 +23,7 @@ ordered_ownership AS (
         owner_id,
         valid_from,
         valid_to,
-        lead(valid_from) OVER (PARTITION BY resource_id ORDER BY valid_from) AS next_valid_from
+        lead(valid_from) OVER (PARTITION BY resource_id ORDER BY valid_from NULLS FIRST) AS next_valid_from
     FROM ranked_ownership
     WHERE same_start_rank = 1
 )
