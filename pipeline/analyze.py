@@ -53,7 +53,7 @@ import duckdb
 
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, as_config, config_from_dict, load_config, resolve_window
-from .errors import WhosawError
+from .errors import WhosawError, first_unreadable_parquet
 from .manifest import load_manifest, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
@@ -201,7 +201,13 @@ def _lake_select(con: duckdb.DuckDBPyConnection, out: Path, kind: str) -> str:
     source = (
         f"read_parquet('{_sql_path(folder)}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
     )
-    present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    try:
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    except duckdb.Error:
+        damaged = first_unreadable_parquet(con, sorted(folder.rglob("*.parquet")))
+        if damaged is None:
+            raise
+        raise WhosawError(f"the lake is damaged: {damaged} is not readable Parquet") from None
     select = ", ".join(
         f"CAST({name} AS {dtype}) AS {name}" if name in present else f"CAST(NULL AS {dtype}) AS {name}"
         for name, dtype in columns.items()

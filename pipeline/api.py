@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .analyze import analyze
+from .charts import ChartWorker
 from .config import Config, as_config, parse_window
 from .ingest import IngestResult, ingest
 from .report import report
@@ -40,9 +41,11 @@ def run(
     """Ingest the logs, analyse them and write the report: the whole job in one call."""
     cfg = as_config(config)
     parse_window(window)  # a bad --window fails before anything is read or written
-    ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
-    summary = analyze(out, config=cfg, window=window, progress=progress)
-    files = report(out, progress=progress)
+    # The chart worker imports matplotlib, at the lowest priority, while the logs are read and analysed.
+    with ChartWorker(early=True) as charts:
+        ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
+        summary = analyze(out, config=cfg, window=window, progress=progress)
+        files = report(out, progress=progress, charts=charts)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
 
 

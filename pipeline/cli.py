@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .errors import WhosawError
-from .schema import KINDS
+from .schema import EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
 
@@ -68,6 +68,9 @@ def handle_errors(func):
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence for an incident tool
+            refused = _file_system_refusal(exc)
+            if refused:
+                _fail(refused)
             if os.environ.get("WHOSAW_DEBUG"):
                 raise
             _fail(
@@ -78,8 +81,25 @@ def handle_errors(func):
     return wrapper
 
 
+def _file_system_refusal(exc: Exception) -> str | None:
+    """One line for an error the file system raised (read-only, full, not a folder), from Python or DuckDB: what
+    it said and the path, never data. None for any other error."""
+    duckdb = sys.modules.get("duckdb")
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc.__class__.__name__}: {exc.filename}" if exc.filename else str(exc)
+    if duckdb is not None and isinstance(exc, duckdb.IOException):
+        return str(exc).splitlines()[0]
+    return None
+
+
+def _out_folder(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is not None and not value.strip():  # Path("") would be the current folder
+        raise click.BadParameter("an empty path would write into the current folder; name a folder", ctx, param)
+    return None if value is None else Path(value)
+
+
 out_option = click.option(
-    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+    "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
     help="Folder for every output (created if missing).",
 )
 config_option = click.option(
@@ -202,7 +222,6 @@ def _print_ingest(result) -> None:
     )
 
 
-_EVIDENCE_ORDER = ("value_owner", "digest", "connection", "key", "digest-ambiguous", "conflict")
 
 
 def _breakdown(counts: dict[str, int], order: tuple[str, ...] = ()) -> str:
@@ -227,7 +246,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     by_category = _breakdown(summary.get("exposures_by_category", {}))
     exposures = f"{summary.get('exposures', 0):,}"
     rows.append(("exposures", exposures + (f"  ({by_category})" if by_category else "")))
-    by_evidence = _breakdown(summary.get("exposures_by_evidence", {}), _EVIDENCE_ORDER)
+    by_evidence = _breakdown(summary.get("exposures_by_evidence", {}), EVIDENCE_ORDER)
     if by_evidence:
         rows.append(("  by evidence", by_evidence))
     affected = f"{summary.get('affected_owners', 0):,}"

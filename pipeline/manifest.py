@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import WhosawError
 
 MANIFEST_NAME = "manifest.json"
 _CHUNK = 1 << 20
@@ -33,7 +34,13 @@ def load_manifest(out: Path) -> dict[str, Any]:
     path = Path(out) / MANIFEST_NAME
     if not path.exists():
         return {"tool": "whosaw", "version": __version__, "files": [], "skipped": [], "outputs": {}}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WhosawError(f"cannot read {path} ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict):
+        raise WhosawError(f"{path} is not a whosaw manifest")
+    return manifest
 
 
 def save_manifest(out: Path, manifest: dict[str, Any]) -> Path:

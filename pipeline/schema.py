@@ -75,5 +75,8 @@ EXPOSURE_COLUMNS: tuple[str, ...] = (
     "reply_request_id", "owner_by_value", "owner_by_digest", "owner_by_connection", "owner_by_key",
 )
 
+# Evidence tiers, strongest first, then the flags (SPEC "What counts as an exposure").
+EVIDENCE_ORDER: tuple[str, ...] = ("value_owner", "digest", "connection", "key", "digest-ambiguous", "conflict")
+
 ANONYMOUS = "anonymous"
 UNCATEGORIZED = "uncategorized"

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 import pipeline
+from pipeline.charts import ChartFacts, ChartWorker, _bins, draw_charts
 from pipeline.cli import cli
 from pipeline.report import fmt_int, fmt_share
 from pipeline.safecsv import read_safe_csv
@@ -536,7 +538,6 @@ def test_charts_are_whole(built):
 def test_charts_with_long_names_and_large_counts(tmp_path):
     """The layout makes room for what the charts hold: long category and country names, all evidence tiers,
     counts in the millions, many countries, no timeline."""
-    report_module = sys.modules["pipeline.report"]
     long = "a_category_with_a_name_much_longer_than_its_label_may_be"
     summary = {
         "window": {"method": "all"},
@@ -546,14 +547,13 @@ def test_charts_with_long_names_and_large_counts(tmp_path):
             "conflict": 1,
         },
     }
-    facts = report_module._Facts(
+    facts = ChartFacts(
         severity_by_category={long: "critical", "payment_info": "high"},
         countries=[(f"A country with a very long name {i}", 2_000_000 - i, 1) for i in range(20)],
         owners_seen_hist=[(1, 12_000_000), (3, 40_000), (2_000, 1)],
         viewer_count_hist=[(1, 2), (2, 1)],
     )
-    given = iter([{}, facts])  # no timeline, then the facts
-    charts = report_module._draw_charts(summary, lambda: next(given))
+    charts = draw_charts(summary, {}, facts)  # no timeline
     assert list(charts) == list(CHARTS)
     for name, png in charts.items():
         (tmp_path / f"{name}.png").write_bytes(png)
@@ -562,20 +562,102 @@ def test_charts_with_long_names_and_large_counts(tmp_path):
 
 def test_report_needs_no_pandas(built, tmp_path):
     """The report runs on DuckDB results as plain lists: pandas (half a second to import) is never loaded, and
-    matplotlib only once it draws."""
+    matplotlib not in the report's process either: the chart worker draws."""
     out = tmp_path / "out"
     shutil.copytree(built[0], out)
     code = (
         "import sys\n"
-        "import pipeline.report\n"
-        "print('matplotlib' in sys.modules)\n"
         "from pipeline import report\n"
         f"report({str(out)!r}, progress=False)\n"
-        "print('pandas' in sys.modules)"
+        "print('pandas' in sys.modules, 'matplotlib' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
     assert_charts_whole(out / "charts")
+
+
+def built_chart_inputs(out: Path) -> tuple[dict, dict, ChartFacts]:
+    """What the report hands the charts for the analysis in ``out``: summary, timeline (by column), facts."""
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    con = duckdb.connect()
+    result = con.execute(f"SELECT * FROM read_parquet('{out / 'timeline.parquet'}') ORDER BY bucket_start")
+    names = [column[0] for column in result.description]
+    timeline = dict(zip(names, (list(column) for column in zip(*result.fetchall(), strict=True)), strict=True))
+    facts = ChartFacts(
+        severity_by_category={"payment_info": "high"},
+        countries=[("DE", 3, 1), ("US", 2, 0)],
+        owners_seen_hist=[(1, 4), (2, 1)],
+        viewer_count_hist=[(1, 3), (3, 1)],
+    )
+    return summary, timeline, facts
+
+
+def test_chart_worker_draws_what_this_process_draws(sample_run):
+    """The worker process returns, byte for byte, the PNGs drawn here; in the order of CHART_NAMES."""
+    summary, timeline, facts = built_chart_inputs(sample_run[0])
+    assert timeline["bucket_start"], "the sample run has a timeline"
+    with ChartWorker() as worker:
+        worker.draw_timeline(summary, timeline)
+        worker.draw_facts(facts)
+        process = worker._process
+        drawn = worker.charts()
+    assert process is not None and process.returncode == 0  # the worker drew them and ended
+    assert drawn == draw_charts(summary, timeline, facts)
+
+
+def test_a_dead_chart_worker_is_replaced_by_drawing_here(sample_run, tmp_path):
+    """Whatever happens to the worker (here: killed before it got anything), the report has its charts."""
+    ran, out = sample_run[0], tmp_path / "out"
+    shutil.copytree(ran, out)
+    worker = ChartWorker()
+    worker._process.kill()
+    files = pipeline.report(out, progress=False, charts=worker)
+    assert all(f"charts/{name}.png" in files for name in CHARTS)
+    assert_charts_whole(out / "charts")
+    for name in CHARTS:
+        assert (out / "charts" / f"{name}.png").read_bytes() == (ran / "charts" / f"{name}.png").read_bytes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="early workers are Linux's")
+def test_an_early_worker_is_used_once_ready_and_replaced_before(sample_run):
+    """`run` starts its worker before it ingests. The report uses it if it has imported matplotlib by then, and
+    else starts a worker at normal priority instead of waiting for a low-priority one. The same PNGs either way."""
+    summary, timeline, facts = built_chart_inputs(sample_run[0])
+    expected = draw_charts(summary, timeline, facts)
+    with ChartWorker(early=True) as asked_at_once:  # no process imports matplotlib in no time
+        early = asked_at_once._process
+        asked_at_once.draw_timeline(summary, timeline)
+        assert asked_at_once._process is not early and early.poll() is not None  # replaced, stopped
+        asked_at_once.draw_facts(facts)
+        assert asked_at_once.charts() == expected
+    with ChartWorker(early=True) as asked_later:
+        early = asked_later._process
+        deadline = time.monotonic() + 120
+        while not asked_later._imported() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked_later.draw_timeline(summary, timeline)
+        assert asked_later._process is early
+        asked_later.draw_facts(facts)
+        assert asked_later.charts() == expected and early.returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_an_early_worker_imports_at_low_priority_and_draws_at_normal():
+    """ChartWorker(early=True) lowers the priority of the thread importing matplotlib only: the drawing, on the
+    worker's main thread, keeps the normal priority."""
+    code = (
+        "import os, threading\n"
+        "import pipeline.charts as c\n"
+        "seen = []\n"
+        "def importer():\n"
+        "    c._import_matplotlib(True)\n"
+        "    seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))\n"
+        "t = threading.Thread(target=importer); t.start(); t.join()\n"
+        "print(os.getpriority(os.PRIO_PROCESS, 0), seen[0])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    main, importing = map(int, done.stdout.split())
+    assert importing == 19 and main < 19
 
 
 def test_no_exposures_still_reports(tmp_path):
@@ -969,8 +1051,7 @@ def test_cli_run_unreadable_input_exits_2(tmp_path):
 
 def test_pair_histograms_fit_in_eight_bins():
     """The pairs chart's x labels stay apart: however far the counts reach, at most 8 bins, every count in one."""
-    bins = sys.modules["pipeline.report"]._bins
-    labels, values = bins([(1, 50), (4, 3), (5, 2), (60, 1), (2_000, 1)])
+    labels, values = _bins([(1, 50), (4, 3), (5, 2), (60, 1), (2_000, 1)])
     assert labels == ["1", "2", "3", "4-5", "6-10", "11-20", "21-100", "101+"]
     assert values == [50, 0, 0, 5, 0, 0, 1, 1]
-    assert bins([(2, 7)]) == (["1", "2"], [0, 7])
+    assert _bins([(2, 7)]) == (["1", "2"], [0, 7])
