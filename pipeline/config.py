@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -146,6 +146,47 @@ def parse_window(text: str | None, source: str = "cli") -> Window | None:
     return Window(start=start, end=end, source=source)
 
 
+# ------------------------------------------------------------------------------ the TOML values' types
+
+_TOML_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+               (list, "an array"), (dict, "a table"), (datetime, "a date-time"), (date, "a date"))
+
+
+def _a(value: Any) -> str:
+    """What a TOML value is, in words (never the value itself)."""
+    return next((name for kind, name in _TOML_TYPES if isinstance(value, kind)), "a time")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise WhosawError(f"config: {where}: expected a table, got {_a(value)}")
+    return value
+
+
+def _known(table: dict[str, Any], where: str, known: tuple[str, ...]) -> None:
+    unknown = set(table) - set(known)
+    if unknown:
+        raise WhosawError(f"config: {where}: unknown setting {sorted(unknown)[0]!r} (known: {', '.join(known)})")
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        got = "an empty string" if value == "" else _a(value)
+        raise WhosawError(f"config: {where}: expected a non-empty string, got {got}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    """A list of non-empty strings (a single string is a list of one)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise WhosawError(f"config: {where}: expected a list of strings, got {_a(value)}")
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
 def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
     if name not in LAKE_COLUMNS[kind]:
         known = ", ".join(LAKE_COLUMNS[kind])
@@ -161,50 +202,74 @@ def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
     )
 
 
-def _source(kind: str, table: dict[str, Any]) -> SourceConfig:
-    unknown = set(table) - {"match", "fields", "timezone"}
-    if unknown:
-        raise WhosawError(f"config: sources.{kind}: unknown setting {sorted(unknown)[0]!r}")
-    match = table.get("match", [])
-    if isinstance(match, str):
-        match = [match]
-    zone = table.get("timezone", "UTC")
+def _source(kind: str, value: Any) -> SourceConfig:
+    table = _table(value, f"sources.{kind}")
+    _known(table, f"sources.{kind}", ("match", "fields", "timezone"))
+    match = _strings(table.get("match", []), f"sources.{kind}.match")
+    zone = _string(table.get("timezone", "UTC"), f"sources.{kind}.timezone")
     try:
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise WhosawError(f"config: sources.{kind}.timezone: unknown time zone {zone!r}") from None
-    fields = {name: _field_spec(kind, name, value) for name, value in table.get("fields", {}).items()}
+    field_map = _table(table.get("fields", {}), f"sources.{kind}.fields")
+    fields = {name: _field_spec(kind, name, value) for name, value in field_map.items()}
     return SourceConfig(kind=kind, match=tuple(match), fields=fields, timezone=zone)
 
 
-def _key_rule(order: int, table: dict[str, Any]) -> KeyRule:
-    pattern = table.get("pattern")
-    if not isinstance(pattern, str) or not pattern:
-        raise WhosawError(f"config: keys[{order}]: a pattern is required")
+def _key_rule(order: int, value: Any) -> KeyRule:
+    where = f"keys[{order}]"
+    table = _table(value, where)
+    _known(table, where, ("pattern", "category", "severity"))
+    if "pattern" not in table:
+        raise WhosawError(f"config: {where}: a pattern is required")
+    pattern = _string(table["pattern"], f"{where}.pattern")
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise WhosawError(f"config: keys[{order}]: invalid pattern ({exc})") from None
+        raise WhosawError(f"config: {where}.pattern: invalid pattern ({exc})") from None
     groups = compiled.groupindex
     if "owner" in groups and "resource" in groups:
-        raise WhosawError(f"config: keys[{order}]: a pattern names an owner or a resource, not both")
-    severity = str(table.get("severity", "medium")).lower()
+        raise WhosawError(f"config: {where}: a pattern names an owner or a resource, not both")
+    severity = _string(table.get("severity", "medium"), f"{where}.severity").lower()
     if severity not in SEVERITIES:
-        raise WhosawError(f"config: keys[{order}].severity: expected one of {', '.join(SEVERITIES)}")
-    return KeyRule(
+        raise WhosawError(f"config: {where}.severity: expected one of {', '.join(SEVERITIES)}")
+    rule = KeyRule(
         order=order,
         pattern=pattern,
         sql_pattern=_NAMED_GROUP.sub("(", pattern),
         owner_group=groups.get("owner", 0),
         resource_group=groups.get("resource", 0),
-        category=str(table.get("category", UNCATEGORIZED)),
+        category=_string(table.get("category", UNCATEGORIZED), f"{where}.category"),
         severity=severity,
     )
+    _check_runs_in_duckdb(rule, where)
+    return rule
 
 
-def _ops(table: dict[str, Any]) -> CacheOps:
+def _check_runs_in_duckdb(rule: KeyRule, where: str) -> None:
+    """Compile the rule's pattern in DuckDB as the analysis will (:func:`pipeline.analyze.key_rule_sql`):
+    Python's ``re`` accepts lookarounds, backreferences, ``\\Z``... that RE2 does not."""
+    import duckdb  # here, not at the top: the CLI starts without DuckDB
+
+    group = max(rule.owner_group, rule.resource_group)
+    try:
+        with duckdb.connect() as con:
+            con.execute(f"SELECT regexp_matches('', $1), regexp_extract('', $1, {group})", [rule.sql_pattern])
+    except duckdb.Error as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        reason = reason.removeprefix("Invalid Input Error: ")
+        reason = reason if len(reason) <= 80 else reason[:77] + "..."
+        raise WhosawError(f"config: {where}.pattern: not a pattern DuckDB (RE2) can run ({reason})") from None
+
+
+def _ops(value: Any) -> CacheOps:
+    table = _table(value, "cache")
+    _known(table, "cache", ("read_ops", "write_ops", "reset_ops"))
+
     def upper(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(str(op).upper() for op in table.get(name, default))
+        if name not in table:
+            return default
+        return tuple(op.upper() for op in _strings(table[name], f"cache.{name}"))
 
     return CacheOps(
         read=upper("read_ops", DEFAULT_READ_OPS),
@@ -235,31 +300,29 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     if unknown:
         raise WhosawError(f"config: unknown section {sorted(unknown)[0]!r}")
 
-    window = None
-    window_table = raw.get("window", {})
-    if window_table.get("auto"):
-        window = Window(auto=True, source="auto")
-    elif "start" in window_table or "end" in window_table:
-        if not ("start" in window_table and "end" in window_table):
-            raise WhosawError("config: [window] needs both start and end (or auto = true)")
-        window = parse_window(f"{window_table['start']}/{window_table['end']}", source="config")
+    window = _window(_table(raw.get("window", {}), "window"))
 
-    sources_table = raw.get("sources", {})
+    sources_table = _table(raw.get("sources", {}), "sources")
     for kind in sources_table:
         if kind not in KINDS:
             raise WhosawError(f"config: unknown source kind {kind!r} (known: {', '.join(KINDS)})")
     sources = {kind: _source(kind, sources_table.get(kind, {})) for kind in KINDS}
 
-    keys = tuple(_key_rule(i, table) for i, table in enumerate(raw.get("keys", [])))
+    key_list = raw.get("keys", [])
+    if not isinstance(key_list, list):
+        raise WhosawError(f"config: keys: expected an array of tables ([[keys]]), got {_a(key_list)}")
+    keys = tuple(_key_rule(i, table) for i, table in enumerate(key_list))
 
     base = path.parent if path else Path.cwd()
     tables: dict[str, Path] = {}
-    for name, rel in raw.get("tables", {}).items():
+    for name, rel in _table(raw.get("tables", {}), "tables").items():
         if name not in TABLE_NAMES:
             raise WhosawError(f"config: unknown table {name!r} (known: {', '.join(TABLE_NAMES)})")
-        table_path = (base / rel).resolve()
-        if not table_path.is_file():
+        table_path = (base / _string(rel, f"tables.{name}")).resolve()
+        if not table_path.exists():
             raise WhosawError(f"config: tables.{name}: {table_path} does not exist")
+        if not table_path.is_file():
+            raise WhosawError(f"config: tables.{name}: {table_path} is not a file")
         tables[name] = table_path
 
     return Config(
@@ -271,6 +334,27 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
         cache_ops=_ops(raw.get("cache", {})),
         raw=raw,
     )
+
+
+def _window(table: dict[str, Any]) -> Window | None:
+    """The config's [window]: ``auto = true``, or ``start`` and ``end`` (ISO-8601 strings or TOML date-times)."""
+    _known(table, "window", ("start", "end", "auto"))
+    auto = table.get("auto", False)
+    if not isinstance(auto, bool):
+        raise WhosawError(f"config: window.auto: expected true or false, got {_a(auto)}")
+    if auto:
+        return Window(auto=True, source="auto")
+    if "start" not in table and "end" not in table:
+        return None
+    if not ("start" in table and "end" in table):
+        raise WhosawError("config: [window] needs both start and end (or auto = true)")
+    for name in ("start", "end"):
+        if not isinstance(table[name], str | date):  # a TOML date-time is a datetime, itself a date
+            raise WhosawError(f"config: window.{name}: expected an ISO-8601 time, got {_a(table[name])}")
+    try:
+        return parse_window(f"{table['start']}/{table['end']}", source="config")
+    except WhosawError as exc:
+        raise WhosawError(f"config: {exc}") from None
 
 
 def resolve_window(cli_window: str | None, config: Config) -> Window:

@@ -1,9 +1,12 @@
 """The config and the window: what users write, and the one-line errors they get when it is wrong."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pipeline.cli import cli
 from pipeline.config import config_from_dict, load_config, parse_window, resolve_window
 from pipeline.errors import WhosawError
 
@@ -79,3 +82,93 @@ def test_tables_resolve_relative_to_the_config_file(tmp_path):
     (tmp_path / "bad.toml").write_text("[window\n")
     with pytest.raises(WhosawError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+# ------------------------------------------------------------------- through the CLI: one line, exit 2, nothing written
+
+SAMPLE = str(Path(__file__).resolve().parents[1] / "sample_logs")
+
+
+def _run_with_config(tmp_path, toml: str):
+    """``whosaw run`` on the sample logs with ``toml`` as the config; the result and the --out folder."""
+    config = tmp_path / "incident.toml"
+    config.write_text(toml, encoding="utf-8")
+    out = tmp_path / "out"
+    return CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(out), "--config", str(config)]), out
+
+
+def _assert_config_error(result, out, words: str) -> None:
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("whosaw: error: config"), lines
+    assert words in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("toml, words", [
+    ("keys = 5", "keys: expected an array of tables"),
+    ("keys = [5]", "keys[0]: expected a table"),
+    ('keys = { pattern = "x" }', "keys: expected an array of tables"),
+    ("sources = 5", "sources: expected a table"),
+    ("window = 5", "window: expected a table"),
+    ("tables = 5", "tables: expected a table"),
+    ("cache = 5", "cache: expected a table"),
+    ("[sources]\nrequests = 5", "sources.requests: expected a table"),
+    ("[sources.requests]\nmatch = 5", "sources.requests.match: expected a list of strings"),
+    ("[sources.requests]\nmatch = [5]", "sources.requests.match[0]: expected a non-empty string"),
+    ('[sources.requests]\nfields = "x"', "sources.requests.fields: expected a table"),
+    ("[sources.requests]\ntimezone = 5", "sources.requests.timezone: expected a non-empty string"),
+    ("[tables]\nusers = 5", "tables.users: expected a non-empty string"),
+    ("[cache]\nread_ops = 5", "cache.read_ops: expected a list of strings"),
+    ('[cache]\nread_ops = ["GET", 5]', "cache.read_ops[1]: expected a non-empty string"),
+    ("[[keys]]\npattern = 5", "keys[0].pattern: expected a non-empty string"),
+    ('[[keys]]\npattern = "x"\ncategory = 5', "keys[0].category: expected a non-empty string"),
+    ('[[keys]]\npattern = "x"\nseverity = 5', "keys[0].severity: expected a non-empty string"),
+    ("[window]\nstart = 5\nend = 6", "window.start: expected an ISO-8601 time"),
+    ('[window]\nauto = "yes"', "window.auto: expected true or false"),
+])
+def test_config_value_of_the_wrong_type_is_one_line_exit_2(tmp_path, toml, words):
+    _assert_config_error(*_run_with_config(tmp_path, toml), words)
+
+
+@pytest.mark.parametrize("toml, words", [
+    ("[window]\nextra = 1", "window: unknown setting 'extra'"),
+    ('[[keys]]\npattern = "^x"\nwat = 1', "keys[0]: unknown setting 'wat'"),
+    ("[cache]\nread_opps = []", "cache: unknown setting 'read_opps'"),
+])
+def test_unknown_setting_in_window_keys_or_cache_is_one_line_exit_2(tmp_path, toml, words):
+    _assert_config_error(*_run_with_config(tmp_path, toml), words)
+
+
+@pytest.mark.parametrize("pattern", [
+    "^user:(?P<owner>[^:]+)(?=:titles$)",  # lookahead
+    "^user:(?P<owner>[^:]+)(?<!x):titles$",  # lookbehind
+    "^user:(?P<owner>[^:]+):(?P=owner)$",  # backreference
+    r"^user:(?P<owner>[^:]+)\Z",
+])
+def test_key_pattern_duckdb_cannot_run_fails_at_config_load(tmp_path, pattern):
+    """Python's re takes these, RE2 does not: the analysis would crash after the lake was written."""
+    result, out = _run_with_config(tmp_path, f"[[keys]]\npattern = '{pattern}'\n")
+    _assert_config_error(result, out, "keys[0].pattern: not a pattern DuckDB (RE2) can run")
+
+
+def test_table_that_is_a_folder_is_not_a_file(tmp_path):
+    (tmp_path / "users").mkdir()
+    _assert_config_error(*_run_with_config(tmp_path, '[tables]\nusers = "users"\n'), "users is not a file")
+
+
+def test_config_window_errors_name_the_config(tmp_path):
+    result, out = _run_with_config(tmp_path, '[window]\nstart = "soon"\nend = "2023-03-20T10:00Z"\n')
+    _assert_config_error(result, out, "window start")
+
+
+def test_toml_date_times_and_one_glob_still_load():
+    cfg = config_from_dict({
+        "window": {"start": datetime(2023, 3, 20, 1, tzinfo=UTC), "end": datetime(2023, 3, 20, 10, tzinfo=UTC)},
+        "sources": {"requests": {"match": "access-*.ndjson*"}},
+        "cache": {"read_ops": ["get"]},
+    })
+    assert cfg.window.iso() == "2023-03-20T01:00:00Z/2023-03-20T10:00:00Z"
+    assert cfg.sources["requests"].match == ("access-*.ndjson*",)
+    assert cfg.cache_ops.read == ("GET",)
