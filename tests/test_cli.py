@@ -1,6 +1,7 @@
 """The CLI as a whole: every verb answers --help, usage errors are one line with exit 2, and nothing is
 written when the command line is wrong."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,63 @@ def test_usage_errors_are_one_line_and_exit_2(args, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("whosaw: error:")
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_an_empty_out_is_refused_not_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["ingest", SAMPLE, "--out", ""])
+    assert result.exit_code == 2 and "--out" in result.stderr and result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "out"
+    result = CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(out), "--config", f"{SAMPLE}/incident.toml",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _damaged(finished_run: Path, tmp_path: Path, damage) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    damage(out)
+    return out
+
+
+def _junk(path: Path) -> None:
+    path.unlink()
+    path.write_text("junk\n")
+
+
+@pytest.mark.parametrize(("verb", "damage", "says"), [
+    ("analyze", lambda out: (out / "manifest.json").write_text("{bad"), "manifest.json (JSONDecodeError)"),
+    ("ingest", lambda out: (out / "manifest.json").write_text("[1, 2]"), "is not a whosaw manifest"),
+    ("analyze", lambda out: _junk(sorted((out / "parquet" / "cache").rglob("*.parquet"))[0]),
+     "the lake is damaged: "),
+    ("report", lambda out: _junk(out / "exposures.parquet"), "exposures.parquet is not readable Parquet"),
+    ("report", lambda out: _junk(out / "timeline.parquet"), "timeline.parquet is not readable Parquet"),
+    ("report", lambda out: (out / "summary.json").write_text("[1, 2]"), "is not an analysis summary"),
+    ("analyze", lambda out: ((out / "exposures.parquet").unlink(), (out / "exposures.parquet").mkdir()),
+     "IO Error: "),  # DuckDB cannot write its output there
+])
+def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, verb, damage, says):
+    """Whatever was left in --out (a damaged manifest, lake file or analysis output): one line naming it, exit 2."""
+    out = _damaged(finished_run, tmp_path, damage)
+    config = ["--config", f"{SAMPLE}/incident.toml"]
+    args = {"ingest": [SAMPLE, *config], "analyze": config, "report": []}[verb]
+    result = CliRunner().invoke(cli, [verb, *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+    assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_an_out_the_file_system_refuses_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = CliRunner().invoke(cli, ["ingest", SAMPLE, "--out", str(tmp_path / "a_file" / "out")])
+    assert result.exit_code == 2
+    assert result.stderr == f"whosaw: error: Not a directory: {tmp_path / 'a_file' / 'out'}\n"
 
 
 def test_bad_window_fails_before_anything_is_written(tmp_path):
