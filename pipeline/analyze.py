@@ -506,10 +506,10 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     requests = con.execute(
         f"SELECT count(*) FROM request_log AS c CROSS JOIN chosen_window AS w WHERE {in_window}"
     ).fetchone()[0]
-    served = con.execute(
-        "SELECT count(*) FROM cache_lines AS c CROSS JOIN chosen_window AS w "
-        f"WHERE c.is_read_op AND c.status = 'ok' AND {in_window}"
-    ).fetchone()[0]
+    served, served_unconnected = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE c.conn_no IS NULL) FROM cache_lines AS c "
+        f"CROSS JOIN chosen_window AS w WHERE c.is_read_op AND c.status = 'ok' AND {in_window}"
+    ).fetchone()
     crossed, unknown = con.execute(
         "SELECT count(*) FILTER (WHERE c.crossed), "
         "count(*) FILTER (WHERE c.is_served_item AND c.viewer_kind = 'unknown') "
@@ -528,6 +528,8 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "active_sessions": int(active_sessions),
         "requests": int(requests),
         "served_items": int(served),
+        # the connection tier cannot see a crossed reply among these: no host or no conn_id logged
+        "served_items_without_connection": int(served_unconnected),
         "crossed_replies": int(crossed),
         "exposures": int(exposures),
         "affected_owners": int(owners),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .analyze import analyze
 from .charts import ChartWorker
 from .config import Config, as_config, parse_window
+from .errors import WhosawError
 from .ingest import IngestResult, ingest
 from .report import report
 
@@ -44,6 +45,12 @@ def run(
     # The chart worker imports matplotlib, at the lowest priority, while the logs are read and analysed.
     with ChartWorker(early=True) as charts:
         ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
+        if not (Path(out) / "parquet").is_dir():
+            t = ingested.totals
+            raise WhosawError(
+                f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
+                f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
+            )
         summary = analyze(out, config=cfg, window=window, progress=progress)
         files = report(out, progress=progress, charts=charts)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)

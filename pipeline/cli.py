@@ -274,6 +274,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     outside = summary.get("outside_window", {})
     if isinstance(outside, dict) and outside.get("exposures"):
         rows.append(("outside window", f"{outside['exposures']:,} exposures not counted above"))
+    if summary.get("served_items_without_connection"):
+        rows.append(("no connection", f"{summary['served_items_without_connection']:,} served items name no host or "
+                     "conn_id: the connection tier cannot see crossed replies among them"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")

@@ -883,6 +883,8 @@ _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("sessions active in the window", ("active_sessions",), "int"),
     ("requests in the window", ("requests",), "int"),
     ("cache values served", ("served_items",), "int"),
+    ("... of them with no host or conn_id logged (the connection tier cannot see them)",
+     ("served_items_without_connection",), "int"),
     ("crossed replies (a read received another call's reply)", ("crossed_replies",), "int"),
     ("exposures (a value served to someone other than its owner)", ("exposures",), "int"),
     ("affected users (owners whose data was exposed)", ("affected_owners",), "int"),

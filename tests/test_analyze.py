@@ -401,9 +401,15 @@ def test_ownership_since_forever_ends_where_a_later_row_starts(tmp_path):
 
 
 def test_key_evidence_alone_without_connection_or_value(tmp_path):
-    cache = [call(T(1), "r1", "billing:alice", host=None, conn=None)]
-    _, exp = run_case(tmp_path, cache, {"r1": "bob"})
+    """Without host or conn_id the connection tier is blind, and the summary says for how many served items."""
+    cache = [
+        call(T(1), "r1", "billing:alice", host=None, conn=None),
+        call(T(2), "r2", "billing:bob", host=None),  # a conn_id alone names no connection (SPEC)
+        call(T(3), "r3", "billing:bob"),
+    ]
+    summary, exp = run_case(tmp_path, cache, {"r1": "bob", "r2": "bob", "r3": "bob"})
     assert pairs(exp) == {("r1", "bob", "alice", "payment_info", "key")}
+    assert summary["served_items"] == 3 and summary["served_items_without_connection"] == 2
 
 
 def test_key_rule_sql_quotes_patterns_for_spark():

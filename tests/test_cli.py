@@ -105,6 +105,17 @@ def test_an_out_the_file_system_refuses_is_one_line_and_exit_2(tmp_path):
     assert result.stderr == f"whosaw: error: Not a directory: {tmp_path / 'a_file' / 'out'}\n"
 
 
+def test_run_with_every_line_rejected_says_so(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "requests.jsonl").write_text('not json\n{"ts": "soon"}\n')
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("whosaw: error: nothing to analyse: no record was kept of the 2 lines read "
+                                    "(2 rejected, 0 duplicates;") and result.stderr.count("\n") == 1
+    assert len(list((tmp_path / "out" / "rejects").rglob("*.parquet"))) >= 1
+
+
 def test_bad_window_fails_before_anything_is_written(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(out), "--window", "2023-03-20/soon"])

@@ -14,12 +14,14 @@ CREATE OR REPLACE TEMP MACRO whosaw_epoch_us(n) AS (
 
 -- A timestamp text -> TIMESTAMPTZ, NULL when it is not a time. Text without '-' or ':' is an epoch number;
 -- anything else is ISO-8601: an offset or Z is honoured, a zone-less time is read in the session TimeZone,
--- which ingest sets to the source's zone for the statement (UTC unless the config names one).
+-- which ingest sets to the source's zone for the statement (UTC unless the config names one). RFC 3339 also
+-- allows a lower-case 't' and 'z', which DuckDB does not read: a text it cannot read is tried once more in upper
+-- case (only those: COALESCE evaluates its second argument only where the first is NULL).
 CREATE OR REPLACE TEMP MACRO whosaw_ts(t) AS (
     CASE WHEN NOT contains(t, '-') AND NOT contains(t, ':')
          THEN timezone('UTC', make_timestamp(
                   CAST(whosaw_epoch_us(TRY_CAST(trim(t) AS DECIMAL(38, 9))) AS BIGINT)))
-         ELSE TRY_CAST(t AS TIMESTAMPTZ)
+         ELSE coalesce(TRY_CAST(t AS TIMESTAMPTZ), TRY_CAST(upper(t) AS TIMESTAMPTZ))
     END
 );
 
