@@ -5,7 +5,8 @@ How it works, and why:
 * Inputs are files and folders (searched recursively; hidden entries and ``--out`` itself are passed over).
   A file's kind comes from ``--kind``, else the config's ``match`` globs, else the name prefix (``requests*``,
   ``cache*``, ``sessions*``); its format from the extension (``.jsonl/.ndjson/.json``, ``.csv``, ``.parquet``,
-  each optionally ``.gz``). A file that says neither is listed as skipped, never guessed at.
+  each optionally ``.gz``). A file that says neither is listed as skipped, never guessed at. So is anything in a
+  folder that is not a regular file (a named pipe, socket or device): told by ``stat``, never opened.
 * Text inputs are cut into *physical* lines by :class:`_LineStream`: chunks of bytes, line ends found with numpy,
   streamed to DuckDB as Arrow batches of ``(file_id, line_no, line)``. No per-row Python, and line numbers are
   exact by construction (blank lines, CR LF, NUL bytes, stray quotes or delimiters and invalid UTF-8 cannot shift
@@ -28,7 +29,15 @@ Counting rule (checked before the manifest is written): for every file ``lines =
 where ``lines`` is the number of physical lines of the decompressed file, except a CSV header line; a Parquet
 file's rows are its lines. A ``.gz`` that ends early (or is corrupt part-way) keeps the complete lines it
 could read; whatever followed the last complete line (possibly nothing) counts as ONE more line, rejected
-as ``gzip_truncated`` (or ``gzip_corrupt``) at the next line number.
+as ``gzip_truncated`` (or ``gzip_corrupt``) at the next line number. "Could read" is every byte zlib inflates
+before the damage (see :class:`_Gunzip`); a member whose data is whole but whose CRC or length is wrong keeps
+all its lines and is still ``gzip_corrupt``.
+
+A CSV's first line is its header only if it names at least one of the kind's required fields (after the config's
+field map) and parses as CSV. Otherwise it is most likely a record of a file without a header (or a header
+with classic Mac CR line ends): it is not dropped but counted as line 1 and rejected as ``csv_header_missing``
+(or ``csv_header_unreadable``); its fields still name the columns, so the file's other lines are rejected
+too (``missing_field:...``, ``csv_columns``), each with its line number, and none vanishes.
 
 Time stamps: epoch numbers in s/ms/us/ns by magnitude, ISO-8601 with offset or ``Z``, zone-less ISO in the
 source's ``timezone``; stored as UTC ``TIMESTAMPTZ`` in microseconds (nanoseconds are truncated); a time
@@ -68,7 +77,7 @@ from .config import Config, FieldSpec, as_config
 from .errors import WhosawError
 from .manifest import load_manifest, sha256_file, update_manifest
 from .safecsv import copy_safe_csv
-from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, SESSION_EVENTS
+from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS
 
 SQL_DIR = Path(__file__).parent / "sql" / "ingest"
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -76,6 +85,7 @@ RAW_CHARS = 500  # a rejected line's raw text is cut to this many characters
 READ_CHUNK = 8 << 20  # bytes read at a time from a plain file
 GZ_CHUNK = 1 << 20  # compressed bytes read at a time from a .gz
 GZ_OUT = 16 << 20  # at most this many bytes inflated per step (a highly compressed log stays bounded)
+GZ_STEPS = (4096, 1)  # after gzip damage, the chunk is inflated again in pieces of these sizes (see _Gunzip)
 # DuckDB's memory for ingest. With the partitioned-write settings in _connect, 600MB ingests 10M requests + 11M cache
 # lines (4.4 GB) without spilling much; peak RSS stays under 1 GB.
 MEMORY_LIMIT = os.environ.get("WHOSAW_MEMORY_LIMIT", "600MB")
@@ -106,6 +116,8 @@ REASONS: dict[str, str] = {
     "not_an_object": "the line is JSON but not an object",
     "csv_quote": "the line's CSV quoting is broken (a stray or unterminated quote)",
     "csv_columns": "the CSV line has more or fewer fields than the header",
+    "csv_header_missing": "the CSV's first line, taken as its header, names none of the required fields: no header?",
+    "csv_header_unreadable": "the CSV's first line, taken as its header, cannot be parsed (a lone CR: Mac line ends?)",
     "bad_ts": "ts is not an ISO-8601 time or epoch number between 1990 and 2100",
     "bad_status": "status is not a valid status for this log kind",
     "bad_event": "event is not login, refresh, logout or expire",
@@ -135,6 +147,8 @@ class _Input:
     order: int
     sha256: str | None = None
     header: list[str] | None = None
+    header_reason: str | None = None  # csv_header_missing | csv_header_unreadable: line 1 is counted and rejected
+    header_raw: str | None = None  # that line's text, once read
     lines: int = 0
     kept: int = 0
     duplicates: int = 0
@@ -311,6 +325,10 @@ def _discover(
         if _inside(real, out):
             skipped.append({"path": str(path), "reason": "inside the --out folder"})
             continue
+        not_regular = _not_regular(path)
+        if not_regular:  # a named pipe would block the run forever: never opened
+            skipped.append({"path": str(path), "reason": f"not a regular file ({not_regular}): not read"})
+            continue
         file_kind, why = _kind_of(path.name, cfg, kind)
         fmt, gz = format_of(path.name)
         if file_kind is None:
@@ -327,7 +345,7 @@ def _discover(
         size = _check_readable(path, fmt, gz)
         item = _Input(path=path, kind=file_kind, fmt=fmt, gz=gz, size=size, order=len(files))
         if fmt == "csv":
-            item.header = _csv_header(item)
+            item.header, item.header_reason = _csv_header(item, cfg, file_kind)
         files.append(item)
     return files, skipped
 
@@ -375,6 +393,9 @@ def format_of(name: str) -> tuple[str | None, bool]:
 
 def _check_readable(path: Path, fmt: str, gz: bool) -> int:
     """The file's size; a one-line WhosawError if it cannot be read or is not what its name says."""
+    not_regular = _not_regular(path)
+    if not_regular:  # checked before opening: opening a named pipe blocks
+        raise WhosawError(f"input {path} is not a regular file ({not_regular})")
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
@@ -396,17 +417,58 @@ def _check_readable(path: Path, fmt: str, gz: bool) -> int:
     return size
 
 
-def _csv_header(item: _Input) -> list[str]:
-    """The column names on the first line of a CSV file (empty for an empty file)."""
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (symbolic links followed), from ``stat`` alone: the file is
+    never opened. None for a regular file, or when ``stat`` fails (reading it then says why)."""
     try:
-        opener = gzip.open if item.gz else open
-        with opener(item.path, "rb") as handle:
-            first = handle.readline()
-    except (OSError, EOFError, zlib.error):
-        return []  # a gzip that breaks inside its first line: every line is then a gzip reject
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _first_line(item: _Input) -> bytes:
+    """The first line of a file as ingest reads it (a damaged .gz: as much as could be inflated before the damage)."""
+    with open(item.path, "rb") as handle:
+        if not item.gz:
+            return handle.readline()
+        gunzip, got = _Gunzip(), b""
+        with contextlib.suppress(zlib.error):
+            while b"\n" not in got and (buf := handle.read(1 << 16)):
+                for out in gunzip.feed(buf):
+                    got += out
+                    if b"\n" in out:
+                        break
+        return got[: got.find(b"\n") + 1] if b"\n" in got else got
+
+
+def _csv_header(item: _Input, cfg: Config, kind: str) -> tuple[list[str], str | None]:
+    """The column names on the first line of a CSV file (empty for an empty file), and why that line is not taken
+    as a header, if it is not: it cannot be parsed (``csv_header_unreadable``), or it names none of the kind's
+    required fields after the config's field map (``csv_header_missing``: most likely a first record)."""
+    try:
+        first = _first_line(item)
+    except OSError:
+        return [], None  # reading the file later says why
     text = first.decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    row = next(csv.reader(io.StringIO(text)), [])
-    return [name.strip() for name in row]
+    try:
+        row = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error:  # a lone CR (classic Mac line ends), a field over csv's size limit
+        return [], "csv_header_unreadable"
+    header = [name.strip() for name in row]
+    source = cfg.sources[kind]
+    paths = [source.field_spec(n).path for n in REQUIRED_FIELDS[kind] if not source.field_spec(n).is_const]
+    if paths and not any(".".join(path) in header for path in paths if path):
+        return header, "csv_header_missing"
+    return header, None
 
 
 def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
@@ -461,6 +523,7 @@ class _LineStream:
         self.total = max(1, sum(f.size for f in files))
         self.done = 0
         self.failed: tuple[Path, BaseException] | None = None
+        self.first = b""  # the current CSV file's first line
 
     def fraction(self) -> float:
         return min(1.0, self.done / self.total)
@@ -478,6 +541,7 @@ class _LineStream:
 
     def _file(self, file_id: int, item: _Input) -> Iterator[pa.RecordBatch]:
         digest = hashlib.sha256()
+        self.first = b""
         line_no = 0  # lines seen so far, a CSV header included
         rest = b""  # the start of a line that continues in the next chunk
         at_start = True  # a UTF-8 byte order mark may open the file: it is not part of line 1
@@ -522,6 +586,9 @@ class _LineStream:
             if batch is not None:
                 yield batch
         header = 1 if self.skip_header and line_no and not (item.damage and line_no == 1) else 0
+        if header and item.header_reason:  # a first line that is not a header is a line, rejected
+            item.header_raw = _raw(self.first)
+            header = 0
         item.lines = line_no - header
         item.sha256 = digest.hexdigest()
 
@@ -531,7 +598,8 @@ class _LineStream:
         strings = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
         numbers = np.arange(seen + 1, seen + n + 1, dtype=np.int64)
         suspect = self._suspect(data, offsets) if self.json else np.zeros(n, dtype=bool)
-        if self.skip_header and seen == 0:  # the header line
+        if self.skip_header and seen == 0:  # the header line: not sent (kept aside, in case it is rejected)
+            self.first = data[int(offsets[0]) : int(offsets[1])]
             strings, numbers, suspect, n = strings.slice(1), numbers[1:], suspect[1:], n - 1
             if n == 0:
                 return None
@@ -598,8 +666,21 @@ class PhysicalLines:
         return self.item.sha256
 
 
+def _raw(line: bytes) -> str:
+    """One line as rejects/ shows it (the SQL's ``raw``): without its line end, NUL and undecodable bytes as \\xNN,
+    cut to RAW_CHARS characters."""
+    line = line[: RAW_CHARS * 4]
+    line = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+    return line.decode("utf-8", errors="backslashreplace").replace("\0", "\\x00")[:RAW_CHARS]
+
+
 class _Gunzip:
-    """Streaming gunzip that follows concatenated members and ignores trailing zero padding, as gzip does."""
+    """Streaming gunzip that follows concatenated members and ignores trailing zero padding, as gzip does.
+
+    Fast path: a whole compressed chunk goes to zlib in one call. zlib throws away what that call inflated when it
+    meets damage, so on ``zlib.error`` the chunk is inflated again from the state before it, in small pieces and
+    at last byte by byte (``GZ_STEPS``): every byte zlib can produce before the damage is yielded, then the error
+    is raised again. A wrong CRC or length in a member's trailer is damage too, found after all its data."""
 
     def __init__(self) -> None:
         self._inflater = zlib.decompressobj(31)
@@ -617,6 +698,32 @@ class _Gunzip:
             return b""
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        """The bytes inflated from ``data``; raises ``zlib.error`` after the last byte readable before damage."""
+        yield from self._feed(data, GZ_STEPS)
+
+    def _feed(self, data: bytes, steps: tuple[int, ...]) -> Iterator[bytes]:
+        careful = bool(steps) and len(data) > 1
+        before = (self._inflater.copy(), self._fed) if careful else None  # zlib's state and 32 KB window: cheap
+        sent = 0
+        try:
+            for out in self._inflate(data):
+                sent += len(out)
+                yield out
+        except zlib.error:
+            if before is None:
+                raise
+            self._inflater, self._fed = before  # again from the state before ``data``, in smaller pieces
+            step = steps[0]
+            for start in range(0, len(data), step):
+                for out in self._feed(data[start : start + step], steps[1:]):  # raises at the damaged piece
+                    if sent >= len(out):  # already yielded by the attempt above
+                        sent -= len(out)
+                        continue
+                    yield out[sent:]
+                    sent = 0
+            raise  # the pieces fail where the whole did (else: still damaged, as zlib said)
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
         while True:
             if self._inflater.eof:
                 if not data.strip(b"\0"):
@@ -789,9 +896,10 @@ def _ingest_kind(
             f"INSERT INTO new_rejects SELECT {_lit(kind)}, source_file, source_line, {c1}, {c2} "
             f"FROM read_parquet({_list([str(p) for p in reject_files])}, hive_partitioning = false)"
         )
-    damaged = [(kind, str(f.path), f.damage_line, f.damage, f.damage_raw) for f in files if f.damage]
-    if damaged:
-        con.executemany("INSERT INTO new_rejects VALUES (?, ?, ?, ?, ?)", damaged)
+    extra = [(kind, str(f.path), f.damage_line, f.damage, f.damage_raw) for f in files if f.damage]
+    extra += [(kind, str(f.path), 1, f.header_reason, f.header_raw) for f in files if f.header_raw is not None]
+    if extra:  # gzip damage, a first line that is not a header
+        con.executemany("INSERT INTO new_rejects VALUES (?, ?, ?, ?, ?)", extra)
     for path, count in con.execute(
         "SELECT source_file, count(*) FROM new_rejects WHERE kind = ? GROUP BY 1", [kind]
     ).fetchall():

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import json
 import os
+import signal
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -528,10 +530,49 @@ def test_a_csv_without_the_required_columns_rejects_every_line(tmp_path):
     path = write(tmp_path / "requests.csv", ["when,id", "2023-03-20T01:00:00Z,r1", "2023-03-20T01:00:00Z,r2"])
     result = run(path, tmp_path / "out")
     assert rejects(tmp_path / "out", "requests") == [
+        ("requests.csv", 1, "csv_header_missing"),  # names no required field: counted, and says why
         ("requests.csv", 2, "missing_field:ts"),
         ("requests.csv", 3, "missing_field:ts"),
     ]
-    assert entry(result, path)["rejected"] == 2
+    assert (entry(result, path)["lines"], entry(result, path)["rejected"]) == (3, 3)
+
+
+def test_a_csv_without_a_header_loses_no_line(tmp_path):
+    """The first record of a header-less CSV is not swallowed as its header: it is line 1, rejected with a reason
+    that says what is wrong; a header that names a required field through the field map is still a header."""
+    first = "2023-03-20T01:00:00Z,h1,s1,hal@example.com"
+    path = write(tmp_path / "requests_x.csv", [first, "2023-03-20T01:00:00Z,h2,s1,ida@example.com"])
+    result = run(path, tmp_path / "out")
+    got = entry(result, path)
+    assert (got["lines"], got["kept"], got["duplicates"], got["rejected"]) == (2, 0, 0, 2)
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests_x.csv", 1, "csv_header_missing"),
+        ("requests_x.csv", 2, "missing_field:ts"),
+    ]
+    row = read_safe_csv(tmp_path / "out" / "rejects" / "requests.csv").to_dict("records")[0]
+    assert (row["source_file"], row["source_line"], row["raw"]) == (str(path.absolute()), "1", first)
+    assert "no header" in row["detail"]
+
+    mapped = write(tmp_path / "more" / "requests_m.csv", ["when,rid", "2023-03-20T01:00:00Z,r1"])
+    config = config_from_dict({"sources": {"requests": {"fields": {"ts": "when", "request_id": "rid"}}}})
+    result = run(mapped, tmp_path / "out2", config=config)
+    got = entry(result, mapped)
+    assert (got["lines"], got["kept"], got["rejected"]) == (1, 1, 0)
+    assert rejects(tmp_path / "out2", "requests") == []
+
+
+def test_a_csv_header_with_mac_line_ends_is_rejected_not_a_crash(tmp_path):
+    """A lone CR in the header line (classic Mac line ends) makes it unparseable: before, csv.Error escaped."""
+    path = tmp_path / "requests_cr.csv"
+    path.write_bytes(b"ts,request_id,session_id\rx\n")
+    result = run(path, tmp_path / "out")
+    got = entry(result, path)
+    assert (got["lines"], got["kept"], got["rejected"]) == (1, 0, 1)
+    assert rejects(tmp_path / "out", "requests") == [("requests_cr.csv", 1, "csv_header_unreadable")]
+    row = read_safe_csv(tmp_path / "out" / "rejects" / "requests.csv").to_dict("records")[0]
+    raw = "ts,request_id,session_id\rx"
+    assert (row["source_file"], row["source_line"], row["raw"]) == (str(path.absolute()), "1", raw)
+    assert "cannot be parsed" in row["detail"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -726,6 +767,57 @@ def test_a_truncated_gzip_keeps_what_it_could_read(tmp_path):
     assert [r["source_line"] for r in lake(tmp_path / "out", "requests")] == list(range(1, complete + 1))
 
 
+def _inflate_bytewise(data: bytes) -> tuple[bytes, bool]:
+    """Everything zlib inflates from ``data`` fed one byte at a time (nothing decoded is ever thrown away), and
+    whether it met damage. One member only."""
+    inflater, out = zlib.decompressobj(31), []
+    for i in range(len(data)):
+        try:
+            out.append(inflater.decompress(data[i : i + 1]))
+        except zlib.error:
+            return b"".join(out), True
+    return b"".join(out), not inflater.eof
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["default-chunks", "small-chunks"])
+def test_a_corrupt_gzip_keeps_the_lines_before_the_damage(tmp_path, monkeypatch, small):
+    if small:  # many compressed chunks and bounded inflate steps: the damage is in a later chunk, mid-step
+        module = importlib.import_module("pipeline.ingest")
+        monkeypatch.setattr(module, "GZ_CHUNK", 5000)
+        monkeypatch.setattr(module, "GZ_OUT", 3000)
+    lines = [req(f"r{i}", user_id=hashlib.sha256(b"%d" % i).hexdigest()[:24]) for i in range(1, 2001)]
+    whole = gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0)
+    at = len(whole) // 2
+    intact_part, _ = _inflate_bytewise(whole[:at])  # what the bytes before the damaged one decode to
+    safe = intact_part.count(b"\n")
+    for flip in range(1, 256):  # a flip zlib notices part-way (many only garble the data until the CRC)
+        damaged = whole[:at] + bytes([whole[at] ^ flip]) + whole[at + 1 :]
+        readable, broken = _inflate_bytewise(damaged)
+        complete = readable.count(b"\n")
+        if broken and complete < 2000:
+            break
+    assert broken and 0 < safe <= complete < 2000
+    path = tmp_path / "requests.jsonl.gz"
+    path.write_bytes(damaged)
+
+    result = run(path, tmp_path / "out")
+    got = entry(result, path)
+    assert (got["lines"], got["damaged"]) == (complete + 1, "gzip_corrupt")
+    assert got["kept"] >= safe
+    kept = [(r["source_line"], r["request_id"]) for r in lake(tmp_path / "out", "requests")]
+    assert kept[:safe] == [(i, f"r{i}") for i in range(1, safe + 1)]
+    assert ("requests.jsonl.gz", complete + 1, "gzip_corrupt") in rejects(tmp_path / "out", "requests")
+
+    crc = tmp_path / "crc" / "requests.jsonl.gz"  # intact but for the CRC: every line is there
+    crc.parent.mkdir()
+    crc.write_bytes(whole[:-8] + b"\0" * 4 + whole[-4:])
+    result = run(crc, tmp_path / "out-crc")
+    got = entry(result, crc)
+    assert (got["lines"], got["kept"], got["rejected"], got["damaged"]) == (2001, 2000, 1, "gzip_corrupt")
+    assert rejects(tmp_path / "out-crc", "requests") == [("requests.jsonl.gz", 2001, "gzip_corrupt")]
+    assert [r["source_line"] for r in lake(tmp_path / "out-crc", "requests")] == list(range(1, 2001))
+
+
 def test_concatenated_gzip_members_and_corrupt_gzip(tmp_path):
     path = tmp_path / "requests.jsonl.gz"
     path.write_bytes(gzip.compress((req("r1") + "\n").encode()) + gzip.compress((req("r2") + "\n").encode()))
@@ -762,6 +854,29 @@ def test_discovery_skips_non_logs_hidden_files_and_the_output_folder(tmp_path):
     assert "kind" in skipped["README.md"] and "unsupported" in skipped["requests-old.log"]
     assert [r["request_id"] for r in lake(out, "requests")] == ["r1"]
     assert len(lake(out, "cache")) == 1
+
+
+def test_a_named_pipe_in_a_folder_is_skipped_never_opened(tmp_path):
+    logs = tmp_path / "logs"
+    write(logs / "requests_a.jsonl", [req("r1")])
+    fifo = logs / "requests_fifo.jsonl"
+    os.mkfifo(fifo)
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("ingest blocked on the named pipe")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)  # opening the pipe would block forever: fail instead of hanging the suite
+    try:
+        result = run(logs, tmp_path / "out")
+        with pytest.raises(WhosawError, match="not a file or folder"):  # given by name: refused, as before
+            ingest([fifo], tmp_path / "out2")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert result.totals["files"] == 1 and result.totals["skipped"] == 1
+    assert result.manifest["skipped"] == [{"path": str(fifo), "reason": "not a regular file (a named pipe): not read"}]
+    assert entry(result, logs / "requests_a.jsonl")["kept"] == 1
 
 
 def test_kind_option_reads_every_input_as_that_kind(tmp_path):

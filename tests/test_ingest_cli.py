@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -104,3 +105,27 @@ def test_exit_2_from_a_real_process(tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_csv_without_a_usable_header_is_rejects_not_an_internal_error(tmp_path):
+    """A header with classic Mac CR line ends once escaped as csv.Error (exit 1, "internal error"); a header-less
+    CSV lost its first record. Both now end in rejects/, counted, and the console shows counts only."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder / "requests_cr.csv", b"ts,request_id,session_id\rx\n")
+    _write(folder / "requests_x.csv", f"2023-03-20T01:00:00Z,h1,s1,{SECRET}\n2023-03-20T01:00:00Z,h2,s1,x\n".encode())
+    result = invoke(str(folder), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ingested 2 files: 3 lines = 0 kept + 0 duplicates + 3 rejected")
+    assert SECRET not in result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    counts = {Path(f["path"]).name: (f["lines"], f["kept"], f["duplicates"], f["rejected"]) for f in manifest["files"]}
+    assert counts == {"requests_cr.csv": (1, 0, 0, 1), "requests_x.csv": (2, 0, 0, 2)}
+    got = duckdb.sql(
+        f"SELECT source_file, source_line, reason FROM '{tmp_path}/out/rejects/requests.parquet' ORDER BY ALL"
+    ).fetchall()
+    assert [(Path(f).name, line, reason) for f, line, reason in got] == [
+        ("requests_cr.csv", 1, "csv_header_unreadable"),
+        ("requests_x.csv", 1, "csv_header_missing"),
+        ("requests_x.csv", 2, "missing_field:ts"),
+    ]
