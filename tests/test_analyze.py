@@ -377,9 +377,8 @@ def test_key_rules_first_match_and_ownership_over_time(tmp_path):
     }
 
 
-def test_ownership_since_forever_ends_where_a_later_row_starts(tmp_path):
-    """An ownership row open at both ends (alice's since forever) is ended by a later row (bob's from 01:30): one
-    owner at any instant, so no cache line is matched twice, and the connection order is not shifted."""
+def _since_forever_case():
+    """Alice's ownership of c1 is open at both ends, bob's starts at 01:30; a chain on one connection after it."""
     cache = [
         call(T(1), "r1", "conv:c1"),  # alice's then: carol sees it (key)
         call(T(40), "r2", "conv:c1", status="cancelled"),  # bob's by now; its reply stays unread ...
@@ -390,8 +389,14 @@ def test_ownership_since_forever_ends_where_a_later_row_starts(tmp_path):
         {"resource_id": "c1", "owner_id": "alice", "valid_from": "", "valid_to": ""},
         {"resource_id": "c1", "owner_id": "bob", "valid_from": T(30), "valid_to": ""},
     ]}
-    summary, exp = run_case(tmp_path, cache, {"r1": "carol", "r2": "bob", "r3": "carol", "r4": "dave"},
-                            tables=tables)
+    return cache, {"r1": "carol", "r2": "bob", "r3": "carol", "r4": "dave"}, tables
+
+
+def test_ownership_since_forever_ends_where_a_later_row_starts(tmp_path):
+    """An ownership row open at both ends is ended by a later row: one owner at any instant, so no cache line is
+    matched twice, and the connection order is not shifted."""
+    cache, users, tables = _since_forever_case()
+    summary, exp = run_case(tmp_path, cache, users, tables=tables)
     assert len(exp) == 3 and pairs(exp) == {
         ("r1", "carol", "alice", "conversation_content", "key"),
         ("r3", "carol", "bob", "conversation_content", "connection"),
@@ -819,6 +824,17 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     assert result["window"]["spark"] == result["window"]["duckdb"]
     assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"]
     assert result["timeline_differences"] == 0
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
+    """NULLs sort first in Spark and last in DuckDB: the SQL says NULLS FIRST, so both end alice's row alike."""
+    cache, users, tables = _since_forever_case()
+    run_case(tmp_path, cache, users, tables=tables)
+    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
+    result = compare(tmp_path / "out", cfg, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
 
 # ----------------------------------------------------------------------------------------- auto window: scan
