@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .analyze import analyze
-from .charts import ChartWorker
 from .config import Config, as_config, parse_window
 from .errors import WhosawError
 from .ingest import IngestResult, ingest
@@ -42,17 +41,15 @@ def run(
     """Ingest the logs, analyse them and write the report: the whole job in one call."""
     cfg = as_config(config)
     parse_window(window)  # a bad --window fails before anything is read or written
-    # The chart worker imports matplotlib, at the lowest priority, while the logs are read and analysed.
-    with ChartWorker(early=True) as charts:
-        ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
-        if not (Path(out) / "parquet").is_dir():
-            t = ingested.totals
-            raise WhosawError(
-                f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
-                f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
-            )
-        summary = analyze(out, config=cfg, window=window, progress=progress)
-        files = report(out, progress=progress, charts=charts)
+    ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
+    if not (Path(out) / "parquet").is_dir():
+        t = ingested.totals
+        raise WhosawError(
+            f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
+            f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
+        )
+    summary = analyze(out, config=cfg, window=window, progress=progress)
+    files = report(out, progress=progress)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
 
 

@@ -1,12 +1,6 @@
-"""The report's charts: matplotlib (Agg) PNGs, drawn in a worker process.
+"""The report's charts: matplotlib (Agg) PNGs, drawn in a thread beside the report's SQL (:class:`ChartWorker`).
 
-Why a process: importing matplotlib takes most of a second and drawing the four charts about as long, all of it
-Python holding the GIL. In a separate process the drawing runs beside the report's SQL instead of taking turns
-with it, and ``whosaw run`` starts the worker before it ingests (:class:`ChartWorker` ``early=True``), so
-matplotlib is imported at the lowest CPU priority while DuckDB leaves a core idle: the report then waits only
-for the drawing. If the worker cannot start or fails, the charts are drawn in this process: the same PNGs.
-
-This module imports no DuckDB or pandas (the worker starts fast); matplotlib is imported only to draw.
+It imports neither DuckDB nor pandas, and matplotlib only once it draws.
 
 Each chart is drawn once. Its axes are placed by hand, in inches, from the sizes of the texts around them
 (tick labels, titles, legends), on a canvas with room to spare on every side; the PNG is then cropped to what
@@ -17,31 +11,23 @@ drawing reaches the edge of its canvas (the estimate was short) is drawn again w
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import io
-import os
-import pickle
-import select
-import subprocess
-import sys
+import queue
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from .schema import EVIDENCE_ORDER
 
-CHART_NAMES = ("timeline", "categories_evidence", "countries", "pairs")
-WORKER_TIMEOUT = 300  # seconds the report waits for the worker's charts before drawing them itself
-
 
 @dataclass
 class ChartFacts:
-    """The small aggregates the charts show besides summary.json (plain data: it is sent to the worker)."""
+    """The small aggregates the charts show besides summary.json, from the report's SQL."""
 
     severity_by_category: dict[str, str] = field(default_factory=dict)
     countries: list[tuple[str, int, int]] = field(default_factory=list)  # (country, users, high-severity users)
@@ -441,26 +427,23 @@ def _chart_pairs(spare: float, facts: ChartFacts, summary: dict[str, Any]) -> An
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The worker process
+# The chart worker
 
 
 class ChartWorker:
-    """Draws the charts in a worker process: start it, give it the timeline, then the facts, then take the PNGs.
+    """Draws the charts in a thread while the report's SQL runs: give it the timeline, then the facts, then take
+    the PNGs. Importing matplotlib (most of a second) needs nothing from the report, and DuckDB runs the SQL
+    without holding the GIL. As a context manager, leaving it stops a worker never given what to draw.
 
-    ``early=True`` is for a worker started long before its charts are wanted (``whosaw run`` starts it before it
-    ingests): on Linux it imports matplotlib at the lowest CPU priority (the nice value of the importing thread
-    only: the drawing runs at normal priority), and if it has not finished when the timeline comes, it is
-    replaced by a worker at normal priority. Whatever goes wrong with the worker, :meth:`charts` draws the
-    charts in this process instead. As a context manager, leaving it stops a worker never asked for its charts.
+    (A worker process started before the ingest, importing matplotlib at the lowest priority, took 0.15-0.3 s
+    off ``whosaw run`` at 1M requests, for 0.35 CPU-s more: not worth a process protocol. See the README.)
     """
 
-    def __init__(self, early: bool = False) -> None:
-        self._summary: dict[str, Any] = {}
-        self._timeline: dict[str, list[Any]] = {}
-        self._facts = ChartFacts()
-        self._early = early and sys.platform.startswith("linux")
-        self._said_imported = False
-        self._process = _start(self._early)
+    def __init__(self) -> None:
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._drawing: Future[dict[str, bytes]] = Future()
+        # a daemon: a worker nobody closed must not keep Python from exiting
+        threading.Thread(target=self._draw, name="whosaw-charts", daemon=True).start()
 
     def __enter__(self) -> ChartWorker:
         return self
@@ -470,102 +453,39 @@ class ChartWorker:
 
     def draw_timeline(self, summary: dict[str, Any], timeline: dict[str, list[Any]]) -> None:
         """Start on the timeline chart (``timeline``: timeline.parquet by column, in time order)."""
-        self._summary, self._timeline = summary, timeline
-        if self._early and not self._imported():
-            # Not ready: on a busy machine the lowest priority gets next to nothing. Never wait for it.
-            self.close()
-            self._process = _start(early=False)
-        self._early = False
-        self._send((summary, timeline))
-
-    def _imported(self) -> bool:
-        """Whether the worker has imported matplotlib: it then writes one byte, ``+``, to its stdout."""
-        stdout = self._process.stdout if self._process is not None else None
-        if not self._said_imported and stdout is not None and select.select([stdout], [], [], 0)[0]:
-            self._said_imported = os.read(stdout.fileno(), 1) == b"+"  # one byte: the charts come later
-        return self._said_imported
+        self._inbox.put((summary, timeline))
 
     def draw_facts(self, facts: ChartFacts) -> None:
         """Start on the other charts (after :meth:`draw_timeline`)."""
-        self._facts = facts
-        self._send(facts)
+        self._inbox.put(facts)
 
     def charts(self) -> dict[str, bytes]:
-        """PNG bytes per chart name, once the worker has drawn them (or drawn here, if it failed)."""
-        process, self._process = self._process, None
-        if process is not None:
-            try:
-                out, _ = process.communicate(timeout=WORKER_TIMEOUT)
-                charts = pickle.loads(out.removeprefix(b"+")) if process.returncode == 0 else None
-                if isinstance(charts, dict) and tuple(charts) == CHART_NAMES:
-                    return charts
-            except (OSError, ValueError, EOFError, pickle.UnpicklingError, subprocess.TimeoutExpired):
-                pass
-            _stop(process)
-        return draw_charts(self._summary, self._timeline, self._facts)
+        """PNG bytes per chart name, once drawn."""
+        return self._drawing.result()
 
     def close(self) -> None:
-        """Stop the worker (if it still runs)."""
-        process, self._process = self._process, None
-        if process is not None:
-            _stop(process)
+        """Stop the worker, if it still waits for something to draw."""
+        self._inbox.put(None)
 
-    def _send(self, message: Any) -> None:
-        if self._process is not None and self._process.stdin is not None:
-            try:
-                self._process.stdin.write(pickle.dumps(message))
-                self._process.stdin.flush()
-            except OSError:  # the worker is gone: charts() draws them here
-                self.close()
+    def _draw(self) -> None:
+        try:
+            self._drawing.set_result(_draw_when_given(self._inbox.get))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the charts
+            self._drawing.set_exception(exc)
 
 
-def _start(early: bool) -> subprocess.Popen[bytes] | None:
-    package_parent = str(Path(__file__).resolve().parent.parent)  # the worker imports this very package
-    code = f"import sys; sys.path.insert(0, {package_parent!r}); import pipeline.charts as c; c._serve({early})"
-    debug = os.environ.get("WHOSAW_DEBUG")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None if debug else subprocess.DEVNULL,  # matplotlib's font-cache notes are not for users
-        )
-    except (OSError, ValueError):
-        return None
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for pipe in (process.stdin, process.stdout):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
-    process.kill()
-    process.wait()
-
-
-def _serve(early: bool) -> None:
-    """The worker: import matplotlib (in a thread, while the timeline arrives) and say so (``+`` on stdout), draw
-    the timeline, then the other charts once the facts arrive, and write all the PNGs, pickled, to stdout. Both
-    come pickled on stdin; the worker ends quietly if stdin closes first."""
-    importer = threading.Thread(target=_import_matplotlib, args=(early,), daemon=True)
-    importer.start()
-    stdin = sys.stdin.buffer
-    try:
-        summary, timeline = pickle.load(stdin)
-        importer.join()
-        charts = _draw_timeline(summary, timeline)
-        charts.update(_draw_fact_charts(summary, pickle.load(stdin)))
-    except EOFError:
-        return
-    sys.stdout.buffer.write(pickle.dumps(charts))
-    sys.stdout.buffer.flush()
-
-
-def _import_matplotlib(early: bool) -> None:
-    if early:  # Linux only (ChartWorker): there a thread id names that thread alone, not the process
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+def _draw_when_given(receive: Callable[[], Any]) -> dict[str, bytes]:
+    """Import matplotlib, then draw the timeline and the other charts as ``receive()`` gives (summary, timeline)
+    and then the facts; None instead: stop."""
     for module in ("matplotlib.backends.backend_agg", "matplotlib.dates", "matplotlib.figure", "PIL.Image"):
-        importlib.import_module(module)
-    sys.stdout.buffer.write(b"+")
-    sys.stdout.buffer.flush()
+        importlib.import_module(module)  # all at once, before waiting: most of a second
+    first = receive()
+    if first is None:
+        return {}
+    summary, timeline = first
+    charts = _draw_timeline(summary, timeline)
+    facts = receive()
+    if facts is None:
+        return {}
+    charts.update(_draw_fact_charts(summary, facts))
+    return charts

@@ -72,18 +72,17 @@ NEAR_MISS_TEXT = {
 # The entry point
 
 
-def report(out: str | Path, progress: bool | None = None, charts: ChartWorker | None = None) -> dict[str, Path]:
+def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
     """Write the CSV exports, charts and reports for the analysed folder ``out``; return the files written.
 
     The keys of the returned dict are the files' paths relative to ``out`` (POSIX form). ``exposures.csv`` is
     listed too: the analysis writes it (the report writes it only when it is missing), and it is the evidence
-    behind the lists. ``charts``: a chart worker started earlier (``run`` starts one before it ingests), else
-    one is started here; it draws while DuckDB runs the report's SQL and writes the CSVs.
+    behind the lists. The charts are drawn in a thread while DuckDB runs the report's SQL and writes the CSVs.
     """
     out = Path(out)
     show = progress_wanted(progress)
     inputs = _Inputs.load(out)
-    with charts or ChartWorker() as worker:
+    with ChartWorker() as worker:
         files, facts = _tables(inputs, show, worker)
         charts_drawn = worker.charts()
     chart_dir = out / "charts"
