@@ -308,19 +308,18 @@ def _chart_categories(spare: float, facts: ChartFacts, summary: dict[str, Any]) 
         total=10 - 2 * _PAD,
     )
     canvas = _Canvas(lefts[1] + width, height, (margin, 1.0, _TITLE, _XAXIS), spare)
-    left, right = (canvas.axes(x, 0, width, height) for x in lefts)
-    if not by_cat:
-        _empty(left, "No exposures in the window")
-    else:
-        _barh(left, cat_labels, cat_values, [_SEVERITY_COLOURS.get(s, "#8a94a3") for s in sev])
-        left.set_xlabel("exposures (rows)")
-    left.set_title(titles[0])
-    if not by_ev:
-        _empty(right, "No exposures in the window")
-    else:
-        _barh(right, tiers, tier_values, [_TIER_COLOURS.get(e, "#b0b7c3") for e in tiers])
-        right.set_xlabel("exposures (rows)")
-    right.set_title(titles[1])
+    panels = (
+        (titles[0], cat_labels, cat_values, [_SEVERITY_COLOURS.get(s, "#8a94a3") for s in sev]),
+        (titles[1], tiers, tier_values, [_TIER_COLOURS.get(e, "#b0b7c3") for e in tiers]),
+    )
+    for x, (title, labels, values, colours) in zip(lefts, panels, strict=True):
+        ax = canvas.axes(x, 0, width, height)
+        if not values:
+            _empty(ax, "No exposures in the window")
+        else:
+            _barh(ax, labels, values, colours)
+            ax.set_xlabel("exposures (rows)")
+        ax.set_title(title)
     return canvas.fig
 
 

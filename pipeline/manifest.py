@@ -34,13 +34,18 @@ def load_manifest(out: Path) -> dict[str, Any]:
     path = Path(out) / MANIFEST_NAME
     if not path.exists():
         return {"tool": "whosaw", "version": __version__, "files": [], "skipped": [], "outputs": {}}
+    return read_json_object(path, "a whosaw manifest")
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that holds an object (``what`` names it in the error), else a one-line WhosawError."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise WhosawError(f"cannot read {path} ({exc.__class__.__name__})") from None
-    if not isinstance(manifest, dict):
-        raise WhosawError(f"{path} is not a whosaw manifest")
-    return manifest
+    if not isinstance(value, dict):
+        raise WhosawError(f"{path} is not {what}")
+    return value
 
 
 def save_manifest(out: Path, manifest: dict[str, Any]) -> Path:

@@ -36,7 +36,7 @@ from . import __version__
 from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import load_manifest, update_manifest
+from .manifest import load_manifest, read_json_object, update_manifest
 from .progress import execute, progress_wanted
 from .safecsv import copy_safe_csv
 from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS
@@ -194,12 +194,7 @@ class _Inputs:
         summary_path, exposures = out / "summary.json", out / "exposures.parquet"
         if not summary_path.is_file() or not exposures.is_file():
             raise WhosawError(f"report: {out} holds no analysis results (run 'whosaw analyze' first)")
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise WhosawError(f"report: cannot read {summary_path} ({exc.__class__.__name__})") from None
-        if not isinstance(summary, dict):
-            raise WhosawError(f"report: {summary_path} is not an analysis summary")
+        summary = read_json_object(summary_path, "an analysis summary")
         manifest = load_manifest(out)
         users_path, users_note = _users_directory(manifest)
 
