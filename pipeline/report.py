@@ -300,11 +300,15 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
         """)
         con.execute("""
             CREATE TEMP TABLE users_dir AS
-            SELECT user_id,
-                   arg_min(email, row_no) AS email, arg_min(name, row_no) AS name,
-                   arg_min(country, row_no) AS country, arg_min(locale, row_no) AS locale,
-                   count(*) AS directory_rows
-            FROM users_numbered WHERE user_id IS NOT NULL GROUP BY user_id
+            SELECT user_id, email, name, country, locale, directory_rows
+            FROM (
+                SELECT *,
+                       count(*) OVER (PARTITION BY user_id) AS directory_rows,
+                       row_number() OVER (PARTITION BY user_id ORDER BY row_no) AS copy_no
+                FROM users_numbered
+                WHERE user_id IS NOT NULL
+            )
+            WHERE copy_no = 1  -- a user's first row, whole: never one person's email beside another's name
         """)
     else:
         con.execute(
@@ -674,7 +678,11 @@ def _md_block(block: Any) -> str:
         rule = (
             "|" + "|".join("---:" if i in block.numeric else "---" for i in range(len(block.headers))) + "|"
         )
-        rows = ["| " + " | ".join(_md_inline(cell) for cell in row) + " |" for row in block.rows]
+        # a | left in a cell (a code span's) would split it, even inside backticks: GFM wants \| there too
+        rows = [
+            "| " + " | ".join(re.sub(r"(?<!\\)\|", r"\\|", _md_inline(cell)) for cell in row) + " |"
+            for row in block.rows
+        ]
         return "\n".join([head, rule, *rows])
     if isinstance(block, Figure):
         return f"![{_md_escape(block.alt)}](charts/{block.name}.png)\n\n_{_md_escape(block.caption)}_"
@@ -1388,6 +1396,8 @@ def _files_section(facts: _Facts) -> list[Any]:
 
 
 def _user_column(name: str) -> str:
-    """A users-directory column as text, empty as NULL; only the id is trimmed (names, emails stay exact)."""
+    """A users-directory column as text, empty as NULL; only the id is trimmed, of spaces, tabs and line ends
+    (names, emails stay exact)."""
     text = f"CAST({_ident(name)} AS VARCHAR)"
-    return f"nullif(trim({text}), '')" if name == "user_id" else f"nullif({text}, '')"
+    blank = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+    return f"nullif(trim({text}, {blank}), '')" if name == "user_id" else f"nullif({text}, '')"

@@ -8,6 +8,8 @@ exactly (quoting the quote too is what makes the rule reversible). ``read_safe_c
 
 from __future__ import annotations
 
+import codecs
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +45,8 @@ def sql_neutralise(expr: str) -> str:
 
 
 def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path) -> None:
-    """Write the rows of ``relation_sql`` to ``path`` as UTF-8 CSV with every text cell neutralised.
+    """Write the rows of ``relation_sql`` to ``path`` as UTF-8 CSV (with a byte order mark) with every text cell
+    neutralised.
 
     Timestamps are written as ISO-8601 UTC (``2023-03-20T01:02:03.456789Z``).
     """
@@ -61,7 +64,14 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
         else:
             select.append(quoted)
     query = f"SELECT {', '.join(select)} FROM ({relation_sql})"
-    con.execute(f"COPY ({query}) TO '{_sql_path(path)}' (FORMAT csv, HEADER true)")
+    written = path.with_name(path.name + ".part")
+    con.execute(f"COPY ({query}) TO '{_sql_path(written)}' (FORMAT csv, HEADER true)")
+    # A byte order mark first: Excel, opening a CSV by double-click, reads UTF-8 only when the file says so
+    # (else "Zoë" shows as "ZoÃ«"); LibreOffice, Google Sheets, pandas and DuckDB read past it.
+    with open(path, "wb") as target, open(written, "rb") as source:
+        target.write(codecs.BOM_UTF8)
+        shutil.copyfileobj(source, target, 1 << 20)
+    written.unlink()
 
 
 def write_safe_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -76,7 +86,7 @@ def read_safe_csv(path: str | Path) -> pd.DataFrame:
     """Read a CSV written by whosaw back to its original values (text columns as str, empty as NA)."""
     import pandas as pd
 
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     for column in frame.columns:
         frame[column] = frame[column].map(restore, na_action="ignore")
     return frame

@@ -292,6 +292,51 @@ def test_owner_missing_from_directory_still_listed(built):
     assert json.loads((out / "manifest.json").read_text())["report"]["missing_from_directory"] == 1
 
 
+def test_a_directory_user_is_one_whole_row(tmp_path):
+    """A user listed twice in the directory: the first row is used whole, never one row's email beside another's
+    name. An id padded with spaces, tabs or line ends is still that user."""
+    users = [
+        (" u1\t", "", "First Row", "", "de-DE"),  # the first row of u1, email and country left empty
+        ("u1", "second@example.com", "Second Row", "US", "en-US"),
+        ("u2\r", "u2@example.com", "Two", "FR", "fr-FR"),
+        *[row for row in USERS if row[0] not in ("u1", "u2")],
+    ]
+    out = build_analysis(tmp_path / "out", users=users)
+    pipeline.report(out, progress=False)
+    frame = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    first = frame.loc["u1"]
+    assert (first["name"], first["locale"], first["in_directory"]) == ("First Row", "de-DE", "true")
+    assert pd.isna(first["email"]) and pd.isna(first["country"])
+    assert (frame.loc["u2", "email"], frame.loc["u2", "in_directory"]) == ("u2@example.com", "true")
+
+
+def test_every_csv_opens_as_utf8_in_excel(built):
+    """Each CSV starts with a UTF-8 byte order mark (Excel reads UTF-8 only then) and reads back exactly."""
+    out, files = built
+    for name in [n for n in files if n.endswith(".csv")]:
+        assert (out / name).read_bytes().startswith(b"\xef\xbb\xbf"), name
+    assert read_safe_csv(out / "affected_users.csv").columns[0] == "owner_id"  # the mark is not in a name
+    with open(out / "affected_users.csv", encoding="utf-8-sig", newline="") as handle:
+        assert next(csv.reader(handle))[0] == "owner_id"
+
+
+def test_markdown_tables_keep_their_columns(built):
+    """A | in a cell (a category name, even inside backticks) is escaped: every row of a table in report.md has
+    as many cells as its header."""
+    out, _ = built
+    lines = (out / "report.md").read_text(encoding="utf-8").splitlines()
+    cells = [len(re.split(r"(?<!\\)\|", line)) for line in lines]
+    tables = 0
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"\|(-+:?\|)+", line):  # the rule under a header
+            tables += 1
+            width, j = cells[i - 1], i + 1
+            while j < len(lines) and lines[j].startswith("| "):
+                assert cells[j] == width, lines[j]
+                j += 1
+    assert tables >= 3 and HOSTILE_CATEGORY.replace("|", "\\|") in "\n".join(lines)
+
+
 def test_hostile_cells_are_neutralised_and_read_back(built):
     out, files = built
     for name in [n for n in files if n.endswith(".csv")]:
