@@ -242,24 +242,28 @@ def _key_rule(order: int, value: Any) -> KeyRule:
         category=_string(table.get("category", UNCATEGORIZED), f"{where}.category"),
         severity=severity,
     )
-    _check_runs_in_duckdb(rule, where)
     return rule
 
 
-def _check_runs_in_duckdb(rule: KeyRule, where: str) -> None:
-    """Compile the rule's pattern in DuckDB as the analysis will (:func:`pipeline.analyze.key_rule_sql`):
+def _check_runs_in_duckdb(rules: tuple[KeyRule, ...]) -> None:
+    """Compile each rule's pattern in DuckDB as the analysis will (:func:`pipeline.analyze.key_rule_sql`):
     Python's ``re`` accepts lookarounds, backreferences, ``\\Z``... that RE2 does not."""
+    if not rules:
+        return
     import duckdb  # here, not at the top: the CLI starts without DuckDB
 
-    group = max(rule.owner_group, rule.resource_group)
-    try:
-        with duckdb.connect() as con:
-            con.execute(f"SELECT regexp_matches('', $1), regexp_extract('', $1, {group})", [rule.sql_pattern])
-    except duckdb.Error as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        reason = reason.removeprefix("Invalid Input Error: ")
-        reason = reason if len(reason) <= 80 else reason[:77] + "..."
-        raise WhosawError(f"config: {where}.pattern: not a pattern DuckDB (RE2) can run ({reason})") from None
+    with duckdb.connect() as con:
+        for rule in rules:
+            group = max(rule.owner_group, rule.resource_group)
+            try:
+                con.execute(f"SELECT regexp_matches('', $1), regexp_extract('', $1, {group})", [rule.sql_pattern])
+            except duckdb.Error as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+                reason = reason.removeprefix("Invalid Input Error: ")
+                reason = reason if len(reason) <= 80 else reason[:77] + "..."
+                raise WhosawError(
+                    f"config: keys[{rule.order}].pattern: not a pattern DuckDB (RE2) can run ({reason})"
+                ) from None
 
 
 def _ops(value: Any) -> CacheOps:
@@ -312,6 +316,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     if not isinstance(key_list, list):
         raise WhosawError(f"config: keys: expected an array of tables ([[keys]]), got {_a(key_list)}")
     keys = tuple(_key_rule(i, table) for i, table in enumerate(key_list))
+    _check_runs_in_duckdb(keys)
 
     base = path.parent if path else Path.cwd()
     tables: dict[str, Path] = {}
