@@ -752,8 +752,9 @@ def test_simulated_incident_auto_window_finds_the_bug_window(incident, tmp_path)
     logs, lake, truth, expected = incident
     out = _variant(lake, tmp_path / "out", ())
     summary = analyze(out, logs / "incident.toml", window="auto", progress=False)
-    start, end = summary["window"]["start"], summary["window"]["end"]
-    assert truth["window"]["start"][:16] <= start < end <= truth["window"]["end"]
+    start, end = (pd.Timestamp(summary["window"][k]) for k in ("start", "end"))  # times, not texts: "...00Z" >
+    bug_start, bug_end = (pd.Timestamp(truth["window"][k]) for k in ("start", "end"))  # "...00.000000Z"
+    assert bug_start.floor("min") <= start < end <= bug_end
     assert _rows(pd.read_parquet(out / "exposures.parquet")) == _rows(expected)
     assert summary["outside_window"]["exposures"] == 0
 
