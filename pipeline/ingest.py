@@ -578,7 +578,7 @@ class _LineStream:
                     yield batch
         if item.damage:  # what followed the last complete line is one more (rejected) line
             item.damage_line = line_no + 1
-            item.damage_raw = rest[: RAW_CHARS * 4].decode("utf-8", errors="replace")[:RAW_CHARS]
+            item.damage_raw = _raw(rest)
             line_no += 1
         elif rest:  # a last line without a line end
             batch = self._batch(file_id, line_no, rest, np.array([0, len(rest)], dtype=np.int64))

@@ -65,13 +65,15 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
             select.append(quoted)
     query = f"SELECT {', '.join(select)} FROM ({relation_sql})"
     written = path.with_name(path.name + ".part")
-    con.execute(f"COPY ({query}) TO '{_sql_path(written)}' (FORMAT csv, HEADER true)")
-    # A byte order mark first: Excel, opening a CSV by double-click, reads UTF-8 only when the file says so
-    # (else "Zoë" shows as "ZoÃ«"); LibreOffice, Google Sheets, pandas and DuckDB read past it.
-    with open(path, "wb") as target, open(written, "rb") as source:
-        target.write(codecs.BOM_UTF8)
-        shutil.copyfileobj(source, target, 1 << 20)
-    written.unlink()
+    try:
+        con.execute(f"COPY ({query}) TO '{_sql_path(written)}' (FORMAT csv, HEADER true)")
+        # A byte order mark first: Excel, opening a CSV by double-click, reads UTF-8 only when the file says so
+        # (else "Zoë" shows as "ZoÃ«"); LibreOffice, Google Sheets, pandas and DuckDB read past it.
+        with open(path, "wb") as target, open(written, "rb") as source:
+            target.write(codecs.BOM_UTF8)
+            shutil.copyfileobj(source, target, 1 << 20)
+    finally:
+        written.unlink(missing_ok=True)  # never left beside the outputs
 
 
 def write_safe_csv(frame: pd.DataFrame, path: Path) -> None:
