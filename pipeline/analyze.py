@@ -54,7 +54,7 @@ import duckdb
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, as_config, config_from_dict, load_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import load_manifest, update_manifest
+from .manifest import load_manifest, remove_stage_outputs, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -643,7 +643,8 @@ def analyze(
     try:
         bucket_seconds = register_inputs(con, out, cfg, chosen, bucket_seconds)
         run_steps(con, load_steps(), progress)
-        write_outputs(con, out, progress)
+        stale_report = remove_stage_outputs(out, "report")
+        written = write_outputs(con, out, progress)
         summary = build_summary(con)
     except duckdb.OutOfMemoryException:
         raise WhosawError(
@@ -660,6 +661,7 @@ def analyze(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     update_manifest(
         out,
+        drop=("report",),
         window=summary["window"],
         analysis={
             "generated_at": summary["generated_at"],
@@ -667,6 +669,8 @@ def analyze(
             "window": summary["window"],
             "bucket_seconds": bucket_seconds,
             "exposures": summary["exposures"],
+            "files": sorted([*written, "summary.json"]),
+            "removed_stale_report": stale_report,
         },
     )
     return summary

@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import WhosawError
+from .manifest import load_manifest
 from .schema import EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
@@ -156,6 +157,12 @@ def ingest(inputs, out, config, kind, progress) -> None:
     """Turn request, cache and session logs into a Parquet lake, with rejects and a manifest."""
     result = _api().ingest(inputs, out, config=config, kind=kind, progress=progress)
     _print_ingest(result)
+    removed = result.manifest["ingest"]["removed_stale_outputs"]
+    if removed:
+        click.echo(
+            f"removed the analysis and report of the lake before this ingest ({len(removed)} files): "
+            f"run 'whosaw analyze --out {out}' and 'whosaw report --out {out}' again"
+        )
 
 
 @cli.command()
@@ -168,6 +175,12 @@ def analyze(out, config, window, progress) -> None:
     """Find the exposures in the lake under --out: exposures.parquet/.csv and summary.json."""
     summary = _api().analyze(out, config=config, window=window, progress=progress)
     _print_summary(summary)
+    removed = load_manifest(out)["analysis"]["removed_stale_report"]
+    if removed:
+        click.echo(
+            f"removed the report of the previous analysis ({len(removed)} files): "
+            f"run 'whosaw report --out {out}' for one of this analysis"
+        )
 
 
 @cli.command()

@@ -75,7 +75,7 @@ from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, as_config
 from .errors import WhosawError
-from .manifest import load_manifest, sha256_file, update_manifest
+from .manifest import load_manifest, remove_stage_outputs, sha256_file, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS
 
@@ -226,13 +226,14 @@ def ingest(
                 os.replace(source, target)
             _write_rejects(con, out)
             timings["lake_and_rejects"] = round(time.monotonic() - t0, 3)
+            stale = remove_stage_outputs(out, "analysis", "report") if todo else []
         finally:
             con.close()
             shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out / ".tmp").rmdir()
         written = _finish(
-            out, manifest, todo, already, skipped, cfg, inputs, kind, run_id, started, started_at, timings
+            out, manifest, todo, already, skipped, cfg, inputs, kind, run_id, started, started_at, timings, stale
         )
     return IngestResult(out=out, manifest=written, totals=written["ingest"]["totals"])
 
@@ -250,8 +251,10 @@ def _finish(
     started: float,
     started_at: datetime,
     timings: dict[str, float] | None = None,
+    stale: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write the manifest: every file of this run with its counts, the skipped files, the config, the totals."""
+    """Write the manifest: every file of this run with its counts, the skipped files, the config, the totals;
+    without the analysis and report sections once new files changed the lake (``stale``: their files removed)."""
     totals = {
         "files": len(todo),
         "lines": sum(f.lines for f in todo),
@@ -278,9 +281,15 @@ def _finish(
         "timings": timings or {},
         "duckdb": duckdb.__version__,
         "tool_version": __version__,
+        "removed_stale_outputs": stale or [],
     }
     return update_manifest(
-        out, files=entries, skipped=list(skipped_all.values()), config=cfg.to_manifest(), ingest=section
+        out,
+        drop=("analysis", "report", "window") if todo else (),
+        files=entries,
+        skipped=list(skipped_all.values()),
+        config=cfg.to_manifest(),
+        ingest=section,
     )
 
 

@@ -9,8 +9,10 @@ about 1 s per GB.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +58,46 @@ def save_manifest(out: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def update_manifest(out: Path, **sections: Any) -> dict[str, Any]:
-    """Set top-level sections of the manifest, refresh ``outputs``, and save it."""
+def update_manifest(out: Path, drop: Sequence[str] = (), **sections: Any) -> dict[str, Any]:
+    """Set top-level sections of the manifest, remove those named in ``drop``, refresh ``outputs``, and save it."""
     manifest = load_manifest(out)
+    for name in drop:
+        manifest.pop(name, None)
     manifest.update(sections)
     manifest["outputs"], manifest["output_stats"] = output_hashes(
         Path(out), manifest.get("outputs") or {}, manifest.get("output_stats") or {}
     )
     save_manifest(out, manifest)
     return manifest
+
+
+def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
+    """Delete the files that ``stages`` (manifest sections: ``analysis``, ``report``) list as theirs (``files``),
+    and their ``folders`` once empty; return the files.
+
+    A stage whose inputs change makes the later stages' files stale: a notification list or an exposures file
+    made from an earlier analysis or an earlier lake would name people the current data does not. The stage
+    that changes them removes them (``ingest`` the analysis and the report, ``analyze`` the report), and
+    drops their sections with :func:`update_manifest`'s ``drop``. Only the files whosaw listed are touched.
+    """
+    out = Path(out)
+    manifest, inside = load_manifest(out), out.resolve()
+    removed = []
+    for stage in stages:
+        section = manifest.get(stage)
+        if not isinstance(section, dict):
+            continue
+        for name in section.get("files") or []:
+            path = out / str(name)
+            if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside):
+                path.unlink()
+                removed.append(str(name))
+        for name in section.get("folders") or []:
+            folder = out / str(name)
+            if folder.resolve().is_relative_to(inside):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
+    return sorted(removed)
 
 
 def output_hashes(

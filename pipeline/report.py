@@ -123,7 +123,8 @@ def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
         out,
         report={
             "generated_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "files": sorted(files),
+            "files": sorted(set(files) - set(inputs.manifest.get("analysis", {}).get("files", []))),
+            "folders": ["charts", "notify"],
             "affected_users": facts.affected_rows,
             "viewers": facts.viewer_rows,
             "users_directory": str(inputs.users_path) if inputs.users_path else None,

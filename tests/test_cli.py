@@ -1,6 +1,7 @@
 """The CLI as a whole: every verb answers --help, usage errors are one line with exit 2, and nothing is
 written when the command line is wrong."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,49 @@ def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, ver
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
     assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+REPORT_FILES = ("affected_users.csv", "viewers.csv", "report.html", "report.md")
+
+
+def test_a_new_analysis_removes_the_report_of_the_old_one(finished_run, tmp_path):
+    """A notification list must never outlive the analysis it was made from."""
+    out = _damaged(finished_run, tmp_path, lambda out: (out / "my_notes.csv").write_text("mine\n"))
+    assert all((out / name).is_file() for name in REPORT_FILES) and any((out / "notify").iterdir())
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "2023-03-20T00:00Z/2023-03-20T00:01Z"])
+    assert result.exit_code == 0, result.output
+    assert "removed the report of the previous analysis (" in result.output
+    assert not any((out / name).exists() for name in (*REPORT_FILES, "notify", "charts"))
+    assert (out / "exposures.csv").is_file() and (out / "my_notes.csv").is_file()  # the analysis's, the user's
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "report" not in manifest and not any(name.startswith("notify/") for name in manifest["outputs"])
+    assert manifest["analysis"]["removed_stale_report"]
+
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "affected_users.csv").read_text(encoding="utf-8-sig").count("\n") == 1  # a header: no one
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out)])
+    assert "removed the report" in result.output and not (out / "affected_users.csv").exists()
+
+
+def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, tmp_path):
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    late = tmp_path / "late-requests.jsonl"
+    late.write_text('{"ts": "2023-03-20T03:00:00Z", "request_id": "late-1", "user_id": "u1", "status": 200}\n')
+    result = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--kind", "requests"])
+    assert result.exit_code == 0, result.output
+    assert "removed the analysis and report of the lake before this ingest (" in result.output
+    left = sorted(p.name for p in out.iterdir())
+    assert left == [".ingest.lock", "manifest.json", "parquet", "rejects"], left
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert not {"analysis", "report", "window"} & set(manifest)
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 2 and "run 'whosaw analyze' first" in result.stderr
+
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--kind", "requests"])
+    assert "1 already ingested" in result.output and "removed" not in result.output
+    assert (out / "exposures.parquet").is_file()  # nothing new in the lake: the analysis still holds
 
 
 def test_an_out_the_file_system_refuses_is_one_line_and_exit_2(tmp_path):
