@@ -448,6 +448,8 @@ def test_window_filters_last_and_counts_what_it_hides(tmp_path):
     timeline = pd.read_parquet(tmp_path / "out" / "timeline.parquet")
     assert timeline.exposures.sum() == 2
     assert timeline[timeline.in_window].exposures.sum() == 1
+    counts = ["requests", "reads", "crossed_replies", "exposures", "near_misses"]
+    assert all(str(timeline[c].dtype) == "int64" for c in counts), timeline.dtypes  # counts, not floats
 
 
 def test_config_window_and_all(tmp_path):

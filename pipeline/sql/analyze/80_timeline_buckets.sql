@@ -1,6 +1,7 @@
 -- timeline_buckets: per time bucket (params.bucket_seconds, default 300 s) with any traffic: requests,
 -- cache calls (every cache line but a connection reset), served items, crossed replies, exposures and near
--- misses, all time. Buckets are aligned to the epoch; bucket_index = bucket number since the epoch. The auto
+-- misses, all time (counts BIGINT on every engine: DuckDB's sum of integers is a HUGEINT, which Parquet stores
+-- as DOUBLE). Buckets are aligned to the epoch; bucket_index = bucket number since the epoch. The auto
 -- window (85_window_scan, 90_chosen_window) reads crossed_replies and calls.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW timeline_buckets AS
@@ -59,11 +60,11 @@ SELECT
     bucket_index,
     timestamp_micros(bucket_index * bucket_seconds * 1000000) AS bucket_start,
     bucket_seconds,
-    sum(is_request) AS requests,
-    sum(is_call) AS calls,
-    sum(is_served) AS reads,
-    sum(is_crossed) AS crossed_replies,
-    sum(is_exposure) AS exposures,
-    sum(is_near_miss) AS near_misses
+    CAST(sum(is_request) AS BIGINT) AS requests,
+    CAST(sum(is_call) AS BIGINT) AS calls,
+    CAST(sum(is_served) AS BIGINT) AS reads,
+    CAST(sum(is_crossed) AS BIGINT) AS crossed_replies,
+    CAST(sum(is_exposure) AS BIGINT) AS exposures,
+    CAST(sum(is_near_miss) AS BIGINT) AS near_misses
 FROM bucketed_events
 GROUP BY bucket_index, bucket_seconds;
