@@ -266,6 +266,24 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...]) -> None:
                 ) from None
 
 
+def _check_zones_in_duckdb(sources: dict[str, SourceConfig]) -> None:
+    """Set each source's zone in DuckDB as ingest will: Python's ``zoneinfo`` also takes names DuckDB (ICU)
+    does not know (``localtime``, ``posixrules``, ``posix/...``, ``right/...``), and ingest would then crash."""
+    zones = {kind: source.timezone for kind, source in sources.items() if source.timezone != "UTC"}
+    if not zones:
+        return
+    import duckdb  # here, not at the top: the CLI starts without DuckDB
+
+    with duckdb.connect() as con:
+        for kind, zone in zones.items():
+            try:
+                con.execute("SET TimeZone = '" + zone.replace("'", "''") + "'")
+            except duckdb.Error:
+                raise WhosawError(
+                    f"config: sources.{kind}.timezone: unknown time zone {zone!r} (DuckDB does not know it)"
+                ) from None
+
+
 def _ops(value: Any) -> CacheOps:
     table = _table(value, "cache")
     _known(table, "cache", ("read_ops", "write_ops", "reset_ops"))
@@ -317,6 +335,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
         raise WhosawError(f"config: keys: expected an array of tables ([[keys]]), got {_a(key_list)}")
     keys = tuple(_key_rule(i, table) for i, table in enumerate(key_list))
     _check_runs_in_duckdb(keys)
+    _check_zones_in_duckdb(sources)
 
     base = path.parent if path else Path.cwd()
     tables: dict[str, Path] = {}

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
 from click.testing import CliRunner
@@ -151,6 +152,18 @@ def test_key_pattern_duckdb_cannot_run_fails_at_config_load(tmp_path, pattern):
     """Python's re takes these, RE2 does not: the analysis would crash after the lake was written."""
     result, out = _run_with_config(tmp_path, f"[[keys]]\npattern = '{pattern}'\n")
     _assert_config_error(result, out, "keys[0].pattern: not a pattern DuckDB (RE2) can run")
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "posix/Europe/Berlin", "right/UTC"])
+def test_time_zone_python_knows_but_duckdb_does_not_fails_at_config_load(tmp_path, zone):
+    """zoneinfo finds these files in the system's tz database; DuckDB (ICU) does not know them: ingest crashed
+    with an internal error (exit 1) after the config had been accepted."""
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        pytest.skip(f"this system's tz database has no {zone!r}")
+    result, out = _run_with_config(tmp_path, f'[sources.sessions]\ntimezone = "{zone}"\n')
+    _assert_config_error(result, out, f"sources.sessions.timezone: unknown time zone {zone!r}")
 
 
 def test_table_that_is_a_folder_is_not_a_file(tmp_path):
