@@ -206,6 +206,24 @@ def test_shared_device_new_session_is_the_new_person(tmp_path):
     assert summary["active_users"] == 2  # alice (r1) and bob (r3); r2 is anonymous
 
 
+def test_session_event_without_a_user_names_the_request_user_as_the_source(tmp_path):
+    # S's login carries no user_id: the viewer is the request's user_id (design.md "Viewer"), so viewer_kind
+    # must say 'request', not 'session' (the sessions log named nobody); T's login names carol: 'session'
+    cache = [
+        call(T(1), "r1", "user:alice:titles", value_owner="alice", conn="c1"),
+        call(T(2), "r2", "user:alice:titles", value_owner="alice", conn="c2"),
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": None, "event": "login"},
+        {"ts": T(0), "session_id": "T", "user_id": "carol", "event": "login"},
+    ]
+    requests = requests_for(cache, {"r1": "bob", "r2": "bob"}, sessions={"r1": "S", "r2": "T"})
+    _, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    rows = exp.set_index("request_id")
+    assert rows.loc["r1", "viewer_id"] == "bob" and rows.loc["r1", "viewer_kind"] == "request"
+    assert rows.loc["r2", "viewer_id"] == "carol" and rows.loc["r2", "viewer_kind"] == "session"
+
+
 def test_without_sessions_log_the_request_user_is_the_viewer(tmp_path):
     cache = [call(T(1), "r1", "user:alice:titles", value_owner="bob")]
     requests = requests_for(cache, {"r1": "alice"}, sessions={"r1": "S-unknown"})

@@ -4,7 +4,8 @@
 -- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no
 -- user, the request's user_id); logout/expire -> nobody. No session event at or before the read, or no
 -- sessions log: the request's user_id. No user: anonymous.
--- viewer_kind: 'session' | 'request' (where the viewer came from), 'anonymous', or 'unknown' (the read's
+-- viewer_kind: 'session' | 'request' (where the viewer came from: a session event that names a user, else the
+-- request's user_id, also under a login/refresh that names nobody), 'anonymous', or 'unknown' (the read's
 -- request is not in the requests log: kept and counted, never dropped), 'background' (no request at all).
 -- Cost: one chain of LEFT JOINs onto the reads (crossed replies, digests, requests, sessions), each hashing the
 -- table on its right; 50_notable_reads, which runs the chain, asks DuckDB to keep those sides.
@@ -63,8 +64,8 @@ SELECT
         WHEN request_id IS NULL THEN 'background'
         WHEN logged_request_id IS NULL THEN 'unknown'
         WHEN holding = false THEN 'anonymous'
-        WHEN holding = true AND coalesce(holder_user_id, request_user_id) IS NOT NULL THEN 'session'
-        WHEN holding IS NULL AND request_user_id IS NOT NULL THEN 'request'
+        WHEN holding = true AND holder_user_id IS NOT NULL THEN 'session'
+        WHEN request_user_id IS NOT NULL THEN 'request'
         ELSE 'anonymous'
     END AS viewer_kind
 FROM reads_with_requests;
