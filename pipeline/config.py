@@ -245,10 +245,13 @@ def _key_rule(order: int, value: Any) -> KeyRule:
     return rule
 
 
-def _check_runs_in_duckdb(rules: tuple[KeyRule, ...]) -> None:
-    """Compile each rule's pattern in DuckDB as the analysis will (:func:`pipeline.analyze.key_rule_sql`):
-    Python's ``re`` accepts lookarounds, backreferences, ``\\Z``... that RE2 does not."""
-    if not rules:
+def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceConfig]) -> None:
+    """What Python accepts but DuckDB may not, tried on one DuckDB connection as ingest and the analysis will use
+    it: each rule's pattern compiled (:func:`pipeline.analyze.key_rule_sql`; Python's ``re`` accepts lookarounds,
+    backreferences, ``\\Z``... that RE2 does not), and each source's time zone set (``zoneinfo`` also takes
+    ``localtime``, ``posixrules``, ``posix/...``, ``right/...``, which DuckDB's ICU does not know)."""
+    zones = {kind: source.timezone for kind, source in sources.items() if source.timezone != "UTC"}
+    if not rules and not zones:
         return
     import duckdb  # here, not at the top: the CLI starts without DuckDB
 
@@ -264,17 +267,6 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...]) -> None:
                 raise WhosawError(
                     f"config: keys[{rule.order}].pattern: not a pattern DuckDB (RE2) can run ({reason})"
                 ) from None
-
-
-def _check_zones_in_duckdb(sources: dict[str, SourceConfig]) -> None:
-    """Set each source's zone in DuckDB as ingest will: Python's ``zoneinfo`` also takes names DuckDB (ICU)
-    does not know (``localtime``, ``posixrules``, ``posix/...``, ``right/...``), and ingest would then crash."""
-    zones = {kind: source.timezone for kind, source in sources.items() if source.timezone != "UTC"}
-    if not zones:
-        return
-    import duckdb  # here, not at the top: the CLI starts without DuckDB
-
-    with duckdb.connect() as con:
         for kind, zone in zones.items():
             try:
                 con.execute("SET TimeZone = '" + zone.replace("'", "''") + "'")
@@ -334,8 +326,7 @@ def config_from_dict(raw: dict[str, Any], path: Path | None = None) -> Config:
     if not isinstance(key_list, list):
         raise WhosawError(f"config: keys: expected an array of tables ([[keys]]), got {_a(key_list)}")
     keys = tuple(_key_rule(i, table) for i, table in enumerate(key_list))
-    _check_runs_in_duckdb(keys)
-    _check_zones_in_duckdb(sources)
+    _check_runs_in_duckdb(keys, sources)
 
     base = path.parent if path else Path.cwd()
     tables: dict[str, Path] = {}
