@@ -976,13 +976,17 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
         )
     else:
         header = files[0].header or []
+
+        def field(i: int) -> str:  # spaces and tabs around a CSV field are padding (", bob"), not part of it
+            return f"trim(v[{i}], ' ' || chr(9))"
+
         lookup = {}
         for i, column in enumerate(header, start=1):
-            lookup.setdefault((column,), f"v[{i}]")
+            lookup.setdefault((column,), field(i))
         for n in names:
             spec = source.field_spec(n)
             if not spec.is_const and spec.path not in lookup and ".".join(spec.path) in header:
-                lookup[spec.path] = f"v[{header.index('.'.join(spec.path)) + 1}]"
+                lookup[spec.path] = field(header.index(".".join(spec.path)) + 1)
         fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
         fields_sql = _sql("csv_fields.sql", fields=fields, lines=lines, ncols=str(max(1, len(header))))
     records = _records_sql(cfg, kind, fields_sql)

@@ -224,6 +224,38 @@ def test_session_event_without_a_user_names_the_request_user_as_the_source(tmp_p
     assert rows.loc["r2", "viewer_id"] == "carol" and rows.loc["r2", "viewer_kind"] == "session"
 
 
+def _refresh_case():
+    """bob signs in on the shared device (session S) after alice; the requests still carry alice's stale user_id.
+    S's refreshes name nobody: they renew bob's session (also after it expired), so bob saw alice's titles (r1,
+    r2). U: a login and a refresh that name nobody: the request's user, carol (r3)."""
+    cache = [
+        call(T(2), "r1", "user:alice:titles", value_owner="alice", conn="c1"),
+        call(T(5), "r2", "user:alice:titles", value_owner="alice", conn="c2"),
+        call(T(6), "r3", "user:alice:titles", value_owner="alice", conn="c3"),
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": "bob", "event": "login"},
+        {"ts": T(1), "session_id": "S", "user_id": None, "event": "refresh"},
+        {"ts": T(3), "session_id": "S", "user_id": None, "event": "expire"},
+        {"ts": T(4), "session_id": "S", "user_id": None, "event": "refresh"},
+        {"ts": T(0), "session_id": "U", "user_id": None, "event": "login"},
+        {"ts": T(1), "session_id": "U", "user_id": None, "event": "refresh"},
+    ]
+    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "carol"},
+                            sessions={"r1": "S", "r2": "S", "r3": "U"})
+    return cache, requests, sessions
+
+
+def test_a_refresh_without_a_user_keeps_the_holder_the_session_named(tmp_path):
+    cache, requests, sessions = _refresh_case()
+    _, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    rows = exp.set_index("request_id")
+    assert sorted(rows.index) == ["r1", "r2", "r3"]
+    assert rows.loc[["r1", "r2"], "viewer_id"].tolist() == ["bob", "bob"]
+    assert set(rows.loc[["r1", "r2"], "viewer_kind"]) == {"session"}
+    assert rows.loc["r3", "viewer_id"] == "carol" and rows.loc["r3", "viewer_kind"] == "request"
+
+
 def test_without_sessions_log_the_request_user_is_the_viewer(tmp_path):
     cache = [call(T(1), "r1", "user:alice:titles", value_owner="bob")]
     requests = requests_for(cache, {"r1": "alice"}, sessions={"r1": "S-unknown"})
@@ -854,6 +886,15 @@ def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
     run_case(tmp_path, cache, users, tables=tables)
     cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
     result = compare(tmp_path / "out", cfg, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 3, "spark": 3}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_keeps_the_session_holder_through_a_refresh_as_duckdb_does(tmp_path):
+    cache, requests, sessions = _refresh_case()
+    run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
 

@@ -526,6 +526,24 @@ def test_csv_rejects(tmp_path):
     assert (got["lines"], got["kept"], got["rejected"]) == (11, 4, 7)
 
 
+def test_csv_fields_padded_after_the_commas_are_read_without_the_padding(tmp_path):
+    # ", " between fields (hand-made and spreadsheet exports): " ok" must not be a bad status, nor " bob" a user
+    # other than "bob" (bob reading his own titles would become an exposure); a field of blanks is empty (NULL)
+    cache = write(tmp_path / "cache.csv", [
+        "ts, request_id, op, key, status, host, conn_id, value_owner",
+        "2023-03-20T01:00:00Z, r1, get, user:bob:titles, ok, h1, c1, bob",
+        '2023-03-20T01:00:01Z,\tr2 ,"get ", user:bob:titles , timeout,h1, c1,  ',
+    ])
+    run(cache, tmp_path / "out")
+    assert rejects(tmp_path / "out", "cache") == []
+    rows = lake(tmp_path / "out", "cache")
+    assert [(r["request_id"], r["op"], r["key"], r["status"], r["host"], r["conn_id"], r["value_owner"])
+            for r in rows] == [
+        ("r1", "GET", "user:bob:titles", "ok", "h1", "c1", "bob"),
+        ("r2", "GET", "user:bob:titles", "timeout", "h1", "c1", None),
+    ]
+
+
 def test_a_csv_without_the_required_columns_rejects_every_line(tmp_path):
     path = write(tmp_path / "requests.csv", ["when,id", "2023-03-20T01:00:00Z,r1", "2023-03-20T01:00:00Z,r2"])
     result = run(path, tmp_path / "out")
