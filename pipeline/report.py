@@ -770,7 +770,7 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
                 "headline",
             )
         )
-        return blocks
+        return blocks + _outside_warning(s, "exposure")  # "no one" is only true of the window
     parts: list[Any] = [
         Bold(_count(affected, "user", ("affected_owners",))),
         " had their data shown to someone else ",
@@ -809,22 +809,7 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
                 f" did not use the service in {period} themselves.",
             ]
     blocks.append(Para(parts, "headline"))
-    outside = s.get("outside_window") or {}
-    if outside.get("exposures"):
-        blocks.append(
-            Para(
-                [
-                    "Not included: ",
-                    *_count(outside["exposures"], "more exposure", ("outside_window", "exposures")),
-                    " of ",
-                    *_count(
-                        outside.get("affected_owners", 0), "owner", ("outside_window", "affected_owners")
-                    ),
-                    " outside the window (see the timeline and the method).",
-                ],
-                "warning",
-            )
-        )
+    blocks += _outside_warning(s)
     by_cat = s.get("affected_owners_by_category") or {}
     active_by_cat = s.get("affected_active_users_by_category")
     items = []
@@ -869,6 +854,25 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
     ]
     blocks.append(Para(seen))
     return blocks
+
+
+def _outside_warning(s: dict[str, Any], noun: str = "more exposure") -> list[Any]:
+    """The headline's warning when exposures fall outside the window (none when there are none)."""
+    outside = s.get("outside_window") or {}
+    if not outside.get("exposures"):
+        return []
+    return [
+        Para(
+            [
+                "Not included: ",
+                *_count(outside["exposures"], noun, ("outside_window", "exposures")),
+                " of ",
+                *_count(outside.get("affected_owners", 0), "owner", ("outside_window", "affected_owners")),
+                " outside the window (see the timeline and the method).",
+            ],
+            "warning",
+        )
+    ]
 
 
 def _category_order(s: dict[str, Any], facts: _Facts) -> list[str]:

@@ -1046,3 +1046,29 @@ def test_pair_histograms_fit_in_eight_bins():
     assert labels == ["1", "2", "3", "4-5", "6-10", "11-20", "21-100", "101+"]
     assert values == [50, 0, 0, 5, 0, 0, 1, 1]
     assert _bins([(2, 7)]) == (["1", "2"], [0, 7])
+
+
+def test_no_exposure_in_the_window_headline_still_warns_of_those_outside(tmp_path):
+    """A window that holds no exposure while the logs hold some outside it: the headline must not say only
+    "no user's data was shown" (a statement comms would quote); it warns of the exposures outside, as it
+    does when the window holds some."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        ["run", str(SAMPLE), "--config", str(SAMPLE / "incident.toml"), "--out", str(out), "--no-progress",
+         "--window", "2023-03-20T00:00Z/2023-03-20T00:30Z"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["exposures"] == 0 and summary["outside_window"]["exposures"] > 0
+    md = (out / "report.md").read_text(encoding="utf-8")
+    headline = md.split("## Headline", 1)[1].split("## Key numbers", 1)[0]
+    assert "No user's data was shown to anyone else" in headline
+    outside = summary["outside_window"]
+    assert (
+        f"Not included: {outside['exposures']} exposures of {outside['affected_owners']} owners outside the window"
+        in headline
+    )
+    html_headline = (out / "report.html").read_text(encoding="utf-8").split("Key numbers", 1)[0]
+    assert "Not included: " in html_headline
+    check_numbers_match_summary(out)
