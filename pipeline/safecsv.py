@@ -55,9 +55,15 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
     for name, dtype, *_ in described:
         quoted = f'"{name}"'
         if dtype.startswith("TIMESTAMP"):
-            select.append(
-                f"strftime(timezone('UTC', {quoted}::TIMESTAMPTZ), '%Y-%m-%dT%H:%M:%S.%fZ') AS {quoted}"
+            # A zoned time is shown in UTC; a time without a zone is UTC already (whosaw's rule for times
+            # written without an offset). Cast to TIMESTAMPTZ, it would be read in the session's zone, which is
+            # the machine's local zone on a fresh connection: 01:00 became 05:00Z in New York.
+            utc = (
+                f"timezone('UTC', {quoted})"
+                if dtype == "TIMESTAMP WITH TIME ZONE"
+                else f"CAST({quoted} AS TIMESTAMP)"
             )
+            select.append(f"strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {quoted}")
         elif dtype in ("VARCHAR", "TEXT") or dtype.endswith("[]"):
             text = quoted if dtype in ("VARCHAR", "TEXT") else f"array_to_string({quoted}, ';')"
             select.append(f"{sql_neutralise(text)} AS {quoted}")

@@ -1,12 +1,16 @@
 """Spreadsheet-safe CSV: hostile cells are neutralised on disk and read back to the original values."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from pipeline.safecsv import copy_safe_csv, neutralise, read_safe_csv, restore, write_safe_csv
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HOSTILE = ["=HYPERLINK(\"http://x\")", "+1-555", "-2", "@SUM(A1)", "\tTab", "\rCR", "'quoted", "plain", "Zoë"]
 
@@ -43,3 +47,21 @@ def test_writing_needs_no_pandas():
     code = "import sys, pipeline.safecsv; print('pandas' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_times_are_utc_whatever_the_machine_zone(tmp_path):
+    """export_csv (the notebook's writer) on a machine whose local zone is not UTC: a time without a zone is
+    UTC already (whosaw's rule) and is written as it is; a zoned time is converted to UTC. Before, a naive
+    01:00 was read in the local zone and written as 05:00Z in New York."""
+    path = tmp_path / "times.csv"
+    script = (
+        "import pandas as pd, sys; from pipeline.explore import export_csv; "
+        "export_csv(pd.DataFrame({"
+        "'naive': [pd.Timestamp('2023-03-20 01:00:00.25')], "
+        "'utc': [pd.Timestamp('2023-03-20 01:00:00.25', tz='UTC')], "
+        "'zoned': [pd.Timestamp('2023-03-19 21:00:00.25', tz='America/New_York')]}), sys.argv[1])"
+    )
+    env = {**os.environ, "TZ": "America/New_York"}
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env, cwd=ROOT)
+    back = read_safe_csv(path)
+    assert back.iloc[0].tolist() == ["2023-03-20T01:00:00.250000Z"] * 3
