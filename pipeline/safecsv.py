@@ -38,10 +38,11 @@ def restore(value: object) -> object:
 
 def sql_neutralise(expr: str) -> str:
     """The same rule as a SQL expression over a text expression (DuckDB and Spark alike)."""
-    return (
-        f"CASE WHEN substr({expr}, 1, 1) IN ('=', '+', '-', '@', chr(9), chr(13), '''') "
-        f"THEN '''' || {expr} ELSE {expr} END"
-    )
+    # Comparisons joined by OR, not IN (...): DuckDB plans an IN list this long as a join against the list,
+    # and that join does not keep the order of the rows below it (a sorted export came out shuffled).
+    first = f"substr({expr}, 1, 1)"
+    risky = " OR ".join(f"{first} = {char}" for char in ("'='", "'+'", "'-'", "'@'", "chr(9)", "chr(13)", "''''"))
+    return f"CASE WHEN {risky} THEN '''' || {expr} ELSE {expr} END"
 
 
 def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path) -> None:
@@ -71,7 +72,12 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
             select.append(quoted)
     query = f"SELECT {', '.join(select)} FROM ({relation_sql})"
     written = path.with_name(path.name + ".part")
+    # The rows in the order ``relation_sql`` gives them: the projection above it is not an ORDER BY of its own, so
+    # on a connection with preserve_insertion_order = false (the analysis') DuckDB could write a large result's
+    # chunks in any order (exposures.csv out of time order, unlike exposures.parquet).
+    preserve = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
     try:
+        con.execute("SET preserve_insertion_order = true")
         con.execute(f"COPY ({query}) TO '{_sql_path(written)}' (FORMAT csv, HEADER true)")
         # A byte order mark first: Excel, opening a CSV by double-click, reads UTF-8 only when the file says so
         # (else "Zoë" shows as "ZoÃ«"); LibreOffice, Google Sheets, pandas and DuckDB read past it.
@@ -79,6 +85,7 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
             target.write(codecs.BOM_UTF8)
             shutil.copyfileobj(source, target, 1 << 20)
     finally:
+        con.execute(f"SET preserve_insertion_order = {str(bool(preserve)).lower()}")
         written.unlink(missing_ok=True)  # never left beside the outputs
 
 
