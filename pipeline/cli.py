@@ -272,11 +272,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         else:
             affected += f"  ({share:.2%} of active users)"
     rows.append(("affected owners", affected))
-    viewers = f"{summary.get('viewers', 0):,} signed-in users"
+    viewers = _counted(summary.get("viewers", 0), "signed-in user")
     if summary.get("anonymous_viewer_sessions"):
-        viewers += f" + {summary['anonymous_viewer_sessions']:,} anonymous sessions"
+        viewers += " + " + _counted(summary["anonymous_viewer_sessions"], "anonymous session")
     if summary.get("unknown_viewer_exposures"):
-        viewers += f" (+ {summary['unknown_viewer_exposures']:,} exposures to unknown viewers)"
+        viewers += f" (+ {_counted(summary['unknown_viewer_exposures'], 'exposure')} to unknown viewers)"
     rows.append(("viewers", viewers))
     flagged = summary.get("ambiguous_rows", 0) + summary.get("conflict_rows", 0)
     if flagged:
@@ -293,6 +293,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+
+
+def _counted(n: int, noun: str) -> str:
+    """``1 exposure``, ``2 exposures``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _print_files(out: Path, files: dict[str, Path]) -> None:

@@ -83,6 +83,11 @@ def test_notebook_runs_without_error(path: Path, tmp_path: Path, monkeypatch: py
     if path.name == "investigate_sample_incident.ipynb":
         exported = read_safe_csv(out / "exports" / "payment_info_owners.csv")
         assert len(exported) == 4 and exported["owner_id"].str.match(r"^u\d{6}$").all()
+        # the analyst's list counts as the notification list does (anonymous viewers by session, too)
+        listed = read_safe_csv(out / "notify" / "payment_info.csv")
+        mine = exported[["owner_id", "exposures", "viewers"]].astype(str).sort_values("owner_id")
+        theirs = listed[["owner_id", "exposure_count", "viewer_count"]].astype(str).sort_values("owner_id")
+        assert mine.values.tolist() == theirs.values.tolist()
         images = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
                   if "image/png" in o.get("data", {})]
         assert len(images) == 2
