@@ -129,6 +129,7 @@ def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
             "viewers": facts.viewer_rows,
             "users_directory": str(inputs.users_path) if inputs.users_path else None,
             "missing_from_directory": facts.missing_from_directory,
+            "without_email": facts.without_email,
             "checks": [{"check": text, "ok": ok} for text, ok in facts.checks],
         },
     )
@@ -378,6 +379,7 @@ class _Facts:
     viewer_rows: int = 0
     exposure_rows: int = 0
     missing_from_directory: int = 0
+    without_email: int = 0  # in the directory, but with no email address to write to
     directory_configured: bool = False
     directory_duplicates: int = 0
     owners_by_category: dict[str, int] = field(default_factory=dict)
@@ -399,8 +401,9 @@ class _Facts:
 def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
     facts = _Facts()
     one = lambda sql: con.execute(sql).fetchone()  # noqa: E731
-    facts.affected_rows, facts.missing_from_directory = one(
-        "SELECT count(*), count(*) FILTER (WHERE in_directory = false) FROM affected_users"
+    facts.affected_rows, facts.missing_from_directory, facts.without_email = one(
+        "SELECT count(*), count(*) FILTER (WHERE in_directory = false), "
+        "count(*) FILTER (WHERE in_directory AND coalesce(trim(email), '') = '') FROM affected_users"
     )
     facts.viewer_rows = one("SELECT count(*) FROM viewers")[0]
     facts.exposure_rows, facts.first_exposure, facts.last_exposure, exposure_sum = one(
@@ -922,6 +925,7 @@ def _numbers(s: dict[str, Any], facts: _Facts) -> list[Any]:
             rows.append([label, Num(value, kind, path if value is not None else None)])
     if facts.directory_configured:
         rows.append(["affected users missing from the users directory", Num(facts.missing_from_directory)])
+        rows.append(["affected users in the directory without an email address", Num(facts.without_email)])
     return [Heading(2, "Key numbers"), Table(["", "count"], rows, numeric=(1,))]
 
 
@@ -1060,6 +1064,17 @@ def _countries_section(facts: _Facts) -> list[Any]:
                     Num(facts.missing_from_directory),
                     ". Their email, name and country are empty in the CSVs (in_directory = false); they need "
                     "another way to be reached.",
+                ],
+                "warning",
+            )
+        )
+    if facts.without_email:
+        blocks.append(
+            Para(
+                [
+                    "Affected users in the users directory without an email address: ",
+                    Num(facts.without_email),
+                    ". Their email is empty in the CSVs (in_directory = true); they need another way to be reached.",
                 ],
                 "warning",
             )

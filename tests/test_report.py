@@ -308,6 +308,10 @@ def test_a_directory_user_is_one_whole_row(tmp_path):
     assert (first["name"], first["locale"], first["in_directory"]) == ("First Row", "de-DE", "true")
     assert pd.isna(first["email"]) and pd.isna(first["country"])
     assert (frame.loc["u2", "email"], frame.loc["u2", "in_directory"]) == ("u2@example.com", "true")
+    # comms cannot write to u1: the report says how many such users there are
+    assert "Affected users in the users directory without an email address: 1." in (
+        (out / "report.md").read_text(encoding="utf-8"))
+    assert json.loads((out / "manifest.json").read_text())["report"]["without_email"] == 1
 
 
 def test_every_csv_opens_as_utf8_in_excel(built):
