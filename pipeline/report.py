@@ -291,10 +291,14 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
             raise WhosawError(
                 f"report: cannot read the users directory {path} ({exc.__class__.__name__})"
             ) from None
-        present = {row[0] for row in con.execute("DESCRIBE users_raw").fetchall()}
+        # column names as the ownership and grants tables take them: case and surrounding spaces do not matter
+        present = {row[0].strip().lower(): row[0] for row in con.execute("DESCRIBE users_raw").fetchall()}
         if "user_id" not in present:
             raise WhosawError(f"report: the users directory {path} has no user_id column")
-        picks = ", ".join(_user_column(col) if col in present else "NULL::VARCHAR" for col in USER_COLUMNS)
+        picks = ", ".join(
+            _user_column(present[col], trim=col == "user_id") if col in present else "NULL::VARCHAR"
+            for col in USER_COLUMNS
+        )
         con.execute(f"""
             CREATE TEMP TABLE users_numbered AS
             SELECT row_number() OVER () AS row_no, *
@@ -1415,9 +1419,9 @@ def _files_section(facts: _Facts) -> list[Any]:
     ]
 
 
-def _user_column(name: str) -> str:
-    """A users-directory column as text, empty as NULL; only the id is trimmed, of spaces, tabs and line ends
-    (names, emails stay exact)."""
+def _user_column(name: str, trim: bool) -> str:
+    """A users-directory column as text, empty as NULL; only the id is trimmed (``trim``), of spaces, tabs and
+    line ends (names, emails stay exact)."""
     text = f"CAST({_ident(name)} AS VARCHAR)"
     blank = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
-    return f"nullif(trim({text}, {blank}), '')" if name == "user_id" else f"nullif({text}, '')"
+    return f"nullif(trim({text}, {blank}), '')" if trim else f"nullif({text}, '')"

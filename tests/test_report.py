@@ -314,6 +314,18 @@ def test_a_directory_user_is_one_whole_row(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["report"]["without_email"] == 1
 
 
+def test_the_directory_header_is_read_as_the_other_tables_are(tmp_path):
+    """Column names in any case, padded: as tables.ownership and tables.grants take them (it stopped the report)."""
+    out = build_analysis(tmp_path / "out")
+    users = out / "users.csv"
+    header, rest = users.read_bytes().split(b"\r\n", 1)
+    users.write_bytes(b"User_ID, Email,NAME,Country ,locale\r\n" + rest)
+    pipeline.report(out, progress=False)
+    frame = read_safe_csv(out / "affected_users.csv").set_index("owner_id")
+    assert (frame.loc["u1", "email"], frame.loc["u1", "in_directory"]) == (USERS[0][1], "true")
+    assert frame["country"].notna().sum() >= 1
+
+
 def test_every_csv_opens_as_utf8_in_excel(built):
     """Each CSV starts with a UTF-8 byte order mark (Excel reads UTF-8 only then) and reads back exactly."""
     out, files = built
