@@ -639,8 +639,9 @@ def analyze(
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
     temp_dir = out / ".tmp" / f"analyze-{os.getpid()}"
-    con = connect(temp_dir, memory_limit, threads)
+    con = None
     try:
+        con = connect(temp_dir, memory_limit, threads)
         bucket_seconds = register_inputs(con, out, cfg, chosen, bucket_seconds)
         run_steps(con, load_steps(), progress)
         stale_report = remove_stage_outputs(out, "report")
@@ -652,7 +653,8 @@ def analyze(
             f"WHOSAW_MEMORY_LIMIT or free disk space for {out / '.tmp'}"
         ) from None
     finally:
-        con.close()
+        if con is not None:
+            con.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
         try:
             (out / ".tmp").rmdir()

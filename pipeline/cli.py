@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +54,32 @@ def _fail(message: str, status: int = EXIT_USAGE) -> None:
     sys.exit(status)
 
 
+class _Interrupts:
+    """Whether Ctrl-C was pressed during the command. DuckDB turns the KeyboardInterrupt that arrives while a query
+    runs into an error of its own ("Query interrupted", or a failed input stream): the flag tells it apart."""
+
+    seen = False
+
+    @classmethod
+    def note(cls, signum: int, frame: Any) -> None:
+        cls.seen = True
+        signal.default_int_handler(signum, frame)
+
+
 def handle_errors(func):
-    """Turn expected failures into one line and exit 2; hide unexpected ones' details (they may hold data)."""
+    """Turn expected failures into one line and exit 2; hide unexpected ones' details (they may hold data);
+    Ctrl-C is "interrupted" and exit 130, whichever error it surfaced as."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _Interrupts.seen = False
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, _Interrupts.note) if in_main else None
         try:
             return func(*args, **kwargs)
         except WhosawError as exc:
+            if _Interrupts.seen:
+                _fail("interrupted", 130)
             _fail(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
         except BrokenPipeError:  # output piped into `head` and the like: nothing is wrong
             sys.stderr.close()
@@ -69,6 +89,8 @@ def handle_errors(func):
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence for an incident tool
+            if _Interrupts.seen:
+                _fail("interrupted", 130)
             refused = _file_system_refusal(exc)
             if refused:
                 _fail(refused)
@@ -78,6 +100,9 @@ def handle_errors(func):
                 f"internal error ({exc.__class__.__name__}); rerun with WHOSAW_DEBUG=1 for details",
                 status=1,
             )
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     return wrapper
 

@@ -207,8 +207,9 @@ def ingest(
             shutil.rmtree(stale, ignore_errors=True)
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
-        con = _connect(scratch)
+        con = None
         try:
+            con = _connect(scratch)
             con.execute(
                 "CREATE TEMP TABLE new_rejects (kind VARCHAR, source_file VARCHAR, source_line BIGINT, "
                 "reason VARCHAR, raw VARCHAR)"
@@ -228,7 +229,8 @@ def ingest(
             timings["lake_and_rejects"] = round(time.monotonic() - t0, 3)
             stale = remove_stage_outputs(out, "analysis", "report") if todo else []
         finally:
-            con.close()
+            if con is not None:
+                con.close()
             shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out / ".tmp").rmdir()

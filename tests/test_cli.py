@@ -3,10 +3,13 @@ written when the command line is wrong."""
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner
 
@@ -158,6 +161,26 @@ def test_run_with_every_line_rejected_says_so(tmp_path):
     assert result.stderr.startswith("whosaw: error: nothing to analyse: no record was kept of the 2 lines read "
                                     "(2 rejected, 0 duplicates;") and result.stderr.count("\n") == 1
     assert len(list((tmp_path / "out" / "rejects").rglob("*.parquet"))) >= 1
+
+
+def test_ctrl_c_is_interrupted_exit_130_and_leaves_the_lake_untouched(tmp_path):
+    """DuckDB reports a Ctrl-C inside a query as an error of its own: it must not read as an internal error."""
+    logs = tmp_path / "requests.jsonl"
+    duckdb.sql(
+        "COPY (SELECT TIMESTAMPTZ '2023-03-20 01:00:00+00' + to_microseconds(i) AS ts, 'r' || i AS request_id, "
+        "'u' || (i % 1000) AS user_id, 's' || (i % 1000) AS session_id, 200 AS status FROM range(1500000) t(i)) "
+        f"TO '{logs}' (FORMAT json)"
+    )
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", str(logs), "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list((out / ".tmp").glob("ingest-*")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the ingest is under way
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert (child.returncode, stderr) == (130, "whosaw: error: interrupted\n")
+    assert not (out / "parquet").exists() and not (out / "manifest.json").exists() and not (out / ".tmp").exists()
 
 
 def test_bad_window_fails_before_anything_is_written(tmp_path):
