@@ -55,7 +55,9 @@ import io
 import os
 import re
 import shutil
+import signal
 import stat
+import threading
 import time
 import uuid
 import zlib
@@ -221,22 +223,24 @@ def ingest(
                     t0 = time.monotonic()
                     moves += _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress)
                     timings[kind_name] = round(time.monotonic() - t0, 3)
-            t0 = time.monotonic()
-            for source, target in moves:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, target)
-            _write_rejects(con, out)
-            timings["lake_and_rejects"] = round(time.monotonic() - t0, 3)
-            stale = remove_stage_outputs(out, "analysis", "report") if todo else []
+            with _ctrl_c_waits():  # the lake, the rejects and the manifest change together
+                t0 = time.monotonic()
+                for source, target in moves:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source, target)
+                _write_rejects(con, out)
+                timings["lake_and_rejects"] = round(time.monotonic() - t0, 3)
+                stale = remove_stage_outputs(out, "analysis", "report") if todo else []
+                written = _finish(
+                    out, manifest, todo, already, skipped, cfg, inputs, kind, run_id, started, started_at, timings,
+                    stale,
+                )
         finally:
             if con is not None:
                 con.close()
             shutil.rmtree(scratch, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (out / ".tmp").rmdir()
-        written = _finish(
-            out, manifest, todo, already, skipped, cfg, inputs, kind, run_id, started, started_at, timings, stale
-        )
     return IngestResult(out=out, manifest=written, totals=written["ingest"]["totals"])
 
 
@@ -293,6 +297,24 @@ def _finish(
         config=cfg.to_manifest(),
         ingest=section,
     )
+
+
+@contextlib.contextmanager
+def _ctrl_c_waits() -> Iterator[None]:
+    """Ctrl-C during the block takes effect when it is done (main thread only: Python's signal handlers run there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed and previous is not signal.SIG_IGN:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # the handler that was in place (Python's raises KeyboardInterrupt)
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

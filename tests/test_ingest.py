@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import signal
+import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1013,3 +1014,17 @@ def test_a_file_that_only_repeats_the_lake_adds_nothing(tmp_path):
     got = entry(result, again)
     assert (got["kept"], got["duplicates"], got["rejected"]) == (0, 2, 1)
     assert _lake_files(out) == before
+
+
+def test_ctrl_c_while_the_lake_changes_waits_until_the_manifest_says_so():
+    """The moves into the lake, the rejects and the manifest are one step: a Ctrl-C in it takes effect after it."""
+    from pipeline.ingest import _ctrl_c_waits
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_waits():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is handled here, inside the block
+            finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
