@@ -46,12 +46,14 @@ outside 1990..2100 is rejected (``bad_ts``).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import fcntl
 import gzip
 import hashlib
 import io
+import itertools
 import os
 import re
 import shutil
@@ -469,18 +471,47 @@ def _not_regular(path: Path) -> str | None:
 
 
 def _first_line(item: _Input) -> bytes:
-    """The first line of a file as ingest reads it (a damaged .gz: as much as could be inflated before the damage)."""
+    """The first line of a file as ingest reads it (UTF-16 as UTF-8; a damaged .gz: as much as could be inflated
+    before the damage)."""
     with open(item.path, "rb") as handle:
-        if not item.gz:
-            return handle.readline()
-        gunzip, got = _Gunzip(), b""
-        with contextlib.suppress(zlib.error):
-            while b"\n" not in got and (buf := handle.read(1 << 16)):
-                for out in gunzip.feed(buf):
-                    got += out
-                    if b"\n" in out:
-                        break
+        got = b""
+        for data in _as_utf8(_inflated(handle, item.gz)):
+            got += data
+            if b"\n" in data:
+                break
         return got[: got.find(b"\n") + 1] if b"\n" in got else got
+
+
+def _inflated(handle: Any, gz: bool) -> Iterator[bytes]:
+    """The bytes of a file in small pieces, inflated if it is a .gz (up to any damage)."""
+    gunzip = _Gunzip() if gz else None
+    with contextlib.suppress(zlib.error):
+        while buf := handle.read(1 << 16):
+            yield from gunzip.feed(buf) if gunzip else (buf,)
+
+
+def _as_utf8(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A text file's bytes as UTF-8: UTF-16 text, which opens with its byte order mark (as Windows tools write
+    it), is transcoded; anything else passes unchanged. What UTF-16 cannot decode (a lone surrogate, an odd last
+    byte) stays undecodable in UTF-8, so its line is rejected as invalid_utf8, as in a UTF-8 file. Line ends
+    stay where they were: line numbers are those of the file."""
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= 2:
+            break
+    if not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if head:
+            yield head
+        yield from chunks
+        return
+    decoder = codecs.getincrementaldecoder("utf-16")("surrogatepass")
+    for chunk in itertools.chain((head,), chunks):
+        yield decoder.decode(chunk).encode("utf-8", "surrogatepass")
+    try:
+        yield decoder.decode(b"", final=True).encode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # an odd byte at the end: kept as it is (not UTF-8 on its own)
+        yield decoder.getstate()[0]
 
 
 def _csv_header(item: _Input, cfg: Config, kind: str) -> tuple[list[str], str | None]:
@@ -578,7 +609,7 @@ class _LineStream:
         line_no = 0  # lines seen so far, a CSV header included
         rest = b""  # the start of a line that continues in the next chunk
         at_start = True  # a UTF-8 byte order mark may open the file: it is not part of line 1
-        for data in self._chunks(item, digest):
+        for data in _as_utf8(self._chunks(item, digest)):
             if at_start:
                 data = rest + data
                 rest = b""

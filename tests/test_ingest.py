@@ -7,6 +7,7 @@ rejects and the manifest are read back from disk with DuckDB.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import importlib
@@ -543,6 +544,27 @@ def test_csv_fields_padded_after_the_commas_are_read_without_the_padding(tmp_pat
         ("r1", "GET", "user:bob:titles", "ok", "h1", "c1", "bob"),
         ("r2", "GET", "user:bob:titles", "timeout", "h1", "c1", None),
     ]
+
+
+def test_utf16_logs_are_read_as_text_with_their_own_line_numbers(tmp_path):
+    """Windows tools write UTF-16 with a byte order mark: read it as the text it is (every line was rejected, as
+    'nul_byte'); what UTF-16 cannot decode is rejected as in a UTF-8 file; the SHA-256 is the file's own."""
+    line = '{{"ts": "2023-03-20T01:00:0{0}Z", "request_id": "r{0}", "user_id": "zoë", "status": 200}}'
+    body = "\r\n".join([line.format(1), line.format(2).replace("zoë", "\ud800"), line.format(3)]) + "\r\n"
+    le = tmp_path / "requests-le.jsonl"
+    le.write_bytes(codecs.BOM_UTF16_LE + body.encode("utf-16-le", "surrogatepass") + b"\xff")  # an odd last byte
+    be = tmp_path / "requests-be.csv.gz"
+    csv_text = "ts,request_id,user_id,status\n2023-03-20T01:00:04Z,r4,zoë,200\n"
+    be.write_bytes(gzip.compress(codecs.BOM_UTF16_BE + csv_text.encode("utf-16-be")))
+    result = run([le, be], tmp_path / "out")
+    assert [(r["request_id"], r["user_id"], r["source_line"]) for r in lake(tmp_path / "out", "requests")] == [
+        ("r4", "zoë", 2), ("r1", "zoë", 1), ("r3", "zoë", 3),
+    ]
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests-le.jsonl", 2, "invalid_utf8"),  # a lone surrogate
+        ("requests-le.jsonl", 4, "invalid_utf8"),  # the odd byte after the last line end
+    ]
+    assert entry(result, le)["sha256"] == hashlib.sha256(le.read_bytes()).hexdigest()
 
 
 def test_a_csv_without_the_required_columns_rejects_every_line(tmp_path):
