@@ -128,6 +128,14 @@ out_option = click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
     help="Folder for every output (created if missing).",
 )
+analyzed_out_option = click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
+    help="The output folder of an earlier ingest (it holds the lake).",
+)
+reported_out_option = click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
+    help="The output folder of an earlier analysis.",
+)
 config_option = click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
     help="Incident config (TOML): field maps, key rules, tables, window.",
@@ -191,8 +199,11 @@ def ingest(inputs, out, config, kind, progress) -> None:
 
 
 @cli.command()
-@out_option
-@config_option
+@analyzed_out_option
+@click.option(
+    "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+    help="Incident config (TOML): key rules, tables, window. Default: the one the last ingest recorded.",
+)
 @window_option
 @progress_option
 @handle_errors
@@ -209,7 +220,7 @@ def analyze(out, config, window, progress) -> None:
 
 
 @cli.command()
-@out_option
+@reported_out_option
 @progress_option
 @handle_errors
 def report(out, progress) -> None:
@@ -220,21 +231,25 @@ def report(out, progress) -> None:
 
 @cli.command()
 @out_option
-@click.option("--users", type=click.IntRange(min=2), default=None, help="Number of users.")
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=None, help="Hours of traffic.")
+@click.option("--users", type=click.IntRange(min=2), default=None, help="Number of users (default 1000).")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Hours of traffic (default 12).")
 @click.option("--requests-per-second", "requests_per_second", type=click.FloatRange(min=0, min_open=True),
-              default=None, help="Mean request rate.")
+              default=None, help="Mean request rate per second (default 2).")
 @click.option("--requests", "requests", type=click.IntRange(min=1), default=None,
               help="Total requests (instead of a rate).")
 @click.option("--window", "window", metavar="START/END", default=None,
               help="The bug window (ISO-8601 interval); default: hours 1 to 10 of the traffic.")
-@click.option("--start", "start", metavar="TIME", default=None, help="When the traffic starts (ISO-8601).")
+@click.option("--start", "start", metavar="TIME", default=None,
+              help="When the traffic starts (ISO-8601; default 2023-03-20T00:00:00Z).")
 @click.option("--cancel-rate", "cancel_rate", type=click.FloatRange(0, 1), default=None,
-              help="Share of cache calls cancelled after they were sent.")
-@click.option("--seed", type=int, default=None, help="Random seed: the same seed gives byte-identical output.")
+              help="Share of cache calls abandoned (cancelled or timed out) after they were sent (default 0.02).")
+@click.option("--seed", type=int, default=None,
+              help="Random seed (default 0): the same seed gives byte-identical output.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "jsonl.gz", "csv"]), default=None,
-              help="Log file format.")
-@click.option("--messy", is_flag=True, help="Add re-shipped duplicates, malformed lines, mixed time forms, gzip.")
+              help="Log file format (default jsonl).")
+@click.option("--messy", is_flag=True,
+              help="Per-host files, some gzip; re-shipped duplicates, malformed lines, mixed time forms.")
 @handle_errors
 def simulate(out, **options) -> None:
     """Write a synthetic incident (logs, config, users, grants) with its ground truth."""

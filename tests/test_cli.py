@@ -27,6 +27,35 @@ def test_every_verb_has_help(verb):
     assert "--out" in result.output
 
 
+def test_simulate_help_states_the_simulators_defaults():
+    """The help names the defaults by hand (the CLI does not import the simulator): keep them in step."""
+    from pipeline.simulate import (
+        DEFAULT_CANCEL_RATE,
+        DEFAULT_HOURS,
+        DEFAULT_RPS,
+        DEFAULT_SEED,
+        DEFAULT_START,
+        DEFAULT_USERS,
+    )
+
+    text = " ".join(CliRunner().invoke(cli, ["simulate", "--help"], terminal_width=200).output.split())
+    defaults = {"--users": DEFAULT_USERS, "--hours": f"{DEFAULT_HOURS:g}", "--requests-per-second": f"{DEFAULT_RPS:g}",
+                "--cancel-rate": DEFAULT_CANCEL_RATE, "--seed": DEFAULT_SEED, "--start": DEFAULT_START,
+                "--format": "jsonl"}
+    for option, default in defaults.items():
+        shown = text.split(option + " ", 1)[1].split(" --", 1)[0]
+        assert any(f"default {default}{end}" in shown for end in ").:"), (option, shown)
+
+
+@pytest.mark.parametrize("verb", ["analyze", "report"])
+def test_analyze_and_report_do_not_promise_to_create_out(verb, tmp_path):
+    """Their --out must hold an earlier stage's output: the help says so, and a missing one is an error (exit 2)."""
+    help_text = CliRunner().invoke(cli, [verb, "--help"]).output
+    assert "created if missing" not in help_text and "earlier" in help_text
+    result = CliRunner().invoke(cli, [verb, "--out", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and not (tmp_path / "missing").exists()
+
+
 def test_version():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
