@@ -39,11 +39,12 @@ afterwards), so a large lake spills to disk instead of failing. Only small aggre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -613,6 +614,40 @@ def write_outputs(con: duckdb.DuckDBPyConnection, out: Path, show: bool | None =
 
 # ---------------------------------------------------------------------------------------------- entry
 
+@contextlib.contextmanager
+def analysis_views(
+    out: Path,
+    cfg: Config,
+    window: Window,
+    progress: bool | None = None,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    bucket_seconds: int | None = None,
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+    """The analysis of ``out``'s lake run on a DuckDB connection, every view queryable, nothing written yet (the
+    connection and the bucket size). The spill folder under ``OUT/.tmp/`` goes with the connection."""
+    temp_dir = out / ".tmp" / f"analyze-{os.getpid()}"
+    con = None
+    try:
+        con = connect(temp_dir, memory_limit, threads)
+        bucket_seconds = register_inputs(con, out, cfg, window, bucket_seconds)
+        run_steps(con, load_steps(), progress)
+        yield con, bucket_seconds
+    except duckdb.OutOfMemoryException:
+        raise WhosawError(
+            f"analysis ran out of memory (memory_limit {_memory_limit(memory_limit)}); raise "
+            f"WHOSAW_MEMORY_LIMIT or free disk space for {out / '.tmp'}"
+        ) from None
+    finally:
+        if con is not None:
+            con.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        try:
+            (out / ".tmp").rmdir()
+        except OSError:
+            pass
+
+
 def analyze(
     out: str | Path,
     config: str | Path | Config | None = None,
@@ -638,28 +673,10 @@ def analyze(
         raise WhosawError("bucket_seconds must be a positive number of seconds")
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
-    temp_dir = out / ".tmp" / f"analyze-{os.getpid()}"
-    con = None
-    try:
-        con = connect(temp_dir, memory_limit, threads)
-        bucket_seconds = register_inputs(con, out, cfg, chosen, bucket_seconds)
-        run_steps(con, load_steps(), progress)
+    with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, bucket_seconds):
         stale_report = remove_stage_outputs(out, "report")
         written = write_outputs(con, out, progress)
         summary = build_summary(con)
-    except duckdb.OutOfMemoryException:
-        raise WhosawError(
-            f"analysis ran out of memory (memory_limit {_memory_limit(memory_limit)}); raise "
-            f"WHOSAW_MEMORY_LIMIT or free disk space for {out / '.tmp'}"
-        ) from None
-    finally:
-        if con is not None:
-            con.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        try:
-            (out / ".tmp").rmdir()
-        except OSError:
-            pass
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     update_manifest(
         out,

@@ -12,7 +12,8 @@ The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spar
   temporary table does;
 * ``regexp_like``, ``unix_micros``, ``timestamp_micros``, ``percentile_cont ... WITHIN GROUP`` are native.
 
-``compare(out)`` runs DuckDB's ``analyze`` and the Spark run on the same lake and returns the differences
+``compare(out)`` runs DuckDB's analysis (queried, not written: ``out`` is left as it is) and the Spark run on
+the same lake and returns the differences
 (exposures row by row, the window, near-miss and timeline counts). pyspark is optional
 (``pip install pyspark``; it needs Java 17); without it :func:`spark_available` is False.
 """
@@ -30,8 +31,9 @@ from .analyze import (
     BUCKET_COUNTS_SQL,
     SIDE_TABLE_COLUMNS,
     SIDE_TABLE_TIME_COLUMNS,
-    analyze,
+    analysis_views,
     bucket_seconds_for,
+    build_summary,
     cache_op_rows,
     key_rule_sql,
     load_side_table,
@@ -158,9 +160,15 @@ def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 
 def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
             spark=None) -> dict[str, Any]:
-    """Analyse ``out`` with DuckDB and with Spark; return what differs (empty lists, equal counts: same)."""
+    """Analyse ``out``'s lake with DuckDB and with Spark; return what differs (empty lists, equal counts: same).
+    Nothing in ``out`` changes: the DuckDB side is queried on its connection, not written."""
     out = Path(out)
-    summary = analyze(out, config, window, progress=False)
+    cfg = resolve_config(out, config)
+    with analysis_views(out, cfg, resolve_analysis_window(window, cfg)) as (con, _):
+        summary = build_summary(con)
+        exposures = con.execute(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures_in_window").df()
+        duck_rows = _normal(exposures, EXPOSURE_COLUMNS)
+        duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
     own = spark is None
     spark = spark or session()
     try:
@@ -172,8 +180,6 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
     finally:
         if own:
             spark.stop()
-    duck_rows = _normal(pd.read_parquet(out / "exposures.parquet"), EXPOSURE_COLUMNS)
-    duck_timeline = _normal(pd.read_parquet(out / "timeline.parquet"), TIMELINE_COMPARED)
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
         return set(map(tuple, frame.values.tolist()))

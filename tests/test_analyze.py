@@ -871,7 +871,9 @@ def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_
 def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path):
     logs, lake, truth, expected = incident
     out = _variant(lake, tmp_path / "out", ())
+    before = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
     result = compare(out, logs / "incident.toml", window="auto")
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before  # compare writes nothing there
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"]["spark"] == result["exposures"]["duckdb"] == len(expected)
     assert result["window"]["spark"] == result["window"]["duckdb"]
