@@ -53,9 +53,9 @@ from typing import Any
 import duckdb
 
 from . import progress as progress_mod
-from .config import Config, KeyRule, Window, as_config, config_from_dict, load_config, resolve_window
+from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import load_manifest, remove_stage_outputs, update_manifest
+from .manifest import remove_stage_outputs, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -382,20 +382,6 @@ def run_steps(con: duckdb.DuckDBPyConnection, steps: list[SqlStep], show: bool |
 
 
 # ---------------------------------------------------------------------------------------------- config
-
-def resolve_config(out: Path, config: str | Path | Config | None) -> Config:
-    """The config given, else the one ingest recorded in the manifest, else the defaults."""
-    if config is not None:
-        return as_config(config)
-    recorded = load_manifest(out).get("config") or {}
-    path = recorded.get("path") if isinstance(recorded, dict) else None
-    if path and Path(path).is_file():
-        return load_config(path)
-    settings = recorded.get("settings") if isinstance(recorded, dict) else None
-    if settings:
-        return config_from_dict(settings, Path(path) if path else None)
-    return Config()
-
 
 def resolve_analysis_window(window: str | Window | None, cfg: Config) -> Window:
     """The window asked for (``START/END``, ``auto``, ``all``, a Window), else the config's, else all time."""

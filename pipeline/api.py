@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .analyze import analyze
-from .config import Config, as_config, parse_window
+from .config import Config, parse_window, resolve_config
 from .errors import WhosawError
 from .ingest import IngestResult, ingest
 from .report import report
@@ -39,7 +39,7 @@ def run(
     progress: bool | None = None,
 ) -> RunResult:
     """Ingest the logs, analyse them and write the report: the whole job in one call."""
-    cfg = as_config(config)
+    cfg = resolve_config(Path(out), config)
     parse_window(window)  # a bad --window fails before anything is read or written
     ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
     if not (Path(out) / "parquet").is_dir():

@@ -138,7 +138,7 @@ reported_out_option = click.option(
 )
 config_option = click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
-    help="Incident config (TOML): field maps, key rules, tables, window.",
+    help="Incident config (TOML): field maps, key rules, tables, window. Default: the one recorded in --out, if any.",
 )
 window_option = click.option(
     "--window", "window", metavar="START/END|auto|all",
@@ -202,7 +202,7 @@ def ingest(inputs, out, config, kind, progress) -> None:
 @analyzed_out_option
 @click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
-    help="Incident config (TOML): key rules, tables, window. Default: the one the last ingest recorded.",
+    help="Incident config (TOML): key rules, tables, window. Default: the one recorded in --out.",
 )
 @window_option
 @progress_option

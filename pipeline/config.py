@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import WhosawError
+from .manifest import load_manifest
 from .schema import (
     DEFAULT_READ_OPS,
     DEFAULT_RESET_OPS,
@@ -114,6 +115,21 @@ def _iso(ts: datetime | None) -> str:
     if ts is None:
         return ""
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def resolve_config(out: Path, config: str | Path | Config | None) -> Config:
+    """The config given, else the one the first ingest into ``out`` recorded in its manifest (a later ingest of
+    late logs, an analysis: the same field map, zones and key rules without --config), else the defaults."""
+    if config is not None:
+        return as_config(config)
+    recorded = load_manifest(out).get("config") or {}
+    path = recorded.get("path") if isinstance(recorded, dict) else None
+    if path and Path(path).is_file():
+        return load_config(path)
+    settings = recorded.get("settings") if isinstance(recorded, dict) else None
+    if settings:
+        return config_from_dict(settings, Path(path) if path else None)
+    return Config()
 
 
 def parse_timestamp(text: str, what: str = "time") -> datetime:

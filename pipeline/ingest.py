@@ -77,7 +77,7 @@ import pyarrow as pa
 
 from . import __version__
 from . import progress as _progress
-from .config import Config, FieldSpec, as_config
+from .config import Config, FieldSpec, resolve_config
 from .errors import WhosawError
 from .manifest import load_manifest, remove_stage_outputs, sha256_file, update_manifest
 from .safecsv import copy_safe_csv
@@ -186,7 +186,6 @@ def ingest(
 ) -> IngestResult:
     """Read the log files in ``inputs`` into the lake under ``out``; see the module docstring for the rules."""
     started, started_at = time.monotonic(), datetime.now(UTC)
-    cfg = as_config(config)
     if kind is not None and kind not in KINDS:
         raise WhosawError(f"--kind: expected one of {', '.join(KINDS)}")
     if isinstance(inputs, str | Path):
@@ -196,6 +195,7 @@ def ingest(
     out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise WhosawError(f"--out {out} is not a folder")
+    cfg = resolve_config(out, config)  # late logs into a lake: the config its first ingest recorded
 
     files, skipped = _discover(inputs, out, cfg, kind)
     if not files:

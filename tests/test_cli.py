@@ -156,6 +156,7 @@ def test_a_new_analysis_removes_the_report_of_the_old_one(finished_run, tmp_path
 
 def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, tmp_path):
     out = _damaged(finished_run, tmp_path, lambda out: None)
+    first = json.loads((out / "manifest.json").read_text())
     late = tmp_path / "late-requests.jsonl"
     late.write_text('{"ts": "2023-03-20T03:00:00Z", "request_id": "late-1", "user_id": "u1", "status": 200}\n')
     result = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--kind", "requests"])
@@ -165,10 +166,14 @@ def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, t
     assert left == [".ingest.lock", "manifest.json", "parquet", "rejects"], left
     manifest = json.loads((out / "manifest.json").read_text())
     assert not {"analysis", "report", "window"} & set(manifest)
+    assert manifest["config"] == first["config"]  # late logs without --config: the lake's config, not the defaults
     result = CliRunner().invoke(cli, ["report", "--out", str(out)])
     assert result.exit_code == 2 and "run 'whosaw analyze' first" in result.stderr
 
     assert CliRunner().invoke(cli, ["analyze", "--out", str(out)]).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["exposures"], summary["affected_owners"]) == (
+        first["analysis"]["exposures"], json.loads((finished_run / "summary.json").read_text())["affected_owners"])
     result = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--kind", "requests"])
     assert "1 already ingested" in result.output and "removed" not in result.output
     assert (out / "exposures.parquet").is_file()  # nothing new in the lake: the analysis still holds
