@@ -124,18 +124,15 @@ def _out_folder(ctx: click.Context, param: click.Parameter, value: str | None) -
     return None if value is None else Path(value)
 
 
-out_option = click.option(
-    "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
-    help="Folder for every output (created if missing).",
-)
-analyzed_out_option = click.option(
-    "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
-    help="The output folder of an earlier ingest (it holds the lake).",
-)
-reported_out_option = click.option(
-    "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder,
-    help="The output folder of an earlier analysis.",
-)
+def _out_option(help_text: str) -> Any:
+    return click.option(
+        "--out", "out", required=True, type=click.Path(file_okay=False), callback=_out_folder, help=help_text
+    )
+
+
+out_option = _out_option("Folder for every output (created if missing).")
+analyzed_out_option = _out_option("The output folder of an earlier ingest (it holds the lake).")
+reported_out_option = _out_option("The output folder of an earlier analysis.")
 config_option = click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
     help="Incident config (TOML): field maps, key rules, tables, window. Default: the one recorded in --out, if any.",
