@@ -901,6 +901,38 @@ def test_spark_keeps_the_session_holder_through_a_refresh_as_duckdb_does(tmp_pat
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
 
+def _undated_lines_case():
+    """Lines without ts, as a lake written by other tools may hold: a cache line on a connection (r0), and a
+    re-shipped copy of request r1 that names another session and user."""
+    cache = [call(T(1), "a1", "user:bob:titles", "cancelled"), call(None, "r0", "user:dave:titles"),
+             call(T(2), "r1", "user:carol:titles")]
+    requests = [
+        {"ts": T(3), "request_id": rid, "session_id": f"s-{rid}", "user_id": user, "status": 200}
+        for rid, user in (("a1", "bob"), ("r0", "dave"), ("r1", "carol"))
+    ] + [{"ts": None, "request_id": "r1", "session_id": "s-copy", "user_id": "bob", "status": 200, "source_line": 9}]
+    return cache, requests
+
+
+def test_undated_lines_sort_last_in_the_connection_and_among_copies_of_a_request(tmp_path):
+    cache, requests = _undated_lines_case()
+    summary, exp = run_case(tmp_path, cache, requests=requests, window="all")
+    # r1 read the reply of the cancelled call (bob's), and the undated r0, queued after it, r1's (carol's); the
+    # dated copy of request r1 is the one kept
+    assert pairs(exp) == {("r1", "carol", "bob", "conversation_titles", "connection"),
+                          ("r0", "dave", "carol", "conversation_titles", "connection")}
+    assert set(exp.session_id) == {"s-r1", "s-r0"}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_sorts_undated_lines_last_as_duckdb_does(tmp_path):
+    """Spark puts NULLs first, DuckDB last: the SQL says NULLS LAST wherever a ts may be NULL."""
+    cache, requests = _undated_lines_case()
+    run_case(tmp_path, cache, requests=requests, window="all")
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 2, "spark": 2} and result["timeline_differences"] == 0
+
+
 # ----------------------------------------------------------------------------------------- auto window: scan
 
 def test_auto_window_on_the_sample_spans_the_sparse_incident_from_first_to_last_crossed_reply(tmp_path):

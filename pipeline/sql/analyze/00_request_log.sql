@@ -2,6 +2,8 @@
 -- Ingest already drops re-shipped duplicates (same request_id); keeping the first line (by ts, source_file,
 -- source_line) of any request_id that still occurs twice guarantees that no later join can multiply a read
 -- by a duplicated request line. Only the (rare) duplicated ids go through the window function.
+-- A line without ts (or source_file) sorts last: NULLS LAST is written out, since DuckDB's default puts NULLs
+-- last and Spark's first (left implicit, Spark kept the undated copy and its session and user).
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW request_log AS
 WITH duplicated_request_ids AS (
@@ -30,7 +32,7 @@ first_of_duplicated_lines AS (
             r.route,
             r.status,
             row_number() OVER (
-                PARTITION BY r.request_id ORDER BY r.ts, r.source_file, r.source_line
+                PARTITION BY r.request_id ORDER BY r.ts NULLS LAST, r.source_file NULLS LAST, r.source_line
             ) AS copy_no
         FROM requests_lake AS r
         INNER JOIN duplicated_request_ids AS d

@@ -8,5 +8,5 @@ WITH distinct_cache_files AS (
 )
 SELECT
     source_file,
-    row_number() OVER (ORDER BY source_file) AS file_no
+    row_number() OVER (ORDER BY source_file NULLS LAST) AS file_no
 FROM distinct_cache_files;

@@ -27,10 +27,10 @@ grouped_events AS (
     SELECT
         session_events.*,
         sum(names_holder) OVER (
-            PARTITION BY session_id ORDER BY ts, source_file, source_line
+            PARTITION BY session_id ORDER BY ts, source_file NULLS LAST, source_line
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         ) AS holder_group,
-        lead(ts) OVER (PARTITION BY session_id ORDER BY ts, source_file, source_line) AS valid_to
+        lead(ts) OVER (PARTITION BY session_id ORDER BY ts, source_file NULLS LAST, source_line) AS valid_to
     FROM session_events
 )
 SELECT

@@ -1,7 +1,9 @@
 -- connection_segments: every line on a known pooled connection, placed in its segment (docs/design.md
--- "Cache log semantics"). A connection's lines are in call order by (ts, line_id). A segment is the stretch
--- between resets: a reset op (CONNECT, RECONNECT, ...) discards the unread replies and starts a clean
--- connection; a call with status 'error' read its reply and then reset the connection. With K = running
+-- "Cache log semantics"). A connection's lines are in call order by (ts, line_id); a line without ts (a lake other
+-- tools wrote) comes last, NULLS LAST written out in every such ORDER BY (27, 35, 40 too): DuckDB's default
+-- puts NULLs last, Spark's first, and left implicit the two engines queued the replies in different orders.
+-- A segment is the stretch between resets: a reset op (CONNECT, RECONNECT, ...) discards the unread replies and
+-- starts a clean connection; a call with status 'error' read its reply and then reset the connection. With K = running
 -- count of reset ops and errors: a call belongs to segment 2K (an error to 2(K-1): it resets after
 -- itself); a reset op sits alone in segment 2K-1, so it is never a call and segment numbers keep rising.
 -- A segment's lines are therefore consecutive in the connection's order.
@@ -30,9 +32,9 @@ WITH connection_lines AS (
 numbered_lines AS (
     SELECT
         connection_lines.*,
-        row_number() OVER (PARTITION BY conn_no ORDER BY ts, line_id) AS line_no,
-        row_number() OVER (PARTITION BY conn_no, resets ORDER BY ts, line_id) AS rank_in_kind,
-        lead(line_id) OVER (PARTITION BY conn_no ORDER BY ts, line_id) AS next_line_id
+        row_number() OVER (PARTITION BY conn_no ORDER BY ts NULLS LAST, line_id) AS line_no,
+        row_number() OVER (PARTITION BY conn_no, resets ORDER BY ts NULLS LAST, line_id) AS rank_in_kind,
+        lead(line_id) OVER (PARTITION BY conn_no ORDER BY ts NULLS LAST, line_id) AS next_line_id
     FROM connection_lines
 ),
 counted_lines AS (

@@ -48,7 +48,7 @@ SELECT
     call_no,
     CASE
         WHEN is_abandoned = 0 THEN row_number() OVER (
-            PARTITION BY conn_no, segment_no, is_abandoned ORDER BY ts, line_id
+            PARTITION BY conn_no, segment_no, is_abandoned ORDER BY ts NULLS LAST, line_id
         )
         ELSE CAST(NULL AS BIGINT)
     END AS read_no,

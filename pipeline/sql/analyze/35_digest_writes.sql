@@ -12,13 +12,13 @@ SELECT
     key_owner AS digest_owner,
     key_category AS digest_category,
     key_severity AS digest_severity,
-    row_number() OVER (PARTITION BY value_sha256 ORDER BY ts, line_id) AS write_no,
+    row_number() OVER (PARTITION BY value_sha256 ORDER BY ts NULLS LAST, line_id) AS write_no,
     min(key_owner) OVER (
-        PARTITION BY value_sha256 ORDER BY ts, line_id
+        PARTITION BY value_sha256 ORDER BY ts NULLS LAST, line_id
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS min_owner_so_far,
     max(key_owner) OVER (
-        PARTITION BY value_sha256 ORDER BY ts, line_id
+        PARTITION BY value_sha256 ORDER BY ts NULLS LAST, line_id
         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
     ) AS max_owner_so_far
 FROM cache_lines

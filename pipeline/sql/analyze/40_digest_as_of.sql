@@ -31,7 +31,7 @@ latest_write_per_read AS (
         side,
         read_line_id,
         max(write_no) OVER (
-            PARTITION BY value_sha256 ORDER BY ts, side, write_no
+            PARTITION BY value_sha256 ORDER BY ts NULLS LAST, side, write_no
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         ) AS latest_write_no
     FROM multi_key_events
