@@ -221,6 +221,8 @@ SIDE_TABLE_COLUMNS = {
     "grants": {"required": ("owner_id", "viewer_id"), "optional": ("category", "valid_from", "valid_to")},
 }
 SIDE_TABLE_TIME_COLUMNS = ("valid_from", "valid_to")
+SIDE_TABLE_MIN_TIME = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
+SIDE_TABLE_MAX_TIME = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 
 
 def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None) -> str:
@@ -230,7 +232,17 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
     target = f"{name}_table"
 
     def typed(expr: str, column: str) -> str:
-        return f"TRY_CAST({expr} AS TIMESTAMPTZ)" if column in SIDE_TABLE_TIME_COLUMNS else expr
+        if column not in SIDE_TABLE_TIME_COLUMNS:
+            return expr
+        # Clamped to the years 1-9999, the range Spark (and Python's datetime) can hold: DuckDB also reads
+        # 'infinity', '-infinity' and years beyond, which crashed the Spark run. Log times lie well inside, so
+        # every comparison with them keeps its answer ('infinity' still means open-ended).
+        # (CASE, not least/greatest: those skip a NULL, and NULL is an open end.)
+        time = f"TRY_CAST({expr} AS TIMESTAMPTZ)"
+        return (
+            f"CASE WHEN {time} < {SIDE_TABLE_MIN_TIME} THEN {SIDE_TABLE_MIN_TIME} "
+            f"WHEN {time} > {SIDE_TABLE_MAX_TIME} THEN {SIDE_TABLE_MAX_TIME} ELSE {time} END"
+        )
 
     if path is None:
         select = ", ".join(

@@ -933,6 +933,40 @@ def test_spark_sorts_undated_lines_last_as_duckdb_does(tmp_path):
     assert result["exposures"] == {"duckdb": 2, "spark": 2} and result["timeline_differences"] == 0
 
 
+def _infinite_side_table_case():
+    """Open ends written as 'infinity' (a PostgreSQL export) or a year past 9999: DuckDB reads them, Spark and
+    Python's datetime cannot hold them."""
+    cache = [call(T(1), "a1", "conv:x", "cancelled"), call(T(2), "r1", "conv:y"),
+             call(T(3), "a3", "conv:x", "cancelled", conn="c3"), call(T(4), "r3", "conv:y", conn="c3")]
+    users = {"a1": "bob", "r1": "carol", "a3": "bob", "r3": "dave"}
+    tables = {
+        "ownership": [
+            {"resource_id": "x", "owner_id": "bob", "valid_from": "-infinity", "valid_to": "infinity"},
+            {"resource_id": "y", "owner_id": "carol", "valid_from": "2020-01-01", "valid_to": "10000-01-01"},
+        ],
+        "grants": [{"owner_id": "bob", "viewer_id": "dave", "category": "*", "valid_from": "-infinity",
+                    "valid_to": "infinity"}],
+    }
+    return cache, users, tables
+
+
+def test_side_tables_read_infinite_and_far_ends_as_open(tmp_path):
+    cache, users, tables = _infinite_side_table_case()
+    summary, exp = run_case(tmp_path, cache, users, tables=tables, window="all")
+    # r1 got bob's conv:x (owned from -infinity to infinity); dave's r3 too, under a grant of the same span
+    assert pairs(exp) == {("r1", "carol", "bob", "conversation_content", "connection")}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_reads_infinite_side_table_ends_as_duckdb_does(tmp_path):
+    cache, users, tables = _infinite_side_table_case()
+    run_case(tmp_path, cache, users, tables=tables, window="all")
+    raw = {"keys": KEYS, "tables": {"ownership": "ownership.csv", "grants": "grants.csv"}}
+    result = compare(tmp_path / "out", config_from_dict(raw, tmp_path / "incident.toml"), window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 1, "spark": 1}
+
+
 # ----------------------------------------------------------------------------------------- auto window: scan
 
 def test_auto_window_on_the_sample_spans_the_sparse_incident_from_first_to_last_crossed_reply(tmp_path):
