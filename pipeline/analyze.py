@@ -148,12 +148,122 @@ def quote_spark(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def key_rule_sql(rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake") -> str:
+_POSIX_CLASSES = {
+    "alnum": "Alnum", "alpha": "Alpha", "ascii": "ASCII", "blank": "Blank", "cntrl": "Cntrl", "digit": "Digit",
+    "graph": "Graph", "lower": "Lower", "print": "Print", "punct": "Punct", "space": "Space", "upper": "Upper",
+    "xdigit": "XDigit",
+}
+_RE2_SPACE = r"\t\n\f\r "  # RE2's \s; Java's also takes \x0B
+_RE2_REPEAT = re.compile(r"\{\d+(,\d*)?\}")
+_WORD_BOUNDARY = r"(?:(?<=\w)(?!\w)|(?<!\w)(?=\w))"  # \w is ASCII in both; Java 17's \b is not
+_NOT_WORD_BOUNDARY = r"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w))"
+
+
+def java_pattern(pattern: str) -> str:
+    r"""A key pattern (RE2, as DuckDB runs it and the config checks) rewritten for Spark's java.util.regex, so both
+    engines match the same keys and extract the same groups (group numbers are kept).
+
+    Where the two read the same text differently: ``$`` (Java also matches before a final line break: ``\z``
+    unless multi-line); ``.``, ``^``, ``$`` (Java knows \r, \u0085, \u2028, \u2029 as line breaks: flag ``d``);
+    ``(?i)`` (ASCII-only in Java: flag ``u``); POSIX classes ``[[:alpha:]]`` (in Java a union of the letters
+    ':alph'); ``[`` and ``&&`` inside a class (Java: nested class, intersection); ``\s`` (Java adds \x0B),
+    ``\v`` (Java: any vertical space), ``\b`` (Java 17: Unicode letters); a ``{`` that is no repetition (RE2: a
+    literal; Java: an error)."""
+    out = ["(?du)"]
+    multiline = [False]  # per open group: is (?m) in force
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < n:
+            esc = pattern[i + 1]
+            out.append({"s": f"[{_RE2_SPACE}]", "S": f"[^{_RE2_SPACE}]", "v": r"\x0B", "b": _WORD_BOUNDARY,
+                        "B": _NOT_WORD_BOUNDARY}.get(esc, pattern[i:i + 2]))
+            i += 2
+        elif ch == "[":
+            i = _java_class(pattern, i, out)
+        elif ch == "(":
+            flags = re.match(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", pattern[i:])
+            state = multiline[-1]
+            if flags:
+                if "m" in flags.group(1):
+                    state = True
+                if flags.group(2) and "m" in flags.group(2):
+                    state = False
+                if flags.group(3) == ")":
+                    multiline[-1] = state
+                    out.append(flags.group(0))
+                    i += len(flags.group(0))
+                    continue
+            multiline.append(state)
+            out.append(ch)
+            i += 1
+        elif ch == ")":
+            if len(multiline) > 1:
+                multiline.pop()
+            out.append(ch)
+            i += 1
+        elif ch == "$":
+            out.append("$" if multiline[-1] else r"\z")
+            i += 1
+        elif ch == "{" and not _RE2_REPEAT.match(pattern, i):
+            out.append(r"\{")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _java_class(pattern: str, i: int, out: list[str]) -> int:
+    """Copy the character class starting at ``pattern[i]`` (``[``) in Java's syntax; return the index after it."""
+    out.append("[")
+    i += 1
+    if pattern.startswith("^", i):
+        out.append("^")
+        i += 1
+    first = True
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "]" and not first:
+            out.append("]")
+            return i + 1
+        first = False
+        posix = re.match(r"\[:(\^?)([a-z]+):\]", pattern[i:])
+        if posix and (posix.group(2) in _POSIX_CLASSES or posix.group(2) == "word"):
+            negated, name = posix.group(1), posix.group(2)
+            if name == "word":
+                out.append(r"\W" if negated else r"\w")
+            else:
+                out.append(("\\P{" if negated else "\\p{") + _POSIX_CLASSES[name] + "}")
+            i += len(posix.group(0))
+        elif ch == "\\" and i + 1 < len(pattern):
+            esc = pattern[i + 1]
+            out.append({"s": _RE2_SPACE, "S": f"[^{_RE2_SPACE}]", "v": r"\x0B"}.get(esc, pattern[i:i + 2]))
+            i += 2
+        elif ch in "[]&":
+            out.append("\\" + ch)
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return i
+
+
+def quote_spark_pattern(pattern: str) -> str:
+    """A key pattern as a Spark SQL literal, in Java's regex syntax (:func:`java_pattern`)."""
+    return quote_spark(java_pattern(pattern))
+
+
+def key_rule_sql(
+    rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake", quote_pattern=None
+) -> str:
     """SELECT for ``key_rule_matches``: each distinct key with the first rule (config order) that matches.
 
     The patterns are literals (DuckDB compiles a constant regex once; a pattern taken from a column is
-    compiled per row), so this SQL is generated per engine with that engine's quoting.
+    compiled per row), so this SQL is generated per engine with that engine's quoting; ``quote_pattern``
+    (default ``quote``) quotes the patterns: Spark's rewrites them for Java's regex (:func:`quote_spark_pattern`).
     """
+    quote_pattern = quote_pattern or quote
     keys = f"(SELECT DISTINCT key FROM {keys_from} WHERE key IS NOT NULL) AS distinct_keys"
     if not rules:
         return (
@@ -162,7 +272,7 @@ def key_rule_sql(rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str 
             f"CAST(NULL AS STRING) AS resource_id FROM {keys} WHERE false"
         )
     ordered = sorted(rules, key=lambda rule: rule.order)
-    first = " ".join(f"WHEN regexp_like(key, {quote(r.sql_pattern)}) THEN {r.order}" for r in ordered)
+    first = " ".join(f"WHEN regexp_like(key, {quote_pattern(r.sql_pattern)}) THEN {r.order}" for r in ordered)
 
     def by_rule(value) -> str:
         whens = " ".join(f"WHEN {r.order} THEN {value(r)}" for r in ordered)
@@ -171,7 +281,7 @@ def key_rule_sql(rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str 
     def group(r: KeyRule, index: int) -> str:
         if not index:
             return "CAST(NULL AS STRING)"
-        return f"nullif(regexp_extract(key, {quote(r.sql_pattern)}, {index}), '')"
+        return f"nullif(regexp_extract(key, {quote_pattern(r.sql_pattern)}, {index}), '')"
 
     return (
         "SELECT key, rule_order, "

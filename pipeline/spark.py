@@ -7,7 +7,8 @@ The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spar
   NULL of the right type for a column the files lack, and an empty typed view for a kind with no files;
 * the side tables (ownership, grants) are read and typed by DuckDB exactly as the DuckDB run does, then handed
   to Spark (they are small);
-* the key-rule view is generated with Spark's string-literal quoting (backslashes escape);
+* the key-rule view is generated with Spark's string-literal quoting (backslashes escape), its patterns
+  rewritten from RE2 (DuckDB's, the config's dialect) to java.util.regex where the two differ;
 * a ``-- materialize`` view is computed once (``localCheckpoint``) and stands behind its name, as DuckDB's
   temporary table does;
 * ``regexp_like``, ``unix_micros``, ``timestamp_micros``, ``percentile_cont ... WITHIN GROUP`` are native.
@@ -40,6 +41,7 @@ from .analyze import (
     load_steps,
     params_row,
     quote_spark,
+    quote_spark_pattern,
     resolve_analysis_window,
     resolve_config,
 )
@@ -110,7 +112,8 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
         _lake_view(spark, out, kind)
     if bucket_seconds is None:
         bucket_seconds = bucket_seconds_for(list(spark.sql(BUCKET_COUNTS_SQL).collect()[0]))
-    spark.sql(key_rule_sql(cfg.keys, quote_spark)).createOrReplaceTempView("key_rule_matches")
+    rules = key_rule_sql(cfg.keys, quote_spark, quote_pattern=quote_spark_pattern)
+    spark.sql(rules).createOrReplaceTempView("key_rule_matches")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for name, spec in SIDE_TABLE_COLUMNS.items():

@@ -19,6 +19,7 @@ from pipeline.analyze import (
     analyze,
     bucket_seconds_for,
     connect,
+    java_pattern,
     key_rule_sql,
     load_steps,
     quote_spark,
@@ -471,6 +472,47 @@ def test_key_rule_sql_quotes_patterns_for_spark():
     cfg = config_from_dict({"keys": [{"pattern": r"^it's:(?P<owner>\d+)$"}]})
     sql = key_rule_sql(cfg.keys, quote_spark)
     assert r"'^it\'s:(\\d+)$'" in sql
+
+
+
+def test_java_pattern_rewrites_re2_where_java_reads_it_otherwise():
+    assert java_pattern(r"^user:([[:alnum:]]+):titles$") == r"(?du)^user:([\p{Alnum}]+):titles\z"
+    assert java_pattern(r"^k:([^[:^digit:]&[]+)$") == r"(?du)^k:([^\P{Digit}\&\[]+)\z"
+    assert java_pattern(r"(?m)^a$(?-m:b$)\$") == r"(?du)(?m)^a$(?-m:b\z)\$"
+    assert java_pattern(r"^a{,3}x{2,}\s") == r"(?du)^a\{,3}x{2,}[\t\n\f\r ]"
+
+
+RE2_KEYS = [
+    {"pattern": r"^user:(?P<owner>[[:alnum:]]+):titles$", "category": "conversation_titles", "severity": "low"},
+    {"pattern": r"(?i)^état:(?P<owner>[^:]+)$", "category": "profile", "severity": "medium"},
+    {"pattern": r"^billing:(?P<owner>\w+)$", "category": "payment_info", "severity": "high"},
+]
+
+
+def _re2_case():
+    """Keys whose patterns Java reads otherwise than RE2: a POSIX class, (?i) beyond ASCII, $ before a final
+    line break (a key logged with a trailing newline belongs to no rule)."""
+    cache = [call(T(1), "a1", "user:bob:titles", "cancelled"), call(T(2), "r1", "user:carol:titles"),
+             call(T(3), "a2", "ÉTAT:erin", "cancelled", conn="c2"), call(T(4), "r2", "état:frank", conn="c2"),
+             call(T(5), "a3", "billing:gus\n", "cancelled", conn="c3"), call(T(6), "r3", "billing:hal", conn="c3")]
+    users = {"a1": "bob", "r1": "carol", "a2": "erin", "r2": "frank", "a3": "gus", "r3": "hal"}
+    return cache, users
+
+
+def test_key_patterns_are_re2(tmp_path):
+    cache, users = _re2_case()
+    summary, exp = run_case(tmp_path, cache, users, keys=RE2_KEYS, window="all")
+    assert pairs(exp) == {("r1", "carol", "bob", "conversation_titles", "connection"),
+                          ("r2", "frank", "erin", "profile", "connection")}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_matches_key_patterns_as_re2_does(tmp_path):
+    cache, users = _re2_case()
+    run_case(tmp_path, cache, users, keys=RE2_KEYS, window="all")
+    result = compare(tmp_path / "out", config_from_dict({"keys": RE2_KEYS}, tmp_path / "incident.toml"), window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 2, "spark": 2}
 
 
 # ----------------------------------------------------------------------------------------- window
