@@ -1043,10 +1043,14 @@ def test_ctrl_c_while_the_lake_changes_waits_until_the_manifest_says_so():
     from pipeline.ingest import _ctrl_c_waits
 
     finished = []
-    with pytest.raises(KeyboardInterrupt):
-        with _ctrl_c_waits():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal is handled here, inside the block
-            finished.append(True)
-    assert finished == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own (Spark tests install theirs)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _ctrl_c_waits():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal is handled here, inside the block
+                finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    finally:
+        signal.signal(signal.SIGINT, outer)
