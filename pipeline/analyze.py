@@ -335,6 +335,23 @@ SIDE_TABLE_MIN_TIME = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
 SIDE_TABLE_MAX_TIME = "TIMESTAMPTZ '9999-12-31 23:59:59.999999+00'"
 
 
+@contextlib.contextmanager
+def _side_table_errors(name: str, path: Path) -> Iterator[None]:
+    """A side table DuckDB cannot read past its first rows (a row with a stray quote or an extra field): one line
+    naming the file and the line, exit 2. DuckDB's own message quotes the whole offending row ("Original Line:
+    ..."), which holds the owner and viewer ids of people: it is never shown, not even to a debug run."""
+    try:
+        yield
+    except (duckdb.OutOfMemoryException, duckdb.InterruptException):
+        raise
+    except duckdb.Error as exc:
+        line = re.search(r"\bLine: (\d+)", str(exc))
+        where = f" at line {line.group(1)}" if line else ""
+        raise WhosawError(
+            f"tables.{name}: cannot read {path.name}{where} ({exc.__class__.__name__})"
+        ) from None
+
+
 def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None) -> str:
     """DuckDB-only: ``tables.<name>`` (CSV or Parquet) as a typed temp table ``<name>_table``."""
     spec = SIDE_TABLE_COLUMNS[name]
@@ -378,14 +395,16 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
         for c in columns
     }
     select = ", ".join(f"{typed(texts[c], c)} AS {c}" for c in columns)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} FROM {source}")
+    with _side_table_errors(name, path):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} FROM {source}")
     for column in SIDE_TABLE_TIME_COLUMNS:
         if column not in present:
             continue
-        bad = con.execute(
-            f"SELECT count(*) FROM (SELECT {texts[column]} AS t FROM {source}) "
-            "WHERE t IS NOT NULL AND TRY_CAST(t AS TIMESTAMPTZ) IS NULL"
-        ).fetchone()[0]
+        with _side_table_errors(name, path):
+            bad = con.execute(
+                f"SELECT count(*) FROM (SELECT {texts[column]} AS t FROM {source}) "
+                "WHERE t IS NOT NULL AND TRY_CAST(t AS TIMESTAMPTZ) IS NULL"
+            ).fetchone()[0]
         if bad:
             raise WhosawError(
                 f"tables.{name}: {bad} value(s) of {column} in {path.name} are not ISO-8601 times"

@@ -267,3 +267,30 @@ def test_package_names_are_the_verbs():
         "print('ok')"
     )
     assert _python(code) == "ok"
+
+
+@pytest.mark.parametrize("table", ["grants", "ownership"])
+def test_an_unreadable_side_table_row_is_one_line_that_quotes_no_one(finished_run, tmp_path, table):
+    """A grants or ownership row DuckDB cannot parse, past the rows its sniffer reads: DuckDB's message quotes
+    the whole row (owner and viewer ids). The CLI says file and line, exit 2, and never the row, not even with
+    WHOSAW_DEBUG=1 (the internal error it was told the user to rerun with)."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    path = logs / f"{table}.csv"
+    with path.open("a", encoding="utf-8") as handle:
+        for i in range(30_000):  # beyond DuckDB's sniffing sample
+            if table == "grants":
+                handle.write(f"nobody{i}@example.org,viewer{i}@example.org,conversation_content,2023-03-20T01:00:00Z,\n")
+            else:
+                handle.write(f"c9{i:07d},nobody{i}@example.org\n")
+        handle.write('alice.secret@example.org,"bob.secret@example.org,4111111111111111\n')
+    lines = path.read_text(encoding="utf-8").count("\n")
+    for env in ({}, {"WHOSAW_DEBUG": "1"}):
+        result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--config", str(logs / "incident.toml")],
+                                    env=env)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == (
+            f"whosaw: error: tables.{table}: cannot read {table}.csv at line {lines} (InvalidInputException)\n"
+        )
+        assert "secret" not in result.output and "4111" not in result.output
