@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -135,12 +136,20 @@ def _progress_bar_off(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
+def _spill_into(con: duckdb.DuckDBPyConnection, out: Path) -> None:
+    """Where DuckDB spills what does not fit in memory: a folder of its own in ``out``, made by DuckDB only when it
+    spills and removed by it when the connection closes. DuckDB's default is ``.tmp`` in the current folder (a
+    notebook's: the checkout), and what spills is rows of the lake and the results: personal data."""
+    con.execute(f"SET temp_directory = {_quote(out / f'.tmp-explore-{os.getpid()}-{uuid.uuid4().hex[:8]}')}")
+
+
 def connect(out: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views over everything a run wrote to ``out`` (see the module docstring)."""
     out = Path(out).resolve()
     if not out.is_dir():
         raise WhosawError(f"{out} is not a whosaw output folder")
     con = duckdb.connect(database)
+    _spill_into(con, out)
     _progress_bar_off(con)
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET VARIABLE {_OUT_VARIABLE} = {_quote(out)}")
@@ -310,6 +319,7 @@ def connection_timeline(
     cfg = resolve_config(out, None)
     con = duckdb.connect(":memory:")
     try:
+        _spill_into(con, out)
         _progress_bar_off(con)
         con.execute("SET TimeZone = 'UTC'")
         for macro in DUCKDB_MACROS:

@@ -354,3 +354,23 @@ def test_the_package_exports_the_helpers() -> None:
     for name in ("connect", "user_trail", "connection_timeline", "source_lines", "export_csv", "reanalyze",
                  "ingest", "analyze", "report", "run", "simulate"):
         assert name in pipeline.__all__ and callable(getattr(pipeline, name))
+
+
+def test_what_a_connection_spills_stays_in_out(out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A query too big for memory spills rows of the lake (personal data) to disk: into ``out``, in a folder
+    DuckDB removes when the connection closes; never DuckDB's default, ``.tmp`` in the current folder (a notebook's:
+    the checkout)."""
+    cwd = tmp_path / "notebook_folder"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = {p.name for p in out.iterdir()}
+    con = connect(out)
+    con.execute("SET memory_limit = '60MB'")
+    con.execute("SET threads = 1")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("CREATE TEMP TABLE big AS SELECT c.*, r.range AS copy_no FROM cache AS c, range(100) AS r")
+    spilled = [p for p in out.iterdir() if p.name not in before]
+    assert list(cwd.iterdir()) == []
+    assert len(spilled) == 1 and spilled[0].name.startswith(".tmp-explore-") and any(spilled[0].iterdir())
+    con.close()
+    assert {p.name for p in out.iterdir()} == before
