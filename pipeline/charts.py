@@ -11,12 +11,14 @@ drawing reaches the edge of its canvas (the estimate was short) is drawn again w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
 import queue
 import threading
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,18 +47,26 @@ def draw_charts(summary: dict[str, Any], timeline: dict[str, list[Any]], facts: 
     return {**_draw_timeline(summary, timeline), **_draw_fact_charts(summary, facts)}
 
 
-def _draw_timeline(summary: dict[str, Any], timeline: dict[str, list[Any]]) -> dict[str, bytes]:
+@contextlib.contextmanager
+def _drawing() -> Iterator[None]:
+    """The chart style, and no warning about a character the font lacks: matplotlib's names the character
+    ("Glyph 23665 (\\N{CJK UNIFIED IDEOGRAPH-5C71}) missing from font(s)"), one warning per character of a label,
+    on stderr, where nothing from the users directory may appear. The label still draws (a box per character)."""
     import matplotlib
 
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(_STYLE), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        yield
+
+
+def _draw_timeline(summary: dict[str, Any], timeline: dict[str, list[Any]]) -> dict[str, bytes]:
+    with _drawing():
         return {"timeline": _render(lambda spare: _chart_timeline(spare, timeline, summary))}
 
 
 def _draw_fact_charts(summary: dict[str, Any], facts: ChartFacts) -> dict[str, bytes]:
-    import matplotlib
-
     charts = {}
-    with matplotlib.rc_context(_STYLE):
+    with _drawing():
         for name, draw in (
             ("categories_evidence", _chart_categories),
             ("countries", _chart_countries),

@@ -1088,3 +1088,24 @@ def test_no_exposure_in_the_window_headline_still_warns_of_those_outside(tmp_pat
     html_headline = (out / "report.html").read_text(encoding="utf-8").split("Key numbers", 1)[0]
     assert "Not included: " in html_headline
     check_numbers_match_summary(out)
+
+
+def test_a_label_the_font_cannot_draw_prints_nothing(tmp_path):
+    """matplotlib warns once per character its font lacks, naming the character on stderr ("Glyph 23665
+    (\\N{CJK UNIFIED IDEOGRAPH-5C71}) missing from font(s)"): a users directory's values, spelled out where
+    nothing personal may be printed. A real run in a fresh interpreter, its stderr as a terminal would show it."""
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    users = logs / "users.csv"
+    rows = list(csv.reader(users.open(encoding="utf-8", newline="")))
+    country = rows[0].index("country")
+    for row in rows[1:]:
+        row[country] = "山田太郎"
+    with users.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    command = [sys.executable, "-m", "pipeline.cli", "run", str(logs), "--config", str(logs / "incident.toml"),
+               "--out", str(tmp_path / "out"), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (tmp_path / "out" / "charts" / "countries.png").is_file()
