@@ -737,7 +737,7 @@ def reanalyze(
         if not (dest / ".whosaw-reanalysis").exists():
             raise WhosawError(f"reanalyze: {dest} exists and was not made by reanalyze; choose a new folder")
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest.mkdir(parents=True, mode=0o700)  # like a new --out: its owner's only
     (dest / ".whosaw-reanalysis").write_text(str(out) + "\n", encoding="utf-8")
     for folder in ("parquet", "rejects"):
         if not (out / folder).is_dir():

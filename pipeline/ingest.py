@@ -202,7 +202,7 @@ def ingest(
         first = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
         raise WhosawError(f"no log files found in the inputs{first}")
 
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new --out is its owner's only: it will hold what leaked
     with _locked(out):
         manifest = load_manifest(out)
         todo, already = _recognise(files, manifest.get("files", []))

@@ -179,6 +179,11 @@ def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, t
     assert (out / "exposures.parquet").is_file()  # nothing new in the lake: the analysis still holds
 
 
+def test_a_new_out_is_readable_by_its_owner_only(finished_run):
+    """--out will hold names, emails and raw log lines: other users of the machine may not list or read it."""
+    assert finished_run.stat().st_mode & 0o777 == 0o700
+
+
 def test_an_out_the_file_system_refuses_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "a_file").write_text("")
     result = CliRunner().invoke(cli, ["ingest", SAMPLE, "--out", str(tmp_path / "a_file" / "out")])
