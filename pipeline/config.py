@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -240,7 +241,9 @@ def _key_rule(order: int, value: Any) -> KeyRule:
         raise WhosawError(f"config: {where}: a pattern is required")
     pattern = _string(table["pattern"], f"{where}.pattern")
     try:
-        compiled = re.compile(pattern)
+        with warnings.catch_warnings():  # "possible nested set" for RE2's [[:alpha:]]: RE2 reads it, not Python
+            warnings.simplefilter("ignore", FutureWarning)
+            compiled = re.compile(pattern)
     except re.error as exc:
         raise WhosawError(f"config: {where}.pattern: invalid pattern ({exc})") from None
     groups = compiled.groupindex
