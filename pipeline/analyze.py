@@ -55,7 +55,7 @@ import duckdb
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import remove_stage_outputs, update_manifest
+from .manifest import locked, remove_stage_outputs, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -800,6 +800,20 @@ def analyze(
         raise WhosawError("bucket_seconds must be a positive number of seconds")
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
+    with locked(out, "analyze"):
+        return _analyze_locked(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds)
+
+
+def _analyze_locked(
+    out: Path,
+    cfg: Config,
+    chosen: Window,
+    progress: bool | None,
+    memory_limit: str | None,
+    threads: int | None,
+    bucket_seconds: int | None,
+) -> dict[str, Any]:
+    """``analyze`` once it holds ``out``'s lock: no ingest can change the lake while it reads it."""
     with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, bucket_seconds):
         stale_report = remove_stage_outputs(out, "report")
         written = write_outputs(con, out, progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from .analyze import analyze
 from .config import Config, parse_window, resolve_config
 from .errors import WhosawError
 from .ingest import IngestResult, ingest
+from .manifest import locked
 from .report import report
 
 if TYPE_CHECKING:  # imported on first use (see __getattr__ below): `run` needs neither
@@ -41,15 +43,18 @@ def run(
     """Ingest the logs, analyse them and write the report: the whole job in one call."""
     cfg = resolve_config(Path(out), config)
     parse_window(window)  # a bad --window fails before anything is read or written
-    ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
-    if not (Path(out) / "parquet").is_dir():
-        t = ingested.totals
-        raise WhosawError(
-            f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
-            f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
-        )
-    summary = analyze(out, config=cfg, window=window, progress=progress)
-    files = report(out, progress=progress)
+    with contextlib.ExitStack() as stack:  # OUT's lock, held from the ingest to the report: no other stage between
+        stack.enter_context(locked(Path(out), "run"))  # nothing to hold when OUT is new: ingest makes it...
+        ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
+        stack.enter_context(locked(Path(out), "run"))  # ...then held (re-entrant when it already was)
+        if not (Path(out) / "parquet").is_dir():
+            t = ingested.totals
+            raise WhosawError(
+                f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
+                f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
+            )
+        summary = analyze(out, config=cfg, window=window, progress=progress)
+        files = report(out, progress=progress)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import fcntl
 import gzip
 import hashlib
 import io
@@ -79,7 +78,7 @@ from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, resolve_config
 from .errors import WhosawError
-from .manifest import load_manifest, remove_stage_outputs, sha256_file, update_manifest
+from .manifest import load_manifest, locked, remove_stage_outputs, sha256_file, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS
 
@@ -203,7 +202,7 @@ def ingest(
         raise WhosawError(f"no log files found in the inputs{first}")
 
     out.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new --out is its owner's only: it will hold what leaked
-    with _locked(out):
+    with locked(out, "ingest"):
         manifest = load_manifest(out)
         todo, already = _recognise(files, manifest.get("files", []))
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -317,17 +316,6 @@ def _ctrl_c_waits() -> Iterator[None]:
         if callable(previous):
             previous(signal.SIGINT, None)  # the handler that was in place (Python's raises KeyboardInterrupt)
         raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
-    """One ingest at a time per output folder; the lock goes with the process, even one that is killed."""
-    with open(out / ".ingest.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WhosawError(f"another ingest is writing to {out}; try again when it is done") from None
-        yield
 
 
 # ---------------------------------------------------------------------------------------------- discovery

@@ -10,9 +10,12 @@ about 1 s per GB.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,52 @@ from . import __version__
 from .errors import WhosawError
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage now takes it
 _CHUNK = 1 << 20
+_held: dict[Path, int] = {}  # folders this process holds the lock of, and how deeply (run = ingest + analyze + report)
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def locked(out: Path, stage: str) -> Iterator[None]:
+    """One whosaw stage at a time writes to ``out`` (``ingest``, ``analyze``, ``report``; ``run`` holds it across
+    the three). Without it an analysis of the lake before a concurrent ingest, or a report of an analysis that a
+    concurrent analyze or ingest replaced, was written after that stage removed the stale outputs and listed as
+    current. A second process is refused at once (exit 2); the lock goes with the process, even one that is
+    killed. Re-entrant within a process. A folder that does not exist is not locked (the stage says why)."""
+    out = Path(os.path.abspath(out))
+    if not out.is_dir():
+        yield
+        return
+    with _held_guard:
+        depth = _held.get(out, 0)
+        if depth:
+            _held[out] = depth + 1
+    if depth:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[out] -= 1
+        return
+    with open(out / LOCK_NAME, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read(200).strip() or "ingest"
+            raise WhosawError(f"another {holder} is writing to {out}; try again when it is done") from None
+        handle.truncate(0)
+        handle.write(f"{stage} (pid {os.getpid()})\n")
+        handle.flush()
+        with _held_guard:
+            _held[out] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[out]
+            handle.truncate(0)  # no holder named once it is free
 
 
 def sha256_file(path: Path) -> str:

@@ -36,7 +36,7 @@ from . import __version__
 from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import load_manifest, read_json_object, update_manifest
+from .manifest import load_manifest, locked, read_json_object, update_manifest
 from .progress import execute, progress_wanted
 from .safecsv import copy_safe_csv
 from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS
@@ -80,7 +80,12 @@ def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
     behind the lists. The charts are drawn in a thread while DuckDB runs the report's SQL and writes the CSVs.
     """
     out = Path(out)
-    show = progress_wanted(progress)
+    with locked(out, "report"):
+        return _report_locked(out, progress_wanted(progress))
+
+
+def _report_locked(out: Path, show: bool) -> dict[str, Path]:
+    """``report`` once it holds ``out``'s lock: no analyze or ingest can replace the exposures it reads."""
     inputs = _Inputs.load(out)
     with ChartWorker() as worker:
         files, facts = _tables(inputs, show, worker)

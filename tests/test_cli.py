@@ -299,3 +299,26 @@ def test_an_unreadable_side_table_row_is_one_line_that_quotes_no_one(finished_ru
             f"whosaw: error: tables.{table}: cannot read {table}.csv at line {lines} (InvalidInputException)\n"
         )
         assert "secret" not in result.output and "4111" not in result.output
+
+
+@pytest.mark.parametrize("verb", ["analyze", "report"])
+def test_no_stage_writes_to_out_while_another_holds_it(verb, finished_run, tmp_path):
+    """Only ingest used to take OUT's lock. An analyze that read the lake while an ingest added late logs wrote
+    its outputs after that ingest had removed the stale ones, and the manifest listed them as current (36
+    exposures instead of 62 on a simulated incident, and notification lists made from them); a report beside a
+    running analyze or ingest mixed old and new. Every stage is now refused (exit 2) while another holds OUT."""
+    import fcntl
+
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    before = {p: p.read_bytes() for p in (out / "manifest.json", out / "exposures.csv", out / "report.md")}
+    with open(out / ".ingest.lock", "a") as held:  # another process is ingesting into out
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = CliRunner().invoke(cli, [verb, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"whosaw: error: another ingest is writing to {out}; try again when it is done\n"
+    assert {p: p.read_bytes() for p in before} == before
+    # free again: a run holds the lock across its three stages (re-entrant in one process), then lets it go
+    result = CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, [verb, "--out", str(out)])
+    assert result.exit_code == 0, result.output
