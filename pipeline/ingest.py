@@ -78,7 +78,15 @@ from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, resolve_config
 from .errors import WhosawError
-from .manifest import load_manifest, locked, remove_stage_outputs, sha256_file, update_manifest
+from .manifest import (
+    begin_ingest_commit,
+    end_ingest_commit,
+    load_manifest,
+    locked,
+    remove_stage_outputs,
+    sha256_file,
+    update_manifest,
+)
 from .safecsv import copy_safe_csv
 from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS
 
@@ -226,6 +234,8 @@ def ingest(
                     timings[kind_name] = round(time.monotonic() - t0, 3)
             with _ctrl_c_waits():  # the lake, the rejects and the manifest change together
                 t0 = time.monotonic()
+                rejects = [out / "rejects" / f"{k}{ext}" for k in KINDS for ext in (".parquet", ".csv")]
+                begin_ingest_commit(out, run_id, [target for _, target in moves], rejects)
                 for source, target in moves:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(source, target)
@@ -236,6 +246,7 @@ def ingest(
                     out, manifest, todo, already, skipped, cfg, inputs, kind, run_id, started, started_at, timings,
                     stale,
                 )
+                end_ingest_commit(out)
         finally:
             if con is not None:
                 con.close()

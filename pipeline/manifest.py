@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from . import __version__
 from .errors import WhosawError
 
 MANIFEST_NAME = "manifest.json"
+PENDING_NAME = ".ingest-pending"  # an ingest's commit in progress: see begin_ingest_commit
 LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage now takes it
 _CHUNK = 1 << 20
 _held: dict[Path, int] = {}  # folders this process holds the lock of, and how deeply (run = ingest + analyze + report)
@@ -64,6 +66,7 @@ def locked(out: Path, stage: str) -> Iterator[None]:
         with _held_guard:
             _held[out] = 1
         try:
+            roll_back_interrupted_ingest(out)
             yield
         finally:
             with _held_guard:
@@ -99,11 +102,102 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
 
 
 def save_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    """Written to a scratch file and renamed: a process killed while writing leaves the manifest before."""
     path = Path(out) / MANIFEST_NAME
     manifest["tool"] = "whosaw"
     manifest["version"] = __version__
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    _write_atomically(path, json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
     return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def begin_ingest_commit(out: Path, run_id: str, created: Sequence[Path], replaced: Sequence[Path]) -> Path:
+    """Before an ingest moves its parts into the lake and rewrites rejects/: record what it is about to create
+    (``created``: new files) and keep the files it will replace (``replaced``, hard links), in
+    ``OUT/.ingest-pending/``. An ingest killed before its manifest is written (SIGKILL, SIGTERM, a power cut) is
+    rolled back from it by the next stage that takes the lock (:func:`roll_back_interrupted_ingest`): else the
+    lake kept rows no manifest entry counts, and the re-run counted them all as duplicates (0 kept) and wrote
+    every rejected line twice. :func:`end_ingest_commit` removes it once the manifest is written."""
+    out = Path(out)
+    pending = out / PENDING_NAME
+    shutil.rmtree(pending, ignore_errors=True)
+    pending.mkdir()
+    restore = {}
+    for number, path in enumerate(replaced):
+        if path.is_file():
+            keep = pending / f"{number}-{path.name}"
+            try:
+                os.link(path, keep)
+            except OSError:
+                shutil.copy2(path, keep)
+            restore[keep.name] = path.relative_to(out).as_posix()
+    journal = {
+        "run": run_id,
+        "created": [p.relative_to(out).as_posix() for p in created]
+        + [p.relative_to(out).as_posix() for p in replaced if not p.is_file()],
+        "restore": restore,
+    }
+    _write_atomically(pending / "journal.json", json.dumps(journal, indent=1) + "\n")
+    return pending
+
+
+def end_ingest_commit(out: Path) -> None:
+    shutil.rmtree(Path(out) / PENDING_NAME, ignore_errors=True)
+
+
+def roll_back_interrupted_ingest(out: Path) -> list[str]:
+    """Undo what an ingest killed during its commit left (see :func:`begin_ingest_commit`): the lake parts and
+    rejects it wrote are removed and the rejects before it restored, unless its manifest was written (then it
+    is kept). When it had already removed part of the analysis or report, the rest of them goes too (a manifest
+    listing files that are gone, or a report without its analysis, is stale). Returns the files removed."""
+    out = Path(out)
+    pending = out / PENDING_NAME
+    if not pending.is_dir():
+        return []
+    removed: list[str] = []
+    journal_path = pending / "journal.json"
+    if journal_path.is_file():  # no journal: killed before the commit began, nothing in the lake changed
+        journal = read_json_object(journal_path, "an ingest journal")
+        manifest = load_manifest(out)
+        runs = {entry.get("run") for entry in manifest.get("files") or []}
+        runs.add((manifest.get("ingest") or {}).get("run"))
+        if journal.get("run") not in runs:
+            inside = out.resolve()
+            for name in journal.get("created") or []:
+                path = out / str(name)
+                if path.is_file() and path.resolve().is_relative_to(inside):
+                    path.unlink()
+                    removed.append(str(name))
+                    parent = path.parent
+                    while parent != out:  # a kind with no rows has no folder
+                        try:
+                            parent.rmdir()
+                        except OSError:
+                            break
+                        parent = parent.parent
+            for keep, name in (journal.get("restore") or {}).items():
+                if (pending / keep).is_file() and (out / name).resolve().is_relative_to(inside):
+                    os.replace(pending / keep, out / name)
+            gone = [
+                name
+                for stage in ("analysis", "report")
+                if isinstance(manifest.get(stage), dict)
+                for name in manifest[stage].get("files") or []
+                if not (out / str(name)).is_file()
+            ]
+            stale = remove_stage_outputs(out, "analysis", "report") if gone else []
+            update_manifest(out, drop=("analysis", "report", "window") if gone else ())
+            removed += stale
+    shutil.rmtree(pending, ignore_errors=True)
+    return removed
 
 
 def update_manifest(out: Path, drop: Sequence[str] = (), **sections: Any) -> dict[str, Any]:

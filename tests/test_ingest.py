@@ -1054,3 +1054,81 @@ def test_ctrl_c_while_the_lake_changes_waits_until_the_manifest_says_so():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
     finally:
         signal.signal(signal.SIGINT, outer)
+
+
+_KILL_AT = r"""
+import os, signal, sys
+from pipeline.ingest import ingest
+ingest_module = sys.modules["pipeline.ingest"]
+point, out, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
+real = getattr(ingest_module, point)
+
+
+def then_killed(*args, **kwargs):  # the step runs (or not), then the process dies as SIGKILL or a power cut does
+    if point == "remove_stage_outputs":
+        real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+setattr(ingest_module, point, then_killed)
+ingest(inputs, out, progress=False)
+"""
+
+
+@pytest.mark.parametrize("point", ["_write_rejects", "remove_stage_outputs", "update_manifest"])
+@pytest.mark.parametrize("next_stage", ["ingest", "analyze"])
+def test_an_ingest_killed_while_the_lake_changes_is_rolled_back(tmp_path, point, next_stage):
+    """A real SIGKILL at each step of the commit: after the parts moved into the lake (_write_rejects not run),
+    after the rejects were rewritten (remove_stage_outputs), after the analysis was removed (update_manifest
+    not run). The lake used to keep rows no manifest entry counted: the re-run then read them as duplicates
+    (0 kept), the manifest's kept disagreed with the lake, and every rejected line was listed twice. The next
+    stage that takes OUT's lock now rolls the killed ingest back, and the re-run counts as if it never ran."""
+    import subprocess
+    import sys
+
+    from pipeline.api import run as run_all
+
+    first = write(tmp_path / "a" / "requests.jsonl", [req("r1"), req("r2"), "junk"])
+    first_cache = write(tmp_path / "a" / "cache.jsonl", [cache("user:u1:titles", request_id="r1")])
+    late = write(tmp_path / "b" / "requests-late.jsonl", [req("r3", "2023-03-20T05:00:00Z"), req("r1"), "{bad"])
+    late_cache = write(tmp_path / "b" / "cache-late.jsonl", [cache("user:u2:titles", request_id="r3"), "[1]"])
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    for folder in (out, clean):
+        run_all([tmp_path / "a"], folder)
+    before = json.loads((out / "manifest.json").read_text())
+    assert (out / "exposures.parquet").is_file()
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT, point, str(out), str(tmp_path / "b")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    if next_stage == "analyze":  # the killed ingest is undone first: the analysis sees the lake before it
+        from pipeline.analyze import analyze
+
+        analyze(out)
+        lake = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/parquet/requests/**/*.parquet')").fetchall()
+        assert lake == [(2,)]
+        assert json.loads((out / "manifest.json").read_text())["files"] == before["files"]
+    again = run([tmp_path / "b"], out)
+    expected = run([tmp_path / "b"], clean)
+    assert not (out / ".ingest-pending").exists()
+    for got, want in zip(sorted(again.manifest["files"], key=lambda f: f["path"]),
+                         sorted(expected.manifest["files"], key=lambda f: f["path"]), strict=True):
+        assert [got[k] for k in ("path", "lines", "kept", "duplicates", "rejected")] == [
+            want[k] for k in ("path", "lines", "kept", "duplicates", "rejected")
+        ]
+    for kind in ("requests", "cache"):
+        rows = f"read_parquet('{{}}/parquet/{kind}/**/*.parquet')"
+        query = f"SELECT source_file, source_line FROM {rows} ORDER BY ALL"
+        assert duckdb.sql(query.format(out)).fetchall() == duckdb.sql(query.format(clean)).fetchall()
+        rejects = f"SELECT source_file, source_line, reason FROM '{{}}/rejects/{kind}.parquet' ORDER BY ALL"
+        assert duckdb.sql(rejects.format(out)).fetchall() == duckdb.sql(rejects.format(clean)).fetchall()
+    assert not (out / "exposures.parquet").exists() and "analysis" not in again.manifest  # the lake grew
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+               and not p.relative_to(out).parts[0].startswith(".") and p.name != "manifest.json"}
+    assert set(again.manifest["outputs"]) == on_disk
+    assert first.exists() and first_cache.exists() and late.exists() and late_cache.exists()
