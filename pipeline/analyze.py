@@ -55,6 +55,7 @@ import duckdb
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
+from .ingest import _ctrl_c_waits
 from .manifest import locked, remove_stage_outputs, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
@@ -813,24 +814,43 @@ def _analyze_locked(
     threads: int | None,
     bucket_seconds: int | None,
 ) -> dict[str, Any]:
-    """``analyze`` once it holds ``out``'s lock: no ingest can change the lake while it reads it."""
-    with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, bucket_seconds):
-        stale_report = remove_stage_outputs(out, "report")
-        written = write_outputs(con, out, progress)
-        summary = build_summary(con)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    update_manifest(
-        out,
-        drop=("report",),
-        window=summary["window"],
-        analysis={
-            "generated_at": summary["generated_at"],
-            "config": str(cfg.path) if cfg.path else None,
-            "window": summary["window"],
-            "bucket_seconds": bucket_seconds,
-            "exposures": summary["exposures"],
-            "files": sorted([*written, "summary.json"]),
-            "removed_stale_report": stale_report,
-        },
-    )
+    """``analyze`` once it holds ``out``'s lock: no ingest can change the lake while it reads it.
+
+    The outputs are written to a scratch folder and moved in together with the manifest, ``summary.json`` last
+    (a Ctrl-C waits for that step): an analysis interrupted while it wrote its files left the new
+    ``exposures.parquet`` beside the previous ``summary.json`` and ``exposures.csv``, and a report of that folder
+    made notification lists from the one and counts from the other."""
+    staging = out / ".tmp" / f"analysis-{os.getpid()}"
+    try:
+        with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, seconds):
+            staging.mkdir(parents=True, exist_ok=True)
+            written = write_outputs(con, staging, progress)
+            summary = build_summary(con)
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        for name in [*written, "summary.json"]:  # checked before anything in OUT changes
+            if (out / name).is_dir() or (out / name).is_symlink():
+                raise WhosawError(f"cannot write {out / name}: a folder or link is in the way")
+        with _ctrl_c_waits():  # the previous analysis and its report go, this one comes: one step
+            stale_report = remove_stage_outputs(out, "report")
+            (out / "summary.json").unlink(missing_ok=True)  # without it no report is made of a half-moved analysis
+            for name in [*written, "summary.json"]:
+                os.replace(staging / name, out / name)
+            update_manifest(
+                out,
+                drop=("report",),
+                window=summary["window"],
+                analysis={
+                    "generated_at": summary["generated_at"],
+                    "config": str(cfg.path) if cfg.path else None,
+                    "window": summary["window"],
+                    "bucket_seconds": seconds,
+                    "exposures": summary["exposures"],
+                    "files": sorted([*written, "summary.json"]),
+                    "removed_stale_report": stale_report,
+                },
+            )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (out / ".tmp").rmdir()
     return summary

@@ -118,7 +118,7 @@ def _junk(path: Path) -> None:
     ("report", lambda out: _junk(out / "timeline.parquet"), "timeline.parquet is not readable Parquet"),
     ("report", lambda out: (out / "summary.json").write_text("[1, 2]"), "is not an analysis summary"),
     ("analyze", lambda out: ((out / "exposures.parquet").unlink(), (out / "exposures.parquet").mkdir()),
-     "IO Error: "),  # DuckDB cannot write its output there
+     "exposures.parquet: a folder or link is in the way"),  # the analysis cannot be moved in there
 ])
 def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, verb, damage, says):
     """Whatever was left in --out (a damaged manifest, lake file or analysis output): one line naming it, exit 2."""
@@ -322,3 +322,27 @@ def test_no_stage_writes_to_out_while_another_holds_it(verb, finished_run, tmp_p
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(cli, [verb, "--out", str(out)])
     assert result.exit_code == 0, result.output
+
+
+def test_an_analysis_interrupted_while_writing_leaves_the_previous_one_whole(finished_run, tmp_path):
+    """A real Ctrl-C (SIGINT) once exposures.parquet of a narrower window was written: that file used to stay
+    beside the previous summary.json and exposures.csv, and `report` then wrote notification lists of the new
+    exposures under the counts of the old. Now nothing of the interrupted analysis reaches OUT."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    before = {p.name: p.read_bytes() for p in (out / "exposures.parquet", out / "exposures.csv", out / "summary.json")}
+    script = (
+        "import os, signal, sys\n"
+        "from pipeline.analyze import analyze\n"
+        "module = sys.modules['pipeline.analyze']\n"
+        "module.copy_safe_csv = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n"
+        "analyze(sys.argv[1], window='2023-03-20T02:00Z/2023-03-20T03:00Z')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert "KeyboardInterrupt" in done.stderr, done.stderr
+    assert {name: (out / name).read_bytes() for name in before} == before
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    exposures = duckdb.sql(f"SELECT count(*) FROM '{out}/exposures.parquet'").fetchall()[0][0]
+    assert exposures == summary["exposures"]
