@@ -55,8 +55,7 @@ import duckdb
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
-from .ingest import _ctrl_c_waits
-from .manifest import locked, remove_stage_outputs, update_manifest
+from .manifest import ctrl_c_waits, locked, remove_stage_outputs, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -830,7 +829,7 @@ def _analyze_locked(
         for name in [*written, "summary.json"]:  # checked before anything in OUT changes
             if (out / name).is_dir() or (out / name).is_symlink():
                 raise WhosawError(f"cannot write {out / name}: a folder or link is in the way")
-        with _ctrl_c_waits():  # the previous analysis and its report go, this one comes: one step
+        with ctrl_c_waits():  # the previous analysis and its report go, this one comes: one step
             stale_report = remove_stage_outputs(out, "report")
             (out / "summary.json").unlink(missing_ok=True)  # without it no report is made of a half-moved analysis
             for name in [*written, "summary.json"]:

@@ -56,9 +56,7 @@ import itertools
 import os
 import re
 import shutil
-import signal
 import stat
-import threading
 import time
 import uuid
 import zlib
@@ -80,6 +78,7 @@ from .config import Config, FieldSpec, resolve_config
 from .errors import WhosawError
 from .manifest import (
     begin_ingest_commit,
+    ctrl_c_waits,
     end_ingest_commit,
     load_manifest,
     locked,
@@ -232,7 +231,7 @@ def ingest(
                     t0 = time.monotonic()
                     moves += _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress)
                     timings[kind_name] = round(time.monotonic() - t0, 3)
-            with _ctrl_c_waits():  # the lake, the rejects and the manifest change together
+            with ctrl_c_waits():  # the lake, the rejects and the manifest change together
                 t0 = time.monotonic()
                 rejects = [out / "rejects" / f"{k}{ext}" for k in KINDS for ext in (".parquet", ".csv")]
                 begin_ingest_commit(out, run_id, [target for _, target in moves], rejects)
@@ -309,24 +308,6 @@ def _finish(
         config=cfg.to_manifest(),
         ingest=section,
     )
-
-
-@contextlib.contextmanager
-def _ctrl_c_waits() -> Iterator[None]:
-    """Ctrl-C during the block takes effect when it is done (main thread only: Python's signal handlers run there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pressed: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if pressed and previous is not signal.SIG_IGN:
-        if callable(previous):
-            previous(signal.SIGINT, None)  # the handler that was in place (Python's raises KeyboardInterrupt)
-        raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------------------- discovery

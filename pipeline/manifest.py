@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,25 @@ LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage 
 _CHUNK = 1 << 20
 _held: dict[Path, int] = {}  # folders this process holds the lock of, and how deeply (run = ingest + analyze + report)
 _held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def ctrl_c_waits() -> Iterator[None]:
+    """Ctrl-C during the block takes effect when it is done: the steps that change OUT's lake, rejects, outputs and
+    manifest together (main thread only: Python's signal handlers run there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed and previous is not signal.SIG_IGN:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # the handler that was in place (Python's raises KeyboardInterrupt)
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -1040,13 +1040,13 @@ def test_a_file_that_only_repeats_the_lake_adds_nothing(tmp_path):
 
 def test_ctrl_c_while_the_lake_changes_waits_until_the_manifest_says_so():
     """The moves into the lake, the rejects and the manifest are one step: a Ctrl-C in it takes effect after it."""
-    from pipeline.ingest import _ctrl_c_waits
+    from pipeline.manifest import ctrl_c_waits
 
     finished = []
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own (Spark tests install theirs)
     try:
         with pytest.raises(KeyboardInterrupt):
-            with _ctrl_c_waits():
+            with ctrl_c_waits():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)  # the signal is handled here, inside the block
                 finished.append(True)
