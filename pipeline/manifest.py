@@ -5,6 +5,11 @@ up to date with the files on disk at the end of a stage. ``output_stats`` record
 modification time (ns) when it was hashed: a file whose size and mtime have not changed since keeps its hash,
 because the lake is written once and only read afterwards, and re-hashing it at the end of every stage cost
 about 1 s per GB.
+
+Also what keeps OUT consistent across stages and processes: :func:`locked` (one stage at a time writes to OUT),
+:func:`ctrl_c_waits` (the steps that change OUT together are not cut by Ctrl-C), the ingest commit journal
+(:func:`begin_ingest_commit`: a killed ingest is rolled back by the next stage), and
+:func:`remove_stage_outputs` (no analysis or report outlives the data it was made from).
 """
 
 from __future__ import annotations
