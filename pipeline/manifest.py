@@ -33,7 +33,7 @@ MANIFEST_NAME = "manifest.json"
 PENDING_NAME = ".ingest-pending"  # an ingest's commit in progress: see begin_ingest_commit
 LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage now takes it
 _CHUNK = 1 << 20
-_held: dict[Path, int] = {}  # folders this process holds the lock of, and how deeply (run = ingest + analyze + report)
+_held: dict[Path, tuple[int, int]] = {}  # folders this process holds the lock of: (thread, depth) (run = 3 stages)
 _held_guard = threading.Lock()
 
 
@@ -62,21 +62,23 @@ def locked(out: Path, stage: str) -> Iterator[None]:
     the three). Without it an analysis of the lake before a concurrent ingest, or a report of an analysis that a
     concurrent analyze or ingest replaced, was written after that stage removed the stale outputs and listed as
     current. A second process is refused at once (exit 2); the lock goes with the process, even one that is
-    killed. Re-entrant within a process. A folder that does not exist is not locked (the stage says why)."""
+    killed. Re-entrant within the thread that holds it (another thread, e.g. a background job in a notebook, is
+    refused as another process is). A folder that does not exist is not locked (the stage says why)."""
     out = Path(os.path.abspath(out))
     if not out.is_dir():
         yield
         return
+    me = threading.get_ident()
     with _held_guard:
-        depth = _held.get(out, 0)
-        if depth:
-            _held[out] = depth + 1
-    if depth:
+        owner, depth = _held.get(out, (me, 0))
+        if depth and owner == me:  # re-entrant in the thread that holds it; another thread is refused below
+            _held[out] = (me, depth + 1)
+    if depth and owner == me:
         try:
             yield
         finally:
             with _held_guard:
-                _held[out] -= 1
+                _held[out] = (me, _held[out][1] - 1)
         return
     with open(out / LOCK_NAME, "a+") as handle:
         try:
@@ -89,7 +91,7 @@ def locked(out: Path, stage: str) -> Iterator[None]:
         handle.write(f"{stage} (pid {os.getpid()})\n")
         handle.flush()
         with _held_guard:
-            _held[out] = 1
+            _held[out] = (me, 1)
         try:
             roll_back_interrupted_ingest(out)
             yield

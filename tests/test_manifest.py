@@ -51,3 +51,31 @@ def test_a_rewritten_file_is_hashed_again_and_an_unchanged_one_keeps_its_hash(tm
     assert manifest["outputs"]["summary.json"] == _sha(summary)
     summary.unlink()
     assert "summary.json" not in update_manifest(tmp_path)["outputs"]
+
+
+def test_another_thread_is_refused_while_one_holds_the_lock(tmp_path):
+    """The lock is re-entrant in the thread that holds it (run = ingest + analyze + report), not in the whole
+    process: a second thread (a background job in a notebook) used to walk in and write to OUT beside it."""
+    import threading
+
+    from pipeline.errors import WhosawError
+    from pipeline.manifest import locked
+
+    seen = []
+
+    def other() -> None:
+        try:
+            with locked(tmp_path, "analyze"):
+                seen.append("entered")
+        except WhosawError as exc:
+            seen.append(str(exc))
+
+    with locked(tmp_path, "run"), locked(tmp_path, "ingest"):  # re-entrant in this thread
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+    assert seen == [f"another run (pid {os.getpid()}) is writing to {tmp_path}; try again when it is done"]
+    worker = threading.Thread(target=other)  # free again once released
+    worker.start()
+    worker.join()
+    assert seen[1:] == ["entered"]
