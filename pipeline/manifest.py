@@ -211,8 +211,9 @@ def roll_back_interrupted_ingest(out: Path) -> list[str]:
                             break
                         parent = parent.parent
             for keep, name in (journal.get("restore") or {}).items():
-                if (pending / keep).is_file() and (out / name).resolve().is_relative_to(inside):
-                    os.replace(pending / keep, out / name)
+                kept = pending / str(keep)  # a name in the journal's folder: never a file outside OUT moved in
+                if kept.parent == pending and kept.is_file() and (out / str(name)).resolve().is_relative_to(inside):
+                    os.replace(kept, out / str(name))
             gone = [
                 name
                 for stage in ("analysis", "report")

@@ -79,3 +79,20 @@ def test_another_thread_is_refused_while_one_holds_the_lock(tmp_path):
     worker.start()
     worker.join()
     assert seen[1:] == ["entered"]
+
+
+def test_a_journal_never_moves_a_file_from_outside_out(tmp_path):
+    """The rollback restores the rejects it kept in OUT/.ingest-pending/; a journal naming '../../victim' as a
+    kept file used to move that file, from outside OUT, into OUT's rejects (gone from where it was)."""
+    from pipeline.manifest import PENDING_NAME, locked
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.write_text("not whosaw's\n")
+    (out / PENDING_NAME).mkdir(parents=True)
+    (out / "rejects").mkdir()
+    journal = {"run": "killed", "created": [], "restore": {"../../victim": "rejects/requests.csv"}}
+    (out / PENDING_NAME / "journal.json").write_text(json.dumps(journal))
+    with locked(out, "report"):
+        pass
+    assert victim.read_text() == "not whosaw's\n"
+    assert not (out / "rejects" / "requests.csv").exists() and not (out / PENDING_NAME).exists()
