@@ -794,13 +794,13 @@ def analyze(
     calls (:func:`bucket_seconds_for`).
     """
     out = Path(out)
-    if not (out / "parquet").is_dir():
-        raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
     if bucket_seconds is not None and bucket_seconds < 1:
         raise WhosawError("bucket_seconds must be a positive number of seconds")
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
-    with locked(out, "analyze"):
+    with locked(out, "analyze"):  # which first rolls back a killed ingest: its parts may have been the whole lake
+        if not (out / "parquet").is_dir():
+            raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
         return _analyze_locked(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds)
 
 

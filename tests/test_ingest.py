@@ -1132,3 +1132,29 @@ def test_an_ingest_killed_while_the_lake_changes_is_rolled_back(tmp_path, point,
                and not p.relative_to(out).parts[0].startswith(".") and p.name != "manifest.json"}
     assert set(again.manifest["outputs"]) == on_disk
     assert first.exists() and first_cache.exists() and late.exists() and late_cache.exists()
+
+
+def test_an_analysis_after_a_killed_first_ingest_finds_no_lake(tmp_path):
+    """The first ingest into a new OUT, killed after its parts moved into the lake: the analysis used to see
+    parquet/ before its lock rolled that ingest back, then analysed the emptied folder (0 exposures, a manifest
+    with no input files). The lake is looked for once the lock is held."""
+    import subprocess
+    import sys
+
+    from pipeline.analyze import analyze
+
+    write(tmp_path / "a" / "requests.jsonl", [req("r1"), req("r2")])
+    write(tmp_path / "a" / "cache.jsonl", [cache("user:u1:titles", request_id="r1")])
+    out = tmp_path / "out"
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT, "_write_rejects", str(out), str(tmp_path / "a")],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "parquet").is_dir()
+    with pytest.raises(WhosawError, match="no lake"):
+        analyze(out)
+    assert not (out / "summary.json").exists() and not (out / "exposures.parquet").exists()
