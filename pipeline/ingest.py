@@ -213,8 +213,6 @@ def ingest(
         manifest = load_manifest(out)
         todo, already = _recognise(files, manifest.get("files", []))
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-        for stale in (out / ".tmp").glob("ingest-*"):  # left by a run that was killed
-            shutil.rmtree(stale, ignore_errors=True)
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
         con = None

@@ -94,11 +94,26 @@ def locked(out: Path, stage: str) -> Iterator[None]:
             _held[out] = (me, 1)
         try:
             roll_back_interrupted_ingest(out)
+            _remove_scratch(out)
             yield
         finally:
             with _held_guard:
                 del _held[out]
             handle.truncate(0)  # no holder named once it is free
+
+
+def _remove_scratch(out: Path) -> None:
+    """``OUT/.tmp``'s folders, which only a stage holding the lock uses: those left by a killed stage (an
+    analysis's staged exposures, an ingest's staged lake parts) went nowhere else."""
+    scratch = out / ".tmp"
+    if scratch.is_dir() and not scratch.is_symlink():
+        for stale in scratch.iterdir():
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            scratch.rmdir()
 
 
 def sha256_file(path: Path) -> str:

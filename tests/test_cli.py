@@ -346,3 +346,23 @@ def test_an_analysis_interrupted_while_writing_leaves_the_previous_one_whole(fin
     summary = json.loads((out / "summary.json").read_text())
     exposures = duckdb.sql(f"SELECT count(*) FROM '{out}/exposures.parquet'").fetchall()[0][0]
     assert exposures == summary["exposures"]
+
+
+def test_scratch_left_by_a_killed_analysis_goes_with_the_next_stage(finished_run, tmp_path):
+    """An analysis SIGKILLed while moving its files in left OUT/.tmp/analysis-<pid>/ (a copy of the exposures:
+    who saw whose data) for good: only an ingest cleared its own kind of scratch. Any stage that takes OUT's
+    lock now clears it: no other stage can be using it."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    script = (
+        "import os, signal, sys\n"
+        "from pipeline.analyze import analyze\n"
+        "module = sys.modules['pipeline.analyze']\n"
+        "module.update_manifest = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "analyze(sys.argv[1], window='all')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert [p.name.split("-")[0] for p in (out / ".tmp").iterdir()] == ["analysis"]
+    CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert not (out / ".tmp").exists()
