@@ -257,8 +257,9 @@ def update_manifest(out: Path, drop: Sequence[str] = (), **sections: Any) -> dic
 
 
 def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
-    """Delete the files that ``stages`` (manifest sections: ``analysis``, ``report``) list as theirs (``files``),
-    and their ``folders`` once empty; return the files.
+    """Delete the files that ``stages`` (manifest sections: ``analysis``, ``report``) list as theirs (``files``, and
+    ``patterns`` under OUT: a report records what it may write before it writes), and their ``folders`` once empty;
+    return the files.
 
     A stage whose inputs change makes the later stages' files stale: a notification list or an exposures file
     made from an earlier analysis or an earlier lake would name people the current data does not. The stage
@@ -272,11 +273,12 @@ def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
         section = manifest.get(stage)
         if not isinstance(section, dict):
             continue
-        for name in section.get("files") or []:
-            path = out / str(name)
+        listed = [out / str(name) for name in section.get("files") or []]
+        listed += [path for pattern in section.get("patterns") or [] for path in sorted(out.glob(str(pattern)))]
+        for path in listed:
             if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside):
                 path.unlink()
-                removed.append(str(name))
+                removed.append(path.relative_to(out).as_posix())
         for name in section.get("folders") or []:
             folder = out / str(name)
             if folder.resolve().is_relative_to(inside):

@@ -84,9 +84,19 @@ def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
         return _report_locked(out, progress_wanted(progress))
 
 
+# What a report may write, recorded in the manifest before it writes anything: a report killed half-way is then
+# removed whole by the next analysis or ingest (manifest.remove_stage_outputs), not left beside it.
+REPORT_OUTPUTS = {
+    "files": ["affected_users.csv", "report.html", "report.md", "viewers.csv"],
+    "patterns": ["charts/*.png", "notify/*.csv"],
+    "folders": ["charts", "notify"],
+}
+
+
 def _report_locked(out: Path, show: bool) -> dict[str, Path]:
     """``report`` once it holds ``out``'s lock: no analyze or ingest can replace the exposures it reads."""
     inputs = _Inputs.load(out)
+    update_manifest(out, report={**REPORT_OUTPUTS, "complete": False})
     with ChartWorker() as worker:
         files, facts = _tables(inputs, show, worker)
         charts_drawn = worker.charts()
@@ -128,8 +138,9 @@ def _report_locked(out: Path, show: bool) -> dict[str, Path]:
         out,
         report={
             "generated_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            **REPORT_OUTPUTS,
             "files": sorted(set(files) - set(inputs.manifest.get("analysis", {}).get("files", []))),
-            "folders": ["charts", "notify"],
+            "complete": True,
             "affected_users": facts.affected_rows,
             "viewers": facts.viewer_rows,
             "users_directory": str(inputs.users_path) if inputs.users_path else None,
@@ -203,6 +214,12 @@ class _Inputs:
             raise WhosawError(f"report: {out} holds no analysis results (run 'whosaw analyze' first)")
         summary = read_json_object(summary_path, "an analysis summary")
         manifest = load_manifest(out)
+        recorded = (manifest.get("analysis") or {}).get("generated_at")
+        if recorded is not None and recorded != summary.get("generated_at"):  # killed before its manifest said so
+            raise WhosawError(
+                f"report: the analysis in {out} did not finish (summary.json and manifest.json disagree); "
+                "run 'whosaw analyze' again"
+            )
         users_path, users_note = _users_directory(manifest)
 
         def optional(name: str) -> Path | None:

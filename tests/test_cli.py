@@ -104,6 +104,11 @@ def _damaged(finished_run: Path, tmp_path: Path, damage) -> Path:
     return out
 
 
+def _edit_manifest(out: Path, **sections) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, **sections}))
+
+
 def _junk(path: Path) -> None:
     path.unlink()
     path.write_text("junk\n")
@@ -117,6 +122,8 @@ def _junk(path: Path) -> None:
     ("report", lambda out: _junk(out / "exposures.parquet"), "exposures.parquet is not readable Parquet"),
     ("report", lambda out: _junk(out / "timeline.parquet"), "timeline.parquet is not readable Parquet"),
     ("report", lambda out: (out / "summary.json").write_text("[1, 2]"), "is not an analysis summary"),
+    ("report", lambda out: _edit_manifest(out, analysis={"generated_at": "2026-01-01T00:00:00Z"}),
+     "did not finish (summary.json and manifest.json disagree)"),  # an analysis killed before its manifest
     ("analyze", lambda out: ((out / "exposures.parquet").unlink(), (out / "exposures.parquet").mkdir()),
      "exposures.parquet: a folder or link is in the way"),  # the analysis cannot be moved in there
 ])
@@ -152,6 +159,32 @@ def test_a_new_analysis_removes_the_report_of_the_old_one(finished_run, tmp_path
     assert (out / "affected_users.csv").read_text(encoding="utf-8-sig").count("\n") == 1  # a header: no one
     result = CliRunner().invoke(cli, ["analyze", "--out", str(out)])
     assert "removed the report" in result.output and not (out / "affected_users.csv").exists()
+
+
+def test_a_report_killed_half_way_goes_with_the_next_analysis(finished_run, tmp_path):
+    """A report records what it may write before it writes: the notification lists of one killed after its first
+    list were never listed as its files, and outlived the next analysis."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "all"]).exit_code == 0
+    assert not (out / "notify").exists()
+    dies_after_a_list = (
+        "import importlib, os, signal, sys\n"
+        "report = importlib.import_module('pipeline.report')\n"
+        "write = report.copy_safe_csv\n"
+        "def copy_then_die(con, sql, path):\n"
+        "    write(con, sql, path)\n"
+        "    if path.parent.name == 'notify':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "report.copy_safe_csv = copy_then_die\n"
+        "report.report(sys.argv[1], progress=False)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", dies_after_a_list, str(out)], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "affected_users.csv").is_file() and len(list((out / "notify").glob("*.csv"))) == 1
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "2023-03-20T00:00Z/2023-03-20T00:01Z"])
+    assert result.exit_code == 0, result.output
+    assert "removed the report of the previous analysis" in result.output
+    assert not (out / "affected_users.csv").exists() and not (out / "notify").exists()
 
 
 def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, tmp_path):
