@@ -80,7 +80,11 @@ def locked(out: Path, stage: str) -> Iterator[None]:
             with _held_guard:
                 _held[out] = (me, _held[out][1] - 1)
         return
-    with open(out / LOCK_NAME, "a+") as handle:
+    try:  # never through a link: the lock file is truncated, and a planted link could point anywhere
+        descriptor = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise WhosawError(f"cannot lock {out / LOCK_NAME} ({exc.strerror or exc.__class__.__name__})") from None
+    with os.fdopen(descriptor, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -207,7 +211,13 @@ def roll_back_interrupted_ingest(out: Path) -> list[str]:
     removed: list[str] = []
     journal_path = pending / "journal.json"
     if journal_path.is_file():  # no journal: killed before the commit began, nothing in the lake changed
-        journal = read_json_object(journal_path, "an ingest journal")
+        try:
+            journal = read_json_object(journal_path, "an ingest journal")
+        except WhosawError:
+            raise WhosawError(
+                f"an ingest into {out} was killed and its journal {journal_path} is damaged: whosaw cannot tell "
+                f"what to undo; move {out / PENDING_NAME} away and ingest the same files into a new --out"
+            ) from None
         manifest = load_manifest(out)
         runs = {entry.get("run") for entry in manifest.get("files") or []}
         runs.add((manifest.get("ingest") or {}).get("run"))

@@ -1,4 +1,5 @@
-"""manifest.json's output hashes: kept up to date with the files on disk, without re-hashing unchanged files."""
+"""manifest.json's output hashes: kept up to date with the files on disk, without re-hashing unchanged files;
+OUT's lock and the ingest journal."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import hashlib
 import json
 import os
 
-from pipeline.manifest import MANIFEST_NAME, update_manifest
+import pytest
+
+from pipeline.errors import WhosawError
+from pipeline.manifest import LOCK_NAME, MANIFEST_NAME, PENDING_NAME, locked, update_manifest
 
 
 def _sha(path) -> str:
@@ -96,3 +100,24 @@ def test_a_journal_never_moves_a_file_from_outside_out(tmp_path):
         pass
     assert victim.read_text() == "not whosaw's\n"
     assert not (out / "rejects" / "requests.csv").exists() and not (out / PENDING_NAME).exists()
+
+
+def test_the_lock_never_follows_a_link(tmp_path):
+    """The lock file is truncated when taken: a link planted in its place must not truncate what it points to."""
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("precious\n")
+    (out / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(WhosawError, match="cannot lock"):
+        with locked(out, "analyze"):
+            pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_damaged_journal_says_what_to_do(tmp_path):
+    out = tmp_path / "out"
+    (out / PENDING_NAME).mkdir(parents=True)
+    (out / PENDING_NAME / "journal.json").write_text('{"run": "x", "crea')
+    with pytest.raises(WhosawError, match="was killed and its journal .* is damaged"):
+        with locked(out, "analyze"):
+            pass
