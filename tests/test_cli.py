@@ -109,6 +109,21 @@ def _edit_manifest(out: Path, **sections) -> None:
     (out / "manifest.json").write_text(json.dumps({**manifest, **sections}))
 
 
+def _run_stopped(out: Path, module: str, name: str, replacement: str, call: str) -> subprocess.CompletedProcess:
+    """``call`` on ``out`` (``sys.argv[1]``) in a fresh interpreter, with ``module.name`` replaced by the Python
+    expression ``replacement`` (``original``, ``os`` and ``signal`` at hand): a real process, stopped by a real
+    signal at the moment the test chooses."""
+    script = (
+        "import importlib, os, signal, sys\n"
+        f"module = importlib.import_module({module!r})\n"
+        f"original = module.{name}\n"
+        f"module.{name} = {replacement}\n"
+        f"{call}\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
 def _junk(path: Path) -> None:
     path.unlink()
     path.write_text("junk\n")
@@ -167,18 +182,12 @@ def test_a_report_killed_half_way_goes_with_the_next_analysis(finished_run, tmp_
     out = _damaged(finished_run, tmp_path, lambda out: None)
     assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "all"]).exit_code == 0
     assert not (out / "notify").exists()
-    dies_after_a_list = (
-        "import importlib, os, signal, sys\n"
-        "report = importlib.import_module('pipeline.report')\n"
-        "write = report.copy_safe_csv\n"
-        "def copy_then_die(con, sql, path):\n"
-        "    write(con, sql, path)\n"
-        "    if path.parent.name == 'notify':\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "report.copy_safe_csv = copy_then_die\n"
-        "report.report(sys.argv[1], progress=False)\n"
+    killed = _run_stopped(  # killed once it has written its first notification list
+        out, "pipeline.report", "copy_safe_csv",
+        "lambda con, sql, path: (original(con, sql, path), path.parent.name == 'notify' "
+        "and os.kill(os.getpid(), signal.SIGKILL))",
+        "module.report(sys.argv[1], progress=False)",
     )
-    killed = subprocess.run([sys.executable, "-c", dies_after_a_list, str(out)], capture_output=True)
     assert killed.returncode == -signal.SIGKILL
     assert (out / "affected_users.csv").is_file() and len(list((out / "notify").glob("*.csv"))) == 1
     result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "2023-03-20T00:00Z/2023-03-20T00:01Z"])
@@ -363,15 +372,10 @@ def test_an_analysis_interrupted_while_writing_leaves_the_previous_one_whole(fin
     exposures under the counts of the old. Now nothing of the interrupted analysis reaches OUT."""
     out = _damaged(finished_run, tmp_path, lambda out: None)
     before = {p.name: p.read_bytes() for p in (out / "exposures.parquet", out / "exposures.csv", out / "summary.json")}
-    script = (
-        "import os, signal, sys\n"
-        "from pipeline.analyze import analyze\n"
-        "module = sys.modules['pipeline.analyze']\n"
-        "module.copy_safe_csv = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n"
-        "analyze(sys.argv[1], window='2023-03-20T02:00Z/2023-03-20T03:00Z')\n"
+    done = _run_stopped(
+        out, "pipeline.analyze", "copy_safe_csv", "lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)",
+        "module.analyze(sys.argv[1], window='2023-03-20T02:00Z/2023-03-20T03:00Z')",
     )
-    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
     assert "KeyboardInterrupt" in done.stderr, done.stderr
     assert {name: (out / name).read_bytes() for name in before} == before
     result = CliRunner().invoke(cli, ["report", "--out", str(out)])
@@ -386,15 +390,10 @@ def test_scratch_left_by_a_killed_analysis_goes_with_the_next_stage(finished_run
     who saw whose data) for good: only an ingest cleared its own kind of scratch. Any stage that takes OUT's
     lock now clears it: no other stage can be using it."""
     out = _damaged(finished_run, tmp_path, lambda out: None)
-    script = (
-        "import os, signal, sys\n"
-        "from pipeline.analyze import analyze\n"
-        "module = sys.modules['pipeline.analyze']\n"
-        "module.update_manifest = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "analyze(sys.argv[1], window='all')\n"
+    done = _run_stopped(
+        out, "pipeline.analyze", "update_manifest", "lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)",
+        "module.analyze(sys.argv[1], window='all')",
     )
-    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert [p.name.split("-")[0] for p in (out / ".tmp").iterdir()] == ["analysis"]
     CliRunner().invoke(cli, ["report", "--out", str(out)])
