@@ -769,10 +769,8 @@ def analysis_views(
         if con is not None:
             con.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             (out / ".tmp").rmdir()
-        except OSError:
-            pass
 
 
 def analyze(
