@@ -942,6 +942,8 @@ def _ingest_kind(
     extra += [(kind, str(f.path), 1, f.header_reason, f.header_raw) for f in files if f.header_raw is not None]
     if extra:  # gzip damage, a first line that is not a header
         con.executemany("INSERT INTO new_rejects VALUES (?, ?, ?, ?, ?)", extra)
+    for path, count in _drop_known_rejects(con, kind, out):
+        by_path[path].duplicates += count
     for path, count in con.execute(
         "SELECT source_file, count(*) FROM new_rejects WHERE kind = ? GROUP BY 1", [kind]
     ).fetchall():
@@ -1151,7 +1153,7 @@ def _drop_duplicates(
         return
     by_path = {str(f.path): f for f in files}
     for path, count in drops:
-        by_path[path].duplicates = count
+        by_path[path].duplicates += count
     holding = con.execute(
         f"SELECT DISTINCT filename FROM read_parquet({_list([str(p) for p in staged])}, filename = true, "
         "hive_partitioning = false) SEMI JOIN dup_rows USING (source_file, source_line)"
@@ -1175,6 +1177,24 @@ def _drop_duplicates(
 
 
 # ---------------------------------------------------------------------------------------------- rejects
+
+
+def _drop_known_rejects(con: duckdb.DuckDBPyConnection, kind: str, out: Path) -> list[tuple[str, int]]:
+    """Take out of this run's rejects the lines an earlier run already rejected (same file, line, reason and
+    text: a file that grew since is read again whole) and return their count per file. They are listed once in
+    ``rejects/`` and counted as duplicates, lines already accounted for, as the file's earlier good lines are."""
+    earlier = out / "rejects" / f"{kind}.parquet"
+    if not earlier.is_file():
+        return []
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE known_rejects AS SELECT n.rowid AS row_id, n.source_file FROM new_rejects n "
+        f"SEMI JOIN read_parquet({_lit(str(earlier))}) e ON n.source_file = e.source_file "
+        "AND n.source_line = e.source_line AND n.reason = e.reason AND n.raw IS NOT DISTINCT FROM e.raw "
+        f"WHERE n.kind = {_lit(kind)}"
+    )
+    counts = con.execute("SELECT source_file, count(*) FROM known_rejects GROUP BY 1").fetchall()
+    con.execute("DELETE FROM new_rejects WHERE rowid IN (SELECT row_id FROM known_rejects)")
+    return counts
 
 
 def _write_rejects(con: duckdb.DuckDBPyConnection, out: Path) -> None:

@@ -775,6 +775,23 @@ def test_a_log_that_grew_keeps_only_its_new_lines(tmp_path):
     assert [(r["request_id"], r["source_line"]) for r in lake(out, "requests")] == [("r1", 1), ("r2", 2), ("r3", 3)]
 
 
+def test_a_log_that_grew_lists_its_old_bad_lines_once(tmp_path):
+    """Read again whole, a grown file's bad lines are already in rejects/: counted as duplicates, not listed twice."""
+    out = tmp_path / "out"
+    path = write(tmp_path / "requests.jsonl", [req("r1"), "{not json", req("r2"), req("r9", ts="soon")])
+    run(path, out)
+    write(path, [req("r1"), "{not json", req("r2"), req("r9", ts="soon"), "[]", req("r3"), "{not json"])
+    result = run(path, out)
+    files = [f for f in result.manifest["files"] if f["path"] == str(path.absolute())]
+    assert [(f["lines"], f["kept"], f["duplicates"], f["rejected"]) for f in files] == [(4, 2, 0, 2), (7, 1, 4, 2)]
+    assert rejects(out, "requests") == [
+        ("requests.jsonl", 2, "invalid_json"), ("requests.jsonl", 4, "bad_ts"),
+        ("requests.jsonl", 5, "not_an_object"), ("requests.jsonl", 7, "invalid_json"),
+    ]
+    csv_lines = (out / "rejects" / "requests.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 4
+
+
 def test_the_same_file_twice_in_one_run_is_read_once(tmp_path):
     a = write(tmp_path / "a" / "requests.jsonl", [req("r1")])
     b = tmp_path / "b" / "requests.jsonl"
