@@ -46,6 +46,7 @@ from .analyze import (
     resolve_config,
 )
 from .config import Config, Window
+from .manifest import locked
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
 TIMELINE_COMPARED = (
@@ -164,25 +165,28 @@ def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
             spark=None) -> dict[str, Any]:
     """Analyse ``out``'s lake with DuckDB and with Spark; return what differs (empty lists, equal counts: same).
-    Nothing in ``out`` changes: the DuckDB side is queried on its connection, not written."""
+    Nothing in ``out`` changes but its lock file (``.ingest.lock``): the DuckDB side is queried on its connection,
+    not written. The lock keeps a concurrent ingest from changing the lake between the two engines' reads, and a
+    concurrent stage's scratch clean-up from removing the DuckDB side's spill folder."""
     out = Path(out)
-    cfg = resolve_config(out, config)
-    with analysis_views(out, cfg, resolve_analysis_window(window, cfg)) as (con, _):
-        summary = build_summary(con)
-        exposures = con.execute(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures_in_window").df()
-        duck_rows = _normal(exposures, EXPOSURE_COLUMNS)
-        duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
-    own = spark is None
-    spark = spark or session()
-    try:
-        run(spark, out, config, window)
-        spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
-        window_row = spark.sql("SELECT window_start, window_end, window_method FROM chosen_window").toPandas()
-        near = spark.sql("SELECT count(*) AS n FROM near_misses WHERE in_window").toPandas()["n"][0]
-        buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
-    finally:
-        if own:
-            spark.stop()
+    with locked(out, "spark compare"):
+        cfg = resolve_config(out, config)
+        with analysis_views(out, cfg, resolve_analysis_window(window, cfg)) as (con, _):
+            summary = build_summary(con)
+            exposures = con.execute(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures_in_window").df()
+            duck_rows = _normal(exposures, EXPOSURE_COLUMNS)
+            duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
+        own = spark is None
+        spark = spark or session()
+        try:
+            run(spark, out, config, window)
+            spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
+            window_row = spark.sql("SELECT window_start, window_end, window_method FROM chosen_window").toPandas()
+            near = spark.sql("SELECT count(*) AS n FROM near_misses WHERE in_window").toPandas()["n"][0]
+            buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
+        finally:
+            if own:
+                spark.stop()
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
         return set(map(tuple, frame.values.tolist()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 from pathlib import Path
 
 import duckdb
@@ -29,7 +30,7 @@ from pipeline.analyze import (
 from pipeline.config import Window, config_from_dict
 from pipeline.errors import WhosawError
 from pipeline.ingest import ingest
-from pipeline.manifest import load_manifest, save_manifest
+from pipeline.manifest import LOCK_NAME, load_manifest, locked, save_manifest
 from pipeline.safecsv import read_safe_csv
 from pipeline.schema import EXPOSURE_COLUMNS
 from pipeline.simulate import simulate
@@ -909,13 +910,39 @@ def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_
 
 # ----------------------------------------------------------------------------------------- Spark
 
+
+def _mtimes_but_lock(out: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.name != LOCK_NAME}
+
+
+def test_spark_compare_is_refused_while_a_stage_writes(incident, tmp_path):
+    """compare reads the lake twice (DuckDB, then Spark): a concurrent ingest must not change it in between."""
+    _, lake, _, _ = incident
+    out = _variant(lake, tmp_path / "out", ())
+    holding, release = threading.Event(), threading.Event()
+
+    def ingest_running() -> None:
+        with locked(out, "ingest"):
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=ingest_running)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(WhosawError, match="another ingest"):
+            compare(out)
+    finally:
+        release.set()
+        holder.join()
+
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path):
     logs, lake, truth, expected = incident
     out = _variant(lake, tmp_path / "out", ())
-    before = {path: path.stat().st_mtime_ns for path in out.rglob("*")}
+    before = _mtimes_but_lock(out)
     result = compare(out, logs / "incident.toml", window="auto")
-    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == before  # compare writes nothing there
+    assert _mtimes_but_lock(out) == before  # compare writes nothing there but its lock
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"]["spark"] == result["exposures"]["duckdb"] == len(expected)
     assert result["window"]["spark"] == result["window"]["duckdb"]
