@@ -250,7 +250,9 @@ def report(out, progress) -> None:
 @handle_errors
 def simulate(out, **options) -> None:
     """Write a synthetic incident (logs, config, users, grants) with its ground truth."""
-    chosen = {name: value for name, value in options.items() if value not in (None, False)}
+    # Left out: what was not given (None) and an unset --messy. Not `value not in (None, False)`: 0 == False, so
+    # that dropped --cancel-rate 0 (a control incident with no abandoned call) for the default 0.02.
+    chosen = {name: value for name, value in options.items() if value is not None and value is not False}
     truth = _api().simulate(out, **chosen)
     counts = truth.get("counts", {})
     click.echo(f"simulated incident written to {out}")

@@ -637,3 +637,16 @@ def test_ingest_counts_what_messy_injected(which, request, tmp_path):
         assert got[name]["kept"] == stats["records"], name
         assert got[name]["duplicates"] == stats["duplicates"], name
         assert got[name]["rejected"] == stats["rejected"], name
+
+
+def test_cli_simulate_keeps_a_zero_cancel_rate(tmp_path):
+    """--cancel-rate 0 is a control incident: no call is abandoned, so nothing crosses (0 is not "not given")."""
+    out = tmp_path / "control"
+    result = CliRunner().invoke(
+        cli, ["simulate", "--out", str(out), "--users", "30", "--requests", "800", "--cancel-rate", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    truth = json.loads((out / "ground_truth" / "summary.json").read_text(encoding="utf-8"))
+    assert truth["counts"]["exposures"] == 0
+    statuses = {json.loads(line)["status"] for line in (out / "cache.jsonl").read_text().splitlines()}
+    assert not statuses & {"cancelled", "timeout"}
