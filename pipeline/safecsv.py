@@ -20,6 +20,12 @@ if TYPE_CHECKING:  # pandas costs half a second to import; only the DataFrame he
 
 # A leading character a spreadsheet may treat as the start of a formula, plus the escape itself.
 _RISKY_FIRST = ("=", "+", "-", "@", "\t", "\r", "'")
+# DuckDB types whose cells are written as they are (a leading "-" is a negative number's, not a formula's);
+# every other type goes out as text, neutralised.
+_PLAIN_TYPES = frozenset(
+    "BOOLEAN TINYINT SMALLINT INTEGER BIGINT HUGEINT UTINYINT USMALLINT UINTEGER UBIGINT UHUGEINT FLOAT DOUBLE "
+    "DATE TIME INTERVAL NULL".split()
+)
 
 
 def neutralise(value: object) -> object:
@@ -65,11 +71,14 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
                 else f"CAST({quoted} AS TIMESTAMP)"
             )
             select.append(f"strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {quoted}")
-        elif dtype in ("VARCHAR", "TEXT") or dtype.endswith("[]"):
-            text = quoted if dtype in ("VARCHAR", "TEXT") else f"array_to_string({quoted}, ';')"
-            select.append(f"{sql_neutralise(text)} AS {quoted}")
+        elif dtype in _PLAIN_TYPES or dtype.startswith("DECIMAL"):
+            select.append(quoted)  # a number, a truth value, a date: no text a spreadsheet could run
         else:
-            select.append(quoted)
+            # Text, a list (joined with ';') and whatever else is written as text: an ENUM (a pandas categorical
+            # column), a BLOB (bytes), a UUID, a STRUCT... each is neutralised like text, since "=1+1" is as risky
+            # in a category as in a string.
+            text = f"array_to_string({quoted}, ';')" if dtype.endswith("[]") else f"CAST({quoted} AS VARCHAR)"
+            select.append(f"{sql_neutralise(text)} AS {quoted}")
     query = f"SELECT {', '.join(select)} FROM ({relation_sql})"
     written = path.with_name(path.name + ".part")
     # The rows in the order ``relation_sql`` gives them: the projection above it is not an ORDER BY of its own, so

@@ -84,3 +84,25 @@ def test_a_large_sorted_export_keeps_its_order(tmp_path):
     con.close()
     numbers = pd.read_csv(path, encoding="utf-8-sig")["i"].tolist()
     assert numbers == list(range(400000))
+
+
+def test_categorical_and_bytes_columns_are_neutralised_too(tmp_path):
+    """export_csv takes any frame: a pandas categorical column reaches DuckDB as an ENUM and bytes as a BLOB, and
+    their cells are as risky as text's; numbers stay numbers."""
+    from pipeline import export_csv
+
+    frame = pd.DataFrame(
+        {
+            "category": pd.Categorical(["=1+1", "@SUM(A1)", "plain"]),
+            "raw": [b"=HYPERLINK(1)", b"-2", b"ok"],
+            "n": [-1, 2, 3],
+            "share": [-0.5, 0.25, 1.0],
+        }
+    )
+    path = export_csv(frame, tmp_path / "cut.csv")
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    assert raw["category"].tolist() == ["'=1+1", "'@SUM(A1)", "plain"]
+    assert raw["raw"].tolist() == ["'=HYPERLINK(1)", "'-2", "ok"]
+    assert raw["n"].tolist() == ["-1", "2", "3"] and raw["share"].tolist() == ["-0.5", "0.25", "1.0"]
+    back = read_safe_csv(path)
+    assert back["category"].tolist() == ["=1+1", "@SUM(A1)", "plain"]
