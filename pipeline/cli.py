@@ -325,7 +325,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         rows.append(("near misses", f"{near['total']:,} (crossed replies that reached no one as data)"))
     outside = summary.get("outside_window", {})
     if isinstance(outside, dict) and outside.get("exposures"):
-        rows.append(("outside window", f"{outside['exposures']:,} exposures not counted above"))
+        rows.append(("outside window", f"{_counted(outside['exposures'], 'exposure')} not counted above"))
     if summary.get("served_items_without_connection"):
         rows.append(("no connection", f"{summary['served_items_without_connection']:,} served items name no host or "
                      "conn_id: the connection tier cannot see crossed replies among them"))

@@ -479,7 +479,7 @@ def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
     summary = inputs.summary
     checks = [
         (
-            f"affected_users.csv has one row per affected owner ({facts.affected_rows:,} rows; summary: "
+            f"affected_users.csv has one row per affected owner ({_rows(facts.affected_rows)}; summary: "
             f"{summary.get('affected_owners', 0):,})",
             facts.affected_rows == summary.get("affected_owners", 0),
         ),
@@ -489,12 +489,11 @@ def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
             exposure_sum == summary.get("exposures", 0) == facts.exposure_rows,
         ),
         (
-            f"viewers.csv has one row per signed-in viewer ({signed:,} rows; summary: "
-            f"{summary.get('viewers', 0):,})",
+            f"viewers.csv has one row per signed-in viewer ({_rows(signed)}; summary: {summary.get('viewers', 0):,})",
             signed == summary.get("viewers", 0),
         ),
         (
-            f"viewers.csv has one row per anonymous viewer session ({anonymous:,} rows; summary: "
+            f"viewers.csv has one row per anonymous viewer session ({_rows(anonymous)}; summary: "
             f"{summary.get('anonymous_viewer_sessions', 0):,})",
             anonymous == summary.get("anonymous_viewer_sessions", 0),
         ),
@@ -777,6 +776,27 @@ def _count(value: Any, noun: str, key: tuple[str, ...] | None = None, plural: st
     return [Num(value, key=key), " ", noun if value == 1 else (plural or noun + "s")]
 
 
+def _rows(n: int) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def _verb(value: Any, one: str, many: str) -> str:
+    """The verb that agrees with a count: ``1 row rests``, ``2 rows rest``."""
+    return one if value == 1 else many
+
+
+def _sentence(text: Any) -> str:
+    """A summary description as a sentence of the report: capitalised, closed with a full stop, the ``auto:``
+    tag (the method, said already) left out; empty for no text."""
+    text = str(text or "").strip()
+    if text.startswith("auto:"):
+        text = text[len("auto:") :].strip()
+    if not text:
+        return ""
+    return " " + text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
     affected = s.get("affected_owners", 0) or 0
     active = s.get("active_users")
@@ -814,7 +834,7 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
             Bold([Num(share, "share", ("share_of_active_users_affected",))]),
             " of the ",
             *_count(active, "user", ("active_users",)),
-            f" active in {period} were affected.",
+            f" active in {period} {_verb(active, 'was', 'were')} affected.",
         ]
     else:
         parts += [
@@ -829,7 +849,7 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
                     ")",
                 ]
             ),
-            " were affected.",
+            f" {_verb(affected_active, 'was', 'were')} affected.",
         ]
         if affected_active != affected:
             parts += [
@@ -1109,8 +1129,9 @@ def _countries_section(facts: _Facts) -> list[Any]:
         blocks.append(
             Para(
                 [
-                    Num(facts.directory_duplicates),
-                    " user ids appear more than once in the users directory; the first row of each was used.",
+                    *_count(facts.directory_duplicates, "user id"),
+                    f" {_verb(facts.directory_duplicates, 'appears', 'appear')} more than once in the users "
+                    "directory; the first row of each was used.",
                 ],
                 "note",
             )
@@ -1206,22 +1227,25 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         "auto": "found from the data",
         "all": "not limited: all time in the logs",
     }.get(window.get("method"), str(window.get("method")))
-    description = f" {window['description']}" if window.get("description") else ""
+    # How an automatic window was found (or why none was); for the other methods the description says no more
+    # than method_text does ("from the config's [window]"), so it is not repeated.
+    description = _sentence(window.get("description")) if window.get("method") == "auto" else ""
     if window.get("start") or window.get("end"):
         bounds = Bold([_fmt_time(window.get("start")), " to ", _fmt_time(window.get("end"))])
         blocks.append(
-            Para(
-                ["Exposure window: ", bounds, f" (start included, end excluded), {method_text}.", description]
-            )
+            Para(["Exposure window: ", bounds, f" (start included, end excluded), {method_text}.", description])
         )
     else:
+        if window.get("method") == "auto":  # looked for, and not found: the data gave no window
+            method_text, advice = "none was found in the data", "--window START/END"
+        else:
+            advice = "--window START/END or --window auto"
         blocks.append(
             Para(
                 [
                     f"Exposure window: {method_text}.",
                     description,
-                    " Every exposure in the logs counts; to limit them to the incident, rerun with --window "
-                    "START/END or --window auto.",
+                    f" Every exposure in the logs counts; to limit them to the incident, rerun with {advice}.",
                 ]
             )
         )
@@ -1281,8 +1305,8 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 "request's session at that moment (sessions log, else the request's user). It is an exposure "
                 "when the owner is someone else, no grant covers it, and it falls in the window. The "
                 "category is that of the value actually served, not of the key asked for. ",
-                Num(s.get("ambiguous_rows", 0), key=("ambiguous_rows",)),
-                " rows rest on ambiguous evidence and ",
+                *_count(s.get("ambiguous_rows", 0), "row", ("ambiguous_rows",)),
+                f" {_verb(s.get('ambiguous_rows', 0), 'rests', 'rest')} on ambiguous evidence and ",
                 Num(s.get("conflict_rows", 0), key=("conflict_rows",)),
                 " on conflicting evidence; they are kept and labelled (evidence column, flagged_rows in "
                 "affected_users.csv) rather than guessed.",
@@ -1294,8 +1318,8 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         blocks.append(
             Para(
                 [
-                    Num(unknown, key=("unknown_viewer_reads",)),
-                    " served reads came from requests missing from the requests log, so their viewer is "
+                    *_count(unknown, "served read", ("unknown_viewer_reads",)),
+                    " came from requests missing from the requests log, so their viewer is "
                     "unknown; they are counted, not dropped, and appear in viewers.csv as viewer_kind "
                     "'unknown' when they are exposures.",
                 ],
@@ -1329,8 +1353,8 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
     blocks.append(
         Para(
             [
-                Num(near.get("total", 0), key=("near_misses", "total")),
-                " near misses: replies that crossed but, as far as the logs show, reached no one as data. "
+                *_count(near.get("total", 0), "near miss", ("near_misses", "total"), "near misses"),
+                ": replies that crossed but, as far as the logs show, reached no one as data. "
                 "They are not exposures and are in near_misses.parquet.",
             ]
         )
@@ -1345,7 +1369,8 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 *_count(outside_n, "exposure", ("outside_window", "exposures")),
                 " of ",
                 *_count(outside.get("affected_owners", 0), "owner", ("outside_window", "affected_owners")),
-                " fall outside the window and are not in the lists (exposures_outside_window.parquet; by "
+                f" {_verb(outside_n, 'falls', 'fall')} outside the window and {_verb(outside_n, 'is', 'are')} not "
+                "in the lists (exposures_outside_window.parquet; by "
                 "category in the table above). ",
                 "Check on the timeline chart whether the window is too narrow." if outside_n else "",
             ],

@@ -398,3 +398,16 @@ def test_scratch_left_by_a_killed_analysis_goes_with_the_next_stage(finished_run
     assert [p.name.split("-")[0] for p in (out / ".tmp").iterdir()] == ["analysis"]
     CliRunner().invoke(cli, ["report", "--out", str(out)])
     assert not (out / ".tmp").exists()
+
+
+def test_one_exposure_outside_the_window_is_singular(finished_run, tmp_path):
+    """The summary's counts and their nouns agree: "1 exposure", not "1 exposures"."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    # the sample's first exposure is at 01:16:40.469098, the next a minute later: one falls outside
+    result = CliRunner().invoke(
+        cli, ["analyze", "--out", str(out), "--window", "2023-03-20T01:16:41Z/2023-03-20T10:00Z"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["outside_window"]["exposures"] == 1
+    line = next(line for line in result.output.splitlines() if line.startswith("outside window"))
+    assert line.split(None, 2)[2] == "1 exposure not counted above"

@@ -1109,3 +1109,79 @@ def test_a_label_the_font_cannot_draw_prints_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert (tmp_path / "out" / "charts" / "countries.png").is_file()
+
+
+def _report_text(out: Path, **summary_changes) -> str:
+    """report.md of the hand-built analysis in ``out`` with summary.json changed as given, one line per
+    paragraph, Markdown's escapes undone."""
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    (out / "summary.json").write_text(json.dumps({**summary, **summary_changes}), encoding="utf-8")
+    pipeline.report(out, progress=False)
+    return (out / "report.md").read_text(encoding="utf-8").replace("\\", "")
+
+
+def test_counts_of_one_take_the_singular(tmp_path):
+    """A count of one reads "1 row rests", "1 near miss", "1 (x%) was affected": not "1 rows rest"."""
+    rows = [("2023-03-20T01:10:00Z", "r1", "sess-b", "u2", "u1", "payment_info", "high", "digest-ambiguous")]
+    users = [*USERS, ("u6", "other@example.com", "Other", "IE", "en-IE")]  # u6 twice: one duplicated id
+    out = build_analysis(tmp_path / "out", rows, users)
+    text = _report_text(
+        out,
+        active_users=1,
+        affected_active_users=1,
+        share_of_active_users_affected=1.0,
+        ambiguous_rows=1,
+        unknown_viewer_reads=1,
+        near_misses={"total": 1, "by_kind": {"failed": 1}, "by_category": {"payment_info": 1}},
+        outside_window={"exposures": 1, "affected_owners": 1, "by_category": {"payment_info": 1}},
+    )
+    assert "Of the 1 user active in that window, **1 (100.00%)** was affected." in text
+    assert "1 row rests on ambiguous evidence and 0 on conflicting evidence" in text
+    assert "1 served read came from requests missing from the requests log" in text
+    assert "1 near miss: replies that crossed" in text
+    assert "1 exposure of 1 owner falls outside the window and is not in the lists" in text
+    assert "1 user id appears more than once in the users directory" in text
+    for wrong in ("1 rows", "1 served reads", "1 near misses", "1 user ids", "1 exposures", "were affected"):
+        assert wrong not in text, wrong
+
+
+@pytest.mark.parametrize(
+    ("window", "says", "never"),
+    [
+        (
+            {"start": T0, "end": T1, "method": "config", "description": "from the config's [window]"},
+            "(start included, end excluded), given in the incident config ([window]).\n",
+            "from the config's",
+        ),
+        (
+            {"start": T0, "end": T1, "method": "cli", "description": "given with --window"},
+            "(start included, end excluded), given on the command line (--window).\n",
+            "given with --window",
+        ),
+        (
+            {"start": None, "end": None, "method": "all", "description": "all time in the logs (a to b)"},
+            "Exposure window: not limited: all time in the logs. Every exposure in the logs counts; to limit them "
+            "to the incident, rerun with --window START/END or --window auto.\n",
+            "(a to b)",
+        ),
+        (
+            {"start": T0, "end": T1, "method": "auto", "description": "auto: the stretch of buckets; it runs on"},
+            "(start included, end excluded), found from the data. The stretch of buckets; it runs on.\n",
+            "auto:",
+        ),
+        (
+            {"start": None, "end": None, "method": "auto", "description": "auto: no crossed replies in the logs"},
+            "Exposure window: none was found in the data. No crossed replies in the logs. Every exposure in the "
+            "logs counts; to limit them to the incident, rerun with --window START/END.\n",
+            "found from the data",
+        ),
+    ],
+)
+def test_the_window_paragraph_is_one_sentence_per_fact(tmp_path, window, says, never):
+    """How the window was chosen, said once, as sentences: not "..., given in the incident config ([window]).
+    from the config's [window]", and an automatic search that found nothing is not "found from the data"."""
+    out = build_analysis(tmp_path / "out")
+    text = _report_text(out, window=window)
+    paragraph = text.split("### The window\n\n", 1)[1].split("\n", 1)[0] + "\n"
+    assert paragraph.endswith(says), paragraph
+    assert never not in paragraph
