@@ -411,3 +411,16 @@ def test_one_exposure_outside_the_window_is_singular(finished_run, tmp_path):
     assert json.loads((out / "summary.json").read_text())["outside_window"]["exposures"] == 1
     line = next(line for line in result.output.splitlines() if line.startswith("outside window"))
     assert line.split(None, 2)[2] == "1 exposure not counted above"
+
+
+def test_python_dash_m_pipeline_is_the_whosaw_command(tmp_path):
+    """`python -m pipeline` runs the CLI (a checkout used without `pip install`), with whosaw's own errors."""
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and f"whosaw, version {__version__}" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "pipeline", "report", "--out", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("whosaw: error:") and "Traceback" not in bad.stderr
