@@ -288,11 +288,15 @@ def _breakdown(counts: dict[str, int], order: tuple[str, ...] = ()) -> str:
 def _print_summary(summary: dict[str, Any]) -> None:
     window = summary.get("window", {})
     span = f"{window.get('start') or '-'} / {window.get('end') or '-'}"
-    if not (window.get("start") or window.get("end")) and summary.get("data_span"):
-        data = summary["data_span"]
-        span = f"all time in the logs: {data.get('start') or '-'} / {data.get('end') or '-'}"
+    method = window.get("method", "-")
+    if not (window.get("start") or window.get("end")):
+        if summary.get("data_span"):
+            data = summary["data_span"]
+            span = f"all time in the logs: {data.get('start') or '-'} / {data.get('end') or '-'}"
+        if method == "auto":  # looked for and not found: not a window the data gave
+            method = "auto found no window"
     rows = [
-        ("window", f"{span} ({window.get('method', '-')})"),
+        ("window", f"{span} ({method})"),
         ("active users", f"{summary.get('active_users', 0):,}"),
     ]
     by_category = _breakdown(summary.get("exposures_by_category", {}))

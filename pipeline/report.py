@@ -1036,16 +1036,24 @@ def _by_category(s: dict[str, Any], facts: _Facts) -> list[Any]:
 
 def _charts_section(s: dict[str, Any]) -> list[Any]:
     window = s.get("window") or {}
+    if window.get("start") or window.get("end"):  # the chart shades the window only when it has a bound
+        shading = (
+            f"Shaded: the exposure window ({window.get('method', 'n/a')}). Exposures outside the shaded window are "
+            "not in the lists."
+        )
+        alt = "Crossed replies and exposures over time, with the exposure window shaded"
+    else:
+        shading = "Nothing is shaded: there is no window, and every exposure in the logs is in the lists."
+        alt = "Crossed replies and exposures over time"
     return [
         Heading(2, "Charts"),
         Figure(
             "timeline",
-            "Crossed replies and exposures over time, with the exposure window shaded",
+            alt,
             "Top: crossed replies (a read that received another call's reply) per time bucket, with the "
             "baseline (the quiet level) and the level above which a bucket counts as elevated, for reference: "
             "the auto window is chosen by a scan statistic over all buckets, not by that level. Bottom: "
-            f"exposures and near misses. Shaded: the exposure window ({window.get('method', 'n/a')}). "
-            "Exposures outside the shaded window are not in the lists.",
+            f"exposures and near misses. {shading}",
         ),
         Figure(
             "categories_evidence",

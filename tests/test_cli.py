@@ -424,3 +424,32 @@ def test_python_dash_m_pipeline_is_the_whosaw_command(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("whosaw: error:") and "Traceback" not in bad.stderr
+
+
+def test_an_auto_window_that_found_none_says_so(tmp_path):
+    """Logs without a crossed reply: `--window auto` finds no window, and neither the summary line nor the
+    timeline's caption presents all time as a window found from the data."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    requests, cache = [], []
+    for i, user in enumerate(["u1", "u2", "u3"]):
+        ts = f"2023-03-20T01:0{i}:00Z"
+        requests.append({"ts": ts, "request_id": f"r{i}", "session_id": f"s{i}", "user_id": user, "status": 200})
+        key = f"user:{user}:titles"
+        read = {"ts": ts, "request_id": f"r{i}", "op": "GET", "key": key, "status": "ok", "conn_id": str(i)}
+        cache.append({**read, "host": "web-1", "value_owner": user})
+    (logs / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests), encoding="utf-8")
+    (logs / "cache.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cache), encoding="utf-8")
+    (logs / "incident.toml").write_text(
+        "[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n", encoding="utf-8"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["run", str(logs), "--config", str(logs / "incident.toml"), "--out", str(out), "--window", "auto"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["window"]["start"] is None
+    window_line = next(line for line in result.output.splitlines() if line.startswith("window"))
+    assert window_line.endswith("(auto found no window)"), window_line
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "Shaded: the exposure window" not in report and "Nothing is shaded: there is no window" in report
