@@ -27,7 +27,8 @@ the patterns must be constant literals, quoted per engine), and writing the outp
 Input views the SQL expects (registered by :func:`register_inputs`):
 ``requests_lake``, ``cache_lake``, ``sessions_lake`` (lake columns + source_file/source_line; an empty typed
 table when a kind has no files), ``key_rule_matches`` (key, rule_order, category, severity, owner_from_key,
-resource_id: every distinct cache key that a ``[[keys]]`` rule matches, first rule by config order),
+resource_id, names_owner: every distinct cache key that a ``[[keys]]`` rule matches, first rule by config order;
+names_owner is false for a rule with neither an owner nor a resource group, a family whose data is nobody's),
 ``ownership_table`` (resource_id, owner_id, valid_from, valid_to), ``grants_table`` (owner_id, viewer_id,
 category, valid_from, valid_to), ``cache_ops`` (op, is_read, is_write, is_reset) and ``params`` (one row:
 window_start, window_end, window_method, bucket_seconds).
@@ -257,7 +258,8 @@ def quote_spark_pattern(pattern: str) -> str:
 def key_rule_sql(
     rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake", quote_pattern=None
 ) -> str:
-    """SELECT for ``key_rule_matches``: each distinct key with the first rule (config order) that matches.
+    """SELECT for ``key_rule_matches``: each distinct key with the first rule (config order) that matches, and
+    whether that rule names an owner (an owner or a resource group: ``names_owner``).
 
     The patterns are literals (DuckDB compiles a constant regex once; a pattern taken from a column is
     compiled per row), so this SQL is generated per engine with that engine's quoting; ``quote_pattern``
@@ -269,7 +271,7 @@ def key_rule_sql(
         return (
             "SELECT key, CAST(NULL AS INT) AS rule_order, CAST(NULL AS STRING) AS category, "
             "CAST(NULL AS STRING) AS severity, CAST(NULL AS STRING) AS owner_from_key, "
-            f"CAST(NULL AS STRING) AS resource_id FROM {keys} WHERE false"
+            f"CAST(NULL AS STRING) AS resource_id, CAST(NULL AS BOOLEAN) AS names_owner FROM {keys} WHERE false"
         )
     ordered = sorted(rules, key=lambda rule: rule.order)
     first = " ".join(f"WHEN regexp_like(key, {quote_pattern(r.sql_pattern)}) THEN {r.order}" for r in ordered)
@@ -288,7 +290,8 @@ def key_rule_sql(
         f"{by_rule(lambda r: quote(r.category))} AS category, "
         f"{by_rule(lambda r: quote(r.severity))} AS severity, "
         f"{by_rule(lambda r: group(r, r.owner_group))} AS owner_from_key, "
-        f"{by_rule(lambda r: group(r, r.resource_group))} AS resource_id "
+        f"{by_rule(lambda r: group(r, r.resource_group))} AS resource_id, "
+        f"{by_rule(lambda r: 'true' if r.owner_group or r.resource_group else 'false')} AS names_owner "
         f"FROM (SELECT key, CASE {first} ELSE NULL END AS rule_order FROM {keys}) AS keyed "
         "WHERE rule_order IS NOT NULL"
     )

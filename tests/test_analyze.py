@@ -384,6 +384,34 @@ def test_public_key_carrying_someones_data(tmp_path):
     assert exp.set_index("request_id").loc["r3", "severity"] == "unknown"
 
 
+def test_a_public_key_carrying_someones_data_is_a_crossed_reply(tmp_path):
+    """A key of a family that names no owner ('^public:') holds nobody's data: a value naming an owner is a crossed
+    reply (design.md), counted as such, a near miss when it reached no one, and seen by the auto window. A key no
+    rule matches has an unknown owner: its value naming the viewer is no crossed reply."""
+    D = "f" * 64  # noqa: N806
+    cache = [
+        call(T(0, 1), "w1", "billing:carol", op="SET", value_sha256=D, conn="w"),
+        call(T(0, 2), "r1", "public:motd", value_owner="alice", conn="c1"),  # exposure (value_owner)
+        call(T(0, 3), "r2", "public:banner", value_sha256=D, conn="c2"),  # exposure (digest)
+        call(T(0, 4), "r3", "public:motd", value_owner="dave", conn="c3"),  # its request answers 500
+        call(T(0, 5), "r4", "public:motd", value_owner="erin", status="error", conn="c4"),  # the read failed
+        call(T(0, 6), "r5", "unknown-family:1", value_owner="bob", conn="c5"),  # bob's own value
+    ]
+    requests = requests_for(cache, {r: "bob" for r in ("r1", "r2", "r3", "r4", "r5")} | {"w1": "carol"})
+    requests[[r["request_id"] for r in requests].index("r3")]["status"] = 500
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert pairs(exp) == {
+        ("r1", "bob", "alice", "public", "value_owner"),
+        ("r2", "bob", "carol", "payment_info", "digest"),
+    }
+    assert summary["crossed_replies"] == 4
+    near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet").sort_values("ts")
+    assert list(zip(near.request_id, near.kind, near.owner_id, strict=True)) == [
+        ("r3", "failed", "dave"), ("r4", "failed", "erin")]
+    timeline = pd.read_parquet(tmp_path / "out" / "timeline.parquet")
+    assert timeline.crossed_replies.sum() == 4
+
+
 def test_conflicting_tiers_are_labelled_not_guessed(tmp_path):
     cache = [
         call(T(0, 1), "ra", "user:alice:titles", "cancelled"),

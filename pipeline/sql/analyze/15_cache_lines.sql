@@ -4,6 +4,9 @@
 --   * the key's family (key_rule_matches, built from the config's [[keys]] by Python: first rule wins):
 --     key_category, key_severity, and key_owner = the rule's owner group, or the owner of the rule's resource
 --     group in ownership_intervals at the line's ts. No rule: 'uncategorized', severity 'unknown', no owner.
+--     key_ownerless_family: the key's rule names neither an owner nor a resource (e.g. '^public:'): its values
+--     are nobody's, so a value naming an owner is not that key's (50_notable_reads: crossed). Without a rule,
+--     or a resource nobody owns, the key's owner is unknown, not "nobody".
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW cache_lines AS
 SELECT
@@ -25,7 +28,8 @@ SELECT
     coalesce(o.is_reset, false) AS is_reset_op,
     coalesce(k.category, 'uncategorized') AS key_category,
     coalesce(k.severity, 'unknown') AS key_severity,
-    coalesce(k.owner_from_key, oi.owner_id) AS key_owner
+    coalesce(k.owner_from_key, oi.owner_id) AS key_owner,
+    coalesce(NOT k.names_owner, false) AS key_ownerless_family
 FROM cache_lake AS c
 INNER JOIN source_files AS f
     ON c.source_file = f.source_file

@@ -12,6 +12,7 @@ SELECT
     c.value_owner,
     c.is_read_op,
     c.key_owner,
+    c.key_ownerless_family,
     r.reply_line_id,
     r.reply_key,
     r.reply_is_read_op,

@@ -15,6 +15,7 @@ SELECT
     c.value_owner,
     c.is_read_op,
     c.key_owner,
+    c.key_ownerless_family,
     c.reply_line_id,
     c.reply_key,
     c.reply_is_read_op,

@@ -38,6 +38,7 @@ SELECT
     value_owner,
     is_read_op,
     key_owner,
+    key_ownerless_family,
     reply_line_id,
     reply_key,
     reply_is_read_op,

@@ -18,7 +18,8 @@
 -- 'digest-ambiguous' when the digest names several owners and no value_owner decides.
 -- value_key / category / severity: of the value served: the digest's key, else the reply call's key, else
 -- the key asked for.
--- crossed: the read received another call's reply, or its value names another owner than its key's.
+-- crossed: the read received another call's reply, or its value names another owner than its key's (a key of
+-- a family that names no owner, e.g. a public one, has nobody's values: any owner its value names is another).
 -- outcome: 'served' (a read op, status ok, data came back, the request answered below 500: a served item
 -- that reached its viewer), 'failed' (status error: the client threw the reply away and reset; or the
 -- request answered 5xx), 'not-data' (the reading op is no read op, or the reply it got was no data),
@@ -68,6 +69,8 @@ judged_reads AS (
                 AND owner_by_value <> owner_by_key THEN true
             WHEN owner_by_digest IS NOT NULL AND owner_by_key IS NOT NULL
                 AND owner_by_digest <> owner_by_key THEN true
+            -- a key of a family whose values are nobody's (a public key) carrying someone's value
+            WHEN key_ownerless_family AND (owner_by_value IS NOT NULL OR owner_by_digest IS NOT NULL) THEN true
             ELSE false
         END AS crossed,
         -- whose value was served: the digest's key, else the reply call's key, else the key asked for
