@@ -1105,8 +1105,10 @@ def _stage_parquet(
 
 
 def _as_text(expr: str, dtype: str) -> str:
-    """A typed Parquet value as the text the ingest rules read (timestamps as ISO-8601)."""
-    if dtype in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+    """A typed Parquet value as the text the ingest rules read (timestamps as ISO-8601). A column with a zone, in
+    any unit (DuckDB names nanoseconds ``TIMESTAMPTZ_NS``: pandas' default), is written in UTC with its ``Z``: as
+    wall time in the source's zone, the hour repeated when clocks go back would be read as the later one."""
+    if dtype.startswith("TIMESTAMP") and (dtype.startswith("TIMESTAMPTZ") or dtype.endswith("WITH TIME ZONE")):
         return f"strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ')"
     if dtype.startswith("TIMESTAMP"):
         return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%f')"

@@ -1044,6 +1044,18 @@ def test_parquet_rows_typed_times_and_rejects(tmp_path):
     assert (entry(result, path)["lines"], entry(result, path)["kept"]) == (4, 2)
 
 
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_parquet_times_with_a_zone_keep_their_instant_in_any_unit(tmp_path, unit):
+    """A zoned nanosecond column (pandas' default; DuckDB's TIMESTAMPTZ_NS) was read as wall time in the source's
+    zone: in the hour repeated when clocks go back, 08:30Z became 09:30Z."""
+    moments = [utc(2023, 11, 5, 8, 30), utc(2023, 11, 5, 9, 30)]  # both 01:30 in Los Angeles (PDT, then PST)
+    path = tmp_path / "requests.parquet"
+    pq.write_table(pa.table({"ts": pa.array(moments, pa.timestamp(unit, tz="UTC")), "request_id": ["r1", "r2"]}), path)
+    cfg = config_from_dict({"sources": {"requests": {"timezone": "America/Los_Angeles"}}})
+    run(path, tmp_path / "out", config=cfg)
+    assert [r["ts"] for r in lake(tmp_path / "out", "requests")] == moments
+
+
 def test_a_file_that_only_repeats_the_lake_adds_nothing(tmp_path):
     out = tmp_path / "out"
     run(write(tmp_path / "a" / "requests.jsonl", [req("r1"), req("r2")]), out)
