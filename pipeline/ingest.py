@@ -1112,6 +1112,10 @@ def _as_text(expr: str, dtype: str) -> str:
         return f"strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ')"
     if dtype.startswith("TIMESTAMP"):
         return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%f')"
+    if dtype in ("FLOAT", "DOUBLE"):  # a whole number as an integer: pandas stores an id column with gaps as float64,
+        # and user 42 read as '42.0' would be another user than the '42' of the JSON logs and of key user:42:...
+        whole = f"isfinite({expr}) AND {expr} = trunc({expr}) AND abs({expr}) < 1e18"
+        return f"CASE WHEN {whole} THEN CAST(TRY_CAST({expr} AS BIGINT) AS VARCHAR) ELSE CAST({expr} AS VARCHAR) END"
     return f"CAST({expr} AS VARCHAR)"
 
 

@@ -1056,6 +1056,26 @@ def test_parquet_times_with_a_zone_keep_their_instant_in_any_unit(tmp_path, unit
     assert [r["ts"] for r in lake(tmp_path / "out", "requests")] == moments
 
 
+def test_parquet_whole_numbers_stored_as_floats_read_as_the_same_ids_as_in_json(tmp_path):
+    """pandas stores an integer column with a gap as float64: user 42 was read as '42.0', another user than the
+    JSON logs' 42 (and than the owner in user:42:titles), so a user reading their own data became an exposure."""
+    path = tmp_path / "requests.parquet"
+    table = {
+        "ts": pa.array([1679274000.0, 1679274000.5, 1679274000123.0], pa.float64()),
+        "request_id": pa.array([7.0, 8.0, 9.5], pa.float64()),
+        "session_id": ["s1", "s2", "s3"],
+        "user_id": pa.array([42.0, None, float("nan")], pa.float64()),
+        "status": pa.array([200.0, 404.0, None], pa.float32()),
+    }
+    pq.write_table(pa.table(table), path)
+    run(path, tmp_path / "out")
+    assert [(r["ts"], r["request_id"], r["user_id"], r["status"]) for r in lake(tmp_path / "out", "requests")] == [
+        (utc(2023, 3, 20, 1, 0), "7", "42", 200),
+        (utc(2023, 3, 20, 1, 0, 0, 500000), "8", None, 404),
+        (utc(2023, 3, 20, 1, 0, 0, 123000), "9.5", "nan", None),  # not a whole number: as written
+    ]
+
+
 def test_a_file_that_only_repeats_the_lake_adds_nothing(tmp_path):
     out = tmp_path / "out"
     run(write(tmp_path / "a" / "requests.jsonl", [req("r1"), req("r2")]), out)
