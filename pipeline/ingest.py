@@ -1101,7 +1101,18 @@ def _stage_parquet(
     fields_sql = _sql("parquet_fields.sql", fields=fields, row=row, path=_lit(str(path)))
     records = _records_sql(cfg, kind, fields_sql)
     select = _stage_sql(kind, records, [str(item.path)], "CAST(to_json(raw) AS VARCHAR)")
-    _progress.execute(con, _copy(dest, select), label, show)
+    try:
+        _progress.execute(con, _copy(dest, select), label, show)
+    except duckdb.InterruptException:
+        raise
+    except duckdb.Error:
+        # A footer that reads but data that does not (a damaged page, a string that is not UTF-8) fails the COPY
+        # with whatever DuckDB says: the file's fault when reading every column of it alone fails too.
+        try:
+            con.execute(f"SELECT bit_xor(hash({row})) FROM {scan} AS p").fetchall()
+        except duckdb.Error:
+            raise WhosawError(f"input {item.path} is a damaged Parquet file: its rows cannot be read") from None
+        raise
 
 
 def _as_text(expr: str, dtype: str) -> str:

@@ -60,6 +60,7 @@ def test_progress_bar_on_request(logs, tmp_path):
         (lambda d: [str(_write(d / "requests.jsonl.gz", line("r1").encode()))], "not gzip"),
         (lambda d: [str(_write(d / "cache.parquet", b"PAR1" + SECRET.encode()))], "not a Parquet file"),
         (lambda d: [str(_write(d / "notes.txt", SECRET.encode()))], "no log files found"),
+        (lambda d: [str(_not_utf8_parquet(d / "requests.parquet"))], "damaged Parquet file"),
         (lambda d: [str(d), "--kind", "bogus"], "Invalid value for '--kind'"),
         (lambda d: [str(d), "--config", str(d / "nope.toml")], "does not exist"),
         (lambda d: [str(d), "--config", str(_write(d / "bad.toml", b"[[[x"))], "not valid TOML"),
@@ -104,6 +105,17 @@ def test_exit_2_from_a_real_process(tmp_path):
 
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
+    return path
+
+
+def _not_utf8_parquet(path: Path) -> Path:
+    """A Parquet file whose footer reads but whose string column holds bytes that are not UTF-8: DuckDB fails the
+    scan part-way (it once surfaced as exit 1, "internal error"), with the value in its message."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = pa.array([b"2023-03-20T01:00:00Z", SECRET.encode() + b"\xff"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"ts": text, "request_id": ["r1", "r2"]}), path)
     return path
 
 
