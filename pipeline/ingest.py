@@ -1098,11 +1098,25 @@ def _stage_parquet(
             break
     fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in LAKE_COLUMNS[kind])
     row = "{" + ", ".join(f"{_lit(name)}: p.{_ident(name)}" for name, *_ in columns) + "}"
-    fields_sql = _sql("parquet_fields.sql", fields=fields, row=row, path=_lit(str(path)))
+    clash = "file_row_number" in {name.lower() for name in top}  # DuckDB's option refuses a column of its name
+    fields_sql = _sql(
+        "parquet_fields.sql",
+        fields=fields,
+        row=row,
+        path=_lit(str(path)),
+        row_number="row_number() OVER () - 1" if clash else "file_row_number",
+        file_row_number="false" if clash else "true",
+    )
     records = _records_sql(cfg, kind, fields_sql)
     select = _stage_sql(kind, records, [str(item.path)], "CAST(to_json(raw) AS VARCHAR)")
     try:
-        _progress.execute(con, _copy(dest, select), label, show)
+        if clash:  # row_number() OVER () then numbers the rows in the file's order
+            con.execute("SET preserve_insertion_order = true")
+        try:
+            _progress.execute(con, _copy(dest, select), label, show)
+        finally:
+            if clash:
+                con.execute("SET preserve_insertion_order = false")
     except duckdb.InterruptException:
         raise
     except duckdb.Error:

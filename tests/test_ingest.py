@@ -1076,6 +1076,24 @@ def test_parquet_whole_numbers_stored_as_floats_read_as_the_same_ids_as_in_json(
     ]
 
 
+def test_a_parquet_file_with_a_file_row_number_column_is_read(tmp_path):
+    """DuckDB's file_row_number option refuses a file with a column of that name (an export that kept its row
+    numbers): the run ended in an internal error. Its rows are numbered by position, in several row groups."""
+    path = tmp_path / "requests.parquet"
+    n = 5000
+    table = {
+        "ts": ["2023-03-20T01:00:00Z"] * (n - 1) + ["not a time"],
+        "request_id": [f"r{i}" for i in range(n)],
+        "File_Row_Number": pa.array(range(n - 1, -1, -1), pa.int64()),
+    }
+    pq.write_table(pa.table(table), path, row_group_size=1000)
+    result = run(path, tmp_path / "out")
+    rows = lake(tmp_path / "out", "requests")
+    assert [(r["source_line"], r["request_id"]) for r in rows] == [(i + 1, f"r{i}") for i in range(n - 1)]
+    assert rejects(tmp_path / "out", "requests") == [("requests.parquet", n, "bad_ts")]
+    assert (entry(result, path)["lines"], entry(result, path)["kept"]) == (n, n - 1)
+
+
 def test_a_file_that_only_repeats_the_lake_adds_nothing(tmp_path):
     out = tmp_path / "out"
     run(write(tmp_path / "a" / "requests.jsonl", [req("r1"), req("r2")]), out)
