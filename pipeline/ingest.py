@@ -355,12 +355,23 @@ def _discover(
                 }
             )
             continue
+        if not _utf8_name(path):  # its name goes into SQL and Parquet (source_file), which hold UTF-8 text only
+            shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+            raise WhosawError(f"input {shown}: the file name is not UTF-8; rename the file to read it")
         size = _check_readable(path, fmt, gz)
         item = _Input(path=path, kind=file_kind, fmt=fmt, gz=gz, size=size, order=len(files))
         if fmt == "csv":
             item.header, item.header_reason = _csv_header(item, cfg, file_kind)
         files.append(item)
     return files, skipped
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes that are not UTF-8 come from the file system as lone surrogates
+        return False
 
 
 def _walk(top: Path, out: Path) -> Iterator[Path]:

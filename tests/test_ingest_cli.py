@@ -4,6 +4,7 @@ no traceback, nothing from the logs)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,20 @@ def test_bad_usage_and_unreadable_input_exit_2_with_one_line(tmp_path, setup, me
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("whosaw: error: ")
     assert message in result.stderr
     assert "Traceback" not in result.output and SECRET not in result.output
+
+
+def test_a_log_whose_file_name_is_not_utf8_is_a_one_line_error(tmp_path):
+    """A name with a byte that is not UTF-8 (a Latin-1 name copied from another system) reached DuckDB as a path it
+    cannot encode: exit 1, "internal error"."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsencode(folder) + b"/requests-caf\xe9.jsonl"
+    with open(name, "wb") as handle:
+        handle.write((line("r1") + "\n").encode())
+    result = invoke(str(folder), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "requests-caf\\xe9.jsonl" in result.stderr
+    assert "the file name is not UTF-8" in result.stderr and SECRET not in result.output
 
 
 def test_out_must_be_a_folder(logs, tmp_path):
