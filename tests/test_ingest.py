@@ -256,6 +256,24 @@ def test_every_timestamp_form(tmp_path):
     assert got == {f"r{i}": want for i, (_, want) in enumerate(forms)}
 
 
+def test_a_leap_second_is_read_as_the_next_second(tmp_path):
+    """23:59:60 is a valid RFC 3339 time (a clock that shows the leap second) that DuckDB does not read: such lines
+    were rejected as bad_ts. It is the first instant of the next second, as PostgreSQL reads it."""
+    forms = [
+        ("2016-12-31T23:59:60Z", utc(2017, 1, 1)),
+        ("2016-12-31t23:59:60.25z", utc(2017, 1, 1, 0, 0, 0, 250000)),
+        ("2016-12-31T18:59:60-05:00", utc(2017, 1, 1)),
+        ("2016-12-31 23:59:60", utc(2017, 1, 1)),  # no zone: UTC
+    ]
+    wrong = ["2016-12-31T23:59:61Z", "2016-12-31T23:60:00Z"]  # not a leap second
+    lines = [req(f"r{i}", ts) for i, (ts, _) in enumerate(forms)] + [req(f"w{i}", ts) for i, ts in enumerate(wrong)]
+    write(tmp_path / "requests.jsonl", lines)
+    run(tmp_path / "requests.jsonl", tmp_path / "out")
+    got = {r["request_id"]: r["ts"] for r in lake(tmp_path / "out", "requests")}
+    assert got == {f"r{i}": want for i, (_, want) in enumerate(forms)}
+    assert rejects(tmp_path / "out", "requests") == [("requests.jsonl", 5, "bad_ts"), ("requests.jsonl", 6, "bad_ts")]
+
+
 def test_zone_less_times_are_read_in_the_source_zone(tmp_path):
     write(
         tmp_path / "requests.jsonl",

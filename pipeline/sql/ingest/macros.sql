@@ -16,12 +16,16 @@ CREATE OR REPLACE TEMP MACRO whosaw_epoch_us(n) AS (
 -- anything else is ISO-8601: an offset or Z is honoured, a zone-less time is read in the session TimeZone,
 -- which ingest sets to the source's zone for the statement (UTC unless the config names one). RFC 3339 also
 -- allows a lower-case 't' and 'z', which DuckDB does not read: a text it cannot read is tried once more in upper
--- case (only those: COALESCE evaluates its second argument only where the first is NULL).
+-- case (only those: COALESCE evaluates its second argument only where the first is NULL). A leap second
+-- (23:59:60, also in RFC 3339), which DuckDB does not read either, is the first instant of the next second, as
+-- PostgreSQL reads it: 23:59:60.5Z is 00:00:00.5Z.
 CREATE OR REPLACE TEMP MACRO whosaw_ts(t) AS (
     CASE WHEN NOT contains(t, '-') AND NOT contains(t, ':')
          THEN timezone('UTC', make_timestamp(
                   CAST(whosaw_epoch_us(TRY_CAST(trim(t) AS DECIMAL(38, 9))) AS BIGINT)))
-         ELSE coalesce(TRY_CAST(t AS TIMESTAMPTZ), TRY_CAST(upper(t) AS TIMESTAMPTZ))
+         ELSE coalesce(TRY_CAST(t AS TIMESTAMPTZ), TRY_CAST(upper(t) AS TIMESTAMPTZ),
+                       TRY_CAST(regexp_replace(upper(t), '([0-9][0-9]:[0-9][0-9]):60', '\1:59') AS TIMESTAMPTZ)
+                           + INTERVAL 1 SECOND)
     END
 );
 
