@@ -519,9 +519,19 @@ def _csv_header(item: _Input, cfg: Config, kind: str) -> tuple[list[str], str | 
     header = [name.strip() for name in row]
     source = cfg.sources[kind]
     paths = [source.field_spec(n).path for n in REQUIRED_FIELDS[kind] if not source.field_spec(n).is_const]
-    if paths and not any(".".join(path) in header for path in paths if path):
+    if paths and not any(_column_for(header, ".".join(path)) for path in paths if path):
         return header, "csv_header_missing"
     return header, None
+
+
+def _column_for(columns: Sequence[str], name: str) -> str | None:
+    """The column of a CSV header or Parquet file that holds field ``name``: the one so named, else the only one
+    so named in another case (``User_ID``: a header that silently lacked ``user_id`` made every request
+    anonymous). None when there is none, or several in other cases and none exact."""
+    if name in columns:
+        return name
+    folded = [column for column in columns if column.lower() == name.lower()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
@@ -1029,10 +1039,11 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
         lookup = {}
         for i, column in enumerate(header, start=1):
             lookup.setdefault((column,), field(i))
-        for n in names:
+        for n in names:  # a dotted name ("ctx.user.id") as a column; a name in another case
             spec = source.field_spec(n)
-            if not spec.is_const and spec.path not in lookup and ".".join(spec.path) in header:
-                lookup[spec.path] = field(header.index(".".join(spec.path)) + 1)
+            column = None if spec.is_const or spec.path in lookup else _column_for(header, ".".join(spec.path))
+            if column is not None:
+                lookup[spec.path] = field(header.index(column) + 1)
         fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
         fields_sql = _sql("csv_fields.sql", fields=fields, lines=lines, ncols=str(max(1, len(header))))
     records = _records_sql(cfg, kind, fields_sql)
@@ -1089,17 +1100,17 @@ def _stage_parquet(
         item.lines = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
     except duckdb.Error:
         raise WhosawError(f"input {item.path} is not a readable Parquet file") from None
-    top = {name for name, *_ in columns}
+    top = [name for name, *_ in columns]
     lookup: dict[tuple[str, ...], str] = {}
     for n in LAKE_COLUMNS[kind]:
         spec = source.field_spec(n)
         if spec.is_const or spec.path in lookup:
             continue
         candidates = []
-        if spec.path[0] in top:
-            candidates.append("p." + ".".join(_ident(part) for part in spec.path))
-        if ".".join(spec.path) in top:
-            candidates.append("p." + _ident(".".join(spec.path)))
+        if (first := _column_for(top, spec.path[0])) is not None:
+            candidates.append("p." + ".".join(_ident(part) for part in (first, *spec.path[1:])))
+        if (dotted := _column_for(top, ".".join(spec.path))) is not None:
+            candidates.append("p." + _ident(dotted))
         for expr in candidates:
             try:
                 dtype = con.execute(f"DESCRIBE SELECT {expr} AS x FROM {scan} AS p").fetchall()[0][1]

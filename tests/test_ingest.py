@@ -1074,6 +1074,28 @@ def test_parquet_times_with_a_zone_keep_their_instant_in_any_unit(tmp_path, unit
     assert [r["ts"] for r in lake(tmp_path / "out", "requests")] == moments
 
 
+def test_csv_and_parquet_columns_named_in_another_case_are_read(tmp_path):
+    """A header `User_ID` silently lacked user_id: every request was anonymous. A column named in another case is
+    the field; an exact name wins over one in another case."""
+    write(tmp_path / "requests.csv", ["TS,Request_ID,Session_ID,User_ID,user_id", "2023-03-20T01:00:00Z,r1,s1,U,u1"])
+    write(tmp_path / "requests-2.csv", ["TS,Request_ID,Session_ID,User_ID", "2023-03-20T01:00:01Z,r2,s2,u2"])
+    table = {"Ts": ["2023-03-20T01:00:02Z"], "REQUEST_ID": ["r3"], "Session_Id": ["s3"], "User_Id": ["u3"]}
+    pq.write_table(pa.table(table), tmp_path / "requests-3.parquet")
+    run(tmp_path, tmp_path / "out")
+    rows = lake(tmp_path / "out", "requests")
+    assert sorted((r["request_id"], r["session_id"], r["user_id"]) for r in rows) == [
+        ("r1", "s1", "u1"), ("r2", "s2", "u2"), ("r3", "s3", "u3"),
+    ]
+
+
+def test_a_cache_status_canceled_in_american_spelling_is_cancelled(tmp_path):
+    """Go clients write `canceled`: rejecting it as bad_status dropped exactly the abandoned calls."""
+    path = write(tmp_path / "cache.jsonl", [cache("k1", status="canceled"), cache("k2", status="Canceled")])
+    run(path, tmp_path / "out")
+    assert rejects(tmp_path / "out", "cache") == []
+    assert [r["status"] for r in lake(tmp_path / "out", "cache")] == ["cancelled", "cancelled"]
+
+
 def test_parquet_whole_numbers_stored_as_floats_read_as_the_same_ids_as_in_json(tmp_path):
     """pandas stores an integer column with a gap as float64: user 42 was read as '42.0', another user than the
     JSON logs' 42 (and than the owner in user:42:titles), so a user reading their own data became an exposure."""

@@ -1,5 +1,6 @@
 -- cache: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
--- Empty strings are NULL; op upper case; status lower case, NULL -> 'ok'; value_sha256 lower case.
+-- Empty strings are NULL; op upper case; status lower case, NULL -> 'ok', 'canceled' (American spelling, as Go
+-- clients write it) -> 'cancelled': rejecting it would drop exactly the abandoned calls; value_sha256 lower case.
 -- A reset op ({{reset_ops}}) may come without a key; every other operation needs one.
 -- The identity of a cache line is the whole normalised record (background writes have no request_id);
 -- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
@@ -20,7 +21,8 @@ FROM (
            nullif(f_request_id, '') AS request_id,
            upper(nullif(f_op, '')) AS op,
            nullif(f_key, '') AS key,
-           coalesce(lower(nullif(f_status, '')), 'ok') AS status,
+           coalesce(CASE lower(f_status) WHEN 'canceled' THEN 'cancelled' ELSE lower(nullif(f_status, '')) END,
+                    'ok') AS status,
            nullif(f_host, '') AS host,
            nullif(f_conn_id, '') AS conn_id,
            lower(nullif(f_value_sha256, '')) AS value_sha256,
