@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +267,24 @@ def simulate(out, **options) -> None:
 
 def _print_ingest(result) -> None:
     totals = result.totals
+    skipped, already = totals.get("skipped"), totals.get("already_ingested")
     click.echo(
-        f"ingested {totals['files']} files: {totals['lines']:,} lines = {totals['kept']:,} kept"
+        f"ingested {_counted(totals['files'], 'file')}: {totals['lines']:,} lines = {totals['kept']:,} kept"
         f" + {totals['duplicates']:,} duplicates + {totals['rejected']:,} rejected"
-        + (f"; {totals['skipped']} other files passed over (see manifest.json)" if totals.get("skipped") else "")
-        + (f"; {totals['already_ingested']} already ingested" if totals.get("already_ingested") else "")
+        + (f"; {_counted(skipped, 'other file')} passed over (see manifest.json)" if skipped else "")
+        + (f"; {already} already ingested" if already else "")
     )
+    run_id = result.manifest["ingest"]["run"]
+    lacking: Counter[tuple[str, str]] = Counter(
+        (entry["kind"], ", ".join(entry["empty_fields"]))
+        for entry in result.manifest.get("files", [])
+        if entry.get("run") == run_id and entry.get("empty_fields")
+    )
+    for (kind, names), count in sorted(lacking.items()):
+        click.echo(
+            f"note: {_counted(count, f'{kind} file')} without {names} in any line (a field map that misses a "
+            "column? see manifest.json files[].empty_fields)"
+        )
 
 
 

@@ -92,6 +92,16 @@ from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSIO
 SQL_DIR = Path(__file__).parent / "sql" / "ingest"
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 RAW_CHARS = 500  # a rejected line's raw text is cut to this many characters
+# Optional fields whose absence from a whole file changes the answer without a single bad line: no user_id makes
+# every request anonymous (unless the sessions log names its user), no host or conn_id hides every crossed reply
+# from the connection tier. A file whose kept lines all lack one lists it in the manifest (files[].empty_fields),
+# and the CLI says so: a field map that misses a column shows at once. (value_owner and value_sha256 are often
+# not logged at all, and background work has no request_id: their absence is no sign of a wrong map.)
+EVIDENCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "requests": ("user_id",),
+    "cache": ("host", "conn_id"),
+    "sessions": ("user_id",),
+}
 READ_CHUNK = 8 << 20  # bytes read at a time from a plain file
 GZ_CHUNK = 1 << 20  # compressed bytes read at a time from a .gz
 GZ_OUT = 16 << 20  # at most this many bytes inflated per step (a highly compressed log stays bounded)
@@ -163,6 +173,7 @@ class _Input:
     kept: int = 0
     duplicates: int = 0
     rejected: int = 0
+    empty_fields: list[str] = field(default_factory=list)  # EVIDENCE_FIELDS that no kept line of the file has
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
     damage_raw: str = ""
@@ -178,6 +189,7 @@ class _Input:
             "kept": self.kept,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            **({"empty_fields": self.empty_fields} if self.empty_fields else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
         }
@@ -975,8 +987,12 @@ def _ingest_kind(
         _drop_duplicates(con, kind, files, staged, record_files, out)  # may empty (and drop) staged files
     if staged:
         new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
-        for path, count in con.execute(f"SELECT source_file, count(*) FROM {new} GROUP BY 1").fetchall():
+        fields = EVIDENCE_FIELDS[kind]
+        present = ", ".join(f"count({name})" for name in fields)
+        counts = con.execute(f"SELECT source_file, count(*), {present} FROM {new} GROUP BY 1").fetchall()
+        for path, count, *filled in counts:
             by_path[path].kept = count
+            by_path[path].empty_fields = [name for name, n in zip(fields, filled, strict=True) if not n]
 
     for f in files:  # checked before the lake is touched: a mismatch is a bug, never a user error
         if f.lines != f.kept + f.duplicates + f.rejected:

@@ -1171,7 +1171,8 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         blocks.append(
             Para(
                 "Every input file, its SHA-256 and what became of its lines (lines = kept + duplicates + "
-                "rejected). Duplicates are re-shipped lines with the same id, counted once; rejected lines "
+                "rejected). Duplicates are lines already accounted for (re-shipped lines with the same id, "
+                "and the earlier lines of a file read again after it grew), counted once; rejected lines "
                 "could not be read and are listed, with the reason, in rejects/."
             )
         )
@@ -1182,6 +1183,23 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 numeric=(3, 4, 5, 6, 7),
             )
         )
+        lacking = [entry for entry in files if entry.get("empty_fields")]
+        if lacking:
+            named = "; ".join(
+                f"{Path(str(entry.get('path', ''))).name} ({', '.join(entry['empty_fields'])})" for entry in lacking
+            )
+            blocks.append(
+                Para(
+                    [
+                        *_count(len(lacking), "input file"),
+                        f" {_verb(len(lacking), 'has', 'have')} a field empty in every line: {named}. A request "
+                        "without user_id is anonymous unless the sessions log names its user, and cache calls "
+                        "without host and conn_id are invisible to the connection tier. If the logs do hold that "
+                        "field under another name, map it in the config and run again.",
+                    ],
+                    "warning",
+                )
+            )
     else:
         blocks.append(Para("The manifest lists no input files.", "warning"))
     if facts.rejects:

@@ -35,11 +35,38 @@ def invoke(*args: str) -> object:
     return CliRunner().invoke(cli, ["ingest", *args])
 
 
+def test_a_file_without_user_id_or_connection_in_any_line_is_pointed_out(tmp_path):
+    """No bad line, yet every request anonymous and the connection tier blind: a field map that missed a column
+    (`uid`) must show at once, on the console and in the manifest."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "requests.csv").write_text(f"ts,request_id,session_id,uid\n2023-03-20T01:00:00Z,r1,s1,{SECRET}\n")
+    (folder / "requests-2.jsonl").write_text(line("r2") + "\n")
+    cache = {"ts": "2023-03-20T01:00:00Z", "request_id": "r1", "op": "GET", "key": "k", "connection": "h1/c1"}
+    (folder / "cache.jsonl").write_text(json.dumps(cache) + "\n")
+    result = CliRunner().invoke(cli, ["run", str(folder), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1:3] == [
+        "note: 1 cache file without host, conn_id in any line (a field map that misses a column? see "
+        "manifest.json files[].empty_fields)",
+        "note: 1 requests file without user_id in any line (a field map that misses a column? see "
+        "manifest.json files[].empty_fields)",
+    ]
+    assert SECRET not in result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {Path(f["path"]).name: f.get("empty_fields") for f in manifest["files"]} == {
+        "cache.jsonl": ["host", "conn_id"], "requests.csv": ["user_id"], "requests-2.jsonl": None,
+    }
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    said = "2 input files have a field empty in every line: cache.jsonl (host, conn\\_id); requests.csv (user\\_id)."
+    assert said in report
+
+
 def test_ingest_prints_counts_only(logs, tmp_path):
     result = invoke(str(logs), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("ingested 1 files: 4 lines = 2 kept + 1 duplicates + 1 rejected")
-    assert "1 other files passed over" in result.stdout or "1 files skipped" in result.stdout  # README.md
+    assert result.stdout.startswith("ingested 1 file: 4 lines = 2 kept + 1 duplicates + 1 rejected")
+    assert "; 1 other file passed over" in result.stdout  # README.md
     assert SECRET not in result.output
     again = invoke(str(logs), "--out", str(tmp_path / "out"))
     assert again.exit_code == 0
