@@ -705,12 +705,15 @@ class _LineStream:
         return ~((last > starts) & (arr[starts] == 123) & (arr[np.maximum(last, 0)] == 125))
 
     def _chunks(self, item: _Input, digest: Any) -> Iterator[bytes]:
-        """The decompressed bytes of one file, in chunks; gzip damage is recorded on ``item``."""
+        """The decompressed bytes of one file, in chunks; gzip damage is recorded on ``item``, and its size as read
+        (a live log may have grown since it was found: the manifest's bytes are those the SHA-256 covers)."""
         with open(item.path, "rb") as handle:
             gunzip = _Gunzip() if item.gz else None
+            item.size = 0
             while buf := handle.read(GZ_CHUNK if gunzip else self.chunk):
                 digest.update(buf)
                 self.done += len(buf)
+                item.size += len(buf)
                 if gunzip is None:
                     yield buf
                 elif not item.damage:  # after damage, only hash the rest of the file
