@@ -21,14 +21,18 @@ list or JSON functions (``tests/test_analyze.py`` checks). The few functions the
 Spark's names, defined on DuckDB as macros here (:data:`DUCKDB_MACROS`): ``regexp_like``, ``unix_micros``,
 ``timestamp_micros``. Everything engine-specific stays in Python and is marked "DuckDB-only": reading the
 Parquet lake and the side tables into the input views below, building the key-rule view (:func:`key_rule_sql`:
-the patterns must be constant literals, quoted per engine), and writing the outputs with ``COPY``.
+the patterns must be constant literals, quoted per engine), splitting multi-key keys into their items (JSON), and
+writing the outputs with ``COPY``.
 ``pipeline/spark.py`` runs the same files on a local SparkSession.
 
 Input views the SQL expects (registered by :func:`register_inputs`):
 ``requests_lake``, ``cache_lake``, ``sessions_lake`` (lake columns + source_file/source_line; an empty typed
 table when a kind has no files), ``key_rule_matches`` (key, rule_order, category, severity, owner_from_key,
 resource_id, names_owner: every distinct cache key that a ``[[keys]]`` rule matches, first rule by config order;
-names_owner is false for a rule with neither an owner nor a resource group, a family whose data is nobody's),
+names_owner is false for a rule with neither an owner nor a resource group, a family whose data is nobody's;
+the items of multi-key keys included), ``multi_keys`` (key, key_no: every distinct cache key that is a JSON array
+of strings, a multi-key call's, :func:`multi_key_pattern`) and ``key_items`` (key_no, item_no, item_key: its items
+in array order from 1; built with each engine's JSON functions),
 ``ownership_table`` (resource_id, owner_id, valid_from, valid_to), ``grants_table`` (owner_id, viewer_id,
 category, valid_from, valid_to), ``cache_ops`` (op, is_read, is_write, is_reset) and ``params`` (one row:
 window_start, window_end, window_method, bucket_seconds).
@@ -256,17 +260,22 @@ def quote_spark_pattern(pattern: str) -> str:
 
 
 def key_rule_sql(
-    rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake", quote_pattern=None
+    rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake", quote_pattern=None,
+    keys_sql: str | None = None,
 ) -> str:
     """SELECT for ``key_rule_matches``: each distinct key with the first rule (config order) that matches, and
     whether that rule names an owner (an owner or a resource group: ``names_owner``).
 
+    The keys are those of ``keys_from``, or ``keys_sql`` (a SELECT of distinct non-NULL keys, column ``key``:
+    the analysis passes the lake's keys and the items of its multi-key calls, :func:`register_inputs`).
     The patterns are literals (DuckDB compiles a constant regex once; a pattern taken from a column is
     compiled per row), so this SQL is generated per engine with that engine's quoting; ``quote_pattern``
     (default ``quote``) quotes the patterns: Spark's rewrites them for Java's regex (:func:`quote_spark_pattern`).
     """
     quote_pattern = quote_pattern or quote
-    keys = f"(SELECT DISTINCT key FROM {keys_from} WHERE key IS NOT NULL) AS distinct_keys"
+    if keys_sql is None:
+        keys_sql = f"SELECT DISTINCT key FROM {keys_from} WHERE key IS NOT NULL"
+    keys = f"({keys_sql}) AS distinct_keys"
     if not rules:
         return (
             "SELECT key, CAST(NULL AS INT) AS rule_order, CAST(NULL AS STRING) AS category, "
@@ -295,6 +304,55 @@ def key_rule_sql(
         f"FROM (SELECT key, CASE {first} ELSE NULL END AS rule_order FROM {keys}) AS keyed "
         "WHERE rule_order IS NOT NULL"
     )
+
+
+# A multi-key call logged as one line (MGET k1 k2 ...) has for key a JSON array of strings, as text (docs/design.md
+# "Multi-key calls"). Which keys are: exactly those this pattern matches: optional JSON white space, '[', one or
+# more JSON strings (every escape JSON allows; a UTF-16 surrogate only as a valid pair) separated by ',', ']'.
+# Written out as a pattern, not left to each engine's JSON reader, so both engines call the same keys multi-key:
+# DuckDB's reader also takes a trailing comma, Spark's single quotes, and both read a number as a string when
+# asked for an array of strings. Anything else (invalid JSON starting with '[', an empty array, a number in
+# the array) is a plain key. The same text is RE2 and java.util.regex; Spark's copy quantifies possessively
+# (the grammar never backtracks), so a long array does not recurse through Java's matcher.
+_JSON_HEX = "[0-9a-fA-F]"
+_JSON_ESCAPE = (  # \" \\ \/ \b \f \n \r \t, \uXXXX but a surrogate, a surrogate pair
+    r'\\(?:["\\/bfnrt]|u(?:[0-9a-ce-fA-CE-F]' + _JSON_HEX + "{3}|[dD][0-7]" + _JSON_HEX + "{2}"
+    r"|[dD][89abAB]" + _JSON_HEX + r"{2}\\u[dD][c-fC-F]" + _JSON_HEX + "{2}))"
+)
+
+
+def multi_key_pattern(java: bool = False) -> str:
+    r"""The regular expression a multi-key call's key matches: a JSON array of one or more strings, as the whole
+    text (``java``: Spark's copy, possessive quantifiers and ``\z``)."""
+    many, run, end = ("*+", "++", r"\z") if java else ("*", "+", "$")
+    space = r"[ \t\n\r]" + many
+    string = r'"(?:[^"\\\x00-\x1f]' + run + "|" + _JSON_ESCAPE + ")" + many + '"'
+    return rf"^{space}\[{space}{string}(?:{space},{space}{string}){many}{space}\]{space}{end}"
+
+
+def multi_keys_sql(quote=quote_duckdb, java: bool = False, keys_from: str = "cache_keys") -> str:
+    """SELECT for ``multi_keys`` (key, key_no): every distinct key of ``keys_from`` that is a JSON array of strings
+    (:func:`multi_key_pattern`), numbered. ``key_items`` refers to a key by that number: an array of n items
+    held once per item would make the table grow with n squared."""
+    pattern = quote(multi_key_pattern(java))
+    return (
+        "SELECT key, row_number() OVER (ORDER BY key) AS key_no "
+        f"FROM {keys_from} WHERE regexp_like(key, {pattern})"
+    )
+
+
+# key_items (key_no, item_no, item_key): the items of every multi-key key, in array order from 1. Engine-specific
+# (JSON): DuckDB's from_json and generate_subscripts; Spark's posexplode (pipeline/spark.py).
+KEY_ITEMS_DUCKDB_SQL = (
+    "SELECT key_no, CAST(generate_subscripts(items, 1) AS BIGINT) AS item_no, unnest(items) AS item_key "
+    "FROM (SELECT key_no, from_json(key, '[\"VARCHAR\"]') AS items FROM multi_keys) AS parsed"
+)
+KEY_ITEMS_SPARK_SQL = (
+    "SELECT key_no, CAST(pos + 1 AS BIGINT) AS item_no, item_key "
+    "FROM (SELECT key_no, posexplode(from_json(key, 'array<string>')) AS (pos, item_key) FROM multi_keys) AS parsed"
+)
+# key_rule_matches covers the lake's keys and the items of its multi-key keys.
+RULE_KEYS_SQL = "SELECT key FROM cache_keys UNION SELECT item_key AS key FROM key_items"
 
 
 def _sql_path(path: Path) -> str:
@@ -433,7 +491,14 @@ def register_inputs(
         con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {kind}_lake AS {_lake_select(con, out, kind)}")
     if bucket_seconds is None:
         bucket_seconds = bucket_seconds_for(con.execute(BUCKET_COUNTS_SQL).fetchone())
-    con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys)}")
+    # DuckDB-only: the lake's distinct keys once (for the multi-key keys and the key rules), then dropped.
+    con.execute("CREATE OR REPLACE TEMP TABLE cache_keys AS SELECT DISTINCT key FROM cache_lake WHERE key IS NOT NULL")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE multi_keys AS {multi_keys_sql()}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE key_items AS {KEY_ITEMS_DUCKDB_SQL}")
+    has_items = con.execute("SELECT count(*) FROM (SELECT 1 FROM key_items LIMIT 1)").fetchone()[0] > 0
+    keys_sql = RULE_KEYS_SQL if has_items else "SELECT key FROM cache_keys"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE key_rule_matches AS {key_rule_sql(cfg.keys, keys_sql=keys_sql)}")
+    con.execute("DROP TABLE cache_keys")
     for name in SIDE_TABLE_COLUMNS:
         load_side_table(con, name, cfg.tables.get(name))
     con.execute(
@@ -679,8 +744,8 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     summary["conflict_rows"] = int(conflict)
     summary["flagged_not_exposed"] = _pairs(
         con,
-        "SELECT c.evidence, count(*) FROM notable_reads AS c CROSS JOIN chosen_window AS w "
-        "LEFT JOIN exposures_all AS e ON c.line_id = e.line_id "
+        "SELECT c.evidence, count(*) FROM notable_items AS c CROSS JOIN chosen_window AS w "
+        "LEFT JOIN exposures_all AS e ON c.line_id = e.line_id AND c.item_no = e.item_no "
         f"WHERE {in_window} AND c.is_served_item AND e.line_id IS NULL "
         "AND c.evidence IN ('digest-ambiguous', 'conflict') GROUP BY ALL ORDER BY 1",
     )
@@ -719,7 +784,7 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def write_outputs(con: duckdb.DuckDBPyConnection, out: Path, show: bool | None = None) -> dict[str, Path]:
     """COPY the result views to their files (DuckDB-only)."""
-    order = "ORDER BY ts, request_id, key, source_file, source_line"
+    order = "ORDER BY ts, request_id, key, source_file, source_line, item_no"  # item_no: a multi-key value's items
     exposure_select = ", ".join(EXPOSURE_COLUMNS)
     files = {
         "exposures.parquet": f"SELECT {exposure_select} FROM exposures_in_window {order}",

@@ -9,6 +9,8 @@ The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spar
   to Spark (they are small);
 * the key-rule view is generated with Spark's string-literal quoting (backslashes escape), its patterns
   rewritten from RE2 (DuckDB's, the config's dialect) to java.util.regex where the two differ;
+* multi-key keys (``multi_keys``: the same pattern, Java's copy) are split into ``key_items`` with
+  ``posexplode(from_json(key, 'array<string>'))`` where DuckDB uses ``from_json`` and ``unnest``;
 * a ``-- materialize`` view is computed once (``localCheckpoint``) and stands behind its name, as DuckDB's
   temporary table does;
 * ``regexp_like``, ``unix_micros``, ``timestamp_micros``, ``percentile_cont ... WITHIN GROUP`` are native.
@@ -30,6 +32,8 @@ import pandas as pd
 
 from .analyze import (
     BUCKET_COUNTS_SQL,
+    KEY_ITEMS_SPARK_SQL,
+    RULE_KEYS_SQL,
     SIDE_TABLE_COLUMNS,
     SIDE_TABLE_TIME_COLUMNS,
     analysis_views,
@@ -39,6 +43,7 @@ from .analyze import (
     key_rule_sql,
     load_side_table,
     load_steps,
+    multi_keys_sql,
     params_row,
     quote_spark,
     quote_spark_pattern,
@@ -113,7 +118,14 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
         _lake_view(spark, out, kind)
     if bucket_seconds is None:
         bucket_seconds = bucket_seconds_for(list(spark.sql(BUCKET_COUNTS_SQL).collect()[0]))
-    rules = key_rule_sql(cfg.keys, quote_spark, quote_pattern=quote_spark_pattern)
+    # Spark-only: multi-key keys (a JSON array of strings) and their items, as DuckDB's analyze.register_inputs
+    # makes them (the same pattern, in Java's dialect; posexplode for DuckDB's unnest).
+    spark.sql("SELECT DISTINCT key FROM cache_lake WHERE key IS NOT NULL").createOrReplaceTempView("cache_keys")
+    spark.sql(multi_keys_sql(quote_spark, java=True)).localCheckpoint(eager=True).createOrReplaceTempView(
+        "multi_keys"
+    )
+    spark.sql(KEY_ITEMS_SPARK_SQL).localCheckpoint(eager=True).createOrReplaceTempView("key_items")
+    rules = key_rule_sql(cfg.keys, quote_spark, quote_pattern=quote_spark_pattern, keys_sql=RULE_KEYS_SQL)
     spark.sql(rules).createOrReplaceTempView("key_rule_matches")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")

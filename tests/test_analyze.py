@@ -1155,3 +1155,226 @@ def test_spark_finds_the_same_auto_window_among_background_crossed_replies(tmp_p
     result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
     assert result["window"]["spark"] == result["window"]["duckdb"]
     assert result["only_duckdb"] == [] and result["only_spark"] == [] and result["timeline_differences"] == 0
+
+
+# ----------------------------------------------------------------------------------------- multi-key calls
+
+ALICE_MGET = '["user:alice:titles","billing:alice"]'
+
+
+def test_a_crossed_mget_reply_exposes_every_item_of_it(tmp_path):
+    """The bug's multi-key form: alice's MGET, logged as one line whose key is a JSON array, was cancelled after
+    it was sent; bob's GET on the connection read its reply: bob saw her titles and her billing."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [
+        {"ts": T(0, 1), "op": "MGET", "key": ["user:alice:titles", "billing:alice"], "status": "cancelled",
+         "host": "h1", "conn_id": "1", "request_id": "ra"},
+        {"ts": T(0, 2), "op": "GET", "key": "user:bob:titles", "status": "ok", "host": "h1", "conn_id": "1",
+         "request_id": "rb"},
+    ]
+    (logs / "cache.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (logs / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"ts": T(0, 3), "request_id": "ra", "session_id": "sa", "user_id": "alice", "status": 200},
+        {"ts": T(0, 3), "request_id": "rb", "session_id": "sb", "user_id": "bob", "status": 200},
+    ]))
+    out = tmp_path / "out"
+    cfg = config_from_dict({"keys": KEYS}, tmp_path / "incident.toml")
+    ingest([logs], out, cfg, progress=False)
+    summary = analyze(out, cfg, progress=False)
+    exp = pd.read_parquet(out / "exposures.parquet")
+    assert pairs(exp) == {
+        ("rb", "bob", "alice", "conversation_titles", "connection"),
+        ("rb", "bob", "alice", "payment_info", "connection"),
+    }
+    assert list(exp.value_key) == ["user:alice:titles", "billing:alice"]  # in the array's order
+    assert list(exp.severity) == ["low", "high"]
+    assert set(exp.key) == {"user:bob:titles"} and set(exp.reply_request_id) == {"ra"}
+    assert set(exp.owner_by_connection) == {"alice"} and set(exp.owner_by_key) == {"bob"}
+    assert summary["exposures"] == 2 and summary["crossed_replies"] == 1  # one crossed reply, two items
+    assert summary["exposures_by_category"] == {"conversation_titles": 1, "payment_info": 1}
+    assert summary["affected_owners"] == 1 and summary["near_misses"]["total"] == 0
+    from pipeline.report import report
+
+    report(out, progress=False)
+    for name in ("conversation_titles", "payment_info"):
+        notify = read_safe_csv(out / "notify" / f"{name}.csv")
+        assert list(notify.owner_id) == ["alice"], name
+
+
+def test_a_crossed_single_key_reply_read_by_an_mget_is_that_key(tmp_path):
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled"),
+        call(T(0, 2), "rb", '["user:bob:titles","billing:bob"]', op="MGET"),  # reads alice's titles
+    ]
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob"})
+    assert pairs(exp) == {("rb", "bob", "alice", "conversation_titles", "connection")}
+    row = exp.iloc[0]
+    assert (row.key, row.value_key, row.owner_by_key) == ('["user:bob:titles","billing:bob"]', "user:alice:titles",
+                                                          "bob")
+    assert summary["crossed_replies"] == 1
+
+
+def _foreign_item_mget():
+    cache = [
+        call(T(0, 1), "ra", '["user:alice:titles","user:carol:titles","billing:alice"]', op="MGET"),
+        call(T(0, 2), "rc", '["user:carol:titles","billing:carol"]', op="MGET", conn="c2"),  # her own: nothing
+    ]
+    return cache, {"ra": "alice", "rc": "carol"}
+
+
+def test_an_mget_of_someone_elses_key_is_a_key_tier_exposure_of_that_item_only(tmp_path):
+    cache, users = _foreign_item_mget()
+    summary, exp = run_case(tmp_path, cache, users)
+    assert pairs(exp) == {("ra", "alice", "carol", "conversation_titles", "key")}
+    row = exp.iloc[0]
+    assert (row.value_key, row.owner_by_key, row.severity) == ("user:carol:titles", "carol", "low")
+    assert summary["exposures"] == 1 and summary["crossed_replies"] == 0
+
+
+def test_a_grant_covers_the_foreign_item_of_an_mget(tmp_path):
+    cache, users = _foreign_item_mget()
+    grants = [{"owner_id": "carol", "viewer_id": "alice", "category": "conversation_titles", "valid_from": "",
+               "valid_to": ""}]
+    summary, exp = run_case(tmp_path, cache, users, tables={"grants": grants})
+    assert exp.empty and summary["exposures"] == 0
+
+
+def test_a_discarded_or_failed_mget_reply_is_one_near_miss_per_call(tmp_path):
+    cache = [
+        # c1: alice's MGET abandoned, then the connection reset: its reply was thrown away unread
+        call(T(0, 1), "ra", ALICE_MGET, "cancelled", op="MGET"),
+        call(T(0, 2), None, None, op="RESET"),
+        call(T(0, 3), "rb", "user:bob:titles"),
+        # c2: carol's MGET (two owners) abandoned; erin's read got its reply, but her request failed (5xx)
+        call(T(0, 4), "rc", '["user:carol:titles","billing:dave"]', "cancelled", op="MGET", conn="c2"),
+        call(T(0, 5), "re", "user:erin:titles", conn="c2"),
+    ]
+    requests = requests_for(cache, {"ra": "alice", "rb": "bob", "rc": "carol", "re": "erin"})
+    for r in requests:
+        if r["request_id"] == "re":
+            r["status"] = 503
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert exp.empty and summary["exposures"] == 0 and summary["crossed_replies"] == 1
+    assert summary["near_misses"]["total"] == 2
+    assert summary["near_misses"]["by_kind"] == {"discarded": 1, "failed": 1}
+    near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet").set_index("kind")
+    assert near.loc["discarded", "owner_id"] == "alice" and near.loc["discarded", "category"] == "multiple"
+    assert pd.isna(near.loc["failed", "owner_id"])  # two owners: the call as a whole names none
+
+
+MULTI_KEY_FORMS = {
+    '["user:alice:titles", "billing:alice"]': ["user:alice:titles", "billing:alice"],  # CSV logs: spaces
+    ' [ "user:alice:titles" ,"billing:alice" ] ': ["user:alice:titles", "billing:alice"],
+    '["billing:alice"]': ["billing:alice"],  # one element: that one key
+    # JSON escapes; a public item is nobody's data
+    '["user:a\\u006cice:titles","public:\\"x\\\\\\/"]': ["user:alice:titles", 'public:"x\\/'],
+    '["billing:alice",]': None,  # not JSON: a plain key
+    '["billing:alice"': None,
+    '[1,"billing:alice"]': None,  # not an array of strings
+    "[]": None,
+    "['billing:alice']": None,
+    "[billing:alice]": None,
+}
+
+
+def test_multi_key_keys_are_json_arrays_of_strings_and_nothing_else(tmp_path):
+    cache = [call(T(0, n), f"r{n}", key, op="MGET", conn=f"c{n}") for n, key in enumerate(MULTI_KEY_FORMS, 1)]
+    write_lake(tmp_path / "out", requests=requests_for(cache, {}), cache=cache)
+    con = connect(tmp_path / "tmp")
+    register_inputs(con, tmp_path / "out", config_from_dict({"keys": KEYS}), Window())
+    items = con.execute(
+        "SELECT m.key, i.item_no, i.item_key FROM multi_keys AS m INNER JOIN key_items AS i ON m.key_no = i.key_no "
+        "ORDER BY m.key, i.item_no"
+    ).fetchall()
+    found: dict[str, list[str]] = {}
+    for key, number, item in items:
+        assert number == len(found.setdefault(key, [])) + 1
+        found[key].append(item)
+    assert found == {key: value for key, value in MULTI_KEY_FORMS.items() if value is not None}
+    rules = dict(con.execute("SELECT key, category FROM key_rule_matches").fetchall())
+    assert rules["billing:alice"] == "payment_info" and rules['public:"x\\/'] == "public"
+
+
+def _multi_key_forms_case():
+    """Per form: alice's call for that key cancelled on its own connection, then bob's read of his titles."""
+    cache, users = [], {}
+    for n, key in enumerate(MULTI_KEY_FORMS, 1):
+        cache.append(call(T(n, 1), f"a{n}", key, "cancelled", op="MGET", conn=f"c{n}"))
+        cache.append(call(T(n, 2), f"b{n}", "user:bob:titles", conn=f"c{n}"))
+        users.update({f"a{n}": "alice", f"b{n}": "bob"})
+    return cache, users
+
+
+def test_every_form_of_a_multi_key_key_gives_its_items(tmp_path):
+    cache, users = _multi_key_forms_case()
+    summary, exp = run_case(tmp_path, cache, users)
+    served = sorted(zip(exp.request_id, exp.value_key, strict=True))
+    expected = sorted(
+        (f"b{n}", item) for n, value in enumerate(MULTI_KEY_FORMS.values(), 1) for item in value or []
+        if not item.startswith("public:")
+    )
+    assert served == expected  # plain keys no rule matches: crossed replies of nobody's known data
+    assert set(exp.owner_id) == {"alice"} and set(exp.evidence) == {"connection"}
+    assert summary["crossed_replies"] == len(MULTI_KEY_FORMS)
+
+
+def _mget_parity_case():
+    cache, users = _multi_key_forms_case()
+    cache += [
+        call(T(30, 1), "ra", ALICE_MGET, "cancelled", op="MGET", conn="p1"),
+        call(T(30, 2), "rb", "user:bob:titles", conn="p1"),
+        call(T(30, 3), "rc", "user:carol:titles", "timeout", conn="p2"),
+        call(T(30, 4), "rd", '["user:dave:titles","conv:c9"]', op="MGET", conn="p2"),
+        call(T(30, 5), "re", '["user:erin:titles","user:carol:titles","conv:c9"]', op="MGET", conn="p3"),
+        call(T(30, 6), "rf", '["user:fay:titles","billing:gus"]', "cancelled", op="MGET", conn="p4"),
+        call(T(30, 7), None, None, op="RESET", conn="p4"),
+    ]
+    users.update(ra="alice", rb="bob", rc="carol", rd="dave", re="erin", rf="fay")
+    tables = {"ownership": [{"resource_id": "c9", "owner_id": "erin"}],
+              "grants": [{"owner_id": "carol", "viewer_id": "erin", "category": "", "valid_from": "",
+                          "valid_to": ""}]}
+    return cache, users, tables
+
+
+def test_mget_parity_case_as_duckdb_sees_it(tmp_path):
+    cache, users, tables = _mget_parity_case()
+    summary, exp = run_case(tmp_path, cache, users, tables=tables)
+    assert {p for p in pairs(exp) if p[0] in ("rb", "rd", "re")} == {
+        ("rb", "bob", "alice", "conversation_titles", "connection"),
+        ("rb", "bob", "alice", "payment_info", "connection"),
+        ("rd", "dave", "carol", "conversation_titles", "connection"),
+        # re: erin's own titles, carol's (she granted erin everything), c9 (erin's resource): nothing
+    }
+    assert summary["near_misses"]["by_kind"] == {"discarded": 1}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_splits_and_judges_multi_key_calls_as_duckdb_does(tmp_path):
+    from pipeline import spark as spark_mod
+
+    cache, users, tables = _mget_parity_case()
+    run_case(tmp_path, cache, users, tables=tables)
+    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv", "grants": "grants.csv"}},
+                           tmp_path / "incident.toml")
+    session = spark_mod.session()
+    try:
+        result = compare(tmp_path / "out", cfg, window="all", spark=session)
+        spark_mod.register_inputs(session, tmp_path / "out", cfg, Window())
+        spark_items = {
+            tuple(r) for r in session.sql(
+                "SELECT m.key, i.item_no, i.item_key FROM multi_keys AS m INNER JOIN key_items AS i "
+                "ON m.key_no = i.key_no"
+            ).collect()
+        }
+    finally:
+        session.stop()
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"]["duckdb"] == result["exposures"]["spark"] > 0
+    assert result["near_misses"]["duckdb"] == result["near_misses"]["spark"] == 1
+    assert result["timeline_differences"] == 0
+    expected = {(key, n, item) for key, value in MULTI_KEY_FORMS.items() for n, item in enumerate(value or [], 1)}
+    assert spark_items >= expected
+    assert {k for k, _, _ in spark_items} - set(MULTI_KEY_FORMS) == {
+        ALICE_MGET, '["user:dave:titles","conv:c9"]', '["user:erin:titles","user:carol:titles","conv:c9"]',
+        '["user:fay:titles","billing:gus"]'}

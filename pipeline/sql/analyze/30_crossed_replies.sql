@@ -28,6 +28,7 @@ SELECT
     p.key_owner AS reply_key_owner,
     p.key_category AS reply_key_category,
     p.key_severity AS reply_key_severity,
+    p.key_multi AS reply_key_multi,
     p.request_id AS reply_request_id
 FROM cache_lines AS p
 INNER JOIN shifted_reads AS s

@@ -20,6 +20,11 @@
 -- the key asked for.
 -- crossed: the read received another call's reply, or its value names another owner than its key's (a key of
 -- a family that names no owner, e.g. a public one, has nobody's values: any owner its value names is another).
+-- items_line_id: the multi-key call (docs/design.md "Multi-key calls") whose items the value is, when neither
+-- value_owner nor digest names its owner: the reply call when the read received a multi-key call's data, else the
+-- read itself when it is a multi-key call that got its own reply. 52_notable_items then judges each item (owner,
+-- category, severity, value_key of the item); here the line's figures are the items' common ones (15_cache_lines),
+-- and such a read is kept even when they name no single owner. Its value_owner and digest stay line-level.
 -- outcome: 'served' (a read op, status ok, data came back, the request answered below 500: a served item
 -- that reached its viewer), 'failed' (status error: the client threw the reply away and reset; or the
 -- request answered 5xx), 'not-data' (the reading op is no read op, or the reply it got was no data),
@@ -78,7 +83,13 @@ judged_reads AS (
             WHEN owner_by_digest IS NOT NULL THEN 'digest'
             WHEN crossed_by_connection AND reply_is_read_op THEN 'reply'
             ELSE 'asked'
-        END AS value_source
+        END AS value_source,
+        CASE
+            WHEN owner_by_value IS NOT NULL OR owner_by_digest IS NOT NULL THEN CAST(NULL AS BIGINT)
+            WHEN crossed_by_connection AND reply_is_read_op AND reply_key_multi THEN reply_line_id
+            WHEN NOT crossed_by_connection AND key_multi THEN line_id
+            ELSE CAST(NULL AS BIGINT)
+        END AS items_line_id
     FROM tiers
 ),
 kept_reads AS (
@@ -89,6 +100,7 @@ kept_reads AS (
         OR digest_ambiguous
         OR viewer_kind = 'unknown'
         OR (owner_id IS NOT NULL AND (viewer_id IS NULL OR viewer_id <> owner_id))
+        OR (items_line_id IS NOT NULL AND owner_id IS NULL)
 )
 SELECT
     j.line_id,
@@ -140,6 +152,7 @@ SELECT
     j.reply_not_data,
     j.reply_key_category,
     j.reply_key_owner,
+    j.items_line_id,
     CASE
         WHEN j.status = 'error' THEN 'failed'
         WHEN NOT j.is_read_op THEN 'not-data'

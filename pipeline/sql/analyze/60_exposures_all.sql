@@ -1,5 +1,6 @@
--- exposures_all: every exposure in the logs, before the window: a served item that reached its viewer, with
--- a known owner, shown to someone else than its owner (anonymous viewers count), not covered by a grant.
+-- exposures_all: every exposure in the logs, before the window: a served item (52_notable_items: a read, or
+-- one item of a multi-key value, item_no) that reached its viewer, with a known owner, shown to someone else
+-- than its owner (anonymous viewers count), not covered by a grant.
 -- A read whose request is missing from the requests log (viewer_kind 'unknown') is kept when its value
 -- is not that of the key asked for (another owner, or a key without owner): the victim counts even when
 -- the viewer cannot be named.
@@ -29,12 +30,14 @@ SELECT
     c.owner_by_connection,
     c.owner_by_key,
     c.line_id,
+    c.item_no,
     c.crossed
-FROM notable_reads AS c
+FROM notable_items AS c
 INNER JOIN source_files AS f
     ON c.file_no = f.file_no
 LEFT JOIN granted_reads AS g
     ON c.line_id = g.line_id
+    AND c.item_no = g.item_no
 WHERE g.line_id IS NULL
     AND c.outcome = 'served'
     AND c.owner_id IS NOT NULL
