@@ -242,7 +242,7 @@ def user_trail(out_or_con: OutOrCon, user_id: str, *, near_misses: bool = True) 
                 host, conn_id, reply_request_id, source_file, source_line
             FROM ({rows}) AS r
             WHERE owner_id = $user OR viewer_id = $user
-            ORDER BY ts, request_id, record, role, source_file, source_line
+            ORDER BY ts, request_id, record, role, source_file, source_line, value_key
         """
         return con.execute(sql, {"user": str(user_id)}).df()
 
@@ -353,8 +353,8 @@ def connection_timeline(
 
 def _register_findings(con: duckdb.DuckDBPyConnection, out: Path) -> None:
     """``findings``: the analysis outputs per cache line (source_file, source_line), one row per line. A line
-    can hold more than one (an exposure whose own reply was then discarded); ``finding`` lists them all, the
-    other columns are the first's (exposures before near misses)."""
+    can hold more than one (an exposure whose own reply was then discarded; one exposure per item of a multi-key
+    value); ``finding`` lists them all, the other columns are the first's (exposures before near misses)."""
     parts = []
     for rank, (name, label) in enumerate((("exposures", "exposure"),
                                           ("exposures_outside_window", "exposure_outside_window"))):
@@ -374,8 +374,8 @@ def _register_findings(con: duckdb.DuckDBPyConnection, out: Path) -> None:
                "viewer_id": "VARCHAR", "owner_id": "VARCHAR", "category": "VARCHAR", "evidence": "VARCHAR"}
     rows = " UNION ALL ".join(parts) if parts else _empty_select(columns)
     firsts = ", ".join(
-        f"first(f.{name} ORDER BY f.rank, f.finding) AS {name}" for name in ("viewer_id", "owner_id", "category",
-                                                                              "evidence")
+        f"first(f.{name} ORDER BY f.rank, f.finding, f.owner_id, f.category) AS {name}"
+        for name in ("viewer_id", "owner_id", "category", "evidence")
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE findings AS SELECT f.source_file, f.source_line, "
