@@ -470,6 +470,16 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
             raise WhosawError(
                 f"tables.{name}: {bad} value(s) of {column} in {path.name} are not ISO-8601 times"
             )
+    if name == "grants":
+        everything = con.execute(
+            f"SELECT count(*) FROM {target} WHERE owner_id = '*' AND viewer_id = '*' "
+            "AND (category IS NULL OR category IN ('', '*'))"
+        ).fetchone()[0]
+        if everything:
+            raise WhosawError(
+                f"tables.grants: {everything} row(s) of {path.name} grant every owner's data of every category to "
+                "anyone (owner_id, viewer_id and category '*'): that would excuse every exposure"
+            )
     return target
 
 

@@ -328,6 +328,24 @@ def test_grants_exclude_legitimate_views(tmp_path):
     }
 
 
+def test_a_grant_of_every_owner_covers_support_staff_and_a_grant_of_everything_is_refused(tmp_path):
+    """owner_id '*': support staff may see every customer's data (it was ignored: sam's work became exposures
+    naming every customer he helped). owner, viewer and category all '*' would excuse everything: refused."""
+    cache = [
+        call(T(1), "r1", "billing:carol", conn="c1"),      # support agent sam, during his shift: granted
+        call(T(2), "r2", "user:alice:titles", conn="c2"),  # ... titles: granted too (every category)
+        call(T(12), "r3", "billing:carol", conn="c3"),     # ... after his shift: an exposure
+        call(T(3), "r4", "billing:alice", conn="c4"),      # bob is no support agent: an exposure
+    ]
+    users = {"r1": "sam", "r2": "sam", "r3": "sam", "r4": "bob"}
+    shift = {"owner_id": "*", "viewer_id": "sam", "category": "*", "valid_from": T(0), "valid_to": T(10)}
+    summary, exp = run_case(tmp_path / "a", cache, users, tables={"grants": [shift]})
+    assert pairs(exp) == {("r3", "sam", "carol", "payment_info", "key"), ("r4", "bob", "alice", "payment_info", "key")}
+    everything = {"owner_id": "*", "viewer_id": "*", "category": "", "valid_from": "", "valid_to": ""}
+    with pytest.raises(WhosawError, match=r"tables.grants: 1 row\(s\) of grants.csv grant every owner's data"):
+        run_case(tmp_path / "b", cache, users, tables={"grants": [shift, everything]})
+
+
 # ----------------------------------------------------------------------------------------- digest tier
 
 def test_digest_owner_and_ambiguous_digest(tmp_path):
