@@ -274,6 +274,11 @@ def _print_ingest(result) -> None:
         + (f"; {_counted(skipped, 'other file')} passed over (see manifest.json)" if skipped else "")
         + (f"; {already} already ingested" if already else "")
     )
+    if result.manifest["ingest"].get("sources_changed"):
+        click.echo(
+            "note: these files were read with another [sources] section (field maps, zones, globs) than the files "
+            "ingested before them (see manifest.json ingest_runs)"
+        )
     run_id = result.manifest["ingest"]["run"]
     lacking: Counter[tuple[str, str]] = Counter(
         (entry["kind"], ", ".join(entry["empty_fields"]))

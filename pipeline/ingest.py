@@ -292,6 +292,14 @@ def _finish(
         "already_ingested": len(already),
     }
     entries = list(manifest.get("files", [])) + [f.entry(run_id) for f in todo]
+    # Which config each run read its files with (the top-level config is the latest one): a field map or zone
+    # edited between two ingests reads the new files differently from the earlier ones, which must show.
+    read_with = cfg.to_manifest()
+    runs = list(manifest.get("ingest_runs") or [])
+    earlier = runs[-1].get("config") if runs else manifest.get("config") if manifest.get("files") else None
+    sources_changed = bool(todo and earlier) and _sources(read_with) != _sources(earlier)
+    if todo:
+        runs.append({"run": run_id, "files": len(todo), "config": read_with})
     skipped_all = {s["path"]: s for s in manifest.get("skipped", [])}
     skipped_all.update({s["path"]: s for s in skipped})
     for entry in entries:
@@ -309,15 +317,22 @@ def _finish(
         "duckdb": duckdb.__version__,
         "tool_version": __version__,
         "removed_stale_outputs": stale or [],
+        "sources_changed": sources_changed,
     }
     return update_manifest(
         out,
         drop=("analysis", "report", "window") if todo else (),
         files=entries,
+        ingest_runs=runs,
         skipped=list(skipped_all.values()),
         config=cfg.to_manifest(),
         ingest=section,
     )
+
+
+def _sources(recorded: dict[str, Any]) -> Any:
+    """The [sources] section of a config as the manifest records it (field maps, zones, globs)."""
+    return ((recorded or {}).get("settings") or {}).get("sources")
 
 
 # ---------------------------------------------------------------------------------------------- discovery

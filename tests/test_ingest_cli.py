@@ -62,6 +62,28 @@ def test_a_file_without_user_id_or_connection_in_any_line_is_pointed_out(tmp_pat
     assert said in report
 
 
+def test_late_logs_read_with_an_edited_field_map_or_zone_are_pointed_out(tmp_path):
+    """The config file edited between two ingests (a zone, a field map): the new files are read differently from
+    the earlier ones. The manifest keeps the config of every run, and the CLI says so."""
+    config = tmp_path / "incident.toml"
+    config.write_text('[sources.requests]\ntimezone = "UTC"\n')
+    out = tmp_path / "out"
+    for name, rid in (("a", "r1"), ("b", "r2"), ("c", "r3")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "requests.jsonl").write_text(line(rid, ts="2023-03-20T01:00:00") + "\n")
+    first = invoke(str(tmp_path / "a"), "--out", str(out), "--config", str(config))
+    config.write_text('[sources.requests]\ntimezone = "Europe/Berlin"\n')
+    edited = invoke(str(tmp_path / "b"), "--out", str(out))  # the recorded config file, since edited
+    same = invoke(str(tmp_path / "c"), "--out", str(out))
+    note = "note: these files were read with another [sources] section"
+    assert [note in r.stdout for r in (first, edited, same)] == [False, True, False]
+    runs = json.loads((out / "manifest.json").read_text())["ingest_runs"]
+    zones = [r["config"]["settings"]["sources"]["requests"]["timezone"] for r in runs]
+    assert zones == ["UTC", "Europe/Berlin", "Europe/Berlin"]
+    again = invoke(str(tmp_path / "a"), "--out", str(out))  # nothing new read: no run recorded, no note
+    assert note not in again.stdout and len(json.loads((out / "manifest.json").read_text())["ingest_runs"]) == 3
+
+
 def test_ingest_prints_counts_only(logs, tmp_path):
     result = invoke(str(logs), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
