@@ -160,6 +160,25 @@ def test_near_misses_not_data_and_failed_requests(tmp_path):
     assert summary["near_misses"]["by_category"] == {"conversation_titles": 2, "payment_info": 1}
 
 
+def test_a_crossed_reply_in_a_request_that_answered_5xx_failed_before_it_was_not_data(tmp_path):
+    """'failed' before 'not-data' (design.md, the simulator's ground truth): a GET that got a SET's "OK", or a SET
+    that got a stale GET reply, in a request that answered 5xx, failed; it was labelled 'not-data'."""
+    cache = [
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled", op="SET"),
+        call(T(0, 2), "rb", "user:bob:titles"),  # gets alice's SET "OK"; rb answers 500
+        call(T(0, 3), "rc", "billing:carol", "cancelled", conn="c2"),
+        call(T(0, 4), "rd", "user:dave:titles", op="SET", conn="c2"),  # gets carol's billing; rd answers 503
+    ]
+    requests = requests_for(cache, {"ra": "alice", "rb": "bob", "rc": "carol", "rd": "dave"})
+    for row in requests:
+        row["status"] = {"rb": 500, "rd": 503}.get(row["request_id"], 200)
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert exp.empty
+    near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet").sort_values("ts")
+    assert list(zip(near.request_id, near.kind, strict=True)) == [("rb", "failed"), ("rd", "failed")]
+    assert summary["near_misses"]["by_kind"] == {"failed": 2}
+
+
 # ----------------------------------------------------------------------------------------- viewer rule
 
 def test_session_refreshed_after_expiry(tmp_path):

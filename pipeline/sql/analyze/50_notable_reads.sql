@@ -28,7 +28,8 @@
 -- outcome: 'served' (a read op, status ok, data came back, the request answered below 500: a served item
 -- that reached its viewer), 'failed' (status error: the client threw the reply away and reset; or the
 -- request answered 5xx), 'not-data' (the reading op is no read op, or the reply it got was no data),
--- 'background' (no request).
+-- 'background' (no request); in that order of precedence: 'failed' before 'not-data', as the simulator's
+-- ground truth (a SET, or a GET that got an "OK", in a request that answered 5xx failed).
 -- Cost: the judging runs over every read, so it carries only the columns the judging needs; the few
 -- reads it keeps then fetch their descriptive columns (file, line, key family, host, ...) by line_id.
 -- Plan: the reads are joined, in the order written, to the smaller tables on the right of each join (crossed
@@ -155,11 +156,11 @@ SELECT
     j.items_line_id,
     CASE
         WHEN j.status = 'error' THEN 'failed'
+        WHEN j.request_failed THEN 'failed'
         WHEN NOT j.is_read_op THEN 'not-data'
         WHEN j.status <> 'ok' THEN 'failed'
         WHEN j.reply_not_data AND j.owner_by_value IS NULL AND j.owner_by_digest IS NULL THEN 'not-data'
         WHEN j.request_id IS NULL THEN 'background'
-        WHEN j.request_failed THEN 'failed'
         ELSE 'served'
     END AS outcome,
     CASE WHEN j.is_read_op AND j.status = 'ok' THEN true ELSE false END AS is_served_item
