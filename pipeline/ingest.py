@@ -1193,6 +1193,11 @@ def _as_text(expr: str, dtype: str) -> str:
         return f"strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ')"
     if dtype.startswith("TIMESTAMP"):
         return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%f')"
+    if dtype.endswith("]") or dtype.startswith(("STRUCT", "MAP", "UNION")):
+        # a nested value as the JSON logs give it (JSON text): a list column of keys is a multi-key call's key,
+        # '["user:alice:titles","billing:alice"]'; DuckDB's own cast wrote "[user:alice:titles, billing:alice]",
+        # a plain key no rule matches (docs/design.md "Multi-key calls")
+        return f"CAST(to_json({expr}) AS VARCHAR)"
     if dtype in ("FLOAT", "DOUBLE"):  # a whole number as an integer: pandas stores an id column with gaps as float64,
         # and user 42 read as '42.0' would be another user than the '42' of the JSON logs and of key user:42:...
         whole = f"isfinite({expr}) AND {expr} = trunc({expr}) AND abs({expr}) < 1e18"

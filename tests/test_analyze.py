@@ -1415,3 +1415,42 @@ def test_spark_splits_and_judges_multi_key_calls_as_duckdb_does(tmp_path):
     assert {k for k, _, _ in spark_items} - set(MULTI_KEY_FORMS) == {
         ALICE_MGET, '["user:dave:titles","conv:c9"]', '["user:erin:titles","user:carol:titles","conv:c9"]',
         '["user:fay:titles","billing:gus"]'}
+
+
+def test_a_parquet_list_column_of_keys_is_a_multi_key_call(tmp_path):
+    """A Parquet cache log may hold an MGET's keys as a list column (the JSON logs' array): ingest wrote it with
+    DuckDB's cast, "[user:alice:titles, billing:alice]", a plain key no rule matches: bob's read of alice's
+    cancelled MGET was no exposure."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pq.write_table(pa.table({
+        "ts": [T(0, 1), T(0, 2), T(0, 3)],
+        "request_id": ["ra", "rb", "rc"],
+        "op": ["MGET", "GET", "MGET"],
+        "key": pa.array([["user:alice:titles", "billing:alice"], ["user:bob:titles"], ['user:"x"', None]],
+                        pa.list_(pa.string())),
+        "status": ["cancelled", "ok", "ok"],
+        "host": ["h1", "h1", "h1"],
+        "conn_id": ["1", "1", "2"],
+    }), logs / "cache.parquet")
+    (logs / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"ts": T(0, 4), "request_id": rid, "session_id": f"s{rid}", "user_id": user, "status": 200}
+        for rid, user in (("ra", "alice"), ("rb", "bob"), ("rc", "carol"))
+    ]))
+    out = tmp_path / "out"
+    cfg = config_from_dict({"keys": KEYS}, tmp_path / "incident.toml")
+    ingest([logs], out, cfg, progress=False)
+    keys = duckdb.sql(
+        f"SELECT key FROM read_parquet('{out}/parquet/cache/**/*.parquet') ORDER BY source_line"
+    ).fetchall()
+    assert keys == [(ALICE_MGET,), ('["user:bob:titles"]',), ('["user:\\"x\\"",null]',)]  # JSON, as in JSON logs
+    summary = analyze(out, cfg, progress=False)
+    exp = pd.read_parquet(out / "exposures.parquet")
+    assert pairs(exp) == {
+        ("rb", "bob", "alice", "conversation_titles", "connection"),
+        ("rb", "bob", "alice", "payment_info", "connection"),
+    }
+    assert summary["exposures"] == 2 and summary["crossed_replies"] == 1
