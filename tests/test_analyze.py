@@ -1454,3 +1454,62 @@ def test_a_parquet_list_column_of_keys_is_a_multi_key_call(tmp_path):
         ("rb", "bob", "alice", "payment_info", "connection"),
     }
     assert summary["exposures"] == 2 and summary["crossed_replies"] == 1
+
+
+AC_MGET = '["user:alice:titles","user:carol:titles"]'
+
+
+def _value_outside_mget_case():
+    """Multi-key calls of two owners (key_owner NULL) whose value (value_owner, digest) names someone else."""
+    cache = [
+        # c1: alice's own MGET of her and carol's titles; the app found dave's data in it; her request failed
+        call(T(0, 1), "ra", AC_MGET, op="MGET", value_owner="dave"),
+        # c2: the same with carol named: one of the items' owners, no crossed reply; carol's titles exposed
+        call(T(0, 2), "rb", AC_MGET, op="MGET", conn="c2", value_owner="carol"),
+        # c3: an item no rule matches: its owner is unknown, so dave may be it: not crossed
+        call(T(0, 3), "rc", '["user:alice:titles","zzz:1"]', op="MGET", conn="c3", value_owner="dave"),
+        # c4: background work read an MGET whose digest is dave's (written under his key)
+        call(T(0, 4), "rd", "user:dave:titles", op="SET", conn="c4", value_sha256="dd"),
+        call(T(0, 5), None, '["public:x","user:alice:titles"]', op="MGET", conn="c5", value_sha256="dd"),
+        # c6: bob read the reply of alice's cancelled MGET (alice's and carol's titles), but the value is dave's
+        call(T(0, 6), "re", AC_MGET, "cancelled", op="MGET", conn="c6"),
+        call(T(0, 7), "rf", "user:bob:titles", conn="c6", value_owner="dave"),
+        # c7: the same, the value naming carol: it agrees with the connection
+        call(T(0, 8), "rg", AC_MGET, "cancelled", op="MGET", conn="c7"),
+        call(T(0, 9), "rh", "user:bob:titles", conn="c7", value_owner="carol"),
+    ]
+    requests = requests_for(cache, {"ra": "alice", "rb": "alice", "rc": "alice", "rd": "dave", "re": "alice",
+                                    "rf": "bob", "rg": "alice", "rh": "bob"})
+    for r in requests:
+        if r["request_id"] == "ra":
+            r["status"] = 503
+    return cache, requests
+
+
+def test_a_value_naming_none_of_the_owners_of_an_mget_is_crossed_or_a_conflict(tmp_path):
+    """A multi-key call's key names several owners (its key_owner is none), so a value naming none of them was
+    compared with nothing: alice's own MGET carrying dave's data was no crossed reply (her failed request no near
+    miss, background work's read of it none either), and bob's read of alice's MGET reply carrying dave's data no
+    conflict, unlike the same calls for one key."""
+    cache, requests = _value_outside_mget_case()
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert pairs(exp) == {
+        ("rb", "alice", "carol", "conversation_titles", "value_owner"),
+        ("rc", "alice", "dave", "multiple", "value_owner"),
+        ("rf", "bob", "dave", "conversation_titles", "conflict"),
+        ("rh", "bob", "carol", "conversation_titles", "value_owner"),
+    }
+    assert summary["crossed_replies"] == 2 + 2  # ra, the background read; rf, rh by connection
+    near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet")
+    assert sorted(zip(near.kind, near.owner_id, strict=True)) == [("background", "dave"), ("failed", "dave")]
+    assert summary["conflict_rows"] == 1
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_judges_a_value_outside_an_mgets_owners_as_duckdb_does(tmp_path):
+    cache, requests = _value_outside_mget_case()
+    run_case(tmp_path, cache, requests=requests)
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 4, "spark": 4}
+    assert result["near_misses"] == {"duckdb": 2, "spark": 2} and result["timeline_differences"] == 0

@@ -25,6 +25,11 @@
 -- read itself when it is a multi-key call that got its own reply. 52_notable_items then judges each item (owner,
 -- category, severity, value_key of the item); here the line's figures are the items' common ones (15_cache_lines),
 -- and such a read is kept even when they name no single owner. Its value_owner and digest stay line-level.
+-- value_outside_items / digest_outside_items: the value (read itself, not crossed by connection) or the reply
+-- (crossed) is a multi-key call whose items each have an owner or a family that names nobody (at least one
+-- owner), and value_owner / the digest names none of those owners: as for a single key whose owner is not the
+-- value's, the read is crossed (its own call) or its tiers conflict (the reply call). With one common owner
+-- this is the plain comparison; with several (key_owner NULL) it is the only one.
 -- outcome: 'served' (a read op, status ok, data came back, the request answered below 500: a served item
 -- that reached its viewer), 'failed' (status error: the client threw the reply away and reset; or the
 -- request answered 5xx), 'not-data' (the reading op is no read op, or the reply it got was no data),
@@ -38,16 +43,55 @@
 -- materialize
 -- duckdb: joins as written
 CREATE OR REPLACE TEMPORARY VIEW notable_reads AS
-WITH tiers AS (
+WITH multi_key_owners AS (
+    SELECT line_id, item_owner
+    FROM cache_line_items
+    WHERE item_owner IS NOT NULL
+    GROUP BY line_id, item_owner
+),
+owned_multi_key_lines AS (
+    SELECT line_id
+    FROM cache_line_items
+    GROUP BY line_id
+    HAVING count(item_owner) > 0
+        AND min(CASE WHEN item_owner IS NULL AND NOT item_ownerless_family THEN 0 ELSE 1 END) = 1
+),
+value_lines AS (
     SELECT
         read_viewers.*,
-        value_owner AS owner_by_value,
-        CASE WHEN digest_ambiguous THEN CAST(NULL AS STRING) ELSE digest_owner END AS owner_by_digest,
-        CASE WHEN reply_is_read_op THEN reply_key_owner ELSE CAST(NULL AS STRING) END AS owner_by_connection,
-        key_owner AS owner_by_key,
-        CASE WHEN reply_line_id IS NOT NULL THEN true ELSE false END AS crossed_by_connection,
-        CASE WHEN reply_line_id IS NOT NULL AND NOT reply_is_read_op THEN true ELSE false END AS reply_not_data
+        CASE
+            WHEN reply_line_id IS NULL AND key_multi THEN line_id
+            WHEN reply_line_id IS NOT NULL AND reply_is_read_op AND reply_key_multi THEN reply_line_id
+            ELSE CAST(NULL AS BIGINT)
+        END AS value_line_id
     FROM read_viewers
+),
+tiers AS (
+    SELECT
+        r.*,
+        r.value_owner AS owner_by_value,
+        CASE WHEN r.digest_ambiguous THEN CAST(NULL AS STRING) ELSE r.digest_owner END AS owner_by_digest,
+        CASE WHEN r.reply_is_read_op THEN r.reply_key_owner ELSE CAST(NULL AS STRING) END AS owner_by_connection,
+        r.key_owner AS owner_by_key,
+        CASE WHEN r.reply_line_id IS NOT NULL THEN true ELSE false END AS crossed_by_connection,
+        CASE WHEN r.reply_line_id IS NOT NULL AND NOT r.reply_is_read_op THEN true ELSE false END AS reply_not_data,
+        CASE
+            WHEN o.line_id IS NOT NULL AND r.value_owner IS NOT NULL AND v.line_id IS NULL THEN true ELSE false
+        END AS value_outside_items,
+        CASE
+            WHEN o.line_id IS NOT NULL AND NOT r.digest_ambiguous AND r.digest_owner IS NOT NULL
+                AND d.line_id IS NULL THEN true
+            ELSE false
+        END AS digest_outside_items
+    FROM value_lines AS r
+    LEFT JOIN owned_multi_key_lines AS o
+        ON r.value_line_id = o.line_id
+    LEFT JOIN multi_key_owners AS v
+        ON r.value_line_id = v.line_id
+        AND r.value_owner = v.item_owner
+    LEFT JOIN multi_key_owners AS d
+        ON r.value_line_id = d.line_id
+        AND r.digest_owner = d.item_owner
 ),
 judged_reads AS (
     SELECT
@@ -61,6 +105,8 @@ judged_reads AS (
                 AND owner_by_digest <> owner_by_connection THEN true
             WHEN reply_not_data AND is_read_op
                 AND (owner_by_value IS NOT NULL OR owner_by_digest IS NOT NULL) THEN true
+            -- the reply of a multi-key call of several owners: the value names none of them
+            WHEN crossed_by_connection AND (value_outside_items OR digest_outside_items) THEN true
             ELSE false
         END AS tiers_conflict,
         coalesce(
@@ -77,6 +123,8 @@ judged_reads AS (
                 AND owner_by_digest <> owner_by_key THEN true
             -- a key of a family whose values are nobody's (a public key) carrying someone's value
             WHEN key_ownerless_family AND (owner_by_value IS NOT NULL OR owner_by_digest IS NOT NULL) THEN true
+            -- a multi-key call of several owners whose value names none of them
+            WHEN value_outside_items OR digest_outside_items THEN true
             ELSE false
         END AS crossed,
         -- whose value was served: the digest's key, else the reply call's key, else the key asked for
