@@ -636,7 +636,7 @@ _IN_WINDOW = (
 )
 
 
-def _window_description(row: dict[str, Any], span: tuple[Any, Any]) -> str:
+def _window_description(row: dict[str, Any], span: tuple[Any, Any], crossed: int) -> str:
     method = row["window_method"]
     if method == "cli":
         return "given with --window"
@@ -650,8 +650,14 @@ def _window_description(row: dict[str, Any], span: tuple[Any, Any]) -> str:
         f"of 'one rate inside, another outside' against 'one rate', at least {_number(row['llr_needed'])})"
     )
     if row["window_start"] is None:
-        if row["best_llr"] is None:
+        if row["best_llr"] is None and not crossed:
             return "auto: no crossed replies in the logs; all time is kept"
+        if row["best_llr"] is None:  # every stretch that holds them holds every cache call too
+            return (
+                f"auto: no window: the {crossed} crossed repl{'y' if crossed == 1 else 'ies'} cannot be told from "
+                f"a steady rate ({row['bucket_seconds']}-second buckets: the cache calls all fall in the buckets "
+                "that hold them, leaving nothing outside to compare with); all time is kept"
+            )
         return (
             f"auto: no window: {scan} was looked for, and the best stretch scores only "
             f"{round(float(row['best_llr']), 2)}; all time is kept"
@@ -680,7 +686,9 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             "start": _iso(window_row["window_start"]),
             "end": _iso(window_row["window_end"]),
             "method": window_row["window_method"],
-            "description": _window_description(window_row, span),
+            "description": _window_description(
+                window_row, span, con.execute("SELECT count(*) FROM notable_reads WHERE crossed").fetchone()[0]
+            ),
         },
     }
     if window_row["window_method"] == "auto":

@@ -104,6 +104,19 @@ def test_two_deep_chain_each_read_gets_the_oldest_unread_reply(tmp_path):
     assert summary["affected_owners"] == 3 and summary["viewers"] == 3
 
 
+def test_an_auto_window_over_crossed_replies_it_cannot_set_apart_does_not_say_there_were_none(tmp_path):
+    """Every cache call in the bucket that holds the crossed reply: no stretch stands out, and the summary said
+    "no crossed replies in the logs" beside crossed_replies 1."""
+    cache = [call(T(0, 1), "ra", "user:alice:titles", "cancelled"), call(T(0, 2), "rb", "user:bob:titles")]
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob"}, window="auto")
+    assert summary["crossed_replies"] == 1 and len(exp) == 1
+    assert summary["window"]["start"] is None
+    assert summary["window"]["description"].startswith("auto: no window: the 1 crossed reply cannot be told from")
+    quiet = [call(T(0, 1), "ra", "user:alice:titles"), call(T(0, 2), "rb", "user:bob:titles")]
+    summary, _ = run_case(tmp_path / "quiet", quiet, {"ra": "alice", "rb": "bob"}, window="auto")
+    assert summary["window"]["description"] == "auto: no crossed replies in the logs; all time is kept"
+
+
 def test_connections_are_host_and_conn_id_together(tmp_path):
     cache = [
         call(T(0, 1), "ra", "user:alice:titles", "cancelled", host="h1", conn="7"),
