@@ -29,6 +29,8 @@ from .schema import (
 
 TABLE_NAMES = ("ownership", "grants", "users")
 SEVERITIES = ("low", "medium", "high", "critical")
+# sources.<kind>.format: how to read a file of that kind whose name does not tell (access.log, app.log.2.gz)
+SOURCE_FORMATS = {"jsonl": "json", "ndjson": "json", "json": "json", "csv": "csv"}
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
 
 
@@ -52,6 +54,7 @@ class SourceConfig:
     match: tuple[str, ...] = ()
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     timezone: str = "UTC"
+    format: str | None = None  # json | csv | parquet: for a file of this kind whose name does not say (access.log)
 
     def field_spec(self, name: str) -> FieldSpec:
         """The spec for canonical field ``name``: mapped, or the field of the same name."""
@@ -221,8 +224,19 @@ def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
 
 def _source(kind: str, value: Any) -> SourceConfig:
     table = _table(value, f"sources.{kind}")
-    _known(table, f"sources.{kind}", ("match", "fields", "timezone"))
+    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format"))
     match = _strings(table.get("match", []), f"sources.{kind}.match")
+    for i, glob in enumerate(match):
+        if "/" in glob:  # matched against the file name alone: a folder in it never matches
+            raise WhosawError(
+                f"config: sources.{kind}.match[{i}]: a glob is matched against the file name, not its folder "
+                "(drop the folder part: give the folder as INPUT)"
+            )
+    fmt = None
+    if "format" in table:
+        fmt = SOURCE_FORMATS.get(_string(table["format"], f"sources.{kind}.format").lower())
+        if fmt is None:
+            raise WhosawError(f"config: sources.{kind}.format: expected one of {', '.join(SOURCE_FORMATS)}")
     zone = _string(table.get("timezone", "UTC"), f"sources.{kind}.timezone")
     try:
         ZoneInfo(zone)
@@ -230,7 +244,7 @@ def _source(kind: str, value: Any) -> SourceConfig:
         raise WhosawError(f"config: sources.{kind}.timezone: unknown time zone {zone!r}") from None
     field_map = _table(table.get("fields", {}), f"sources.{kind}.fields")
     fields = {name: _field_spec(kind, name, value) for name, value in field_map.items()}
-    return SourceConfig(kind=kind, match=tuple(match), fields=fields, timezone=zone)
+    return SourceConfig(kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt)
 
 
 def _key_rule(order: int, value: Any) -> KeyRule:

@@ -96,7 +96,8 @@ RAW_CHARS = 500  # a rejected line's raw text is cut to this many characters
 # every request anonymous (unless the sessions log names its user), no host or conn_id hides every crossed reply
 # from the connection tier. A file whose kept lines all lack one lists it in the manifest (files[].empty_fields),
 # and the CLI says so: a field map that misses a column shows at once. (value_owner and value_sha256 are often
-# not logged at all, and background work has no request_id: their absence is no sign of a wrong map.)
+# not logged at all, and background work has no request_id: their absence is no sign of a wrong map, unless the
+# config maps them: every field the config maps to a path is checked too.)
 EVIDENCE_FIELDS: dict[str, tuple[str, ...]] = {
     "requests": ("user_id",),
     "cache": ("host", "conn_id"),
@@ -118,6 +119,7 @@ LAKE_WRITE_OPTIONS = (
     "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION V2, DICTIONARY_SIZE_LIMIT 1000"
 )
 _BOM = b"\xef\xbb\xbf"
+_ROTATED = re.compile(r"(\.\d+|-\d{8})$")  # a rotated log's suffix: logrotate's .1 and dateext -YYYYMMDD
 # record_key: a hash of (part of) a record's identity, to find duplicate candidates with one cheap pass; candidates
 # are then compared on the whole identity. Computed for new lines in <kind>.sql, and afresh for rows already in
 # the lake (never read from the stored column, so a lake written by another DuckDB version compares right).
@@ -125,6 +127,14 @@ _KEY_EXPR = {
     "requests": "hash(request_id)",
     "cache": "hash(ts, request_id, op, key, host, conn_id)",
     "sessions": "hash(ts, session_id, user_id, event)",
+}
+
+# Fields whose text must be a value: an object or array there is rejected as not_a_value:<name> (a field map that
+# names the parent object). Not key (a JSON array is a multi-key call), nor ts, status, event (their own checks).
+_VALUE_FIELDS: dict[str, tuple[str, ...]] = {
+    "requests": ("request_id", "session_id", "user_id", "route", "host"),
+    "cache": ("request_id", "op", "host", "conn_id", "value_sha256", "value_owner"),
+    "sessions": ("session_id", "user_id"),
 }
 
 # Reject reason codes and what they mean (the `detail` column of rejects/).
@@ -372,15 +382,20 @@ def _discover(
         file_kind, why = _kind_of(path.name, cfg, kind)
         fmt, gz = format_of(path.name)
         if file_kind is None:
+            if why.startswith("the name matches the globs of several kinds"):  # the config contradicts itself
+                raise WhosawError(f"input {path}: {why}; make the config's match globs exclusive, or use --kind")
             skipped.append({"path": str(path), "reason": why})
             continue
+        fmt = fmt or cfg.sources[file_kind].format
         if fmt is None:
-            skipped.append(
-                {
-                    "path": str(path),
-                    "reason": "unsupported file type (not .jsonl/.ndjson/.json/.csv/.parquet, plain or .gz)",
-                }
-            )
+            reason = "unsupported file type (not .jsonl/.ndjson/.json/.csv/.parquet, plain or .gz)"
+            if kind is None and any(fnmatch(path.name, glob) for glob in cfg.sources[file_kind].match):
+                # the config names it a log of this kind, yet it would go unread: never only "passed over"
+                raise WhosawError(
+                    f"input {path}: sources.{file_kind}.match names it a {file_kind} log, but its name does not "
+                    f'tell its format: set sources.{file_kind}.format = "jsonl" (or "csv") in the config'
+                )
+            skipped.append({"path": str(path), "reason": reason})
             continue
         if not _utf8_name(path):  # its name goes into SQL and Parquet (source_file), which hold UTF-8 text only
             shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
@@ -435,10 +450,12 @@ def _kind_of(name: str, cfg: Config, kind: str | None) -> tuple[str | None, str]
 
 
 def format_of(name: str) -> tuple[str | None, bool]:
-    """(format, gzipped) from a file name: json | csv | parquet, or None for a name ingest does not read."""
+    """(format, gzipped) from a file name: json | csv | parquet, or None for a name ingest does not read. A rotated
+    file's suffix (logrotate's ``.1``, ``.2.gz``, ``-20230320``) is not its format: ``requests.jsonl.1.gz`` is JSON."""
     lower = name.lower()
     gz = lower.endswith(".gz")
     base = lower[:-3] if gz else lower
+    base = _ROTATED.sub("", base)
     return FORMATS.get(os.path.splitext(base)[1]), gz
 
 
@@ -895,6 +912,9 @@ def _records_sql(cfg: Config, kind: str, fields_sql: str) -> str:
         statuses="(" + ", ".join(_lit(s) for s in CACHE_STATUSES) + ")",
         events="(" + ", ".join(_lit(e) for e in SESSION_EVENTS) + ")",
         record_key=_KEY_EXPR[kind],
+        structured="\n            ".join(
+            f"WHEN whosaw_structured({name}) THEN 'not_a_value:{name}'" for name in _VALUE_FIELDS[kind]
+        ),
     )
 
 
@@ -1005,7 +1025,9 @@ def _ingest_kind(
         _drop_duplicates(con, kind, files, staged, record_files, out)  # may empty (and drop) staged files
     if staged:
         new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
-        fields = EVIDENCE_FIELDS[kind]
+        # the evidence fields, and every field the config maps to a path: a path no line has is a mistyped map
+        mapped = [name for name in LAKE_COLUMNS[kind] if name in source.fields and not source.fields[name].is_const]
+        fields = tuple(dict.fromkeys([*EVIDENCE_FIELDS[kind], *mapped]))
         present = ", ".join(f"count({name})" for name in fields)
         counts = con.execute(f"SELECT source_file, count(*), {present} FROM {new} GROUP BY 1").fetchall()
         for path, count, *filled in counts:
@@ -1054,8 +1076,13 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
     lines = _sql("lines.sql", source="whosaw_lines")
     names = list(LAKE_COLUMNS[kind])
     if fmt == "json":
-        paths = sorted({source.field_spec(n).path for n in names if not source.field_spec(n).is_const})
-        lookup = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
+        mapped = {source.field_spec(n).path for n in names if not source.field_spec(n).is_const}
+        # a dotted path also reaches a key with the dots in its name, as in a CSV header or a Parquet column:
+        # Elastic Common Schema logs write user.id nested ({"user": {"id": ...}}) or flat ({"user.id": ...})
+        flat = {path: (".".join(path),) for path in mapped if len(path) > 1}
+        paths = sorted(mapped | set(flat.values()))
+        at = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
+        lookup = {path: f"coalesce({at[path]}, {at[flat[path]]})" if path in flat else at[path] for path in mapped}
         fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
         fields_sql = _sql(
             "json_fields.sql",
@@ -1299,7 +1326,9 @@ def _write_rejects(con: duckdb.DuckDBPyConnection, out: Path) -> None:
     detail = "CASE " + " ".join(f"WHEN reason = {_lit(code)} THEN {_lit(text)}" for code, text in REASONS.items())
     detail += (
         " WHEN starts_with(reason, 'missing_field:') THEN 'required field ' || reason[15:] || "
-        "' is missing or empty' END"
+        "' is missing or empty'"
+        " WHEN starts_with(reason, 'not_a_value:') THEN 'field ' || reason[13:] || ' is a JSON object or array, "
+        "not a value: map the field inside it (a dotted path, e.g. user.id)' END"
     )
     for kind in KINDS:
         if not counts.get(kind):

@@ -185,3 +185,18 @@ def test_toml_date_times_and_one_glob_still_load():
     assert cfg.window.iso() == "2023-03-20T01:00:00Z/2023-03-20T10:00:00Z"
     assert cfg.sources["requests"].match == ("access-*.ndjson*",)
     assert cfg.cache_ops.read == ("GET",)
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ({"requests": {"match": ["nginx/**/access.log*"]}}, r"sources\.requests\.match\[0\]: a glob is matched "
+         "against the file name, not its folder"),
+        ({"cache": {"format": "log"}}, r"sources\.cache\.format: expected one of jsonl, ndjson, json, csv"),
+        ({"cache": {"format": 1}}, r"sources\.cache\.format: expected a non-empty string, got an integer"),
+    ],
+)
+def test_source_globs_and_formats_that_cannot_work_are_config_errors(sources, message):
+    """A glob with a folder never matched (match sees the file name): the logs were passed over, exit 0."""
+    with pytest.raises(WhosawError, match=message):
+        config_from_dict({"sources": sources})

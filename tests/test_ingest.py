@@ -1265,3 +1265,79 @@ def test_an_analysis_after_a_killed_first_ingest_finds_no_lake(tmp_path):
     with pytest.raises(WhosawError, match="no lake"):
         analyze(out)
     assert not (out / "summary.json").exists() and not (out / "exposures.parquet").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# real-world log shapes: ECS flat keys, a field map naming an object, rotated and extension-less names
+
+
+def test_a_dotted_path_reads_ecs_flat_keys_as_it_reads_nested_ones(tmp_path):
+    """Elastic Common Schema loggers write `user.id` nested or flat ({"user.id": ...}), often mixed in one file.
+    `user_id = "user.id"` read only the nested one: the flat lines lost their request id (rejected) or their user
+    (every request anonymous, a session dropped) without a word. CSV and Parquet already read dotted columns."""
+    lines = [
+        json.dumps({"@timestamp": "2023-03-20T01:00:00Z", "request": {"id": "r1"}, "user": {"id": "u1"},
+                    "session.id": "s1", "http": {"response": {"status_code": 200}}}),
+        json.dumps({"@timestamp": "2023-03-20T01:00:01Z", "request.id": "r2", "user.id": "u2", "session.id": "s2",
+                    "http.response.status_code": 404}),
+        json.dumps({"@timestamp": "2023-03-20T01:00:02Z", "request": {"id": "r3"}, "user": {"id": "u3"},
+                    "user.id": "flat", "session": {"id": "s3"}}),  # both: the nested one wins, as in Parquet
+    ]
+    write(tmp_path / "access-1.ndjson", lines)
+    fields = {"ts": "@timestamp", "request_id": "request.id", "user_id": "user.id", "session_id": "session.id",
+              "status": "http.response.status_code"}
+    cfg = config_from_dict({"sources": {"requests": {"match": ["access-*"], "fields": fields}}})
+    result = run(tmp_path, tmp_path / "out", config=cfg)
+    rows = lake(tmp_path / "out", "requests")
+    assert [(r["request_id"], r["user_id"], r["session_id"], r["status"]) for r in rows] == [
+        ("r1", "u1", "s1", 200), ("r2", "u2", "s2", 404), ("r3", "u3", "s3", None),
+    ]
+    assert rejects(tmp_path / "out", "requests") == []
+    assert entry(result, tmp_path / "access-1.ndjson").get("empty_fields") in (None, [])
+
+
+def test_a_field_mapped_to_an_object_or_array_is_rejected_not_read_as_an_id(tmp_path):
+    """`user_id = "user"` for {"user": {"id": ...}}, `value_owner = "reply"`, `conn_id = "conn"`: the JSON text of
+    the object became the user id, the owner id (in affected_users.csv) and the connection. Such a line is rejected
+    (not_a_value:<field>); a key that is an array stays a multi-key call."""
+    write(tmp_path / "requests.jsonl", [
+        req("r1", user_id={"id": "u1"}),
+        req("r2", session_id=["s1"]),
+        req("r3", user_id="[bot] crawler"),  # text with a bracket is a value
+    ])
+    write(tmp_path / "cache.jsonl", [
+        cache("user:u1:titles", value_owner={"owner": "u2"}),
+        cache("user:u1:titles", conn_id={"pool_id": 7}),
+        cache('["user:u1:titles","billing:u1"]', op="MGET"),
+    ])
+    run(tmp_path, tmp_path / "out")
+    assert [r["request_id"] for r in lake(tmp_path / "out", "requests")] == ["r3"]
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.jsonl", 1, "not_a_value:user_id"), ("requests.jsonl", 2, "not_a_value:session_id"),
+    ]
+    assert [r["source_line"] for r in lake(tmp_path / "out", "cache")] == [3]
+    assert rejects(tmp_path / "out", "cache") == [
+        ("cache.jsonl", 1, "not_a_value:value_owner"), ("cache.jsonl", 2, "not_a_value:conn_id"),
+    ]
+    detail = duckdb.sql(f"SELECT detail FROM '{tmp_path}/out/rejects/cache.parquet' LIMIT 1").fetchall()[0][0]
+    assert "is a JSON object or array, not a value" in detail
+
+
+def test_rotated_names_are_read_and_a_source_format_reads_names_without_one(tmp_path):
+    """logrotate's `requests.jsonl.1`, `cache.jsonl.2.gz`, dateext `-20230320`, and nginx's `access.log.1.gz`
+    (with `format = "jsonl"`) were all passed over as "unsupported file type": the requests log of an nginx
+    incident was lost with exit 0 and one "passed over" count."""
+    write(tmp_path / "a" / "requests.jsonl.1", [req("r1")])
+    write(tmp_path / "a" / "requests.jsonl-20230320.gz", [req("r2")])
+    write(tmp_path / "a" / "cache.jsonl.2.gz", [cache("k")])
+    write(tmp_path / "nginx" / "2023-03-20" / "access.log.1.gz", [req("r3")])
+    write(tmp_path / "nginx" / "2023-03-20" / "access.log", [req("r4")])
+    write(tmp_path / "nginx" / "notes.txt", ["not a log"])
+    cfg = config_from_dict({"sources": {"requests": {"match": ["access.log*"], "format": "JSONL"}}})
+    result = run(tmp_path, tmp_path / "out", config=cfg)
+    assert sorted(r["request_id"] for r in lake(tmp_path / "out", "requests")) == ["r1", "r2", "r3", "r4"]
+    assert len(lake(tmp_path / "out", "cache")) == 1
+    assert [Path(s["path"]).name for s in result.manifest["skipped"]] == ["notes.txt"]
+    with pytest.raises(WhosawError, match=r"sources\.requests\.match names it a requests log.*set sources"):
+        ingest([tmp_path / "nginx"], tmp_path / "out2", progress=False,
+               config=config_from_dict({"sources": {"requests": {"match": ["access.log*"]}}}))

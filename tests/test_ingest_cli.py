@@ -205,3 +205,47 @@ def test_csv_without_a_usable_header_is_rejects_not_an_internal_error(tmp_path):
         ("requests_x.csv", 1, "csv_header_missing"),
         ("requests_x.csv", 2, "missing_field:ts"),
     ]
+
+
+def test_a_config_that_names_a_file_two_kinds_or_no_format_stops_with_one_line(tmp_path):
+    """A file the config's globs call a log but that would go unread was only "passed over" (exit 0): the
+    sessions log matched by `*.ndjson` for requests too, nginx's access.log named by a glob. Exit 2, one line."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "auth-sessions.ndjson").write_text(line("r1") + "\n")
+    both = tmp_path / "both.toml"
+    both.write_text('[sources.requests]\nmatch = ["*.ndjson"]\n[sources.sessions]\nmatch = ["auth-sessions*"]\n')
+    result = invoke(str(folder), "--out", str(tmp_path / "out"), "--config", str(both))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output and SECRET not in result.output
+    assert "matches the globs of several kinds (requests, sessions); make the config's match globs" in result.stderr
+    (folder / "auth-sessions.ndjson").unlink()
+    (folder / "access.log").write_text(line("r1") + "\n")
+    named = tmp_path / "named.toml"
+    named.write_text('[sources.requests]\nmatch = ["access.log*"]\n')
+    result = invoke(str(folder), "--out", str(tmp_path / "out"), "--config", str(named))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and SECRET not in result.output
+    assert 'set sources.requests.format = "jsonl"' in result.stderr
+    named.write_text('[sources.requests]\nmatch = ["access.log*"]\nformat = "jsonl"\n')
+    result = invoke(str(folder), "--out", str(tmp_path / "out"), "--config", str(named))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ingested 1 file: 1 lines = 1 kept")
+
+
+def test_a_mapped_field_no_line_has_is_pointed_out(tmp_path):
+    """`value_owner = "reply.owner_id"` for logs that say `reply.owner`: the strongest evidence tier gone without a
+    single bad line. A field the config maps to a path and no kept line has is named like a missing user_id."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rec = {"ts": "2023-03-20T01:00:00Z", "request_id": "r1", "op": "GET", "key": "k", "host": "h", "conn_id": "c",
+           "reply": {"owner": SECRET}}
+    (folder / "cache.jsonl").write_text(json.dumps(rec) + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[sources.cache]\nfields = { value_owner = "reply.owner_id", host = { const = "h" } }\n')
+    result = invoke(str(folder), "--out", str(tmp_path / "out"), "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "note: 1 cache file without value_owner in any line" in result.stdout
+    assert SECRET not in result.output
+    config.write_text('[sources.cache]\nfields = { value_owner = "reply.owner" }\n')
+    result = invoke(str(folder), "--out", str(tmp_path / "out2"), "--config", str(config))
+    assert "note:" not in result.stdout

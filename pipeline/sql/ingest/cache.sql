@@ -9,6 +9,7 @@ SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, va
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
             WHEN op IS NULL THEN 'missing_field:op'
+            {{structured}}
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
             WHEN key IS NULL AND op NOT IN {{reset_ops}} THEN 'missing_field:key'
             WHEN status NOT IN {{statuses}} THEN 'bad_status'

@@ -29,6 +29,12 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts(t) AS (
     END
 );
 
+-- A field text that is a JSON object or array, not a value: a field map naming the parent ("user" for
+-- {"user": {"id": ...}}) would otherwise make '{"id": ...}' a user id. (A key may be an array: a multi-key call.)
+CREATE OR REPLACE TEMP MACRO whosaw_structured(t) AS (
+    (starts_with(t, '{') OR starts_with(t, '[')) AND json_valid(t)
+);
+
 -- The plausible range of a log time: anything outside is an impossible ts, not a record.
 CREATE OR REPLACE TEMP MACRO whosaw_ts_ok(ts) AS (
     ts >= TIMESTAMPTZ '1990-01-01 00:00:00+00' AND ts < TIMESTAMPTZ '2101-01-01 00:00:00+00'

@@ -6,6 +6,7 @@ SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
             WHEN request_id IS NULL THEN 'missing_field:request_id'
+            {{structured}}
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
             WHEN status_text IS NOT NULL AND NOT coalesce(whosaw_status_ok(status_num), false) THEN 'bad_status'
        END AS reason,

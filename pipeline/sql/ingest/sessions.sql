@@ -6,6 +6,7 @@ SELECT file_id, line_no, raw, ts, session_id, user_id, event,
             WHEN ts_text IS NULL THEN 'missing_field:ts'
             WHEN session_id IS NULL THEN 'missing_field:session_id'
             WHEN event IS NULL THEN 'missing_field:event'
+            {{structured}}
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
             WHEN event NOT IN {{events}} THEN 'bad_event'
        END AS reason,
