@@ -1301,16 +1301,20 @@ def test_a_field_mapped_to_an_object_or_array_is_rejected_not_read_as_an_id(tmp_
     the object became the user id, the owner id (in affected_users.csv) and the connection. Such a line is rejected
     (not_a_value:<field>); a key that is an array stays a multi-key call."""
     write(tmp_path / "requests.jsonl", [
-        req("r1", user_id={"id": "u1"}),
-        req("r2", session_id=["s1"]),
-        req("r3", user_id="[bot] crawler"),  # text with a bracket is a value
+        req("r1", user={"id": "u1"}),
+        req("r2", sess=["s1"]),
+        req("r3", user="[bot] crawler", sess="s3"),  # text with a bracket is a value
     ])
     write(tmp_path / "cache.jsonl", [
-        cache("user:u1:titles", value_owner={"owner": "u2"}),
-        cache("user:u1:titles", conn_id={"pool_id": 7}),
-        cache('["user:u1:titles","billing:u1"]', op="MGET"),
+        cache("user:u1:titles", reply={"owner": "u2"}, conn="7"),
+        cache("user:u1:titles", conn={"pool_id": 7}),
+        cache('["user:u1:titles","billing:u1"]', op="MGET", conn="7"),
     ])
-    run(tmp_path, tmp_path / "out")
+    fields = {
+        "requests": {"fields": {"user_id": "user", "session_id": "sess"}},
+        "cache": {"fields": {"value_owner": "reply", "conn_id": "conn"}},
+    }
+    run(tmp_path, tmp_path / "out", config=config_from_dict({"sources": fields}))
     assert [r["request_id"] for r in lake(tmp_path / "out", "requests")] == ["r3"]
     assert rejects(tmp_path / "out", "requests") == [
         ("requests.jsonl", 1, "not_a_value:user_id"), ("requests.jsonl", 2, "not_a_value:session_id"),
