@@ -53,10 +53,10 @@ from .analyze import (
     resolve_config,
     run_steps,
 )
-from .config import Window
+from .config import Config, Window, load_config
 from .errors import WhosawError
 from .ingest import PhysicalLines, format_of
-from .manifest import sha256_file
+from .manifest import MANIFEST_NAME, load_manifest, locked, sha256_file
 from .safecsv import write_safe_csv
 from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -143,11 +143,34 @@ def _spill_into(con: duckdb.DuckDBPyConnection, out: Path) -> None:
     con.execute(f"SET temp_directory = {_quote(out / f'.tmp-explore-{os.getpid()}-{uuid.uuid4().hex[:8]}')}")
 
 
-def connect(out: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views over everything a run wrote to ``out`` (see the module docstring)."""
+def _output_folder(out: str | Path) -> Path:
+    """``out`` resolved, once it is known to be a folder whosaw wrote (an ingest at least: its manifest). Any
+    other folder (the logs' folder, a typo'd empty one) would give empty views and helpers that find nothing,
+    which reads as 'no exposures'."""
     out = Path(out).resolve()
     if not out.is_dir():
         raise WhosawError(f"{out} is not a whosaw output folder")
+    if not (out / MANIFEST_NAME).is_file():
+        raise WhosawError(
+            f"{out} is not a whosaw output folder (no {MANIFEST_NAME}): pass the --out of 'whosaw ingest' or "
+            "'whosaw run', not the logs' folder"
+        )
+    return out
+
+
+def analysis_config(out: str | Path) -> Config:
+    """The config the analysis of ``out`` used (its manifest's ``analysis.config``), else the one ingest
+    recorded: the key rules behind ``exposures``, which an explanation of them must use too."""
+    out = Path(out)
+    recorded = (load_manifest(out).get("analysis") or {}).get("config")
+    if isinstance(recorded, str) and Path(recorded).is_file():
+        return load_config(recorded)
+    return resolve_config(out, None)
+
+
+def connect(out: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views over everything a run wrote to ``out`` (see the module docstring)."""
+    out = _output_folder(out)
     con = duckdb.connect(database)
     _spill_into(con, out)
     _progress_bar_off(con)
@@ -173,7 +196,7 @@ def results_dir(out_or_con: OutOrCon) -> Path:
         if not value:
             raise WhosawError("this connection was not made by pipeline.connect(out); pass the output folder")
         return Path(value)
-    return Path(out_or_con).resolve()
+    return _output_folder(out_or_con)
 
 
 @contextmanager
@@ -208,6 +231,10 @@ def user_trail(out_or_con: OutOrCon, user_id: str, *, near_misses: bool = True) 
     else's data); ``other_id`` is the other party (NULL: an anonymous viewer). ``record`` is ``exposure`` or
     ``near_miss`` (``kind`` says which: failed, discarded, not-data, ...); ``in_window`` is False for the
     exposures the chosen window leaves out (``exposures_outside_window``).
+
+    An empty frame means the user is in the logs and nothing happened to their data or in front of them; an
+    id that no request, session or cached value names raises :class:`WhosawError` (a typo would otherwise read
+    as 'not affected').
     """
     with _opened(out_or_con) as con:
         _require(con, "exposures", "exposures_outside_window")
@@ -244,7 +271,25 @@ def user_trail(out_or_con: OutOrCon, user_id: str, *, near_misses: bool = True) 
             WHERE owner_id = $user OR viewer_id = $user
             ORDER BY ts, request_id, record, role, source_file, source_line, value_key
         """
-        return con.execute(sql, {"user": str(user_id)}).df()
+        trail = con.execute(sql, {"user": str(user_id)}).df()
+        if trail.empty and not _user_in_logs(con, str(user_id)):
+            # an empty trail reads as 'nothing happened to this user'; for an id the logs never name (a typo, an
+            # id of another system, stray spaces) that is not what the data says. The id is not repeated here.
+            raise WhosawError(
+                "user_trail: no request, session or cached value in this output folder names this user id "
+                "(check it: ids are compared exactly, case and spaces included)"
+            )
+        return trail
+
+
+def _user_in_logs(con: duckdb.DuckDBPyConnection, user_id: str) -> bool:
+    """Whether the lake names ``user_id`` anywhere: a request's or session's user, or a cached value's owner."""
+    sql = (
+        "SELECT EXISTS (SELECT 1 FROM requests WHERE user_id = $user) "
+        "OR EXISTS (SELECT 1 FROM sessions WHERE user_id = $user) "
+        "OR EXISTS (SELECT 1 FROM cache WHERE value_owner = $user)"
+    )
+    return bool(con.execute(sql, {"user": user_id}).fetchall()[0][0])
 
 
 # ---------------------------------------------------------------------------------------------- connection timeline
@@ -316,7 +361,7 @@ def connection_timeline(
     config the run used.
     """
     out = results_dir(out_or_con)
-    cfg = resolve_config(out, None)
+    cfg = analysis_config(out)  # the key rules the exposures were found with, not only the ingest's
     con = duckdb.connect(":memory:")
     try:
         _spill_into(con, out)
@@ -724,15 +769,28 @@ def reanalyze(
     """Run :func:`pipeline.analyze` on the lake of ``out`` into the folder ``dest`` (e.g. ``window='auto'``)
     and return its summary; ``out`` itself is left exactly as it is.
 
+    ``config``: None is the config ``out``'s own analysis used (:func:`analysis_config`), so only the window
+    differs from ``out``'s results.
+
     ``dest`` gets a link to ``out``'s lake (a copy where links are not allowed) and a copy of its manifest,
     then the analysis outputs; :func:`connect` works on it like on any output folder. ``dest`` must not be
-    ``out``; an existing ``dest`` made by this function is replaced.
+    ``out``; an existing ``dest`` made by this function is replaced. ``out`` is locked meanwhile, as a CLI
+    stage locks it: an ingest into ``out`` (late logs) cannot change the lake under the analysis, and one that
+    is running makes this refuse at once.
     """
     out, dest = Path(out).resolve(), Path(dest).resolve()
     if dest == out or out in dest.parents or dest in out.parents:
         raise WhosawError("reanalyze: dest must be a folder outside out (and not holding it)")
     if not (out / "parquet").is_dir():
         raise WhosawError(f"{out}: no lake (parquet/) here; run pipeline.ingest first")
+    with locked(out, "reanalyze"):  # which rolls back what a killed ingest left half-committed, as analyze does
+        cfg = analysis_config(out) if config is None else config
+        return _reanalyze_locked(out, dest, window, cfg, options)
+
+
+def _reanalyze_locked(
+    out: Path, dest: Path, window: str | None, config: Any, options: dict[str, Any]
+) -> dict[str, Any]:
     if dest.exists():
         if not (dest / ".whosaw-reanalysis").exists():
             raise WhosawError(f"reanalyze: {dest} exists and was not made by reanalyze; choose a new folder")

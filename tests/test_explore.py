@@ -374,3 +374,84 @@ def test_what_a_connection_spills_stays_in_out(out: Path, tmp_path: Path, monkey
     assert len(spilled) == 1 and spilled[0].name.startswith(".tmp-explore-") and any(spilled[0].iterdir())
     con.close()
     assert {p.name for p in out.iterdir()} == before
+
+
+# ---------------------------------------------------------------------------------------------- wrong inputs
+
+def test_connect_refuses_a_folder_whosaw_did_not_write(out: Path, tmp_path: Path) -> None:
+    """The logs' folder (an easy slip for --out) or an empty folder gave empty views: 'no exposures'."""
+    (tmp_path / "empty").mkdir()
+    for folder in (SAMPLE, tmp_path / "empty"):
+        with pytest.raises(WhosawError, match="not a whosaw output folder"):
+            connect(folder)
+        with pytest.raises(WhosawError, match="not a whosaw output folder"):
+            connection_timeline(folder, "web-1", "1")
+        with pytest.raises(WhosawError, match="not a whosaw output folder"):
+            user_trail(folder, "u000027")
+
+
+def test_user_trail_of_an_id_the_logs_never_name(con: duckdb.DuckDBPyConnection) -> None:
+    """An empty trail says 'nothing happened to this user'; for a typo'd id it must not (and the error does not
+    repeat the id)."""
+    for typo in ("u00027", "u000027 ", "U000027"):
+        with pytest.raises(WhosawError, match="names this user id") as caught:
+            user_trail(con, typo)
+        assert typo.strip() not in str(caught.value)
+    untouched = con.execute(
+        "SELECT min(user_id) FROM requests WHERE user_id NOT IN (SELECT owner_id FROM exposures) "
+        "AND user_id NOT IN (SELECT viewer_id FROM exposures WHERE viewer_id IS NOT NULL) "
+        "AND user_id NOT IN (SELECT owner_id FROM near_misses WHERE owner_id IS NOT NULL) "
+        "AND user_id NOT IN (SELECT viewer_id FROM near_misses WHERE viewer_id IS NOT NULL)"
+    ).fetchall()[0][0]
+    assert untouched is not None and user_trail(con, untouched).empty
+
+
+def test_timeline_and_reanalyze_use_the_config_the_analysis_used(tmp_path: Path) -> None:
+    """Ingested with incident.toml, analysed with another config (billing keys renamed billing_details): the
+    timeline explains the exposures with the analysis' key rules, and a what-if changes only the window."""
+    text = CONFIG.read_text(encoding="utf-8").replace("payment_info", "billing_details")
+    for table in ("ownership", "grants", "users"):
+        text = text.replace(f'"{table}.csv"', json.dumps(str(SAMPLE / f"{table}.csv")))
+    other = tmp_path / "analysis.toml"
+    other.write_text(text, encoding="utf-8")
+    folder = tmp_path / "out"
+    pipeline.ingest([SAMPLE], folder, config=CONFIG, progress=False)
+    summary = pipeline.analyze(folder, config=other, progress=False)
+    assert summary["exposures_by_category"].get("billing_details") == 4
+
+    with connect(folder) as con:
+        row = con.execute("SELECT host, conn_id, ts, source_line FROM exposures WHERE category = 'billing_details' "
+                          "ORDER BY ts LIMIT 1").fetchall()[0]
+        timeline = connection_timeline(con, row[0], row[1], around=row[2])
+    focus = timeline[timeline["source_line"] == row[3]].iloc[0]
+    assert focus["key_category"] == "billing_details" and focus["category"] == "billing_details"
+
+    again = reanalyze(folder, tmp_path / "same-window", window="2023-03-20T01:00Z/2023-03-20T10:00Z",
+                      progress=False)
+    assert again["exposures_by_category"] == summary["exposures_by_category"]
+
+
+def test_reanalyze_refuses_while_another_stage_holds_out(out: Path, tmp_path: Path) -> None:
+    """A what-if read the lake of ``out`` unlocked: an ingest of late logs moving its parts in meanwhile (or
+    killed half-way) gave it half a lake. It now takes ``out``'s lock, as a stage does."""
+    import threading
+
+    from pipeline.manifest import locked
+
+    holding, release = threading.Event(), threading.Event()
+
+    def ingest_running() -> None:
+        with locked(out, "ingest"):
+            holding.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=ingest_running)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(WhosawError, match="another ingest"):
+            reanalyze(out, tmp_path / "what-if", window="auto", progress=False)
+    finally:
+        release.set()
+        thread.join()
+    assert reanalyze(out, tmp_path / "what-if", window="auto", progress=False)["window"]["method"] == "auto"
