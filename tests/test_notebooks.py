@@ -7,6 +7,7 @@ under ``WHOSAW_OUT`` (set here to a temp folder) and the what-if folder next to 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,69 @@ def test_notebook_runs_without_error(path: Path, tmp_path: Path, monkeypatch: py
         images = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
                   if "image/png" in o.get("data", {})]
         assert len(images) == 2
+
+
+# ---------------------------------------------------------------------------------------------- other incidents
+
+INVESTIGATION = NOTEBOOKS / "investigate_sample_incident.ipynb"
+
+
+def _execute(path: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    """Run the notebook with ``WHOSAW_OUT=out``; fails on the first cell error."""
+    jupyter = tmp_path / "jupyter"
+    write_kernel_spec(jupyter / "kernels" / "python3", overrides={"display_name": "Python 3 (whosaw tests)"})
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter))
+    monkeypatch.setenv("WHOSAW_OUT", str(out))
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, kernel_name="python3", timeout=CELL_TIMEOUT, startup_timeout=120, allow_errors=False,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    ).execute()
+    return nb
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_notebook_on_another_incidents_ingest_analyses_it_and_never_adds_the_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WHOSAW_OUT holding only an ingest of another incident: the notebook analyses that lake (with the config
+    its ingest recorded) instead of running the pipeline on sample_logs/ into it, which added the sample's logs
+    to the incident's lake; and its payment list takes contact details from that incident's directory, not from
+    the sample's users.csv (the ids overlap: u000000...)."""
+    import pipeline
+
+    logs, out = tmp_path / "logs", tmp_path / "work" / "incident"
+    pipeline.simulate(logs, users=200, requests=3000, cancel_rate=0.06, seed=7, messy=True)
+    pipeline.ingest([logs], out, config=logs / "incident.toml", progress=False)
+    files_before = sorted(entry["path"] for entry in json.loads((out / "manifest.json").read_text())["files"])
+
+    _execute(INVESTIGATION, out, tmp_path, monkeypatch)
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(entry["path"] for entry in manifest["files"]) == files_before
+    assert not any(str(ROOT / "sample_logs") in path for path in files_before)
+    assert manifest["config"]["path"] == str(logs / "incident.toml")
+    exported = read_safe_csv(out / "exports" / "payment_info_owners.csv")
+    listed = read_safe_csv(out / "notify" / "payment_info.csv")
+    assert len(exported) >= 1
+    mine = exported[["owner_id", "email", "name", "country"]].sort_values("owner_id").fillna("")
+    theirs = listed[["owner_id", "email", "name", "country"]].sort_values("owner_id").fillna("")
+    assert mine.values.tolist() == theirs.values.tolist()
+
+
+def test_notebook_on_an_incident_without_exposures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No crossed reply, no exposure, no auto window: the notebook still runs top to bottom and says so."""
+    import pipeline
+
+    logs, out = tmp_path / "logs", tmp_path / "work" / "incident"
+    pipeline.simulate(logs, users=60, requests=1500, cancel_rate=0.0, seed=5)
+    summary = pipeline.run([logs], out, config=logs / "incident.toml", progress=False).summary
+    assert summary["exposures"] == 0
+
+    nb = _execute(INVESTIGATION, out, tmp_path, monkeypatch)
+
+    assert "no exposures in the window" in _text(nb)
+    assert len(read_safe_csv(out / "exports" / "payment_info_owners.csv")) == 0
