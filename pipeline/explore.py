@@ -618,6 +618,7 @@ def source_lines(
     if unknown:
         raise WhosawError(f"source_lines: unknown line kind {unknown[0]!r} (cache, request, session)")
     frame = _rows_frame(rows)
+    out = results_dir(out_or_con)
     with _opened(out_or_con) as con:
         con.register("whosaw_source_rows", frame)
         try:
@@ -636,7 +637,7 @@ def source_lines(
     notes: dict[str, str] = {}
     for file, numbers in wanted.items():
         try:
-            found, digest = _read_lines(Path(file), numbers, verify=verify and file in manifest)
+            found, digest = _read_lines(Path(file), numbers, verify=verify and file in manifest, scratch=out)
         except (OSError, WhosawError, duckdb.Error) as exc:
             notes[file] = f"cannot read {file}: {exc.__class__.__name__}"
             continue
@@ -691,12 +692,13 @@ def _locate_sql(kinds: Sequence[str]) -> str:
     )
 
 
-def _read_lines(path: Path, numbers: set[int], verify: bool) -> tuple[dict[int, str], str | None]:
+def _read_lines(path: Path, numbers: set[int], verify: bool, scratch: Path) -> tuple[dict[int, str], str | None]:
     """Lines ``numbers`` (1-based physical lines; a Parquet file's rows) of one input file, streamed once with
-    ingest's own line reader, and the file's SHA-256 when ``verify`` (the whole file is then read)."""
+    ingest's own line reader, and the file's SHA-256 when ``verify`` (the whole file is then read). What has to
+    go to disk meanwhile (a gzipped Parquet input inflated) goes to a folder of its own in ``scratch``."""
     fmt, gz = format_of(path.name)
     if fmt == "parquet":
-        return _read_parquet_rows(path, numbers, gz), (sha256_file(path) if verify else None)
+        return _read_parquet_rows(path, numbers, gz, scratch), (sha256_file(path) if verify else None)
     if not path.is_file():
         raise FileNotFoundError(path)
     lines = PhysicalLines(path)
@@ -720,12 +722,14 @@ def _read_lines(path: Path, numbers: set[int], verify: bool) -> tuple[dict[int, 
     return found, (lines.sha256 if verify else None)  # the stream hashed the whole file (a damaged .gz too)
 
 
-def _read_parquet_rows(path: Path, numbers: set[int], gz: bool) -> dict[int, str]:
-    """Rows ``numbers`` (1-based) of a Parquet input as JSON text."""
+def _read_parquet_rows(path: Path, numbers: set[int], gz: bool, scratch_root: Path) -> dict[int, str]:
+    """Rows ``numbers`` (1-based) of a Parquet input as JSON text. The inflated copy of a ``.parquet.gz`` (the
+    whole input: personal data) and anything DuckDB spills go to a folder in ``scratch_root`` (the output
+    folder), removed afterwards: never the system's temp folder or the current one."""
     import gzip
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="whosaw-lines-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=".tmp-lines-", dir=scratch_root) as scratch:
         source = path
         if gz:
             source = Path(scratch) / "input.parquet"
@@ -733,6 +737,7 @@ def _read_parquet_rows(path: Path, numbers: set[int], gz: bool) -> dict[int, str
                 shutil.copyfileobj(src, dst, 1 << 20)
         con = duckdb.connect()
         try:
+            con.execute(f"SET temp_directory = {_quote(Path(scratch) / 'spill')}")
             wanted = ", ".join(str(int(n) - 1) for n in sorted(numbers))
             rows = con.execute(
                 "SELECT file_row_number + 1, CAST(to_json(p) AS VARCHAR) FROM ("

@@ -455,3 +455,34 @@ def test_reanalyze_refuses_while_another_stage_holds_out(out: Path, tmp_path: Pa
         release.set()
         thread.join()
     assert reanalyze(out, tmp_path / "what-if", window="auto", progress=False)["window"]["method"] == "auto"
+
+
+def test_source_lines_of_a_gzipped_parquet_input_inflate_it_inside_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw rows of a ``.parquet.gz`` input are read from an inflated copy of the whole file (personal data):
+    it went to the system's temp folder, outside ``--out``, and stayed there when the process was killed."""
+    import tempfile
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for kind in KINDS:
+        shutil.copy(SAMPLE / f"{kind}.jsonl", logs / f"{kind}.jsonl")
+    frame = pd.read_json(SAMPLE / "cache.jsonl", lines=True, dtype=False)
+    frame.to_parquet(tmp_path / "cache.parquet", index=False)
+    (logs / "cache.jsonl").unlink()
+    with open(tmp_path / "cache.parquet", "rb") as src, gzip.open(logs / "cache.parquet.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    folder = tmp_path / "out"
+    pipeline.run([logs], folder, config=CONFIG, progress=False)
+    # no usable system temp folder: what source_lines writes can only go to --out, or it fails
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-system-tmp"))
+    before = sorted(p.name for p in folder.iterdir())
+
+    with connect(folder) as con:
+        exposures = con.execute("SELECT * FROM exposures ORDER BY ts LIMIT 3").df()
+        lines = source_lines(con, exposures, lines=("cache",))
+
+    assert lines["note"].isna().all() and lines["raw"].notna().all() and lines["verified"].all()
+    assert not (tmp_path / "no-system-tmp").exists()
+    assert sorted(p.name for p in folder.iterdir()) == before
