@@ -6,12 +6,15 @@ files with the columns of ``pipeline.schema.LAKE_COLUMNS`` (types included), ``s
 docs/design.md describes the lake. A kind with no rows gets no folder, as ingest does.
 
 Rows are dicts; missing fields are NULL; ``ts`` may be an ISO-8601 string (no zone = UTC) or a datetime.
-``T(minutes, seconds)`` builds readable timestamps on a fixed day.
+``T(minutes, seconds)`` builds readable timestamps on a fixed day. ``held_by_another_thread(out)`` holds OUT's
+lock, as a concurrent stage would, for as long as its ``with`` block runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,20 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from pipeline.manifest import locked
 from pipeline.schema import LAKE_COLUMNS, PROVENANCE_COLUMNS
 
 DAY = datetime(2023, 3, 20, 1, 0, tzinfo=UTC)
+
+
+# The key families of the hand-made cases ([[keys]] of their config).
+KEYS = [
+    {"pattern": r"^user:(?P<owner>[^:]+):titles$", "category": "conversation_titles", "severity": "low"},
+    {"pattern": r"^billing:(?P<owner>[^:]+)$", "category": "payment_info", "severity": "high"},
+    {"pattern": r"^conv:(?P<resource>[^:]+)$", "category": "conversation_content", "severity": "high"},
+    {"pattern": r"^public:", "category": "public", "severity": "low"},
+    {"pattern": r"^user:(?P<owner>[^:]+):", "category": "profile", "severity": "medium"},
+]
 
 
 def T(minutes: float = 0, seconds: float = 0, hours: float = 0) -> str:  # noqa: N802 - reads well in tables
@@ -110,3 +124,23 @@ def requests_for(cache: Iterable[Mapping[str, Any]], users: Mapping[str, str | N
             "route": "GET /backend-api/conversations", "status": 200, "host": "web-1", **extra,
         })
     return rows
+
+
+@contextlib.contextmanager
+def held_by_another_thread(out: Path, stage: str = "ingest") -> Iterator[None]:
+    """OUT's lock held by another thread (as by another process: the lock is per thread) while the block runs."""
+    holding, release = threading.Event(), threading.Event()
+
+    def stage_running() -> None:
+        with locked(out, stage):
+            holding.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=stage_running)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        yield
+    finally:
+        release.set()
+        thread.join()

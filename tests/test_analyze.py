@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import threading
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
-from lakes import T, requests_for, write_kind, write_lake
+from lakes import KEYS, T, held_by_another_thread, requests_for, write_kind, write_lake
 
 from pipeline.analyze import (
     BUCKET_STEPS,
@@ -30,19 +29,11 @@ from pipeline.analyze import (
 from pipeline.config import Window, config_from_dict
 from pipeline.errors import WhosawError
 from pipeline.ingest import ingest
-from pipeline.manifest import LOCK_NAME, load_manifest, locked, save_manifest
+from pipeline.manifest import LOCK_NAME, load_manifest, save_manifest
 from pipeline.safecsv import read_safe_csv
 from pipeline.schema import EXPOSURE_COLUMNS
 from pipeline.simulate import simulate
 from pipeline.spark import compare, spark_available
-
-KEYS = [
-    {"pattern": r"^user:(?P<owner>[^:]+):titles$", "category": "conversation_titles", "severity": "low"},
-    {"pattern": r"^billing:(?P<owner>[^:]+)$", "category": "payment_info", "severity": "high"},
-    {"pattern": r"^conv:(?P<resource>[^:]+)$", "category": "conversation_content", "severity": "high"},
-    {"pattern": r"^public:", "category": "public", "severity": "low"},
-    {"pattern": r"^user:(?P<owner>[^:]+):", "category": "profile", "severity": "medium"},
-]
 
 
 def call(ts, rid, key, status="ok", op="GET", conn="c1", host="h1", **extra):
@@ -997,22 +988,8 @@ def test_spark_compare_is_refused_while_a_stage_writes(incident, tmp_path):
     """compare reads the lake twice (DuckDB, then Spark): a concurrent ingest must not change it in between."""
     _, lake, _, _ = incident
     out = _variant(lake, tmp_path / "out", ())
-    holding, release = threading.Event(), threading.Event()
-
-    def ingest_running() -> None:
-        with locked(out, "ingest"):
-            holding.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=ingest_running)
-    holder.start()
-    try:
-        assert holding.wait(30)
-        with pytest.raises(WhosawError, match="another ingest"):
-            compare(out)
-    finally:
-        release.set()
-        holder.join()
+    with held_by_another_thread(out), pytest.raises(WhosawError, match="another ingest"):
+        compare(out)
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from lakes import held_by_another_thread
 
 import pipeline
 from pipeline.errors import WhosawError
@@ -434,26 +435,8 @@ def test_timeline_and_reanalyze_use_the_config_the_analysis_used(tmp_path: Path)
 def test_reanalyze_refuses_while_another_stage_holds_out(out: Path, tmp_path: Path) -> None:
     """A what-if read the lake of ``out`` unlocked: an ingest of late logs moving its parts in meanwhile (or
     killed half-way) gave it half a lake. It now takes ``out``'s lock, as a stage does."""
-    import threading
-
-    from pipeline.manifest import locked
-
-    holding, release = threading.Event(), threading.Event()
-
-    def ingest_running() -> None:
-        with locked(out, "ingest"):
-            holding.set()
-            release.wait(60)
-
-    thread = threading.Thread(target=ingest_running)
-    thread.start()
-    try:
-        assert holding.wait(30)
-        with pytest.raises(WhosawError, match="another ingest"):
-            reanalyze(out, tmp_path / "what-if", window="auto", progress=False)
-    finally:
-        release.set()
-        thread.join()
+    with held_by_another_thread(out), pytest.raises(WhosawError, match="another ingest"):
+        reanalyze(out, tmp_path / "what-if", window="auto", progress=False)
     assert reanalyze(out, tmp_path / "what-if", window="auto", progress=False)["window"]["method"] == "auto"
 
 

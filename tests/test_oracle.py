@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from lakes import KEYS
 
 from pipeline.analyze import analyze
 from pipeline.ingest import ingest
@@ -33,14 +34,6 @@ READ, WRITE, RESET = set(DEFAULT_READ_OPS), set(DEFAULT_WRITE_OPS), set(DEFAULT_
 NEG, POS = -(2**62), 2**62
 BASE = datetime(2023, 3, 20, 1, 0, tzinfo=UTC)
 S = 1_000_000  # microseconds
-KEYS = [
-    {"pattern": r"^user:(?P<owner>[^:]+):titles$", "category": "conversation_titles", "severity": "low"},
-    {"pattern": r"^billing:(?P<owner>[^:]+)$", "category": "payment_info", "severity": "high"},
-    {"pattern": r"^conv:(?P<resource>[^:]+)$", "category": "conversation_content", "severity": "high"},
-    {"pattern": r"^public:", "category": "public", "severity": "low"},
-    {"pattern": r"^user:(?P<owner>[^:]+):", "category": "profile", "severity": "medium"},
-]
-
 
 # ----------------------------------------------------------------------------------------- the oracle
 
