@@ -375,18 +375,18 @@ def _discover(
             continue
         seen.add(real)
         if _inside(real, out):
-            skipped.append({"path": str(path), "reason": "inside the --out folder"})
+            skipped.append({"path": _shown(path), "reason": "inside the --out folder"})
             continue
         not_regular = _not_regular(path)
         if not_regular:  # a named pipe would block the run forever: never opened
-            skipped.append({"path": str(path), "reason": f"not a regular file ({not_regular}): not read"})
+            skipped.append({"path": _shown(path), "reason": f"not a regular file ({not_regular}): not read"})
             continue
         file_kind, why = _kind_of(path.name, cfg, kind)
         fmt, gz = format_of(path.name)
         if file_kind is None:
             if why.startswith("the name matches the globs of several kinds"):  # the config contradicts itself
                 raise WhosawError(f"input {path}: {why}; make the config's match globs exclusive, or use --kind")
-            skipped.append({"path": str(path), "reason": why})
+            skipped.append({"path": _shown(path), "reason": why})
             continue
         fmt = fmt or cfg.sources[file_kind].format
         if fmt is None:
@@ -397,17 +397,23 @@ def _discover(
                     f"input {path}: sources.{file_kind}.match names it a {file_kind} log, but its name does not "
                     f'tell its format: set sources.{file_kind}.format = "jsonl" (or "csv") in the config'
                 )
-            skipped.append({"path": str(path), "reason": reason})
+            skipped.append({"path": _shown(path), "reason": reason})
             continue
         if not _utf8_name(path):  # its name goes into SQL and Parquet (source_file), which hold UTF-8 text only
-            shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
-            raise WhosawError(f"input {shown}: the file name is not UTF-8; rename the file to read it")
+            raise WhosawError(f"input {_shown(path)}: the file name is not UTF-8; rename the file to read it")
         size = _check_readable(path, fmt, gz)
         item = _Input(path=path, kind=file_kind, fmt=fmt, gz=gz, size=size, order=len(files))
         if fmt == "csv":
             item.header, item.header_reason = _csv_header(item, cfg, file_kind)
         files.append(item)
     return files, skipped
+
+
+def _shown(path: Path) -> str:
+    """A path as text that can be written anywhere (manifest, report, CSV): bytes of a name that are not UTF-8
+    as \\xNN escapes. str(path) holds them as lone surrogates, which no UTF-8 writer accepts (a passed-over
+    'notes\\xff.txt' in the manifest made the report an internal error)."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def _utf8_name(path: Path) -> bool:

@@ -142,6 +142,22 @@ def test_a_log_whose_file_name_is_not_utf8_is_a_one_line_error(tmp_path):
     assert "the file name is not UTF-8" in result.stderr and SECRET not in result.output
 
 
+def test_a_passed_over_file_whose_name_is_not_utf8_leaves_the_run_whole(tmp_path):
+    """A file ingest passes over (not a log) may have a name that is not UTF-8 too: the manifest listed it with a
+    lone surrogate, and the report, which shows the passed-over files, ended in an internal error (exit 1)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "requests.jsonl").write_text(line("r1") + "\n", encoding="utf-8")
+    with open(os.fsencode(folder) + b"/notes-caf\xe9.txt", "wb") as handle:
+        handle.write(b"not a log\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(folder), "--out", str(out), "--window", "all"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert [s["path"] for s in manifest["skipped"]] == [str(folder / "notes-caf\\xe9.txt")]
+    assert "notes-caf\\xe9.txt" in (out / "report.md").read_text(encoding="utf-8")
+
+
 def test_out_must_be_a_folder(logs, tmp_path):
     target = _write(tmp_path / "out.txt", b"")
     result = invoke(str(logs), "--out", str(target))
