@@ -925,6 +925,7 @@ def _analyze_locked(
                 analysis={
                     "generated_at": summary["generated_at"],
                     "config": str(cfg.path) if cfg.path else None,
+                    "config_settings": cfg.raw,  # what the key rules said then, also for a Config built in code
                     "window": summary["window"],
                     "bucket_seconds": seconds,
                     "exposures": summary["exposures"],

@@ -53,7 +53,7 @@ from .analyze import (
     resolve_config,
     run_steps,
 )
-from .config import Config, Window, load_config
+from .config import Config, Window, config_from_dict, load_config
 from .errors import WhosawError
 from .ingest import PhysicalLines, format_of
 from .manifest import MANIFEST_NAME, load_manifest, locked, sha256_file
@@ -159,12 +159,16 @@ def _output_folder(out: str | Path) -> Path:
 
 
 def analysis_config(out: str | Path) -> Config:
-    """The config the analysis of ``out`` used (its manifest's ``analysis.config``), else the one ingest
-    recorded: the key rules behind ``exposures``, which an explanation of them must use too."""
+    """The config the analysis of ``out`` used: the settings its manifest recorded (``analysis.config_settings``:
+    also those of a Config built in code, and as they were, whatever the file says now), else its file, else the
+    one ingest recorded: the key rules behind ``exposures``, which an explanation of them must use too."""
     out = Path(out)
-    recorded = (load_manifest(out).get("analysis") or {}).get("config")
-    if isinstance(recorded, str) and Path(recorded).is_file():
-        return load_config(recorded)
+    analysis = load_manifest(out).get("analysis") or {}
+    path, settings = analysis.get("config"), analysis.get("config_settings")
+    if isinstance(settings, dict) and settings:
+        return config_from_dict(settings, Path(path) if isinstance(path, str) else None)
+    if isinstance(path, str) and Path(path).is_file():
+        return load_config(path)
     return resolve_config(out, None)
 
 

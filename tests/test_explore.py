@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ import pytest
 from lakes import held_by_another_thread
 
 import pipeline
+from pipeline.config import config_from_dict
 from pipeline.errors import WhosawError
 from pipeline.explore import connect, connection_timeline, export_csv, reanalyze, results_dir, source_lines, user_trail
 from pipeline.safecsv import read_safe_csv
@@ -407,9 +409,11 @@ def test_user_trail_of_an_id_the_logs_never_name(con: duckdb.DuckDBPyConnection)
     assert untouched is not None and user_trail(con, untouched).empty
 
 
-def test_timeline_and_reanalyze_use_the_config_the_analysis_used(tmp_path: Path) -> None:
-    """Ingested with incident.toml, analysed with another config (billing keys renamed billing_details): the
-    timeline explains the exposures with the analysis' key rules, and a what-if changes only the window."""
+@pytest.mark.parametrize("given", ["file", "in code", "file edited since"])
+def test_timeline_and_reanalyze_use_the_config_the_analysis_used(tmp_path: Path, given: str) -> None:
+    """Ingested with incident.toml, analysed with another config (billing keys renamed billing_details), from a
+    file or built in code: the timeline explains the exposures with the analysis' key rules, as they were then,
+    and a what-if changes only the window."""
     text = CONFIG.read_text(encoding="utf-8").replace("payment_info", "billing_details")
     for table in ("ownership", "grants", "users"):
         text = text.replace(f'"{table}.csv"', json.dumps(str(SAMPLE / f"{table}.csv")))
@@ -417,7 +421,10 @@ def test_timeline_and_reanalyze_use_the_config_the_analysis_used(tmp_path: Path)
     other.write_text(text, encoding="utf-8")
     folder = tmp_path / "out"
     pipeline.ingest([SAMPLE], folder, config=CONFIG, progress=False)
-    summary = pipeline.analyze(folder, config=other, progress=False)
+    config = config_from_dict(tomllib.loads(text)) if given == "in code" else other
+    summary = pipeline.analyze(folder, config=config, progress=False)
+    if given == "file edited since":
+        other.write_text(text.replace("billing_details", "billing_renamed_later"), encoding="utf-8")
     assert summary["exposures_by_category"].get("billing_details") == 4
 
     with connect(folder) as con:
