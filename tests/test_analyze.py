@@ -1407,6 +1407,70 @@ def test_spark_splits_and_judges_multi_key_calls_as_duckdb_does(tmp_path):
         '["user:fay:titles","billing:gus"]'}
 
 
+def _star_grants_mget_public_5xx_case():
+    """Today's analysis changes together: grants of owner '*' and of viewer '*' (time bounds, open ends), MGET items
+    under them, public keys carrying someone's value (a 5xx request, background work), a SET in a 5xx request
+    that got a stale reply, ties in ts."""
+    cache = [
+        call(T(0, 1), "w1", "user:alice:titles", op="SET", value_sha256="h1", conn="w"),
+        call(T(0, 2), "p1", "public:a", value_owner="alice", conn="p1"),  # p1 answered 503
+        call(T(0, 2), None, "public:b", value_sha256="h1", conn="p2"),  # background; same ts
+        # carol's MGET abandoned; support's read (same ts, the next line) got its reply
+        call(T(1, 1), "rc", '["user:carol:titles","billing:carol"]', "cancelled", op="MGET", conn="m1"),
+        call(T(1, 1), "rs", "user:support:titles", conn="m1"),
+        call(T(2), "rd", '["user:erin:titles","billing:dave","public:x"]', op="MGET", conn="m2"),
+        # bob's SET, in a request that answered 500, got alice's stale GET reply
+        call(T(3, 1), "ra", "user:alice:titles", "cancelled", conn="k1"),
+        call(T(3, 2), "rb", "user:bob:titles", op="SET", conn="k1"),
+        call(T(5), "rs2", "user:carol:titles", conn="m3"),  # at the end of support's grant: not covered
+    ]
+    requests = requests_for(cache, {"w1": "alice", "p1": "zed", "rc": "carol", "rs": "support", "rd": "dave",
+                                    "ra": "alice", "rb": "bob", "rs2": "support"})
+    for r in requests:
+        r["status"] = {"p1": 503, "rb": 500}.get(r["request_id"], 200)
+    grants = [
+        {"owner_id": "*", "viewer_id": "support", "category": "conversation_titles", "valid_from": "",
+         "valid_to": T(5)},
+        {"owner_id": "erin", "viewer_id": "*", "category": "*", "valid_from": T(1), "valid_to": ""},
+    ]
+    return cache, requests, {"grants": grants}
+
+
+def test_star_grants_mget_public_keys_and_5xx_together(tmp_path):
+    cache, requests, tables = _star_grants_mget_public_5xx_case()
+    summary, exp = run_case(tmp_path, cache, requests=requests, tables=tables, window="all")
+    assert pairs(exp) == {
+        ("rs", "support", "carol", "payment_info", "connection"),  # her titles: support's grant of every owner's
+        ("rs2", "support", "carol", "conversation_titles", "key"),
+        # rd: erin's titles granted to anyone, billing:dave his own, public:x nobody's
+    }
+    assert summary["near_misses"]["by_kind"] == {"failed": 2, "background": 1}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_judges_star_grants_mget_public_keys_and_5xx_as_duckdb_does(tmp_path):
+    from pipeline import spark as spark_mod
+
+    cache, requests, tables = _star_grants_mget_public_5xx_case()
+    summary, _ = run_case(tmp_path, cache, requests=requests, tables=tables, window="all")
+    cfg = config_from_dict({"keys": KEYS, "tables": {"grants": "grants.csv"}}, tmp_path / "incident.toml")
+    session = spark_mod.session()
+    try:
+        results = {
+            w: compare(tmp_path / "out", cfg, window=w, spark=session) for w in ("auto", f"{T(1)}/{T(5)}", "all")
+        }
+        kinds = dict(session.sql("SELECT kind, count(*) FROM near_misses_all GROUP BY kind").collect())
+    finally:
+        session.stop()
+    for window, result in results.items():
+        assert result["only_duckdb"] == [] and result["only_spark"] == [], window
+        assert result["window"]["spark"] == result["window"]["duckdb"], window
+        assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"], window
+        assert result["timeline_differences"] == 0, window
+    assert results["all"]["exposures"] == {"duckdb": 2, "spark": 2}
+    assert kinds == summary["near_misses"]["by_kind"]
+
+
 def test_a_parquet_list_column_of_keys_is_a_multi_key_call(tmp_path):
     """A Parquet cache log may hold an MGET's keys as a list column (the JSON logs' array): ingest wrote it with
     DuckDB's cast, "[user:alice:titles, billing:alice]", a plain key no rule matches: bob's read of alice's
