@@ -194,7 +194,9 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
             run(spark, out, config, window)
             spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
             window_row = spark.sql("SELECT window_start, window_end, window_method FROM chosen_window").toPandas()
-            near = spark.sql("SELECT count(*) AS n FROM near_misses WHERE in_window").toPandas()["n"][0]
+            near_kinds = spark.sql(
+                "SELECT kind, count(*) AS n FROM near_misses WHERE in_window GROUP BY kind"
+            ).toPandas()
             buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
         finally:
             if own:
@@ -213,7 +215,11 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
         "only_duckdb": sorted(rows(duck_rows) - rows(spark_rows)),
         "only_spark": sorted(rows(spark_rows) - rows(duck_rows)),
         "window": {"duckdb": duck_window, "spark": spark_window},
-        "near_misses": {"duckdb": summary["near_misses"]["total"], "spark": int(near)},
+        "near_misses": {"duckdb": summary["near_misses"]["total"], "spark": int(near_kinds["n"].sum())},
+        "near_misses_by_kind": {
+            "duckdb": summary["near_misses"]["by_kind"],
+            "spark": {str(k): int(n) for k, n in sorted(zip(near_kinds["kind"], near_kinds["n"], strict=True))},
+        },
         "timeline_differences": len(rows(duck_timeline) ^ rows(buckets)),
     }
 

@@ -1002,6 +1002,7 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     assert result["exposures"]["spark"] == result["exposures"]["duckdb"] == len(expected)
     assert result["window"]["spark"] == result["window"]["duckdb"]
     assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"]
+    assert result["near_misses_by_kind"]["spark"] == result["near_misses_by_kind"]["duckdb"]
     assert result["timeline_differences"] == 0
 
 
