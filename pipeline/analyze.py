@@ -48,7 +48,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,7 +59,7 @@ import duckdb
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import ctrl_c_waits, locked, remove_stage_outputs, update_manifest
+from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -854,9 +853,7 @@ def analysis_views(
     finally:
         if con is not None:
             con.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (out / ".tmp").rmdir()
+        remove_stage_scratch(out, temp_dir)
 
 
 def analyze(
@@ -934,7 +931,5 @@ def _analyze_locked(
                 },
             )
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (out / ".tmp").rmdir()
+        remove_stage_scratch(out, staging)
     return summary

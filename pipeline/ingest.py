@@ -83,6 +83,7 @@ from .manifest import (
     load_manifest,
     locked,
     remove_stage_outputs,
+    remove_stage_scratch,
     sha256_file,
     update_manifest,
 )
@@ -271,9 +272,7 @@ def ingest(
         finally:
             if con is not None:
                 con.close()
-            shutil.rmtree(scratch, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (out / ".tmp").rmdir()
+            remove_stage_scratch(out, scratch)
     return IngestResult(out=out, manifest=written, totals=written["ingest"]["totals"])
 
 

@@ -106,6 +106,14 @@ def locked(out: Path, stage: str) -> Iterator[None]:
             handle.truncate(0)  # no holder named once it is free
 
 
+def remove_stage_scratch(out: Path, folder: Path) -> None:
+    """A stage's own scratch folder under ``OUT/.tmp`` (its spill, its staged files), then ``OUT/.tmp`` itself
+    once nothing else is in it."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (out / ".tmp").rmdir()
+
+
 def _remove_scratch(out: Path) -> None:
     """``OUT/.tmp``'s folders, which only a stage holding the lock uses: those left by a killed stage (an
     analysis's staged exposures, an ingest's staged lake parts) went nowhere else."""
