@@ -136,6 +136,20 @@ def resolve_config(out: Path, config: str | Path | Config | None) -> Config:
     return Config()
 
 
+def analysis_config(out: str | Path) -> Config:
+    """The config the analysis of ``out`` used: the settings its manifest recorded (``analysis.config_settings``:
+    also those of a Config built in code, and as they were, whatever the file says now), else its file, else the
+    one ingest recorded: the key rules behind ``exposures``, which an explanation of them must use too."""
+    out = Path(out)
+    analysis = load_manifest(out).get("analysis") or {}
+    path, settings = analysis.get("config"), analysis.get("config_settings")
+    if isinstance(settings, dict) and settings:
+        return config_from_dict(settings, Path(path) if isinstance(path, str) else None)
+    if isinstance(path, str) and Path(path).is_file():
+        return load_config(path)
+    return resolve_config(out, None)
+
+
 def parse_timestamp(text: str, what: str = "time") -> datetime:
     """An ISO-8601 instant; without a zone it is UTC. Always returned in UTC."""
     try:

@@ -50,13 +50,12 @@ from .analyze import (
     analyze,
     load_steps,
     register_inputs,
-    resolve_config,
     run_steps,
 )
-from .config import Config, Window, config_from_dict, load_config
+from .config import Window, analysis_config
 from .errors import WhosawError
 from .ingest import PhysicalLines, format_of
-from .manifest import MANIFEST_NAME, load_manifest, locked, sha256_file
+from .manifest import MANIFEST_NAME, locked, sha256_file
 from .safecsv import write_safe_csv
 from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -156,20 +155,6 @@ def _output_folder(out: str | Path) -> Path:
             "'whosaw run', not the logs' folder"
         )
     return out
-
-
-def analysis_config(out: str | Path) -> Config:
-    """The config the analysis of ``out`` used: the settings its manifest recorded (``analysis.config_settings``:
-    also those of a Config built in code, and as they were, whatever the file says now), else its file, else the
-    one ingest recorded: the key rules behind ``exposures``, which an explanation of them must use too."""
-    out = Path(out)
-    analysis = load_manifest(out).get("analysis") or {}
-    path, settings = analysis.get("config"), analysis.get("config_settings")
-    if isinstance(settings, dict) and settings:
-        return config_from_dict(settings, Path(path) if isinstance(path, str) else None)
-    if isinstance(path, str) and Path(path).is_file():
-        return load_config(path)
-    return resolve_config(out, None)
 
 
 def connect(out: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
