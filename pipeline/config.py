@@ -31,6 +31,9 @@ TABLE_NAMES = ("ownership", "grants", "users")
 SEVERITIES = ("low", "medium", "high", "critical")
 # sources.<kind>.format: how to read a file of that kind whose name does not tell (access.log, app.log.2.gz)
 SOURCE_FORMATS = {"jsonl": "json", "ndjson": "json", "json": "json", "csv": "csv"}
+# sources.<kind>.ts_format: DuckDB strptime specifiers (``%-d`` is ``%d`` without padding; ``%%`` a literal %)
+_SPECIFIER = re.compile(r"%-?(.)", re.DOTALL)
+_YEARS = frozenset("Yycx")  # a format without one of these reads every time into 1900
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
 
 
@@ -55,6 +58,7 @@ class SourceConfig:
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     timezone: str = "UTC"
     format: str | None = None  # json | csv | parquet: for a file of this kind whose name does not say (access.log)
+    ts_format: tuple[str, ...] = ()  # DuckDB strptime formats tried on a ts text before ISO-8601 and epochs
 
     def field_spec(self, name: str) -> FieldSpec:
         """The spec for canonical field ``name``: mapped, or the field of the same name."""
@@ -113,6 +117,11 @@ class Config:
     def to_manifest(self) -> dict[str, Any]:
         """What the manifest records: where the config came from and what it said."""
         return {"path": str(self.path) if self.path else None, "settings": self.raw}
+
+
+def strptime_specifiers(fmt: str) -> set[str]:
+    """The specifier letters of a strptime format (``z`` for ``%z``): what ingest and the config check need."""
+    return set(_SPECIFIER.findall(fmt))
 
 
 def _iso(ts: datetime | None) -> str:
@@ -238,7 +247,7 @@ def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
 
 def _source(kind: str, value: Any) -> SourceConfig:
     table = _table(value, f"sources.{kind}")
-    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format"))
+    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format", "ts_format"))
     match = _strings(table.get("match", []), f"sources.{kind}.match")
     for i, glob in enumerate(match):
         if "/" in glob:  # matched against the file name alone: a folder in it never matches
@@ -258,7 +267,18 @@ def _source(kind: str, value: Any) -> SourceConfig:
         raise WhosawError(f"config: sources.{kind}.timezone: unknown time zone {zone!r}") from None
     field_map = _table(table.get("fields", {}), f"sources.{kind}.fields")
     fields = {name: _field_spec(kind, name, value) for name, value in field_map.items()}
-    return SourceConfig(kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt)
+    ts_format = _ts_formats(table["ts_format"], f"sources.{kind}.ts_format") if "ts_format" in table else ()
+    return SourceConfig(
+        kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format
+    )
+
+
+def _ts_formats(value: Any, where: str) -> tuple[str, ...]:
+    """One strptime format or a non-empty list of them (each checked in :func:`_check_runs_in_duckdb`)."""
+    formats = (_string(value, where),) if isinstance(value, str) else _strings(value, where)
+    if not formats:
+        raise WhosawError(f"config: {where}: expected a format or a non-empty list of formats")
+    return formats
 
 
 def _key_rule(order: int, value: Any) -> KeyRule:
@@ -295,10 +315,13 @@ def _key_rule(order: int, value: Any) -> KeyRule:
 def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceConfig]) -> None:
     """What Python accepts but DuckDB may not, tried on one DuckDB connection as ingest and the analysis will use
     it: each rule's pattern compiled (:func:`pipeline.analyze.key_rule_sql`; Python's ``re`` accepts lookarounds,
-    backreferences, ``\\Z``... that RE2 does not), and each source's time zone set (``zoneinfo`` also takes
-    ``localtime``, ``posixrules``, ``posix/...``, ``right/...``, which DuckDB's ICU does not know)."""
+    backreferences, ``\\Z``... that RE2 does not), each source's time zone set (``zoneinfo`` also takes
+    ``localtime``, ``posixrules``, ``posix/...``, ``right/...``, which DuckDB's ICU does not know), and each
+    source's ts_format read by strptime (``%Q``, a trailing ``%``: DuckDB refuses the whole ingest statement) and
+    holding a year (without one, strptime reads every time into 1900: every line bad_ts)."""
     zones = {kind: source.timezone for kind, source in sources.items() if source.timezone != "UTC"}
-    if not rules and not zones:
+    formats = [(kind, fmt) for kind, source in sources.items() for fmt in source.ts_format]
+    if not rules and not zones and not formats:
         return
     import duckdb  # here, not at the top: the CLI starts without DuckDB
 
@@ -308,11 +331,8 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceC
             try:
                 con.execute(f"SELECT regexp_matches('', $1), regexp_extract('', $1, {group})", [rule.sql_pattern])
             except duckdb.Error as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-                reason = reason.removeprefix("Invalid Input Error: ")
-                reason = reason if len(reason) <= 80 else reason[:77] + "..."
                 raise WhosawError(
-                    f"config: keys[{rule.order}].pattern: not a pattern DuckDB (RE2) can run ({reason})"
+                    f"config: keys[{rule.order}].pattern: not a pattern DuckDB (RE2) can run ({_first_line(exc)})"
                 ) from None
         for kind, zone in zones.items():
             try:
@@ -321,6 +341,25 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceC
                 raise WhosawError(
                     f"config: sources.{kind}.timezone: unknown time zone {zone!r} (DuckDB does not know it)"
                 ) from None
+        for kind, fmt in formats:
+            try:
+                con.execute("SELECT try_strptime(NULL, '" + fmt.replace("'", "''") + "')")
+            except duckdb.Error as exc:
+                reason = _first_line(exc, f"Failed to parse format specifier {fmt}: ")
+                raise WhosawError(
+                    f"config: sources.{kind}.ts_format: {fmt!r} is not a format DuckDB's strptime reads ({reason})"
+                ) from None
+            if not strptime_specifiers(fmt) & _YEARS:
+                raise WhosawError(
+                    f"config: sources.{kind}.ts_format: {fmt!r} has no year (%Y or %y): every time would read as 1900"
+                )
+
+
+def _first_line(exc: Exception, prefix: str = "") -> str:
+    """A DuckDB error as a short reason for a one-line config error (without ``prefix``: what it says already)."""
+    reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    reason = reason.removeprefix("Invalid Input Error: ").removeprefix(prefix)
+    return reason if len(reason) <= 80 else reason[:77] + "..."
 
 
 def _ops(value: Any) -> CacheOps:

@@ -41,7 +41,10 @@ too (``missing_field:...``, ``csv_columns``), each with its line number, and non
 
 Time stamps: epoch numbers in s/ms/us/ns by magnitude, ISO-8601 with offset or ``Z``, zone-less ISO in the
 source's ``timezone``; stored as UTC ``TIMESTAMPTZ`` in microseconds (nanoseconds are truncated); a time
-outside 1990..2100 is rejected (``bad_ts``).
+outside 1990..2100 is rejected (``bad_ts``). A source's ``ts_format`` (DuckDB strptime formats) is tried first
+(``ts_format.sql``); a format without ``%z``/``%Z`` reads wall time in the source's ``timezone``. A file the
+manifest lists is read again when its kind's ``ts_format`` changed since: lines the old formats rejected are
+read.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ import pyarrow as pa
 
 from . import __version__
 from . import progress as _progress
-from .config import Config, FieldSpec, resolve_config
+from .config import Config, FieldSpec, resolve_config, strptime_specifiers
 from .errors import WhosawError
 from .manifest import (
     begin_ingest_commit,
@@ -151,7 +154,7 @@ REASONS: dict[str, str] = {
     "csv_columns": "the CSV line has more or fewer fields than the header",
     "csv_header_missing": "the CSV's first line, taken as its header, names none of the required fields: no header?",
     "csv_header_unreadable": "the CSV's first line, taken as its header, cannot be parsed (a lone CR: Mac line ends?)",
-    "bad_ts": "ts is not an ISO-8601 time or epoch number between 1990 and 2100",
+    "bad_ts": "ts is not an ISO-8601 time, epoch number or time in the source's ts_format between 1990 and 2100",
     "bad_status": "status is not a valid status for this log kind",
     "bad_event": "event is not login, refresh, logout or expire",
     "gzip_truncated": "the gzip stream ends early: this is what followed the last complete line",
@@ -236,7 +239,7 @@ def ingest(
     out.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new --out is its owner's only: it will hold what leaked
     with locked(out, "ingest"):
         manifest = load_manifest(out)
-        todo, already = _recognise(files, manifest.get("files", []))
+        todo, already = _recognise(files, manifest, cfg)
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
@@ -575,6 +578,15 @@ def _csv_header(item: _Input, cfg: Config, kind: str) -> tuple[list[str], str | 
     return header, None
 
 
+def _same_ts_format(recorded: dict[str, Any] | None, entry: dict[str, Any], cfg: Config) -> bool:
+    """Whether a manifest entry was read with the ts_format its kind has now, by the config its run recorded
+    (``ingest_runs``; a manifest from before them: its top-level config)."""
+    if entry.get("kind") not in KINDS:
+        return True
+    value = ((_sources(recorded) or {}).get(entry["kind"]) or {}).get("ts_format") or ()
+    return ((value,) if isinstance(value, str) else tuple(value)) == cfg.sources[entry["kind"]].ts_format
+
+
 def _column_for(columns: Sequence[str], name: str) -> str | None:
     """The column of a CSV header or Parquet file that holds field ``name``: the one so named, else the only one
     so named in another case (``User_ID``: a header that silently lacked ``user_id`` made every request
@@ -585,11 +597,20 @@ def _column_for(columns: Sequence[str], name: str) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
-def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
+def _recognise(
+    files: list[_Input], manifest: dict[str, Any], cfg: Config
+) -> tuple[list[_Input], list[dict[str, str]]]:
     """Split files into those to read and those already ingested (same SHA-256 as a manifest entry or an
     earlier input of this run). Only a file whose size matches another's is hashed up front; the rest are
-    hashed while they are read."""
-    by_sha = {entry["sha256"]: entry["path"] for entry in known if entry.get("sha256")}
+    hashed while they are read. An entry read with another ts_format than its kind's now does not count: the
+    lines that format rejected as bad_ts are read again (the lines it kept are duplicates then)."""
+    known = manifest.get("files", [])
+    read_with = {run.get("run"): run.get("config") for run in manifest.get("ingest_runs") or []}
+    by_sha = {
+        entry["sha256"]: entry["path"]
+        for entry in known
+        if entry.get("sha256") and _same_ts_format(read_with.get(entry.get("run"), manifest.get("config")), entry, cfg)
+    }
     known_sizes = {entry.get("bytes") for entry in known}
     sizes = Counter(f.size for f in files)
     todo: list[_Input] = []
@@ -911,10 +932,14 @@ def _text_columns(kind: str) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def _records_sql(cfg: Config, kind: str, fields_sql: str) -> str:
+def _records_sql(cfg: Config, kind: str, fields_sql: str, ts_text: bool = True) -> str:
+    """The kind's records from ``fields_sql``; ``ts_text`` False for a Parquet ts column that is a timestamp
+    (written as ISO text by :func:`_as_text`), which the source's ts_format must not read."""
+    formatted = ts_text and bool(cfg.sources[kind].ts_format)
     return _sql(
         f"{kind}.sql",
         fields=fields_sql,
+        read_ts="whosaw_ts_formatted" if formatted else "whosaw_ts",
         reset_ops="(" + ", ".join(_lit(op) for op in cfg.cache_ops.reset) + ")",
         statuses="(" + ", ".join(_lit(s) for s in CACHE_STATUSES) + ")",
         events="(" + ", ".join(_lit(e) for e in SESSION_EVENTS) + ")",
@@ -925,6 +950,20 @@ def _records_sql(cfg: Config, kind: str, fields_sql: str) -> str:
             if name in cfg.sources[kind].fields and not cfg.sources[kind].fields[name].is_const
         ),
     )
+
+
+def _ts_read(formats: Sequence[str]) -> str:
+    """The body of ts_format.sql's ``whosaw_ts_read(t)``: one try_strptime per run of formats with and without a
+    zone (DuckDB types them apart: TIMESTAMPTZ, TIMESTAMP), in the config's order, each made a TIMESTAMPTZ."""
+    reads = []
+    for zoned, group in itertools.groupby(formats, key=lambda fmt: bool(strptime_specifiers(fmt) & {"z", "Z"})):
+        run = list(group)
+        read = f"try_strptime(t, {_list(run)})"
+        if any("n" in strptime_specifiers(fmt) for fmt in run):  # %n gives the _NS types, whose casts round
+            read = f"make_timestamp(epoch_ns({read}) // 1000)"  # truncated, as nanoseconds are elsewhere
+            read = f"timezone('UTC', {read})" if zoned else read  # a zoned run's epoch is UTC, the others' wall time
+        reads.append(f"CAST({read} AS TIMESTAMPTZ)")
+    return reads[0] if len(reads) == 1 else "coalesce(" + ", ".join(reads) + ")"
 
 
 def _stage_sql(kind: str, records: str, source_files: list[str], raw_text: str) -> str:
@@ -988,6 +1027,8 @@ def _ingest_kind(
 
     stage_root = scratch / "stage" / kind
     stage_root.mkdir(parents=True, exist_ok=True)
+    if source.ts_format:
+        con.execute(_sql("ts_format.sql", read=_ts_read(source.ts_format)))
     for number, (fmt, group) in enumerate(groups):
         dest = stage_root / f"g{number}"
         label = f"ingest {kind} ({len(group)} {fmt} file{'s' if len(group) > 1 else ''})"
@@ -1172,6 +1213,7 @@ def _stage_parquet(
         raise WhosawError(f"input {item.path} is not a readable Parquet file") from None
     top = [name for name, *_ in columns]
     lookup: dict[tuple[str, ...], str] = {}
+    dtypes: dict[tuple[str, ...], str] = {}
     for n in LAKE_COLUMNS[kind]:
         spec = source.field_spec(n)
         if spec.is_const or spec.path in lookup:
@@ -1186,7 +1228,7 @@ def _stage_parquet(
                 dtype = con.execute(f"DESCRIBE SELECT {expr} AS x FROM {scan} AS p").fetchall()[0][1]
             except duckdb.Error:
                 continue
-            lookup[spec.path] = _as_text(expr, dtype)
+            lookup[spec.path], dtypes[spec.path] = _as_text(expr, dtype), dtype
             break
     fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in LAKE_COLUMNS[kind])
     row = "{" + ", ".join(f"{_lit(name)}: p.{_ident(name)}" for name, *_ in columns) + "}"
@@ -1199,7 +1241,8 @@ def _stage_parquet(
         row_number="row_number() OVER () - 1" if clash else "file_row_number",
         file_row_number="false" if clash else "true",
     )
-    records = _records_sql(cfg, kind, fields_sql)
+    ts_type = dtypes.get(source.field_spec("ts").path, "")  # a timestamp column is a time already
+    records = _records_sql(cfg, kind, fields_sql, ts_text=not ts_type.startswith("TIMESTAMP"))
     select = _stage_sql(kind, records, [str(item.path)], "CAST(to_json(raw) AS VARCHAR)")
     try:
         if clash:  # row_number() OVER () then numbers the rows in the file's order

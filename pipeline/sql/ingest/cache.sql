@@ -5,6 +5,7 @@
 -- The identity of a cache line is the whole normalised record (background writes have no request_id);
 -- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
 -- one ts), cheaper than hashing the value digest too: ingest confirms candidates on the whole record.
+-- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
 SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, value_sha256, value_owner,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -18,7 +19,7 @@ SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, va
 FROM (
     SELECT file_id, line_no, raw, pre_reason,
            nullif(f_ts, '') AS ts_text,
-           whosaw_ts(nullif(f_ts, '')) AS ts,
+           {{read_ts}}(nullif(f_ts, '')) AS ts,
            nullif(f_request_id, '') AS request_id,
            upper(nullif(f_op, '')) AS op,
            nullif(f_key, '') AS key,

@@ -1,6 +1,7 @@
 -- requests: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
 -- Empty strings are NULL. The first failing check names the reason.
 -- {{record_key}}: a hash of the identity, request_id (ingest.py's _KEY_EXPR).
+-- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
 SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
        CASE WHEN whosaw_status_ok(status_num) THEN CAST(status_num AS INTEGER) END AS status, host,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
@@ -12,7 +13,7 @@ SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
        END AS reason,
        {{record_key}} AS record_key
 FROM (
-    SELECT *, whosaw_ts(ts_text) AS ts, TRY_CAST(status_text AS DOUBLE) AS status_num
+    SELECT *, {{read_ts}}(ts_text) AS ts, TRY_CAST(status_text AS DOUBLE) AS status_num
     FROM (
         SELECT file_id, line_no, raw, pre_reason,
                nullif(f_ts, '') AS ts_text,

@@ -1,6 +1,7 @@
 -- sessions: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
 -- Empty strings are NULL; event lower case and one of {{events}}.
 -- {{record_key}}: a hash of the identity, the whole normalised record.
+-- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
 SELECT file_id, line_no, raw, ts, session_id, user_id, event,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -14,7 +15,7 @@ SELECT file_id, line_no, raw, ts, session_id, user_id, event,
 FROM (
     SELECT file_id, line_no, raw, pre_reason,
            nullif(f_ts, '') AS ts_text,
-           whosaw_ts(nullif(f_ts, '')) AS ts,
+           {{read_ts}}(nullif(f_ts, '')) AS ts,
            nullif(f_session_id, '') AS session_id,
            nullif(f_user_id, '') AS user_id,
            lower(nullif(f_event, '')) AS event

@@ -1,0 +1,246 @@
+"""sources.<kind>.ts_format: time stamps in the forms real logs write (nginx's $time_local, log4j's comma before the
+milliseconds, syslog-ish month names), read with DuckDB strptime formats before ISO-8601 and epochs.
+
+Every test goes through the real CLI on real (gzip) files and reads the lake, the rejects and the manifest back.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+
+SECRET = "user-4711@example.com"  # a value from inside a log: it must never reach the console
+NGINX = "%d/%b/%Y:%H:%M:%S %z"
+LOG4J = "%Y-%m-%d %H:%M:%S,%g"
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    """The lines, one a line; gzip when the name ends in .gz."""
+    raw = "".join(line + "\n" for line in lines).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+    return path
+
+
+def ingest(inputs: Path, out: Path, config: str) -> object:
+    """``whosaw ingest`` with ``config`` as the TOML file's text; exit 0, and every file's counts add up."""
+    path = out.parent / "incident.toml"
+    path.write_text(config)
+    result = CliRunner().invoke(cli, ["ingest", str(inputs), "--out", str(out), "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert SECRET not in result.output
+    for entry in json.loads((out / "manifest.json").read_text())["files"]:
+        assert entry["lines"] == entry["kept"] + entry["duplicates"] + entry["rejected"], entry
+    return result
+
+
+def times(out: Path, kind: str, id_column: str) -> dict[str, datetime]:
+    """The lake's ts (UTC) by id."""
+    rows = duckdb.sql(
+        f"SELECT {id_column}, ts FROM read_parquet('{out}/parquet/{kind}/**/*.parquet', hive_partitioning = false)"
+    ).fetchall()
+    return {key: ts.astimezone(UTC) for key, ts in rows}
+
+
+def rejects(out: Path, kind: str) -> list[tuple[str, int, str]]:
+    path = out / "rejects" / f"{kind}.parquet"
+    if not path.exists():
+        return []
+    rows = duckdb.sql(f"SELECT source_file, source_line, reason FROM '{path}' ORDER BY ALL").fetchall()
+    return [(Path(name).name, line, reason) for name, line, reason in rows]
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def nginx(rid: str, time_local: str) -> str:
+    """A line of nginx's JSON access log (log_format escape=json with $time_local)."""
+    return json.dumps({"time_local": time_local, "request_id": rid, "remote_user": SECRET, "status": "200"})
+
+
+def test_nginx_time_local_is_read_with_its_offset(tmp_path):
+    """$time_local carries its offset: it wins over the source's zone, as an ISO offset does."""
+    write(
+        tmp_path / "logs" / "access.json.gz",
+        [
+            nginx("utc", "20/Mar/2023:01:16:00 +0000"),
+            nginx("east", "20/Mar/2023:03:16:00 +0200"),
+            nginx("west", "19/Mar/2023:18:16:00 -0700"),
+        ],
+    )
+    config = (
+        '[sources.requests]\nmatch = ["access*"]\ntimezone = "Asia/Tokyo"\n'
+        f'ts_format = "{NGINX}"\nfields = {{ ts = "time_local", user_id = "remote_user" }}\n'
+    )
+    result = ingest(tmp_path / "logs", tmp_path / "out", config)
+    assert result.stdout.startswith("ingested 1 file: 3 lines = 3 kept + 0 duplicates + 0 rejected")
+    assert times(tmp_path / "out", "requests", "request_id") == {
+        "utc": utc(2023, 3, 20, 1, 16),
+        "east": utc(2023, 3, 20, 1, 16),
+        "west": utc(2023, 3, 20, 1, 16),
+    }
+
+
+def test_log4j_times_without_a_zone_are_read_in_the_source_zone(tmp_path):
+    """log4j's `2023-03-20 01:16:00,123` has no zone: wall time in the source's timezone, summer time included."""
+    write(
+        tmp_path / "logs" / "cache.csv.gz",
+        [  # the comma in the time is the CSV's delimiter too: the writer quotes the field
+            "ts,request_id,op,key,host,conn_id",
+            '"2023-03-20 01:16:00,123",r1,GET,user:1,h1,c1',  # CET: UTC+1
+            '"2023-07-15 12:00:00,000",r2,GET,user:2,h1,c1',  # CEST: UTC+2
+        ],
+    )
+    config = f'[sources.cache]\ntimezone = "Europe/Berlin"\nts_format = "{LOG4J}"\n'
+    ingest(tmp_path / "logs", tmp_path / "out", config)
+    assert times(tmp_path / "out", "cache", "request_id") == {
+        "r1": utc(2023, 3, 20, 0, 16, 0, 123000),
+        "r2": utc(2023, 7, 15, 10),
+    }
+    assert rejects(tmp_path / "out", "cache") == []
+
+
+def test_a_list_of_formats_with_and_without_a_zone_reads_each_form(tmp_path):
+    """One list mixes formats with an offset and without: DuckDB's try_strptime types the two apart, so each run
+    of them is read on its own; the zone-less ones still in the source's zone. Nanoseconds are cut, not rounded."""
+    lines = [
+        ("syslog", "Mar 20 2023 02:16:00"),
+        ("nginx", "20/Mar/2023:01:16:00 +0000"),
+        ("log4j", "2023-03-20 02:16:00,500"),
+        ("nanos", "2023-03-20 02:16:00.123456789"),
+    ]
+    write(
+        tmp_path / "logs" / "sessions.jsonl.gz",
+        [json.dumps({"ts": ts, "session_id": sid, "user_id": SECRET, "event": "login"}) for sid, ts in lines],
+    )
+    formats = ["%b %d %Y %H:%M:%S", NGINX, LOG4J, "%Y-%m-%d %H:%M:%S.%n"]
+    config = f'[sources.sessions]\ntimezone = "Europe/Berlin"\nts_format = {json.dumps(formats)}\n'
+    ingest(tmp_path / "logs", tmp_path / "out", config)
+    assert times(tmp_path / "out", "sessions", "session_id") == {
+        "syslog": utc(2023, 3, 20, 1, 16),
+        "nginx": utc(2023, 3, 20, 1, 16),
+        "log4j": utc(2023, 3, 20, 1, 16, 0, 500000),
+        "nanos": utc(2023, 3, 20, 1, 16, 0, 123456),
+    }
+
+
+def test_a_mixed_log_reads_iso_epoch_and_formatted_lines_and_rejects_the_rest_by_line(tmp_path):
+    """The formats come first, then ISO-8601 and epochs as without them; what none reads, or reads outside
+    1990..2100, is bad_ts with its line number. A leap second in the format's form is the next second."""
+    write(
+        tmp_path / "logs" / "requests.jsonl.gz",
+        [
+            nginx("iso", "2023-03-20T01:16:00Z"),  # 1
+            nginx("formatted", "20/Mar/2023:02:16:00 +0100"),  # 2
+            nginx("zone-less", "2023-03-20T01:16:00"),  # 3: ISO without a zone, in the source's zone (UTC)
+            nginx("epoch", "1679274960"),  # 4
+            nginx("garbage", f"yesterday {SECRET}"),  # 5
+            nginx("too-early", "20/Mar/1985:01:16:00 +0000"),  # 6
+            nginx("leap", "31/Dec/2016:23:59:60 +0000"),  # 7
+            nginx("formatted", "20/Mar/2023:02:16:00 +0100"),  # 8: a re-shipped line
+            nginx("bad-leap", "31/Dec/2016:23:59:61 +0000"),  # 9
+        ],
+    )
+    config = f'[sources.requests]\nts_format = "{NGINX}"\nfields = {{ ts = "time_local", user_id = "remote_user" }}\n'
+    result = ingest(tmp_path / "logs", tmp_path / "out", config)
+    assert result.stdout.startswith("ingested 1 file: 9 lines = 5 kept + 1 duplicates + 3 rejected")
+    assert times(tmp_path / "out", "requests", "request_id") == {
+        "iso": utc(2023, 3, 20, 1, 16),
+        "formatted": utc(2023, 3, 20, 1, 16),
+        "zone-less": utc(2023, 3, 20, 1, 16),
+        "epoch": utc(2023, 3, 20, 1, 16),
+        "leap": utc(2017, 1, 1),
+    }
+    assert rejects(tmp_path / "out", "requests") == [
+        ("requests.jsonl.gz", 5, "bad_ts"),
+        ("requests.jsonl.gz", 6, "bad_ts"),
+        ("requests.jsonl.gz", 9, "bad_ts"),
+    ]
+
+
+def test_a_parquet_text_column_is_read_with_the_formats_and_a_timestamp_column_is_not(tmp_path):
+    """A string ts column is log text like any other; a timestamp column is a time already (written as ISO text
+    for the rules, which a day-first format would misread: 2023-03-05 as 3 May)."""
+    day_first = "%Y-%d-%mT%H:%M:%S.%f"
+    (tmp_path / "logs").mkdir()
+    pq.write_table(
+        pa.table({"ts": ["2023-05-03T01:16:00.000000", "3 May"], "request_id": ["text", "text-bad"]}),
+        tmp_path / "logs" / "requests-text.parquet",
+    )
+    pq.write_table(
+        pa.table({"ts": pa.array([datetime(2023, 3, 5, 1, 16)], pa.timestamp("us")), "request_id": ["typed"]}),
+        tmp_path / "logs" / "requests-typed.parquet",
+    )
+    ingest(tmp_path / "logs", tmp_path / "out", f'[sources.requests]\nts_format = "{day_first}"\n')
+    assert times(tmp_path / "out", "requests", "request_id") == {
+        "text": utc(2023, 3, 5, 1, 16),
+        "typed": utc(2023, 3, 5, 1, 16),
+    }
+    assert rejects(tmp_path / "out", "requests") == [("requests-text.parquet", 2, "bad_ts")]
+
+
+def test_changing_ts_format_reads_the_files_again(tmp_path):
+    """Without a ts_format nginx's times are all bad_ts; the same files ingested with one were 'already ingested'
+    and the lake stayed without them. A file read with another ts_format than its kind has now is read again:
+    its lines kept before are duplicates, its bad lines the same rejects (counted once)."""
+    write(
+        tmp_path / "logs" / "requests.jsonl.gz",
+        [nginx("r1", "20/Mar/2023:01:16:00 +0000"), nginx("r2", "2023-03-20T01:17:00Z"), nginx("r3", "garbage")],
+    )
+    fields = '[sources.requests]\nfields = { ts = "time_local", user_id = "remote_user" }\n'
+    out = tmp_path / "out"
+    first = ingest(tmp_path / "logs", out, fields)
+    assert first.stdout.startswith("ingested 1 file: 3 lines = 1 kept + 0 duplicates + 2 rejected")
+    assert "1 already ingested" in ingest(tmp_path / "logs", out, fields).stdout
+
+    formatted = fields + f'ts_format = ["{NGINX}"]\n'
+    again = ingest(tmp_path / "logs", out, formatted)
+    assert again.stdout.startswith("ingested 1 file: 3 lines = 1 kept + 2 duplicates + 0 rejected")
+    assert "note: these files were read with another [sources] section" in again.stdout
+    assert times(out, "requests", "request_id") == {"r1": utc(2023, 3, 20, 1, 16), "r2": utc(2023, 3, 20, 1, 17)}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(f["kept"], f["duplicates"], f["rejected"]) for f in manifest["files"]] == [(1, 0, 2), (1, 2, 0)]
+    assert manifest["ingest_runs"][-1]["config"]["settings"]["sources"]["requests"]["ts_format"] == [NGINX]
+
+    same = fields + f'ts_format = "{NGINX}"\n'  # one format, written as a string: the same formats
+    assert "1 already ingested" in ingest(tmp_path / "logs", out, same).stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ('"%Q"', "sources.requests.ts_format: '%Q' is not a format DuckDB's strptime reads (Unrecognized format"),
+        ('["%Y-%m-%d", "%d/%b/%Y %Q"]', "sources.requests.ts_format: '%d/%b/%Y %Q' is not a format DuckDB"),
+        ('"%Y-%m-%d %"', "Trailing format character %"),
+        ('"%H:%M:%S"', "sources.requests.ts_format: '%H:%M:%S' has no year (%Y or %y)"),
+        ("[]", "sources.requests.ts_format: expected a format or a non-empty list of formats"),
+        ('""', "sources.requests.ts_format: expected a non-empty string, got an empty string"),
+        ("5", "sources.requests.ts_format: expected a list of strings, got an integer"),
+        ('["%Y", ""]', "sources.requests.ts_format[1]: expected a non-empty string"),
+    ],
+)
+def test_a_ts_format_that_cannot_work_is_a_one_line_config_error(tmp_path, value, words):
+    """Else DuckDB refuses the whole ingest statement after discovery (a traceback, exit 1), or every line is
+    bad_ts (a format without a year reads 1900)."""
+    write(tmp_path / "logs" / "requests.jsonl", [nginx("r1", "20/Mar/2023:01:16:00 +0000")])
+    config = tmp_path / "incident.toml"
+    config.write_text(f"[sources.requests]\nts_format = {value}\n")
+    args = [str(tmp_path / "logs"), "--out", str(tmp_path / "out"), "--config", str(config)]
+    result = CliRunner().invoke(cli, ["ingest", *args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and SECRET not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("whosaw: error: config: sources.requests.ts_format"), lines
+    assert words in lines[0]
+    assert not (tmp_path / "out").exists()
