@@ -276,8 +276,14 @@ def _print_ingest(result) -> None:
     )
     if result.manifest["ingest"].get("sources_changed"):
         click.echo(
-            "note: these files were read with another [sources] section (field maps, zones, globs) than the files "
-            "ingested before them (see manifest.json ingest_runs)"
+            "note: these files were read with another [sources] section (field maps, zones, globs, ts_format) than "
+            "the files ingested before them (see manifest.json ingest_runs)"
+        )
+    if result.manifest["ingest"].get("already_read_otherwise"):
+        count = result.manifest["ingest"]["already_read_otherwise"]
+        click.echo(
+            f"note: {_counted(count, 'already-ingested file')} {'was' if count == 1 else 'were'} read with another "
+            "[sources] section and not read again: ingest into a new --out to read them with this one"
         )
     run_id = result.manifest["ingest"]["run"]
     lacking: Counter[tuple[str, str]] = Counter(

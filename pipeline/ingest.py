@@ -42,9 +42,7 @@ too (``missing_field:...``, ``csv_columns``), each with its line number, and non
 Time stamps: epoch numbers in s/ms/us/ns by magnitude, ISO-8601 with offset or ``Z``, zone-less ISO in the
 source's ``timezone``; stored as UTC ``TIMESTAMPTZ`` in microseconds (nanoseconds are truncated); a time
 outside 1990..2100 is rejected (``bad_ts``). A source's ``ts_format`` (DuckDB strptime formats) is tried first
-(``ts_format.sql``); a format without ``%z``/``%Z`` reads wall time in the source's ``timezone``. A file the
-manifest lists is read again when its kind's ``ts_format`` changed since: lines the old formats rejected are
-read.
+(``ts_format.sql``); a format without ``%z``/``%Z`` reads wall time in the source's ``timezone``.
 """
 
 from __future__ import annotations
@@ -239,7 +237,7 @@ def ingest(
     out.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new --out is its owner's only: it will hold what leaked
     with locked(out, "ingest"):
         manifest = load_manifest(out)
-        todo, already = _recognise(files, manifest, cfg)
+        todo, already = _recognise(files, manifest.get("files", []))
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
@@ -312,6 +310,15 @@ def _finish(
     runs = list(manifest.get("ingest_runs") or [])
     earlier = runs[-1].get("config") if runs else manifest.get("config") if manifest.get("files") else None
     sources_changed = bool(todo and earlier) and _sources(read_with) != _sources(earlier)
+    # An already-ingested file is not read again, so a [sources] edit (a ts_format that reads its bad_ts lines,
+    # a zone) does not reach it: say how many, else the user believes the edit took effect.
+    config_of = {r.get("run"): r.get("config") for r in runs}
+    run_of = {entry["path"]: entry.get("run") for entry in manifest.get("files", [])}
+    read_otherwise = sum(
+        _sources(config_of.get(run_of.get(a["same_as"]), manifest.get("config"))) != _sources(read_with)
+        for a in already
+        if a["same_as"] in run_of
+    )
     if todo:
         runs.append({"run": run_id, "files": len(todo), "config": read_with})
     skipped_all = {s["path"]: s for s in manifest.get("skipped", [])}
@@ -332,6 +339,7 @@ def _finish(
         "tool_version": __version__,
         "removed_stale_outputs": stale or [],
         "sources_changed": sources_changed,
+        "already_read_otherwise": read_otherwise,
     }
     return update_manifest(
         out,
@@ -578,15 +586,6 @@ def _csv_header(item: _Input, cfg: Config, kind: str) -> tuple[list[str], str | 
     return header, None
 
 
-def _same_ts_format(recorded: dict[str, Any] | None, entry: dict[str, Any], cfg: Config) -> bool:
-    """Whether a manifest entry was read with the ts_format its kind has now, by the config its run recorded
-    (``ingest_runs``; a manifest from before them: its top-level config)."""
-    if entry.get("kind") not in KINDS:
-        return True
-    value = ((_sources(recorded) or {}).get(entry["kind"]) or {}).get("ts_format") or ()
-    return ((value,) if isinstance(value, str) else tuple(value)) == cfg.sources[entry["kind"]].ts_format
-
-
 def _column_for(columns: Sequence[str], name: str) -> str | None:
     """The column of a CSV header or Parquet file that holds field ``name``: the one so named, else the only one
     so named in another case (``User_ID``: a header that silently lacked ``user_id`` made every request
@@ -597,20 +596,11 @@ def _column_for(columns: Sequence[str], name: str) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
-def _recognise(
-    files: list[_Input], manifest: dict[str, Any], cfg: Config
-) -> tuple[list[_Input], list[dict[str, str]]]:
+def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
     """Split files into those to read and those already ingested (same SHA-256 as a manifest entry or an
     earlier input of this run). Only a file whose size matches another's is hashed up front; the rest are
-    hashed while they are read. An entry read with another ts_format than its kind's now does not count: the
-    lines that format rejected as bad_ts are read again (the lines it kept are duplicates then)."""
-    known = manifest.get("files", [])
-    read_with = {run.get("run"): run.get("config") for run in manifest.get("ingest_runs") or []}
-    by_sha = {
-        entry["sha256"]: entry["path"]
-        for entry in known
-        if entry.get("sha256") and _same_ts_format(read_with.get(entry.get("run"), manifest.get("config")), entry, cfg)
-    }
+    hashed while they are read."""
+    by_sha = {entry["sha256"]: entry["path"] for entry in known if entry.get("sha256")}
     known_sizes = {entry.get("bytes") for entry in known}
     sizes = Counter(f.size for f in files)
     todo: list[_Input] = []
