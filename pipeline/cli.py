@@ -276,8 +276,8 @@ def _print_ingest(result) -> None:
     )
     if result.manifest["ingest"].get("sources_changed"):
         click.echo(
-            "note: these files were read with another [sources] section (field maps, zones, globs, ts_format) than "
-            "the files ingested before them (see manifest.json ingest_runs)"
+            "note: these files were read with another [sources] section (field maps, zones, globs, ts_format, "
+            "values) than the files ingested before them (see manifest.json ingest_runs)"
         )
     if result.manifest["ingest"].get("already_read_otherwise"):
         count = result.manifest["ingest"]["already_read_otherwise"]

@@ -7,6 +7,7 @@ the exposure window. Everything is validated here, once, so later stages can tru
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 import warnings
@@ -19,11 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .errors import WhosawError
 from .manifest import load_manifest
 from .schema import (
+    CACHE_STATUSES,
     DEFAULT_READ_OPS,
     DEFAULT_RESET_OPS,
     DEFAULT_WRITE_OPS,
     KINDS,
     LAKE_COLUMNS,
+    SESSION_EVENTS,
     UNCATEGORIZED,
 )
 
@@ -34,6 +37,19 @@ SOURCE_FORMATS = {"jsonl": "json", "ndjson": "json", "json": "json", "csv": "csv
 # sources.<kind>.ts_format: DuckDB strptime specifiers (``%-d`` is ``%d`` without padding; ``%%`` a literal %)
 _SPECIFIER = re.compile(r"%-?(.)", re.DOTALL)
 _YEARS = frozenset("Yycx")  # a format without one of these reads every time into 1900
+# sources.<kind>.values: the fields SPEC gives words to, with those words (what a map may map a logged word to).
+# Not a request's status (a number), nor a cache op: ops are free words, named as logged in [cache].
+VALUE_WORDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "requests": {},
+    "cache": {"status": CACHE_STATUSES},
+    "sessions": {"event": SESSION_EVENTS},
+}
+_VALUE_FIELDS_NOTE = {
+    "requests": "none; a request's status is a number",
+    "cache": "status; an op needs no map: [cache] read_ops, write_ops and reset_ops name ops as logged",
+    "sessions": "event",
+}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
 
 
@@ -59,6 +75,8 @@ class SourceConfig:
     timezone: str = "UTC"
     format: str | None = None  # json | csv | parquet: for a file of this kind whose name does not say (access.log)
     ts_format: tuple[str, ...] = ()  # DuckDB strptime formats tried on a ts text before ISO-8601 and epochs
+    # field -> {logged word, lower case -> SPEC's word}: cache status, sessions event (VALUE_WORDS)
+    values: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def field_spec(self, name: str) -> FieldSpec:
         """The spec for canonical field ``name``: mapped, or the field of the same name."""
@@ -247,7 +265,7 @@ def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
 
 def _source(kind: str, value: Any) -> SourceConfig:
     table = _table(value, f"sources.{kind}")
-    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format", "ts_format"))
+    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format", "ts_format", "values"))
     match = _strings(table.get("match", []), f"sources.{kind}.match")
     for i, glob in enumerate(match):
         if "/" in glob:  # matched against the file name alone: a folder in it never matches
@@ -268,8 +286,9 @@ def _source(kind: str, value: Any) -> SourceConfig:
     field_map = _table(table.get("fields", {}), f"sources.{kind}.fields")
     fields = {name: _field_spec(kind, name, value) for name, value in field_map.items()}
     ts_format = _ts_formats(table["ts_format"], f"sources.{kind}.ts_format") if "ts_format" in table else ()
+    values = _values(kind, table.get("values", {}))
     return SourceConfig(
-        kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format
+        kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format, values=values
     )
 
 
@@ -279,6 +298,40 @@ def _ts_formats(value: Any, where: str) -> tuple[str, ...]:
     if not formats:
         raise WhosawError(f"config: {where}: expected a format or a non-empty list of formats")
     return formats
+
+
+def _values(kind: str, value: Any) -> dict[str, dict[str, str]]:
+    """sources.<kind>.values: per field, its logged words -> SPEC's words. A logged word is kept in lower case, as
+    ingest lower-cases the field before reading it (the map matches in any case); two keys that are one word in
+    lower case must agree, else which one wins would depend on the case a line was logged in."""
+    where = f"sources.{kind}.values"
+    maps: dict[str, dict[str, str]] = {}
+    for name, words in _table(value, where).items():
+        if name not in VALUE_WORDS[kind]:
+            raise WhosawError(f"config: {where}: unknown field {name!r} (known: {_VALUE_FIELDS_NOTE[kind]})")
+        spec_words = VALUE_WORDS[kind][name]
+        read: dict[str, str] = {}
+        first: dict[str, str] = {}  # lower case -> the key as written
+        for logged, target in _table(words, f"{where}.{name}").items():
+            key = f"{where}.{name}.{logged if _BARE_KEY.fullmatch(logged) else json.dumps(logged)}"
+            if not logged or logged != logged.strip():
+                raise WhosawError(
+                    f"config: {key}: a logged word must be non-empty without spaces around it (it is matched as "
+                    "logged, in any case)"
+                )
+            word = _string(target, key).lower()
+            if word not in spec_words:
+                raise WhosawError(f"config: {key}: expected one of {', '.join(spec_words)}")
+            folded = logged.lower()
+            if read.get(folded, word) != word:
+                raise WhosawError(
+                    f"config: {where}.{name}: {first[folded]!r} and {logged!r} are the same word in any case but "
+                    f"map to {read[folded]!r} and {word!r}"
+                )
+            read[folded] = word
+            first.setdefault(folded, logged)
+        maps[name] = read
+    return maps
 
 
 def _key_rule(order: int, value: Any) -> KeyRule:

@@ -43,6 +43,9 @@ Time stamps: epoch numbers in s/ms/us/ns by magnitude, ISO-8601 with offset or `
 source's ``timezone``; stored as UTC ``TIMESTAMPTZ`` in microseconds (nanoseconds are truncated); a time
 outside 1990..2100 is rejected (``bad_ts``). A source's ``ts_format`` (DuckDB strptime formats) is tried first
 (``ts_format.sql``); a format without ``%z``/``%Z`` reads wall time in the source's ``timezone``.
+
+Enumerated fields (cache ``status``, sessions ``event``) are read in lower case; a source's ``values`` map reads
+a logged word (``SUCCESS``, ``auth.login``) as the SPEC word it names (``values.sql``), any other word as before.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ import pyarrow as pa
 
 from . import __version__
 from . import progress as _progress
-from .config import Config, FieldSpec, resolve_config, strptime_specifiers
+from .config import Config, FieldSpec, SourceConfig, resolve_config, strptime_specifiers
 from .errors import WhosawError
 from .manifest import (
     begin_ingest_commit,
@@ -153,8 +156,9 @@ REASONS: dict[str, str] = {
     "csv_header_missing": "the CSV's first line, taken as its header, names none of the required fields: no header?",
     "csv_header_unreadable": "the CSV's first line, taken as its header, cannot be parsed (a lone CR: Mac line ends?)",
     "bad_ts": "ts is not an ISO-8601 time, epoch number or time in the source's ts_format between 1990 and 2100",
-    "bad_status": "status is not a valid status for this log kind",
-    "bad_event": "event is not login, refresh, logout or expire",
+    "bad_status": "status is not a valid status for this log kind (cache: ok, cancelled, timeout, error, or a word "
+    "its [sources.cache.values] map names)",
+    "bad_event": "event is not login, refresh, logout or expire, nor a word the [sources.sessions.values] map names",
     "gzip_truncated": "the gzip stream ends early: this is what followed the last complete line",
     "gzip_corrupt": "the gzip stream is corrupt from here on: this is what followed the last complete line",
 }
@@ -353,7 +357,7 @@ def _finish(
 
 
 def _sources(recorded: dict[str, Any]) -> Any:
-    """The [sources] section of a config as the manifest records it (field maps, zones, globs)."""
+    """The [sources] section of a config as the manifest records it (field maps, zones, globs, value maps)."""
     return ((recorded or {}).get("settings") or {}).get("sources")
 
 
@@ -930,6 +934,7 @@ def _records_sql(cfg: Config, kind: str, fields_sql: str, ts_text: bool = True) 
         f"{kind}.sql",
         fields=fields_sql,
         read_ts="whosaw_ts_formatted" if formatted else "whosaw_ts",
+        word="whosaw_word" if _words(cfg.sources[kind]) else "lower",
         reset_ops="(" + ", ".join(_lit(op) for op in cfg.cache_ops.reset) + ")",
         statuses="(" + ", ".join(_lit(s) for s in CACHE_STATUSES) + ")",
         events="(" + ", ".join(_lit(e) for e in SESSION_EVENTS) + ")",
@@ -939,6 +944,14 @@ def _records_sql(cfg: Config, kind: str, fields_sql: str, ts_text: bool = True) 
             for name in _VALUE_FIELDS[kind]
             if name in cfg.sources[kind].fields and not cfg.sources[kind].fields[name].is_const
         ),
+    )
+
+
+def _words(source: SourceConfig) -> str:
+    """The WHENs of values.sql's ``whosaw_word(t)`` for the source's values map ('' without one). A kind has one
+    field a map may name (config.VALUE_WORDS), so one macro per source serves."""
+    return "\n        ".join(
+        f"WHEN {_lit(logged)} THEN {_lit(word)}" for words in source.values.values() for logged, word in words.items()
     )
 
 
@@ -1019,6 +1032,8 @@ def _ingest_kind(
     stage_root.mkdir(parents=True, exist_ok=True)
     if source.ts_format:
         con.execute(_sql("ts_format.sql", read=_ts_read(source.ts_format)))
+    if _words(source):
+        con.execute(_sql("values.sql", words=_words(source)))
     for number, (fmt, group) in enumerate(groups):
         dest = stage_root / f"g{number}"
         label = f"ingest {kind} ({len(group)} {fmt} file{'s' if len(group) > 1 else ''})"

@@ -6,6 +6,7 @@
 -- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
 -- one ts), cheaper than hashing the value digest too: ingest confirms candidates on the whole record.
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
+-- {{word}}: what reads a status text: lower, or whosaw_word for a source's values map (values.sql).
 SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, value_sha256, value_owner,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -23,7 +24,7 @@ FROM (
            nullif(f_request_id, '') AS request_id,
            upper(nullif(f_op, '')) AS op,
            nullif(f_key, '') AS key,
-           coalesce(CASE lower(f_status) WHEN 'canceled' THEN 'cancelled' ELSE lower(nullif(f_status, '')) END,
+           coalesce(CASE {{word}}(f_status) WHEN 'canceled' THEN 'cancelled' ELSE {{word}}(nullif(f_status, '')) END,
                     'ok') AS status,
            nullif(f_host, '') AS host,
            nullif(f_conn_id, '') AS conn_id,

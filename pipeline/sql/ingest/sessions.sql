@@ -2,6 +2,7 @@
 -- Empty strings are NULL; event lower case and one of {{events}}.
 -- {{record_key}}: a hash of the identity, the whole normalised record.
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
+-- {{word}}: what reads an event text: lower, or whosaw_word for a source's values map (values.sql).
 SELECT file_id, line_no, raw, ts, session_id, user_id, event,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -18,6 +19,6 @@ FROM (
            {{read_ts}}(nullif(f_ts, '')) AS ts,
            nullif(f_session_id, '') AS session_id,
            nullif(f_user_id, '') AS user_id,
-           lower(nullif(f_event, '')) AS event
+           {{word}}(nullif(f_event, '')) AS event
     FROM ({{fields}})
 )
