@@ -957,16 +957,26 @@ def _words(source: SourceConfig) -> str:
 
 def _ts_read(formats: Sequence[str]) -> str:
     """The body of ts_format.sql's ``whosaw_ts_read(t)``: one try_strptime per run of formats with and without a
-    zone (DuckDB types them apart: TIMESTAMPTZ, TIMESTAMP), in the config's order, each made a TIMESTAMPTZ."""
+    zone (DuckDB types them apart: TIMESTAMPTZ, TIMESTAMP), in the config's order, each made a TIMESTAMPTZ; a run
+    of formats with a zone name alone (:func:`_zone_of`) apart from those with an offset."""
     reads = []
-    for zoned, group in itertools.groupby(formats, key=lambda fmt: bool(strptime_specifiers(fmt) & {"z", "Z"})):
+    for zone, group in itertools.groupby(formats, key=_zone_of):
         run = list(group)
         read = f"try_strptime(t, {_list(run)})"
         if any("n" in strptime_specifiers(fmt) for fmt in run):  # %n gives the _NS types, whose casts round
             read = f"make_timestamp(epoch_ns({read}) // 1000)"  # truncated, as nanoseconds are elsewhere
-            read = f"timezone('UTC', {read})" if zoned else read  # a zoned run's epoch is UTC, the others' wall time
+            read = f"timezone('UTC', {read})" if zone else read  # a zoned run's epoch is UTC, the others' wall time
+        if zone == "name":  # an abbreviation DuckDB may read as another zone than the log means (BST as Bangladesh)
+            read = f"CASE WHEN whosaw_zone_named(t) THEN {read} END"
         reads.append(f"CAST({read} AS TIMESTAMPTZ)")
     return reads[0] if len(reads) == 1 else "coalesce(" + ", ".join(reads) + ")"
+
+
+def _zone_of(fmt: str) -> str:
+    """How a format places its time: '' wall time, 'offset' (%z: DuckDB's %z wins over a %Z beside it), 'name' (%Z
+    alone, read only where the text names one zone: ts_format.sql's whosaw_zone_named)."""
+    specifiers = strptime_specifiers(fmt)
+    return "offset" if "z" in specifiers else "name" if "Z" in specifiers else ""
 
 
 def _stage_sql(kind: str, records: str, source_files: list[str], raw_text: str) -> str:

@@ -135,6 +135,50 @@ def test_a_list_of_formats_with_and_without_a_zone_reads_each_form(tmp_path):
     }
 
 
+def test_a_zone_abbreviation_is_bad_ts_not_a_time_hours_off(tmp_path):
+    """Python's %Z and Java's z write abbreviations; DuckDB reads one as the ICU zone of that id, BST (British Summer
+    Time) as Bangladesh: a London log's summer lines were 5 hours off, and left the window without a sign. A name
+    that names one zone (UTC, GMT, an IANA name) is read; an abbreviation beside an offset (Go's -0700 MST) reads by
+    the offset; any other is bad_ts with its line."""
+    lines = [
+        ("gmt", "2023-03-26 00:30:00 GMT"),
+        ("bst", "2023-03-26 02:30:00 BST"),  # 01:30Z; DuckDB alone: the 25th, 20:30Z
+        ("iana", "2023-03-26 02:30:00 Europe/London"),
+        ("go", "2023-03-26 02:30:00 +0100 BST"),
+        ("utc", "2023-03-26 01:30:00 UTC"),
+    ]
+    write(
+        tmp_path / "logs" / "sessions.jsonl",
+        [json.dumps({"ts": ts, "session_id": sid, "user_id": SECRET, "event": "login"}) for sid, ts in lines],
+    )
+    formats = ["%Y-%m-%d %H:%M:%S %Z", "%Y-%m-%d %H:%M:%S %z %Z"]
+    ingest(tmp_path / "logs", tmp_path / "out", f"[sources.sessions]\nts_format = {json.dumps(formats)}\n")
+    assert times(tmp_path / "out", "sessions", "session_id") == {
+        "gmt": utc(2023, 3, 26, 0, 30),
+        "iana": utc(2023, 3, 26, 1, 30),
+        "go": utc(2023, 3, 26, 1, 30),
+        "utc": utc(2023, 3, 26, 1, 30),
+    }
+    assert rejects(tmp_path / "out", "sessions") == [("sessions.jsonl", 2, "bad_ts")]
+
+
+def test_an_iso_time_with_a_zone_abbreviation_is_bad_ts_without_a_ts_format_too(tmp_path):
+    """DuckDB's ISO cast reads a zone name after the time as %Z does: CST (China Standard Time, +8) was US Central,
+    13 hours off. PostgreSQL's and Rails' logs write such times."""
+    lines = [
+        ("cst", "2023-07-01 12:00:00 CST"),
+        ("utc", "2023-07-01 04:00:00 UTC"),
+        ("iso", "2023-07-01T12:00:00+08:00"),
+    ]
+    write(
+        tmp_path / "logs" / "sessions.jsonl",
+        [json.dumps({"ts": ts, "session_id": sid, "user_id": SECRET, "event": "login"}) for sid, ts in lines],
+    )
+    ingest(tmp_path / "logs", tmp_path / "out", "")
+    assert times(tmp_path / "out", "sessions", "session_id") == {"utc": utc(2023, 7, 1, 4), "iso": utc(2023, 7, 1, 4)}
+    assert rejects(tmp_path / "out", "sessions") == [("sessions.jsonl", 1, "bad_ts")]
+
+
 def test_a_mixed_log_reads_iso_epoch_and_formatted_lines_and_rejects_the_rest_by_line(tmp_path):
     """The formats come first, then ISO-8601 and epochs as without them; what none reads, or reads outside
     1990..2100, is bad_ts with its line number. A leap second in the format's form is the next second."""
