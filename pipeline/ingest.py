@@ -315,13 +315,15 @@ def _finish(
     earlier = runs[-1].get("config") if runs else manifest.get("config") if manifest.get("files") else None
     sources_changed = bool(todo and earlier) and _sources(read_with) != _sources(earlier)
     # An already-ingested file is not read again, so a [sources] edit (a ts_format that reads its bad_ts lines,
-    # a zone) does not reach it: say how many, else the user believes the edit took effect.
+    # a zone) does not reach it: say how many, else the user believes the edit took effect. Only its kind's
+    # section read it: an edit of [sources.requests] leaves the cache files as they would be read now.
     config_of = {r.get("run"): r.get("config") for r in runs}
-    run_of = {entry["path"]: entry.get("run") for entry in manifest.get("files", [])}
+    known = {entry["path"]: entry for entry in manifest.get("files", [])}
     read_otherwise = sum(
-        _sources(config_of.get(run_of.get(a["same_as"]), manifest.get("config"))) != _sources(read_with)
+        _source(config_of.get(known[a["same_as"]].get("run"), manifest.get("config")), known[a["same_as"]]["kind"])
+        != _source(read_with, known[a["same_as"]]["kind"])
         for a in already
-        if a["same_as"] in run_of
+        if a["same_as"] in known
     )
     if todo:
         runs.append({"run": run_id, "files": len(todo), "config": read_with})
@@ -359,6 +361,11 @@ def _finish(
 def _sources(recorded: dict[str, Any]) -> Any:
     """The [sources] section of a config as the manifest records it (field maps, zones, globs, value maps)."""
     return ((recorded or {}).get("settings") or {}).get("sources")
+
+
+def _source(recorded: dict[str, Any], kind: str) -> Any:
+    """The [sources.<kind>] section of a config as the manifest records it: what read a file of that kind."""
+    return (_sources(recorded) or {}).get(kind)
 
 
 # ---------------------------------------------------------------------------------------------- discovery

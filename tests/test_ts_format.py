@@ -262,6 +262,20 @@ def test_a_changed_ts_format_does_not_reach_files_already_ingested_and_says_so(t
     }
 
 
+def test_an_edit_of_one_kind_counts_only_that_kinds_files_as_not_read_again(tmp_path):
+    """A ts_format added for the requests does not change how the cache file would be read: counting it among the
+    files the edit did not reach sent the user to re-ingest everything into a new --out for nothing."""
+    write(tmp_path / "logs" / "requests.jsonl", [nginx("r1", "20/Mar/2023:01:16:00 +0000")])
+    write(tmp_path / "logs" / "cache.jsonl", [json.dumps({"ts": "2023-03-20T01:16:00Z", "op": "GET", "key": "k"})])
+    fields = '[sources.requests]\nfields = { ts = "time_local" }\n'
+    out = tmp_path / "out"
+    ingest(tmp_path / "logs", out, fields)
+    again = ingest(tmp_path / "logs", out, fields + f'ts_format = "{NGINX}"\n')
+    assert "2 already ingested" in again.stdout
+    assert "note: 1 already-ingested file was read with another [sources] section" in again.stdout
+    assert json.loads((out / "manifest.json").read_text())["ingest"]["already_read_otherwise"] == 1
+
+
 @pytest.mark.parametrize(
     ("value", "words"),
     [
