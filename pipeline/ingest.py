@@ -899,15 +899,14 @@ def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
 
 
 def _sql(name: str, **params: str) -> str:
-    """An SQL file from pipeline/sql/ingest with its ``{{placeholders}}`` filled in (comment lines dropped)."""
+    """An SQL file from pipeline/sql/ingest with its ``{{placeholders}}`` filled in (comment lines dropped), in one
+    pass: a value is never scanned again (a config's ts_format or logged word may hold ``{{...}}`` as text)."""
     lines = (SQL_DIR / name).read_text(encoding="utf-8").splitlines()
     text = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
-    for key, value in params.items():
-        text = text.replace("{{" + key + "}}", value)
-    missing = re.findall(r"\{\{(\w+)\}\}", text)
+    missing = sorted(set(re.findall(r"\{\{(\w+)\}\}", text)) - set(params))
     if missing:
         raise RuntimeError(f"{name}: no value for {missing}")
-    return text
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: params[m.group(1)], text)
 
 
 def _lit(text: str) -> str:

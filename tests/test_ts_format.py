@@ -276,6 +276,18 @@ def test_an_edit_of_one_kind_counts_only_that_kinds_files_as_not_read_again(tmp_
     assert json.loads((out / "manifest.json").read_text())["ingest"]["already_read_otherwise"] == 1
 
 
+def test_braces_in_a_format_or_a_logged_word_are_text_not_a_crash(tmp_path):
+    """A format and a values map are pasted into the ingest SQL's templates: '{{read}}' in a format (a log written
+    through an unrendered template) was filled in again, or left as a placeholder: an internal error, exit 1."""
+    write(
+        tmp_path / "logs" / "cache.jsonl",
+        [json.dumps({"ts": "{{read}} 2023-03-20 01:16:00", "op": "GET", "key": "k", "status": "{{word}}"})],
+    )
+    config = '[sources.cache]\nts_format = "{{read}} %Y-%m-%d %H:%M:%S"\nvalues = { status = { "{{word}}" = "ok" } }\n'
+    ingest(tmp_path / "logs", tmp_path / "out", config)
+    assert list(times(tmp_path / "out", "cache", "key").values()) == [utc(2023, 3, 20, 1, 16)]
+
+
 @pytest.mark.parametrize(
     ("value", "words"),
     [
