@@ -242,6 +242,7 @@ def ingest(
     with locked(out, "ingest"):
         manifest = load_manifest(out)
         todo, already = _recognise(files, manifest.get("files", []))
+        _refuse_grown_read_otherwise(todo, manifest, cfg)
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
@@ -627,6 +628,30 @@ def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_
     for order, f in enumerate(todo):
         f.order = order
     return todo, already
+
+
+def _refuse_grown_read_otherwise(todo: list[_Input], manifest: dict[str, Any], cfg: Config) -> None:
+    """A live log that grew since an earlier run read it is read again whole, its earlier lines then duplicates:
+    only if they read the same way. After an edit of its kind's [sources.<kind>] (a zone, a ts_format, a field
+    map) they would be kept a second time, at other times or with other users, inflating exposures. Refused: a
+    new --out reads every line one way. A grown file: same kind and name, larger, and its first ``bytes`` bytes
+    hash to the entry's SHA-256 (hashed only after an edit, so the usual re-ingest costs nothing)."""
+    now = cfg.to_manifest()
+    config_of = {run.get("run"): run.get("config") for run in manifest.get("ingest_runs") or []}
+    for f in todo:
+        for entry in manifest.get("files", []):
+            if (
+                entry.get("kind") != f.kind
+                or Path(entry["path"]).name != f.path.name
+                or not 0 < entry.get("bytes", 0) < f.size
+                or _source(config_of.get(entry.get("run"), manifest.get("config")), f.kind) == _source(now, f.kind)
+            ):
+                continue
+            if sha256_file(f.path, entry["bytes"]) == entry.get("sha256"):
+                raise WhosawError(
+                    f"input {f.path} grew since {entry['path']} was ingested with another [sources.{f.kind}] section: "
+                    "its earlier lines would be kept twice, read two ways; ingest into a new --out"
+                )
 
 
 # ---------------------------------------------------------------------------------------------- line stream

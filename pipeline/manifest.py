@@ -128,11 +128,14 @@ def _remove_scratch(out: Path) -> None:
             scratch.rmdir()
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, size: int | None = None) -> str:
+    """The file's SHA-256, or that of its first ``size`` bytes (what an earlier run of a live log hashed)."""
     digest = hashlib.sha256()
+    left = -1 if size is None else size
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while left and (chunk := handle.read(_CHUNK if left < 0 else min(_CHUNK, left))):
             digest.update(chunk)
+            left = left - len(chunk) if left > 0 else left
     return digest.hexdigest()
 
 

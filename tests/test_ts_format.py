@@ -276,6 +276,37 @@ def test_an_edit_of_one_kind_counts_only_that_kinds_files_as_not_read_again(tmp_
     assert json.loads((out / "manifest.json").read_text())["ingest"]["already_read_otherwise"] == 1
 
 
+def test_a_live_log_that_grew_after_an_edit_of_its_kind_is_refused_not_read_twice(tmp_path):
+    """A grown file is read again whole, its earlier lines duplicates of the lake's. Read with another zone they
+    were new records at other times: the lake held each of them twice ('6 kept + 0 duplicates'), as crossed
+    replies and exposures. The edit of another kind, or no edit, still reads the grown file as before."""
+    def cache(n: int) -> str:
+        return f"{1 + n // 60:02d}:{n % 60:02d}:00" + f",GET,user:u{n}:titles,ok,h1,c1"
+
+    header = "ts_wall,op,key,status,host,conn_id"
+    log = tmp_path / "logs" / "cache.csv"
+    write(log, [header] + [f"2023-03-20 {cache(n)}" for n in range(3)])
+    fields = '[sources.cache]\nfields = { ts = "ts_wall" }\n'
+    out = tmp_path / "out"
+    ingest(tmp_path / "logs", out, fields)
+    before = (out / "manifest.json").read_text()
+    write(log, [header] + [f"2023-03-20 {cache(n)}" for n in range(6)])
+
+    path = out.parent / "incident.toml"
+    path.write_text(fields + 'timezone = "Europe/Berlin"\n')
+    refused = CliRunner().invoke(cli, ["ingest", str(tmp_path / "logs"), "--out", str(out), "--config", str(path)])
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.splitlines() == [
+        f"whosaw: error: input {log} grew since {log} was ingested with another [sources.cache] section: its earlier "
+        "lines would be kept twice, read two ways; ingest into a new --out"
+    ]
+    assert (out / "manifest.json").read_text() == before
+
+    other = ingest(tmp_path / "logs", out, fields + '[sources.requests]\ntimezone = "Europe/Berlin"\n')
+    assert other.stdout.startswith("ingested 1 file: 6 lines = 3 kept + 3 duplicates + 0 rejected")
+    assert len(times(out, "cache", "key")) == 6
+
+
 def test_braces_in_a_format_or_a_logged_word_are_text_not_a_crash(tmp_path):
     """A format and a values map are pasted into the ingest SQL's templates: '{{read}}' in a format (a log written
     through an unrendered template) was filled in again, or left as a placeholder: an internal error, exit 1."""
