@@ -51,6 +51,7 @@ _VALUE_FIELDS_NOTE = {
 }
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
+_PATH_PART = re.compile(r'"([^"]+)"|([^."]+)')  # one part of a field path: a quoted name, or a name without dots
 
 
 @dataclass(frozen=True)
@@ -255,12 +256,26 @@ def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
     if isinstance(value, dict) and set(value) == {"const"}:
         return FieldSpec(const=str(value["const"]))
     if isinstance(value, str) and value:
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            return FieldSpec(path=(value[1:-1],))  # a quoted name is one literal field, dots and all
-        return FieldSpec(path=tuple(value.split(".")))
+        if '"' not in value:
+            return FieldSpec(path=tuple(value.split(".")))
+        path = _quoted_path(value)  # a quoted part is one name, dots and all ('attributes."db.redis.key"')
+        if path:
+            return FieldSpec(path=path)
+        raise WhosawError(
+            f"config: sources.{kind}.fields.{name}: a quoted part of a path is a whole name between dots, as in "
+            'attributes."db.redis.key"'
+        )
     raise WhosawError(
         f"config: sources.{kind}.fields.{name}: expected a field name, a dotted path or {{ const = \"...\" }}"
     )
+
+
+def _quoted_path(value: str) -> tuple[str, ...] | None:
+    """A dotted path with quoted parts (OpenTelemetry's ``{"attributes": {"db.redis.key": ...}}``), or None."""
+    parts = list(_PATH_PART.finditer(value))
+    if ".".join(part.group(0) for part in parts) != value:
+        return None
+    return tuple(part.group(1) or part.group(2) for part in parts)
 
 
 def _source(kind: str, value: Any) -> SourceConfig:

@@ -58,6 +58,25 @@ def test_field_map_paths_constants_and_quoted_names():
     assert source.timezone == "America/Los_Angeles"
 
 
+def test_a_path_may_quote_a_part_whose_name_holds_dots():
+    """OpenTelemetry nests attributes whose names hold dots: {"attributes": {"db.redis.key": ...}}. Split at every
+    dot, `attributes.db.redis.key` cannot reach it; a quoted part is one name."""
+    cfg = config_from_dict({"sources": {"cache": {"fields": {
+        "key": 'attributes."db.redis.key"', "conn_id": '"a.b"."c.d".e', "host": "net.peer.name",
+    }}}})
+    source = cfg.sources["cache"]
+    assert source.field_spec("key").path == ("attributes", "db.redis.key")
+    assert source.field_spec("conn_id").path == ("a.b", "c.d", "e")
+    assert source.field_spec("host").path == ("net", "peer", "name")
+
+
+@pytest.mark.parametrize("path", ['attributes."db.redis.key', 'a"b', '""', 'a.""', '"a"b'])
+def test_a_malformed_quoted_path_is_a_config_error(path):
+    with pytest.raises(WhosawError, match="a quoted part of a path is a whole name between dots") as err:
+        config_from_dict({"sources": {"cache": {"fields": {"key": path}}}})
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("raw, words", [
     ({"sources": {"proxy": {}}}, "unknown source kind"),
     ({"sources": {"requests": {"fields": {"colour": "x"}}}}, "unknown field"),

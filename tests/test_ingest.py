@@ -1296,6 +1296,32 @@ def test_a_dotted_path_reads_ecs_flat_keys_as_it_reads_nested_ones(tmp_path):
     assert entry(result, tmp_path / "access-1.ndjson").get("empty_fields") in (None, [])
 
 
+def test_a_quoted_part_of_a_path_reads_opentelemetry_attributes_in_json_and_parquet(tmp_path):
+    """An OpenTelemetry span export nests the cache call under "attributes" with dotted names ("db.redis.key"):
+    no dotted path reached them, so every cache line lacked its key and request (rejected). `attributes."db..."`
+    reads them, in JSON and in a Parquet struct column alike."""
+    spans = [
+        {"timestamp": "2023-03-20T01:00:00Z", "name": "GET", "status": "ok",
+         "attributes": {"db.redis.key": f"user:u{i}:titles", "whosaw.request_id": f"r{i}", "net.peer.name": "h1",
+                        "db.redis.conn_id": "c1"}}
+        for i in range(2)
+    ]
+    write(tmp_path / "json" / "cache.jsonl", [json.dumps(span) for span in spans])
+    (tmp_path / "parquet").mkdir()
+    pq.write_table(pa.Table.from_pylist(spans), tmp_path / "parquet" / "cache.parquet")
+    fields = {"ts": "timestamp", "op": "name", "key": 'attributes."db.redis.key"',
+              "request_id": 'attributes."whosaw.request_id"', "host": 'attributes."net.peer.name"',
+              "conn_id": 'attributes."db.redis.conn_id"'}
+    cfg = config_from_dict({"sources": {"cache": {"fields": fields}}})
+    for fmt in ("json", "parquet"):
+        run(tmp_path / fmt, tmp_path / f"out-{fmt}", config=cfg)
+        rows = lake(tmp_path / f"out-{fmt}", "cache")
+        assert [(r["request_id"], r["key"], r["host"], r["conn_id"]) for r in rows] == [
+            ("r0", "user:u0:titles", "h1", "c1"), ("r1", "user:u1:titles", "h1", "c1"),
+        ], fmt
+        assert rejects(tmp_path / f"out-{fmt}", "cache") == []
+
+
 def test_a_field_mapped_to_an_object_or_array_is_rejected_not_read_as_an_id(tmp_path):
     """`user_id = "user"` for {"user": {"id": ...}}, `value_owner = "reply"`, `conn_id = "conn"`: the JSON text of
     the object became the user id, the owner id (in affected_users.csv) and the connection. Such a line is rejected
