@@ -318,11 +318,9 @@ def _finish(
     # An already-ingested file is not read again, so a [sources] edit (a ts_format that reads its bad_ts lines,
     # a zone) does not reach it: say how many, else the user believes the edit took effect. Only its kind's
     # section read it: an edit of [sources.requests] leaves the cache files as they would be read now.
-    config_of = {r.get("run"): r.get("config") for r in runs}
     known = {entry["path"]: entry for entry in manifest.get("files", [])}
     read_otherwise = sum(
-        _source(config_of.get(known[a["same_as"]].get("run"), manifest.get("config")), known[a["same_as"]]["kind"])
-        != _source(read_with, known[a["same_as"]]["kind"])
+        _section_read_with(manifest, known[a["same_as"]]) != _source(read_with, known[a["same_as"]]["kind"])
         for a in already
         if a["same_as"] in known
     )
@@ -367,6 +365,13 @@ def _sources(recorded: dict[str, Any]) -> Any:
 def _source(recorded: dict[str, Any], kind: str) -> Any:
     """The [sources.<kind>] section of a config as the manifest records it: what read a file of that kind."""
     return (_sources(recorded) or {}).get(kind)
+
+
+def _section_read_with(manifest: dict[str, Any], entry: dict[str, Any]) -> Any:
+    """The [sources.<kind>] section that read a manifest entry: its run's config (``ingest_runs``; a manifest from
+    before them: its top-level config)."""
+    runs = {run.get("run"): run.get("config") for run in manifest.get("ingest_runs") or []}
+    return _source(runs.get(entry.get("run"), manifest.get("config")), entry.get("kind"))
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -637,14 +642,13 @@ def _refuse_grown_read_otherwise(todo: list[_Input], manifest: dict[str, Any], c
     new --out reads every line one way. A grown file: same kind and name, larger, and its first ``bytes`` bytes
     hash to the entry's SHA-256 (hashed only after an edit, so the usual re-ingest costs nothing)."""
     now = cfg.to_manifest()
-    config_of = {run.get("run"): run.get("config") for run in manifest.get("ingest_runs") or []}
     for f in todo:
         for entry in manifest.get("files", []):
             if (
                 entry.get("kind") != f.kind
                 or Path(entry["path"]).name != f.path.name
                 or not 0 < entry.get("bytes", 0) < f.size
-                or _source(config_of.get(entry.get("run"), manifest.get("config")), f.kind) == _source(now, f.kind)
+                or _section_read_with(manifest, entry) == _source(now, f.kind)
             ):
                 continue
             if sha256_file(f.path, entry["bytes"]) == entry.get("sha256"):
