@@ -131,11 +131,11 @@ def _remove_scratch(out: Path) -> None:
 def sha256_file(path: Path, size: int | None = None) -> str:
     """The file's SHA-256, or that of its first ``size`` bytes (what an earlier run of a live log hashed)."""
     digest = hashlib.sha256()
-    left = -1 if size is None else size
+    left = size
     with open(path, "rb") as handle:
-        while left and (chunk := handle.read(_CHUNK if left < 0 else min(_CHUNK, left))):
+        while chunk := handle.read(_CHUNK if left is None else min(_CHUNK, left)):  # read(0) is b"": the end
             digest.update(chunk)
-            left = left - len(chunk) if left > 0 else left
+            left = None if left is None else left - len(chunk)
     return digest.hexdigest()
 
 
