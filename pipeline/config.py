@@ -150,7 +150,7 @@ def _iso(ts: datetime | None) -> str:
 
 
 def resolve_config(out: Path, config: str | Path | Config | None) -> Config:
-    """The config given, else the one the first ingest into ``out`` recorded in its manifest (a later ingest of
+    """The config given, else the one the latest ingest into ``out`` recorded in its manifest (a later ingest of
     late logs, an analysis: the same field map, zones and key rules without --config), else the defaults."""
     if config is not None:
         return as_config(config)
@@ -512,6 +512,8 @@ def _window(table: dict[str, Any]) -> Window | None:
     if not isinstance(auto, bool):
         raise WhosawError(f"config: window.auto: expected true or false, got {_a(auto)}")
     if auto:
+        if "start" in table or "end" in table:  # which one was meant? a window chosen by mistake hides exposures
+            raise WhosawError("config: [window] has auto = true and a start or end: keep one of the two")
         return Window(auto=True, source="auto")
     if "start" not in table and "end" not in table:
         return None

@@ -84,6 +84,7 @@ def test_a_malformed_quoted_path_is_a_config_error(path):
     ({"keys": [{"pattern": "(unclosed"}]}, "invalid pattern"),
     ({"keys": [{"pattern": "x", "severity": "apocalyptic"}]}, "severity"),
     ({"window": {"start": "2023-03-20T01:00Z"}}, "both start and end"),
+    ({"window": {"auto": True, "start": "2023-03-20T01:00Z"}}, "auto = true and a start or end"),
     ({"windows": {}}, "unknown section"),
 ])
 def test_bad_config_is_one_line_error(raw, words):
