@@ -95,6 +95,26 @@ def test_two_deep_chain_each_read_gets_the_oldest_unread_reply(tmp_path):
     assert summary["affected_owners"] == 3 and summary["viewers"] == 3
 
 
+def test_one_connections_lines_at_one_ts_across_a_rotation_keep_the_files_order(tmp_path):
+    """logrotate names the older file cache.jsonl.1 and the current one cache.jsonl, which sort the other way.
+    alice's call, the rotated file's last line, was cancelled in the millisecond bob's read, the new file's first
+    line, completed: ordered by file name, bob's read came first and got its own reply, and alice's titles went
+    to carol instead of bob (two wrong rows: a missed victim, a wrong one)."""
+    old, new = "/logs/cache.jsonl.1", "/logs/cache.jsonl"
+    cache = [
+        call(T(0, 0), "r0", "user:zed:titles", source_file=old, source_line=1),
+        call(T(0, 1), "ra", "user:alice:titles", "cancelled", source_file=old, source_line=2),
+        call(T(0, 1), "rb", "user:bob:titles", source_file=new, source_line=1),
+        call(T(0, 2), "rc", "user:carol:titles", source_file=new, source_line=2),
+    ]
+    users = {"r0": "zed", "ra": "alice", "rb": "bob", "rc": "carol"}
+    _, exp = run_case(tmp_path, cache, users)
+    assert pairs(exp) == {
+        ("rb", "bob", "alice", "conversation_titles", "connection"),
+        ("rc", "carol", "bob", "conversation_titles", "connection"),
+    }
+
+
 def test_an_auto_window_over_crossed_replies_it_cannot_set_apart_does_not_say_there_were_none(tmp_path):
     """Every cache call in the bucket that holds the crossed reply: no stretch stands out, and the summary said
     "no crossed replies in the logs" beside crossed_replies 1."""
@@ -206,6 +226,22 @@ def test_session_refreshed_after_expiry(tmp_path):
     assert rows.loc["r3", "viewer_id"] == "alice" and rows.loc["r3", "viewer_kind"] == "session"
     assert set(exp.evidence) == {"value_owner"}
     assert summary["viewers"] == 1 and summary["anonymous_viewer_sessions"] == 1
+
+
+def test_session_events_at_one_ts_across_a_rotation_keep_the_files_order(tmp_path):
+    """The later line wins a tie, and the later line of a rotated log is in the current file (sessions.jsonl),
+    which sorts before the older sessions.jsonl.1: alice's logout beat bob's login at the same instant, and the
+    titles bob was shown went to an anonymous viewer."""
+    old, new = "/logs/sessions.jsonl.1", "/logs/sessions.jsonl"
+    cache = [call(T(6), "r1", "user:alice:titles", value_owner="alice")]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": "alice", "event": "login", "source_file": old, "source_line": 1},
+        {"ts": T(5), "session_id": "S", "user_id": "alice", "event": "logout", "source_file": old, "source_line": 2},
+        {"ts": T(5), "session_id": "S", "user_id": "bob", "event": "login", "source_file": new, "source_line": 1},
+    ]
+    requests = requests_for(cache, {"r1": "bob"}, sessions={"r1": "S"})
+    _, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    assert pairs(exp) == {("r1", "bob", "alice", "conversation_titles", "value_owner")}
 
 
 def test_shared_device_new_session_is_the_new_person(tmp_path):

@@ -84,7 +84,7 @@ class Rules:
 def viewer_of(req, t, sessions):
     """(viewer_id, viewer_kind) of a logged request at t."""
     events = sorted((e for e in sessions if req["session_id"] is not None and e["session_id"] == req["session_id"]
-                     and e["ts"] <= t), key=lambda e: (e["ts"], e["source_file"], e["source_line"]))
+                     and e["ts"] <= t), key=lambda e: (e["ts"], e["file_rank"], e["source_line"]))
     if events:
         last = events[-1]
         if last["event"] in ("logout", "expire"):
@@ -98,10 +98,23 @@ def viewer_of(req, t, sessions):
     return (req["user_id"], "request") if req["user_id"] is not None else (None, "anonymous")
 
 
+def rank_files(rows):
+    """Each row's file_rank: its file's place in the order the files were written, by the first ts each holds,
+    then by name (a rotated cache.jsonl.1 before the current cache.jsonl): ties of ts go by file, then line."""
+    first = {}
+    for r in rows:
+        first[r["source_file"]] = min(first.get(r["source_file"], r["ts"]), r["ts"])
+    rank = {name: i for i, name in enumerate(sorted(first, key=lambda name: (first[name], name)))}
+    for r in rows:
+        r["file_rank"] = rank[r["source_file"]]
+
+
 def oracle(cache, requests, sessions, rules, window):
     """(exposure rows, near-miss rows, summary) for normalised, de-duplicated log rows."""
     inw = lambda t: window[0] <= t < window[1]  # noqa: E731
-    order = lambda c: (c["ts"], c["source_file"], c["source_line"])  # noqa: E731
+    rank_files(cache)
+    rank_files(sessions)
+    order = lambda c: (c["ts"], c["file_rank"], c["source_line"])  # noqa: E731
     reqs = {}
     for r in requests:
         reqs.setdefault(r["request_id"], r)

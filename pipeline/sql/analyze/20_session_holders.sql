@@ -6,31 +6,43 @@
 -- does not hand it over). A login that names no one starts a holder nobody named (NULL: 45_read_viewers then
 -- takes the request's user_id). holder_group numbers those naming events (a running count), so the name is the
 -- one of the group's first event.
--- Ties on ts are ordered by source_file, source_line: the later line wins (the earlier one's interval is empty).
+-- Ties on ts are ordered by file, then source_line: the later line wins (the earlier one's interval is empty). Files
+-- in the order they were written, by the first ts each holds (as 05_source_files orders the cache files): a
+-- rotated sessions.jsonl.1 before the current sessions.jsonl, which sorts first by name.
 -- valid_to NULL = until the end of the logs. Later views look an instant up with an equi + range join.
 CREATE OR REPLACE TEMPORARY VIEW session_holders AS
-WITH session_events AS (
+WITH session_files AS (
     SELECT
-        session_id,
-        event,
-        user_id,
-        ts,
         source_file,
-        source_line,
-        CASE WHEN event = 'login' OR (event = 'refresh' AND user_id IS NOT NULL) THEN 1 ELSE 0 END AS names_holder
+        row_number() OVER (ORDER BY min(ts) NULLS LAST, source_file NULLS LAST) AS file_no
     FROM sessions_lake
-    WHERE session_id IS NOT NULL
-        AND ts IS NOT NULL
-        AND event IN ('login', 'refresh', 'logout', 'expire')
+    GROUP BY source_file
+),
+session_events AS (
+    SELECT
+        s.session_id,
+        s.event,
+        s.user_id,
+        s.ts,
+        f.file_no,
+        s.source_line,
+        CASE WHEN s.event = 'login' OR (s.event = 'refresh' AND s.user_id IS NOT NULL) THEN 1 ELSE 0 END
+            AS names_holder
+    FROM sessions_lake AS s
+    LEFT JOIN session_files AS f
+        ON s.source_file = f.source_file
+    WHERE s.session_id IS NOT NULL
+        AND s.ts IS NOT NULL
+        AND s.event IN ('login', 'refresh', 'logout', 'expire')
 ),
 grouped_events AS (
     SELECT
         session_events.*,
         sum(names_holder) OVER (
-            PARTITION BY session_id ORDER BY ts, source_file NULLS LAST, source_line
+            PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         ) AS holder_group,
-        lead(ts) OVER (PARTITION BY session_id ORDER BY ts, source_file NULLS LAST, source_line) AS valid_to
+        lead(ts) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line) AS valid_to
     FROM session_events
 )
 SELECT
