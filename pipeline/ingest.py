@@ -242,7 +242,7 @@ def ingest(
     with locked(out, "ingest"):
         manifest = load_manifest(out)
         todo, already = _recognise(files, manifest.get("files", []))
-        _refuse_grown_read_otherwise(todo, manifest, cfg)
+        _refuse_lines_read_twice(todo, manifest, cfg)
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
@@ -635,27 +635,45 @@ def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_
     return todo, already
 
 
-def _refuse_grown_read_otherwise(todo: list[_Input], manifest: dict[str, Any], cfg: Config) -> None:
-    """A live log that grew since an earlier run read it is read again whole, its earlier lines then duplicates:
-    only if they read the same way. After an edit of its kind's [sources.<kind>] (a zone, a ts_format, a field
-    map) they would be kept a second time, at other times or with other users, inflating exposures. Refused: a
-    new --out reads every line one way. A grown file: same kind and name, larger, and its first ``bytes`` bytes
-    hash to the entry's SHA-256 (hashed only after an edit, so the usual re-ingest costs nothing)."""
+def _refuse_lines_read_twice(todo: list[_Input], manifest: dict[str, Any], cfg: Config) -> None:
+    """Refuse (before anything is read) a file whose lines the lake would hold twice or under one name with others.
+
+    A line is known by (source_file, source_line). A file at a path the lake already holds lines of is read only
+    if it is that file grown (a live log copied again: its first ``bytes`` hash to the latest entry's SHA-256), so
+    its earlier lines are duplicates. Other content at that path (a log rotated or truncated in place, rewritten)
+    would give two lines one name, and the analysis would mix their connections. And after an edit of its kind's
+    [sources.<kind>] (a zone, a ts_format, a field map), a grown file, also one copied to another folder (same
+    kind and name), would have its earlier lines read the new way: new records beside the old, kept twice. The
+    prefix is hashed only for such files, so the usual re-ingest costs nothing."""
     now = cfg.to_manifest()
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("files", []):
+        if entry.get("bytes", 0) >= latest.get(entry["path"], {}).get("bytes", -1):
+            latest[entry["path"]] = entry
     for f in todo:
+        entry = latest.get(str(f.path))
+        if entry is not None and not _grown_from(f, entry):
+            raise WhosawError(
+                f"input {f.path} holds other lines than when it was ingested (rotated or rewritten in place?): its "
+                "line numbers would name two lines; copy it under a name of its own, or ingest into a new --out"
+            )
         for entry in manifest.get("files", []):
             if (
-                entry.get("kind") != f.kind
-                or Path(entry["path"]).name != f.path.name
-                or not 0 < entry.get("bytes", 0) < f.size
-                or _section_read_with(manifest, entry) == _source(now, f.kind)
+                entry.get("kind") == f.kind
+                and Path(entry["path"]).name == f.path.name
+                and _section_read_with(manifest, entry) != _source(now, f.kind)
+                and _grown_from(f, entry)
             ):
-                continue
-            if sha256_file(f.path, entry["bytes"]) == entry.get("sha256"):
                 raise WhosawError(
-                    f"input {f.path} grew since {entry['path']} was ingested with another [sources.{f.kind}] section: "
-                    "its earlier lines would be kept twice, read two ways; ingest into a new --out"
+                    f"input {f.path} grew since {entry['path']} was ingested with another [sources.{f.kind}] "
+                    "section: its earlier lines would be kept twice, read two ways; ingest into a new --out"
                 )
+
+
+def _grown_from(f: _Input, entry: dict[str, Any]) -> bool:
+    """Whether ``f`` is the file a manifest entry recorded, grown: larger, and its first bytes hash as recorded."""
+    size = entry.get("bytes", 0)
+    return size < f.size and sha256_file(f.path, size) == entry.get("sha256")
 
 
 # ---------------------------------------------------------------------------------------------- line stream
