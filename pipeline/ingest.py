@@ -242,7 +242,7 @@ def ingest(
     with locked(out, "ingest"):
         manifest = load_manifest(out)
         todo, already = _recognise(files, manifest.get("files", []))
-        _refuse_lines_read_twice(todo, manifest, cfg)
+        _refuse_grown_read_otherwise(todo, manifest, cfg)
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         scratch = out / ".tmp" / f"ingest-{run_id}"
         timings: dict[str, float] = {}
@@ -258,7 +258,8 @@ def ingest(
                 kind_files = [f for f in todo if f.kind == kind_name]
                 if kind_files:
                     t0 = time.monotonic()
-                    moves += _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress)
+                    known = {e["path"] for e in manifest.get("files", []) if e.get("kind") == kind_name}
+                    moves += _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress, known)
                     timings[kind_name] = round(time.monotonic() - t0, 3)
             with ctrl_c_waits():  # the lake, the rejects and the manifest change together
                 t0 = time.monotonic()
@@ -635,28 +636,15 @@ def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_
     return todo, already
 
 
-def _refuse_lines_read_twice(todo: list[_Input], manifest: dict[str, Any], cfg: Config) -> None:
-    """Refuse (before anything is read) a file whose lines the lake would hold twice or under one name with others.
-
-    A line is known by (source_file, source_line). A file at a path the lake already holds lines of is read only
-    if it is that file grown (a live log copied again: its first ``bytes`` hash to the latest entry's SHA-256), so
-    its earlier lines are duplicates. Other content at that path (a log rotated or truncated in place, rewritten)
-    would give two lines one name, and the analysis would mix their connections. And after an edit of its kind's
-    [sources.<kind>] (a zone, a ts_format, a field map), a grown file, also one copied to another folder (same
-    kind and name), would have its earlier lines read the new way: new records beside the old, kept twice. The
-    prefix is hashed only for such files, so the usual re-ingest costs nothing."""
+def _refuse_grown_read_otherwise(todo: list[_Input], manifest: dict[str, Any], cfg: Config) -> None:
+    """A live log that grew since an earlier run read it is read again whole, its earlier lines then duplicates:
+    only if they read the same way. After an edit of its kind's [sources.<kind>] (a zone, a ts_format, a field
+    map) they would be kept a second time, at other times or with other users, inflating exposures; also from a
+    copy in another folder, whose lines have other names. Refused before anything is read: a new --out reads
+    every line one way. Grown: same kind and name, larger, its first ``bytes`` hashing as recorded (hashed only
+    after an edit, so the usual re-ingest costs nothing)."""
     now = cfg.to_manifest()
-    latest: dict[str, dict[str, Any]] = {}
-    for entry in manifest.get("files", []):
-        if entry.get("bytes", 0) >= latest.get(entry["path"], {}).get("bytes", -1):
-            latest[entry["path"]] = entry
     for f in todo:
-        entry = latest.get(str(f.path))
-        if entry is not None and not _grown_from(f, entry):
-            raise WhosawError(
-                f"input {f.path} holds other lines than when it was ingested (rotated or rewritten in place?): its "
-                "line numbers would name two lines; copy it under a name of its own, or ingest into a new --out"
-            )
         for entry in manifest.get("files", []):
             if (
                 entry.get("kind") == f.kind
@@ -1076,6 +1064,7 @@ def _ingest_kind(
     scratch: Path,
     run_id: str,
     show: bool | None,
+    known: set[str],
 ) -> list[tuple[Path, Path]]:
     """Stage every file of one kind, drop duplicates and count; returns the moves of the new parts into the lake
     (made only once every kind is staged, so a failure leaves the lake as it was)."""
@@ -1141,6 +1130,7 @@ def _ingest_kind(
     staged = [p for parts in record_files.values() for p in parts]
     if staged:
         _drop_duplicates(con, kind, files, staged, record_files, out)  # may empty (and drop) staged files
+    _refuse_names_taken(con, kind, [f for f in files if str(f.path) in known], staged, out)
     if staged:
         new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
         # the evidence fields, and every field the config maps to a path: a path no line has is a mistyped map
@@ -1353,6 +1343,35 @@ def _as_text(expr: str, dtype: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- duplicates
+
+
+def _refuse_names_taken(
+    con: duckdb.DuckDBPyConnection, kind: str, again: list[_Input], staged: list[Path], out: Path
+) -> None:
+    """A line is known by (source_file, source_line): the analysis numbers cache lines by it. A file at a path the
+    lake holds lines of adds only lines of new numbers when it is that file grown, or the same lines written anew
+    (its earlier lines are duplicates). Other content there (logrotate's new cache.jsonl once the old one is
+    cache.jsonl.1, a file truncated in place) would give a kept or rejected line the name of another, and join two
+    connections' calls: refused before the lake is touched. Only for files at such paths (``again``)."""
+    lake = out / "parquet" / kind
+    if not again or not any(lake.glob("*/*/*.parquet")):
+        return
+    paths = "(" + ", ".join(_lit(str(f.path)) for f in again) + ")"
+    names = [f"SELECT source_file, source_line FROM new_rejects WHERE kind = {_lit(kind)} AND source_file IN {paths}"]
+    if staged:
+        files = _list([str(p) for p in staged])
+        names.append(f"SELECT source_file, source_line FROM read_parquet({files}, hive_partitioning = false) "
+                     f"WHERE source_file IN {paths}")
+    taken = con.execute(
+        f"SELECT source_file FROM ({' UNION ALL '.join(names)}) AS n "
+        f"SEMI JOIN read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, hive_partitioning = false)"
+        " AS l USING (source_file, source_line) LIMIT 1"
+    ).fetchall()
+    if taken:
+        raise WhosawError(
+            f"input {taken[0][0]} holds other lines than when it was ingested (rotated or rewritten in place?): its "
+            "line numbers would name two lines; copy it under a name of its own, or ingest into a new --out"
+        )
 
 
 def _drop_duplicates(

@@ -3,6 +3,7 @@ no traceback, nothing from the logs)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -310,3 +311,22 @@ def test_other_lines_at_a_path_already_ingested_are_refused_not_given_the_same_n
         "GROUP BY ALL HAVING count(*) > 1"
     ).fetchall()
     assert lake == []
+
+
+def test_the_same_lines_written_anew_at_a_path_already_ingested_are_read(tmp_path):
+    """A log exported again with more lines (a gzip compressed anew: other bytes, the earlier lines unchanged) is
+    not a grown file byte for byte, yet its earlier lines are the same lines: they count as duplicates."""
+    def call(minute: int, rid: str) -> str:
+        return json.dumps({"ts": f"2023-03-20T01:{minute:02d}:00Z", "request_id": rid, "op": "GET",
+                           "key": f"user:{rid}:titles", "host": "h1", "conn_id": "c1"}) + "\n"
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    export = folder / "cache.jsonl.gz"
+    export.write_bytes(gzip.compress((call(0, "a") + call(1, "b")).encode(), compresslevel=1, mtime=0))
+    out = str(tmp_path / "out")
+    assert invoke(str(folder), "--out", out).exit_code == 0
+    export.write_bytes(gzip.compress((call(0, "a") + call(1, "b") + call(2, "c")).encode(), compresslevel=9, mtime=1))
+    again = invoke(str(folder), "--out", out)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.startswith("ingested 1 file: 3 lines = 1 kept + 2 duplicates + 0 rejected")
