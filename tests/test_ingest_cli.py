@@ -273,7 +273,7 @@ def test_other_lines_at_a_path_already_ingested_are_refused_not_given_the_same_n
     """A line is known by (source_file, source_line). logrotate moves cache.jsonl to cache.jsonl.1 and starts a new
     cache.jsonl (or truncates it in place: copytruncate): ingested again, the new file's line 1 took the name of
     the old one's, and the analysis joined the two lines' connections: 12 exposures where 2 are right, to people
-    who saw nothing. Refused, before anything is read; under a name of its own it is read; grown, it still is."""
+    who saw nothing. Refused before the lake is touched; under a name of its own it is read; grown, it still is."""
     def call(minute: int, rid: str, status: str = "ok") -> str:
         return json.dumps({"ts": f"2023-03-20T01:{minute:02d}:00Z", "request_id": rid, "op": "GET",
                            "key": f"user:{rid}:titles", "status": status, "host": "h1", "conn_id": "c1"})
