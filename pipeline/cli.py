@@ -286,6 +286,15 @@ def _print_ingest(result) -> None:
             "[sources] section and not read again: ingest into a new --out to read them with this one"
         )
     run_id = result.manifest["ingest"]["run"]
+    differing = sum(
+        entry.get("differing_duplicates", 0) for entry in result.manifest.get("files", []) if entry.get("run") == run_id
+    )
+    if differing:
+        click.echo(
+            f"note: {_counted(differing, 'request line')} repeat{'s' if differing == 1 else ''} a request_id with "
+            "another session or user (a request id used twice? the first line was kept: see manifest.json "
+            "files[].differing_duplicates)"
+        )
     lacking: Counter[tuple[str, str]] = Counter(
         (entry["kind"], ", ".join(entry["empty_fields"]))
         for entry in result.manifest.get("files", [])

@@ -133,6 +133,9 @@ _KEY_EXPR = {
     "cache": "hash(ts, request_id, op, key, host, conn_id)",
     "sessions": "hash(ts, session_id, user_id, event)",
 }
+# A request line is a duplicate by its request_id alone; one that repeats it with other of these fields (who the
+# viewer is) is counted apart: a request id used twice, not a re-shipped copy (duplicate_rows.sql).
+_VIEWER_FIELDS = {"requests": ("session_id", "user_id")}
 
 # Fields whose text must be a value: an object or array there is rejected as not_a_value:<name> (a field map that
 # names the parent object). Not key (a JSON array is a multi-key call), nor ts, status, event (their own checks).
@@ -192,6 +195,7 @@ class _Input:
     duplicates: int = 0
     rejected: int = 0
     empty_fields: list[str] = field(default_factory=list)  # EVIDENCE_FIELDS that no kept line of the file has
+    differing_duplicates: int = 0  # request lines whose request_id repeats with another session or user
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
     damage_raw: str = ""
@@ -208,6 +212,7 @@ class _Input:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             **({"empty_fields": self.empty_fields} if self.empty_fields else {}),
+            **({"differing_duplicates": self.differing_duplicates} if self.differing_duplicates else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
         }
@@ -1405,13 +1410,20 @@ def _drop_duplicates(
     con.execute(_sql("duplicate_keys.sql", new=new, old=old, key_expr=key_expr))
     if not con.execute("SELECT count(*) FROM dup_keys").fetchone()[0]:
         return
-    con.execute(_sql("duplicate_rows.sql", new=new, old=old, key_expr=key_expr, identity=", ".join(identity)))
-    drops = con.execute("SELECT source_file, count(*) FROM dup_rows GROUP BY 1").fetchall()
+    differs = " OR ".join(f"first_value({c}) OVER w IS DISTINCT FROM {c}" for c in _VIEWER_FIELDS.get(kind, ()))
+    con.execute(_sql(
+        "duplicate_rows.sql", new=new, old=old, key_expr=key_expr, identity=", ".join(identity),
+        viewer="".join(f", {c}" for c in _VIEWER_FIELDS.get(kind, ())), differs=differs or "false",
+    ))
+    drops = con.execute(
+        "SELECT source_file, count(*), count(*) FILTER (WHERE differs) FROM dup_rows GROUP BY 1"
+    ).fetchall()
     if not drops:
         return
     by_path = {str(f.path): f for f in files}
-    for path, count in drops:
+    for path, count, differing in drops:
         by_path[path].duplicates += count
+        by_path[path].differing_duplicates += differing
     holding = con.execute(
         f"SELECT DISTINCT filename FROM read_parquet({_list([str(p) for p in staged])}, filename = true, "
         "hive_partitioning = false) SEMI JOIN dup_rows USING (source_file, source_line)"

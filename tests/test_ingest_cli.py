@@ -330,3 +330,35 @@ def test_the_same_lines_written_anew_at_a_path_already_ingested_are_read(tmp_pat
     again = invoke(str(folder), "--out", out)
     assert again.exit_code == 0, again.output
     assert again.stdout.startswith("ingested 1 file: 3 lines = 1 kept + 2 duplicates + 0 rejected")
+
+
+def test_a_request_id_repeated_with_another_session_or_user_is_pointed_out(tmp_path):
+    """A request line is a duplicate by its request_id alone (SPEC): the first line is kept. A repeat with another
+    session or user is no re-shipped copy but an id used twice (per-host counters): the reads of the dropped
+    request are then judged with the kept one's viewer. It was counted as a plain duplicate, without a word."""
+    def request(rid: str, session: str, user: str, hour: int = 1) -> str:
+        return json.dumps({"ts": f"2023-03-20T0{hour}:00:00Z", "request_id": rid, "session_id": session,
+                           "user_id": user})
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "requests-web1.jsonl").write_text(
+        request("req-1", "s1", "alice") + "\n" + request("req-1", "s1", "alice") + "\n"  # re-shipped: no note
+    )
+    out = str(tmp_path / "out")
+    first = invoke(str(folder), "--out", out)
+    assert first.stdout.splitlines() == ["ingested 1 file: 2 lines = 1 kept + 1 duplicates + 0 rejected"]
+    (folder / "requests-web2.jsonl").write_text(
+        request("req-1", "s9", SECRET, 2) + "\n" + request("req-2", "s2", "carol") + "\n"
+        + request("req-2", "s2", "dave") + "\n"
+    )
+    again = invoke(str(folder), "--out", out)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines() == [
+        "ingested 1 file: 3 lines = 1 kept + 2 duplicates + 0 rejected; 1 already ingested",
+        "note: 2 request lines repeat a request_id with another session or user (a request id used twice? the "
+        "first line was kept: see manifest.json files[].differing_duplicates)",
+    ]
+    files = {Path(e["path"]).name: e for e in json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]}
+    assert files["requests-web2.jsonl"]["differing_duplicates"] == 2
+    assert "differing_duplicates" not in files["requests-web1.jsonl"]
