@@ -1200,6 +1200,21 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                     "warning",
                 )
             )
+        differing = sum(int(entry.get("differing_duplicates") or 0) for entry in files)
+        if differing:
+            blocks.append(
+                Para(
+                    [
+                        *_count(differing, "request line"),
+                        f" {_verb(differing, 'repeats', 'repeat')} a request id with another session or user "
+                        "(manifest.json, files[].differing_duplicates). Such a line is no re-shipped copy but most "
+                        "likely a request id used twice; the first line was kept, so the cache reads of the other "
+                        "request were judged with the kept line's viewer. Check the request logs before relying "
+                        "on those rows.",
+                    ],
+                    "warning",
+                )
+            )
     else:
         blocks.append(Para("The manifest lists no input files.", "warning"))
     if facts.rejects:

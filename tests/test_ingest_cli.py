@@ -362,3 +362,8 @@ def test_a_request_id_repeated_with_another_session_or_user_is_pointed_out(tmp_p
     files = {Path(e["path"]).name: e for e in json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]}
     assert files["requests-web2.jsonl"]["differing_duplicates"] == 2
     assert "differing_duplicates" not in files["requests-web1.jsonl"]
+    for stage in ("analyze", "report"):
+        assert CliRunner().invoke(cli, [stage, "--out", out]).exit_code == 0
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "2 request lines repeat a request id with another session or user" in report
+    assert SECRET not in report
