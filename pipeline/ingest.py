@@ -1368,9 +1368,9 @@ def _refuse_names_taken(
         names.append(f"SELECT source_file, source_line FROM read_parquet({files}, hive_partitioning = false) "
                      f"WHERE source_file IN {paths}")
     taken = con.execute(
-        f"SELECT source_file FROM ({' UNION ALL '.join(names)}) AS n "
-        f"SEMI JOIN read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, hive_partitioning = false)"
-        " AS l USING (source_file, source_line) LIMIT 1"
+        f"SELECT source_file FROM ({' UNION ALL '.join(names)}) AS n SEMI JOIN ("
+        f"SELECT source_file, source_line FROM read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, "
+        f"hive_partitioning = false) WHERE source_file IN {paths}) AS l USING (source_file, source_line) LIMIT 1"
     ).fetchall()
     if taken:
         raise WhosawError(
