@@ -1374,8 +1374,9 @@ def _refuse_names_taken(
     ).fetchall()
     if taken:
         raise WhosawError(
-            f"input {taken[0][0]} holds other lines than when it was ingested (rotated or rewritten in place?): its "
-            "line numbers would name two lines; copy it under a name of its own, or ingest into a new --out"
+            f"input {taken[0][0]} holds other lines than when it was ingested (rotated or rewritten in place? its "
+            "last line cut then?): its line numbers would name two lines; copy a rotated file under a name of its "
+            "own, else ingest into a new --out"
         )
 
 

@@ -298,8 +298,9 @@ def test_other_lines_at_a_path_already_ingested_are_refused_not_given_the_same_n
     result = invoke(str(folder), "--out", out)
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines() == [
-        f"whosaw: error: input {live} holds other lines than when it was ingested (rotated or rewritten in place?): "
-        "its line numbers would name two lines; copy it under a name of its own, or ingest into a new --out"
+        f"whosaw: error: input {live} holds other lines than when it was ingested (rotated or rewritten in place? "
+        "its last line cut then?): its line numbers would name two lines; copy a rotated file under a name of its "
+        "own, else ingest into a new --out"
     ]
     assert (tmp_path / "out" / "manifest.json").read_text() == before
 
@@ -311,6 +312,25 @@ def test_other_lines_at_a_path_already_ingested_are_refused_not_given_the_same_n
         "GROUP BY ALL HAVING count(*) > 1"
     ).fetchall()
     assert lake == []
+
+
+def test_a_live_csv_copied_with_its_last_line_cut_is_refused_when_read_complete(tmp_path):
+    """A live CSV copied mid-write ends in a cut line that still parses (conn_id '1' of '12'): kept. Copied again,
+    the line is whole, another record at the same name: both were kept, a call the connection never made beside
+    the real one, which shifts every later reply. Refused: a new --out reads each line once, whole."""
+    header = "ts,request_id,op,key,status,host,conn_id\n"
+    first = "2023-03-20T01:00:00Z,r1,GET,user:a:titles,ok,h1,12\n"
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    live = folder / "cache.csv"
+    live.write_text(header + first + "2023-03-20T01:00:01Z,r2,GET,user:b:titles,ok,h1,1")
+    out = str(tmp_path / "out")
+    assert invoke(str(folder), "--out", out).stdout.startswith("ingested 1 file: 2 lines = 2 kept")
+    live.write_text(header + first + "2023-03-20T01:00:01Z,r2,GET,user:b:titles,ok,h1,12\n")
+    result = invoke(str(folder), "--out", out)
+    assert result.exit_code == 2 and "its last line cut then?" in result.stderr, result.output
+    fresh = invoke(str(folder), "--out", str(tmp_path / "fresh"))
+    assert fresh.stdout.startswith("ingested 1 file: 2 lines = 2 kept")
 
 
 def test_the_same_lines_written_anew_at_a_path_already_ingested_are_read(tmp_path):
