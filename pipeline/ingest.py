@@ -136,6 +136,9 @@ _KEY_EXPR = {
 # A request line is a duplicate by its request_id alone; one that repeats it with other of these fields (who the
 # viewer is) is counted apart: a request id used twice, not a re-shipped copy (duplicate_rows.sql).
 _VIEWER_FIELDS = {"requests": ("session_id", "user_id")}
+# Spellings read as SPEC's words without a values map: Go clients write 'canceled', and rejecting it would drop
+# exactly the abandoned calls the connection tier needs (values.sql, with a source's own map).
+_BUILT_IN_WORDS = {"cache": {"canceled": "cancelled"}}
 
 # Fields whose text must be a value: an object or array there is rejected as not_a_value:<name> (a field map that
 # names the parent object). Not key (a JSON array is a multi-key call), nor ts, status, event (their own checks).
@@ -994,11 +997,12 @@ def _records_sql(cfg: Config, kind: str, fields_sql: str, ts_text: bool = True) 
 
 
 def _words(source: SourceConfig) -> str:
-    """The WHENs of values.sql's ``whosaw_word(t)`` for the source's values map ('' without one). A kind has one
-    field a map may name (config.VALUE_WORDS), so one macro per source serves."""
-    return "\n        ".join(
-        f"WHEN {_lit(logged)} THEN {_lit(word)}" for words in source.values.values() for logged, word in words.items()
-    )
+    """The WHENs of values.sql's ``whosaw_word(t)``: the source's values map, then the spellings ingest reads
+    without one (_BUILT_IN_WORDS; a map's own word for them wins); '' when there are none. A kind has one field
+    a map may name (config.VALUE_WORDS), so one macro per source serves."""
+    words = {logged: word for field_words in source.values.values() for logged, word in field_words.items()}
+    words = {**_BUILT_IN_WORDS.get(source.kind, {}), **words}
+    return "\n        ".join(f"WHEN {_lit(logged)} THEN {_lit(word)}" for logged, word in words.items())
 
 
 def _ts_read(formats: Sequence[str]) -> str:

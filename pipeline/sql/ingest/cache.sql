@@ -1,12 +1,12 @@
 -- cache: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
--- Empty strings are NULL; op upper case; status lower case, NULL -> 'ok', 'canceled' (American spelling, as Go
--- clients write it) -> 'cancelled': rejecting it would drop exactly the abandoned calls; value_sha256 lower case.
+-- Empty strings are NULL; op upper case; status lower case, NULL -> 'ok', other spellings and a source's values
+-- map read by {{word}} ('canceled', as Go clients write it, -> 'cancelled'); value_sha256 lower case.
 -- A reset op ({{reset_ops}}) may come without a key; every other operation needs one.
 -- The identity of a cache line is the whole normalised record (background writes have no request_id);
 -- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
 -- one ts), cheaper than hashing the value digest too: ingest confirms candidates on the whole record.
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
--- {{word}}: what reads a status text: lower, or whosaw_word for a source's values map (values.sql).
+-- {{word}}: what reads a status text: whosaw_word (values.sql), or lower where there are no words to map.
 SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, value_sha256, value_owner,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
             WHEN ts_text IS NULL THEN 'missing_field:ts'
@@ -24,8 +24,7 @@ FROM (
            nullif(f_request_id, '') AS request_id,
            upper(nullif(f_op, '')) AS op,
            nullif(f_key, '') AS key,
-           coalesce(CASE {{word}}(f_status) WHEN 'canceled' THEN 'cancelled' ELSE {{word}}(nullif(f_status, '')) END,
-                    'ok') AS status,
+           coalesce({{word}}(nullif(f_status, '')), 'ok') AS status,
            nullif(f_host, '') AS host,
            nullif(f_conn_id, '') AS conn_id,
            lower(nullif(f_value_sha256, '')) AS value_sha256,
