@@ -286,14 +286,23 @@ def _print_ingest(result) -> None:
             "[sources] section and not read again: ingest into a new --out to read them with this one"
         )
     run_id = result.manifest["ingest"]["run"]
-    differing = sum(
-        entry.get("differing_duplicates", 0) for entry in result.manifest.get("files", []) if entry.get("run") == run_id
-    )
+
+    def this_run(count: str) -> int:
+        return sum(entry.get(count, 0) for entry in result.manifest.get("files", []) if entry.get("run") == run_id)
+
+    differing = this_run("differing_duplicates")
     if differing:
         click.echo(
             f"note: {_counted(differing, 'request line')} repeat{'s' if differing == 1 else ''} a request_id with "
             "another session or user (a request id used twice? the first line was kept: see manifest.json "
             "files[].differing_duplicates)"
+        )
+    repeated = this_run("placed_in_repeated_hour")
+    if repeated:
+        click.echo(
+            f"note: the wall times of {_counted(repeated, 'line')} fell in the hour a source's zone repeats when its "
+            "clocks go back: placed by their file's order of lines (see manifest.json "
+            "files[].placed_in_repeated_hour; lines it cannot place are rejected as ambiguous_local_ts)"
         )
     lacking: Counter[tuple[str, str]] = Counter(
         (entry["kind"], ", ".join(entry["empty_fields"]))

@@ -162,6 +162,10 @@ REASONS: dict[str, str] = {
     "csv_header_missing": "the CSV's first line, taken as its header, names none of the required fields: no header?",
     "csv_header_unreadable": "the CSV's first line, taken as its header, cannot be parsed (a lone CR: Mac line ends?)",
     "bad_ts": "ts is not an ISO-8601 time, epoch number or time in the source's ts_format between 1990 and 2100",
+    "nonexistent_local_ts": "ts is a wall time the source's timezone skips when its clocks go forward: no clock there "
+    "shows it (is the source's timezone right?)",
+    "ambiguous_local_ts": "ts is a wall time that occurs twice when the source's timezone turns its clocks back, and "
+    "the file's order of lines does not tell which of the two it is",
     "bad_status": "status is not a valid status for this log kind (cache: ok, cancelled, timeout, error, or a word "
     "its [sources.cache.values] map names)",
     "bad_event": "event is not login, refresh, logout or expire, nor a word the [sources.sessions.values] map names",
@@ -199,6 +203,7 @@ class _Input:
     rejected: int = 0
     empty_fields: list[str] = field(default_factory=list)  # EVIDENCE_FIELDS that no kept line of the file has
     differing_duplicates: int = 0  # request lines whose request_id repeats with another session or user
+    placed_in_repeated_hour: int = 0  # kept lines whose wall time the zone repeats, placed by the file's order
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
     damage_raw: str = ""
@@ -216,6 +221,7 @@ class _Input:
             "rejected": self.rejected,
             **({"empty_fields": self.empty_fields} if self.empty_fields else {}),
             **({"differing_duplicates": self.differing_duplicates} if self.differing_duplicates else {}),
+            **({"placed_in_repeated_hour": self.placed_in_repeated_hour} if self.placed_in_repeated_hour else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
         }
@@ -979,10 +985,13 @@ def _records_sql(cfg: Config, kind: str, fields_sql: str, ts_text: bool = True) 
     """The kind's records from ``fields_sql``; ``ts_text`` False for a Parquet ts column that is a timestamp
     (written as ISO text by :func:`_as_text`), which the source's ts_format must not read."""
     formatted = ts_text and bool(cfg.sources[kind].ts_format)
+    local = _clock_changes(cfg.sources[kind])
     return _sql(
         f"{kind}.sql",
         fields=fields_sql,
         read_ts="whosaw_ts_formatted" if formatted else "whosaw_ts",
+        ts_skipped="WHEN whosaw_ts_skipped(ts_text, ts) THEN 'nonexistent_local_ts'" if local else "",
+        ts_repeated="coalesce(whosaw_ts_repeated(ts_text, ts), false)" if local else "false",
         word="whosaw_word" if _words(cfg.sources[kind]) else "lower",
         reset_ops="(" + ", ".join(_lit(op) for op in cfg.cache_ops.reset) + ")",
         statuses="(" + ", ".join(_lit(s) for s in CACHE_STATUSES) + ")",
@@ -1027,6 +1036,24 @@ def _zone_of(fmt: str) -> str:
     alone, read only where the text names one zone: ts_format.sql's whosaw_zone_named)."""
     specifiers = strptime_specifiers(fmt)
     return "offset" if "z" in specifiers else "name" if "Z" in specifiers else ""
+
+
+def _clock_changes(source: SourceConfig) -> bool:
+    """Whether the source's wall times may fall where its zone's clocks change (local_time.sql): any zone but UTC
+    (a fixed offset never changes, and costs only the checks)."""
+    return source.timezone != "UTC"
+
+
+def _local_wall(formats: Sequence[str]) -> str:
+    """The body of local_time.sql's ``whosaw_ts_wall(t)``: the wall time of a text the source's ts_format formats
+    without a zone read, else of an ISO text without an offset; NULL for a text that names its offset or zone."""
+    iso = "CASE WHEN TRY_CAST(upper(t) || 'Z' AS TIMESTAMPTZ) IS NOT NULL THEN TRY_CAST(upper(t) AS TIMESTAMP) END"
+    walls = [
+        f"CAST(try_strptime(t, {_list(list(run))}) AS TIMESTAMP)"
+        for zone, run in itertools.groupby(formats, key=_zone_of)
+        if not zone
+    ]
+    return f"coalesce({', '.join([*walls, iso])})" if walls else iso
 
 
 def _stage_sql(kind: str, records: str, source_files: list[str], raw_text: str) -> str:
@@ -1095,28 +1122,32 @@ def _ingest_kind(
         con.execute(_sql("ts_format.sql", read=_ts_read(source.ts_format)))
     if _words(source):
         con.execute(_sql("values.sql", words=_words(source)))
+    if _clock_changes(source):
+        with _in_zone(con, source.timezone):  # its table of the zone's changes is made there
+            con.execute(_sql("local_time.sql", wall=_local_wall(source.ts_format)))
     for number, (fmt, group) in enumerate(groups):
         dest = stage_root / f"g{number}"
         label = f"ingest {kind} ({len(group)} {fmt} file{'s' if len(group) > 1 else ''})"
-        con.execute(f"SET TimeZone = {_lit(source.timezone)}")
-        try:
+        with _in_zone(con, source.timezone):
             if fmt == "parquet":
                 _stage_parquet(con, cfg, kind, group[0], dest, scratch, label, show)
             else:
                 _stage_text(con, cfg, kind, fmt, group, dest, label, show)
-        finally:
-            con.execute("SET TimeZone = 'UTC'")
 
     by_path = {str(f.path): f for f in files}
+    repeated = sorted(stage_root.glob("g*/pkey=-2/*.parquet"))
+    if repeated:
+        for path, count in _place_repeated_hour(con, kind, source, stage_root, repeated).items():
+            by_path[path].placed_in_repeated_hour = count
     record_files: dict[int, list[Path]] = {}
     reject_files: list[Path] = []
     for group_dir in sorted(stage_root.glob("g*")):
         for part_dir in group_dir.glob("pkey=*"):
             hour = int(part_dir.name.split("=", 1)[1])
             parts = sorted(part_dir.glob("*.parquet"))
-            if hour < 0:
+            if hour == -1:
                 reject_files.extend(parts)
-            else:
+            elif hour >= 0:
                 record_files.setdefault(hour, []).extend(parts)
 
     c1, c2 = _text_columns(kind)
@@ -1160,6 +1191,49 @@ def _ingest_kind(
         for hour, parts in record_files.items()
         for part in parts
     ]
+
+
+@contextlib.contextmanager
+def _in_zone(con: duckdb.DuckDBPyConnection, zone: str) -> Iterator[None]:
+    """Statements run with the session TimeZone set to a source's zone: a zone-less time is read there."""
+    con.execute(f"SET TimeZone = {_lit(zone)}")
+    try:
+        yield
+    finally:
+        con.execute("SET TimeZone = 'UTC'")
+
+
+def _place_repeated_hour(
+    con: duckdb.DuckDBPyConnection, kind: str, source: SourceConfig, stage_root: Path, repeated: list[Path]
+) -> dict[str, int]:
+    """Place the staged lines whose wall time the source's zone repeats (stage.sql's pkey -2) by their file's order
+    (repeated_hour.sql): stage them as records of their hour in a group of their own, reject those the order
+    cannot place (ambiguous_local_ts); returns the lines placed per file."""
+    records = [p for p in stage_root.glob("g*/pkey=*/*.parquet") if not p.parent.name.startswith("pkey=-")]
+    lines = f"read_parquet({_list([str(p) for p in repeated])}, hive_partitioning = false)"
+    context = (
+        f"read_parquet({_list([str(p) for p in sorted(records)])}, hive_partitioning = false)"
+        if records
+        else "(SELECT CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS source_line WHERE false)"
+    )
+    with _in_zone(con, source.timezone):
+        con.execute(_sql("repeated_hour.sql", repeated=lines, records=context))
+    placed = (
+        f"SELECT l.* REPLACE (p.placed_ts AS ts) FROM {lines} AS l "
+        "INNER JOIN repeated_hour_placed AS p ON l.source_file = p.source_file AND l.source_line = p.source_line "
+        "WHERE p.placed_ts IS NOT NULL"
+    )
+    con.execute(_copy(
+        stage_root / "g-repeated",
+        f"SELECT * REPLACE ({_KEY_EXPR[kind]} AS record_key), epoch_us(ts) // 3600000000 AS pkey FROM ({placed})",
+    ))
+    con.execute(
+        f"INSERT INTO new_rejects SELECT {_lit(kind)}, source_file, source_line, 'ambiguous_local_ts', NULL "
+        "FROM repeated_hour_placed WHERE placed_ts IS NULL"
+    )
+    return dict(con.execute(
+        "SELECT source_file, count(*) FROM repeated_hour_placed WHERE placed_ts IS NOT NULL GROUP BY 1"
+    ).fetchall())
 
 
 def _partition(hour: int) -> str:

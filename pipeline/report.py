@@ -1215,6 +1215,21 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                     "warning",
                 )
             )
+        repeated = sum(int(entry.get("placed_in_repeated_hour") or 0) for entry in files)
+        if repeated:
+            blocks.append(
+                Para(
+                    [
+                        *_count(repeated, "log line"),
+                        f" {_verb(repeated, 'gives', 'give')} a wall time without an offset in the hour its source's "
+                        "time zone repeats when the clocks go back (manifest.json, files[].placed_in_repeated_hour). "
+                        "Each was placed at the first or the second of its two instants by the order of its file's "
+                        "lines, where the clock steps back; lines that order could not place are rejected as "
+                        "ambiguous_local_ts. Logs that write an offset with every time leave nothing to infer.",
+                    ],
+                    "note",
+                )
+            )
     else:
         blocks.append(Para("The manifest lists no input files.", "warning"))
     if facts.rejects:

@@ -6,6 +6,8 @@
 -- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
 -- one ts), cheaper than hashing the value digest too: ingest confirms candidates on the whole record.
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
+-- {{ts_skipped}}, {{ts_repeated}}: a wall time its zone skips or repeats (local_time.sql), for a source whose
+-- timezone is not UTC.
 -- {{word}}: what reads a status text: whosaw_word (values.sql), or lower where there are no words to map.
 SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, value_sha256, value_owner,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
@@ -13,9 +15,11 @@ SELECT file_id, line_no, raw, ts, request_id, op, key, status, host, conn_id, va
             WHEN op IS NULL THEN 'missing_field:op'
             {{structured}}
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
+            {{ts_skipped}}
             WHEN key IS NULL AND op NOT IN {{reset_ops}} THEN 'missing_field:key'
             WHEN status NOT IN {{statuses}} THEN 'bad_status'
        END AS reason,
+       {{ts_repeated}} AS ts_repeated,
        {{record_key}} AS record_key
 FROM (
     SELECT file_id, line_no, raw, pre_reason,

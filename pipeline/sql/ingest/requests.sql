@@ -2,6 +2,8 @@
 -- Empty strings are NULL. The first failing check names the reason.
 -- {{record_key}}: a hash of the identity, request_id (ingest.py's _KEY_EXPR).
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
+-- {{ts_skipped}}, {{ts_repeated}}: a wall time its zone skips or repeats (local_time.sql), for a source whose
+-- timezone is not UTC.
 SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
        CASE WHEN whosaw_status_ok(status_num) THEN CAST(status_num AS INTEGER) END AS status, host,
        CASE WHEN pre_reason IS NOT NULL THEN pre_reason
@@ -9,8 +11,10 @@ SELECT file_id, line_no, raw, ts, request_id, session_id, user_id, route,
             WHEN request_id IS NULL THEN 'missing_field:request_id'
             {{structured}}
             WHEN ts IS NULL OR NOT whosaw_ts_ok(ts) THEN 'bad_ts'
+            {{ts_skipped}}
             WHEN status_text IS NOT NULL AND NOT coalesce(whosaw_status_ok(status_num), false) THEN 'bad_status'
        END AS reason,
+       {{ts_repeated}} AS ts_repeated,
        {{record_key}} AS record_key
 FROM (
     SELECT *, {{read_ts}}(ts_text) AS ts, TRY_CAST(status_text AS DOUBLE) AS status_num
