@@ -61,7 +61,7 @@ from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import copy_safe_csv
-from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
+from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, id_text
 
 SQL_DIR = Path(__file__).parent / "sql" / "analyze"
 DEFAULT_BUCKET_SECONDS = 300
@@ -420,7 +420,7 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
 
     def typed(expr: str, column: str) -> str:
         if column not in SIDE_TABLE_TIME_COLUMNS:
-            return expr
+            return id_text(expr) if column.endswith("_id") else expr
         # Clamped to the years 1-9999, the range Spark (and Python's datetime) can hold: DuckDB also reads
         # 'infinity', '-infinity' and years beyond, which crashed the Spark run. Log times lie well inside, so
         # every comparison with them keeps its answer ('infinity' still means open-ended).

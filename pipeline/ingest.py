@@ -92,7 +92,7 @@ from .manifest import (
     update_manifest,
 )
 from .safecsv import copy_safe_csv
-from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS
+from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS, id_text
 
 SQL_DIR = Path(__file__).parent / "sql" / "ingest"
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -943,7 +943,7 @@ def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
     con.execute("SET partitioned_write_flush_threshold = 131072")
     con.execute("SET write_buffer_row_group_count = 1")
     _progress.configure(con)  # DuckDB's own bar never; ours only on a terminal
-    con.execute(_sql("macros.sql"))
+    con.execute(_sql("macros.sql", id_text=id_text("t")))
     return con
 
 

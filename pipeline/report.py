@@ -39,7 +39,7 @@ from .errors import WhosawError, first_unreadable_parquet
 from .manifest import load_manifest, locked, read_json_object, update_manifest
 from .progress import execute, progress_wanted
 from .safecsv import copy_safe_csv
-from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS
+from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS, id_text
 
 __all__ = ["report"]
 
@@ -1527,4 +1527,4 @@ def _user_column(name: str, trim: bool) -> str:
     line ends (names, emails stay exact)."""
     text = f"CAST({_ident(name)} AS VARCHAR)"
     blank = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
-    return f"nullif(trim({text}, {blank}), '')" if trim else f"nullif({text}, '')"
+    return id_text(f"nullif(trim({text}, {blank}), '')") if trim else f"nullif({text}, '')"

@@ -1371,3 +1371,66 @@ def test_rotated_names_are_read_and_a_source_format_reads_names_without_one(tmp_
     with pytest.raises(WhosawError, match=r"sources\.requests\.match names it a requests log.*set sources"):
         ingest([tmp_path / "nginx"], tmp_path / "out2", progress=False,
                config=config_from_dict({"sources": {"requests": {"match": ["access.log*"]}}}))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_ids_a_pandas_export_writes_as_floats_are_the_users_of_the_keys(tmp_path, fmt):
+    """pandas keeps an integer id column with a gap (an anonymous request) as float64, and writes user 42 as 42.0
+    to JSON Lines and CSV: another user than the 42 of key user:42:titles, so every signed-in user reading their
+    own titles was an exposure; a grants table or users directory exported alike matched no one. Read as 42, only
+    the crossed reply is one, and its owner's email is found."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    requests = pd.DataFrame({
+        "ts": ["2023-03-20T01:00:00Z", "2023-03-20T01:00:01Z", "2023-03-20T01:00:02Z", "2023-03-20T01:00:03Z"],
+        "request_id": [1, 2, 3, 4],
+        "session_id": [10, 11, None, 10],
+        "user_id": [42, 43, None, 42],  # the anonymous request makes the column float64
+    })
+    cache = pd.DataFrame({
+        "ts": ["2023-03-20T01:00:00Z", "2023-03-20T01:00:01Z", "2023-03-20T01:00:02Z", "2023-03-20T01:00:03Z"],
+        "request_id": [1, 2, 3, 4],
+        "op": ["GET"] * 4,
+        "key": ["user:42:titles", "user:43:titles", "public:motd", "user:43:titles"],
+        "status": ["ok", "cancelled", "ok", "ok"],
+        "host": ["h1"] * 4,
+        "conn_id": [7.0, 8.0, 8.0, 9.0],
+        "value_owner": [42, 43, None, 43],  # 42 reads 43's titles: the grant allows it
+    })
+    assert requests["user_id"].dtype == "float64" and cache["value_owner"].dtype == "float64"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name, frame in (("requests", requests), ("cache", cache)):
+        if fmt == "csv":
+            frame.to_csv(logs / f"{name}.csv", index=False)
+        else:
+            frame.to_json(logs / f"{name}.jsonl", orient="records", lines=True)
+    assert "42.0" in (logs / f"requests.{fmt}").read_text()
+    # the users directory and a grants table, exported alike: a row without an id makes the column float64
+    pd.DataFrame({"user_id": [42, 43, None], "email": ["a@example.org", "b@example.org", "nobody@example.org"]}) \
+        .to_csv(tmp_path / "users.csv", index=False)
+    pd.DataFrame({"owner_id": [43, None], "viewer_id": [42, 42], "category": ["conversation_titles"] * 2}) \
+        .to_csv(tmp_path / "grants.csv", index=False)
+    config = tmp_path / "incident.toml"
+    config.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n"
+                      "severity = \"low\"\n[tables]\nusers = \"users.csv\"\ngrants = \"grants.csv\"\n")
+
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(tmp_path / "out"), "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    assert {(r["request_id"], r["session_id"], r["user_id"]) for r in lake(tmp_path / "out", "requests")} == {
+        ("1", "10", "42"), ("2", "11", "43"), ("3", None, None), ("4", "10", "42"),
+    }
+    assert {(r["conn_id"], r["value_owner"]) for r in lake(tmp_path / "out", "cache")} == {
+        ("7", "42"), ("8", "43"), ("8", None), ("9", "43"),
+    }
+    exposures = pd.read_parquet(tmp_path / "out" / "exposures.parquet")
+    # user 43's cancelled read left its reply on connection 8: the anonymous request got it, a viewer nobody
+    # can name; 42 reading their own titles and 43's, which the grant allows, are no exposures
+    assert list(exposures["owner_id"]) == ["43"]
+    assert list(exposures["viewer_kind"]) == ["anonymous"]
+    affected = read_safe_csv(tmp_path / "out" / "affected_users.csv")
+    assert list(zip(affected["owner_id"], affected["email"], strict=True)) == [("43", "b@example.org")]

@@ -1,6 +1,7 @@
 -- cache: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
--- Empty strings are NULL; op upper case; status lower case, NULL -> 'ok', other spellings and a source's values
--- map read by {{word}} ('canceled', as Go clients write it, -> 'cancelled'); value_sha256 lower case.
+-- Empty strings are NULL; ids (request_id, conn_id, value_owner) written as 42.0 are 42 (whosaw_id); op upper
+-- case; status lower case, NULL -> 'ok', other spellings and a source's values map read by {{word}} ('canceled',
+-- as Go clients write it, -> 'cancelled'); value_sha256 lower case.
 -- A reset op ({{reset_ops}}) may come without a key; every other operation needs one.
 -- The identity of a cache line is the whole normalised record (background writes have no request_id);
 -- {{record_key}} hashes the part of it that tells lines apart in practice (a connection never logs two lines at
@@ -25,13 +26,13 @@ FROM (
     SELECT file_id, line_no, raw, pre_reason,
            nullif(f_ts, '') AS ts_text,
            {{read_ts}}(nullif(f_ts, '')) AS ts,
-           nullif(f_request_id, '') AS request_id,
+           whosaw_id(nullif(f_request_id, '')) AS request_id,
            upper(nullif(f_op, '')) AS op,
            nullif(f_key, '') AS key,
            coalesce({{word}}(nullif(f_status, '')), 'ok') AS status,
            nullif(f_host, '') AS host,
-           nullif(f_conn_id, '') AS conn_id,
+           whosaw_id(nullif(f_conn_id, '')) AS conn_id,
            lower(nullif(f_value_sha256, '')) AS value_sha256,
-           nullif(f_value_owner, '') AS value_owner
+           whosaw_id(nullif(f_value_owner, '')) AS value_owner
     FROM ({{fields}})
 )

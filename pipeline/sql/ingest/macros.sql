@@ -40,6 +40,14 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts(t) AS (
     END
 );
 
+-- An id written as a whole number with fractional zeros ('42.0', '42.00') is the id '42': pandas keeps an integer
+-- column with a gap (the anonymous requests' user_id) as float64, and its JSON and CSV exports write user 42 as 42.0,
+-- another user than the 42 of key user:42:titles, so every user reading their own data became an exposure.
+-- {{id_text}}: schema.py's id_text(t), the rule the side tables and the users directory read their ids with too.
+CREATE OR REPLACE TEMP MACRO whosaw_id(t) AS (
+    {{id_text}}
+);
+
 -- A field text that is a JSON object or array, not a value: a field map naming the parent ("user" for
 -- {"user": {"id": ...}}) would otherwise make '{"id": ...}' a user id. (A key may be an array: a multi-key call.)
 CREATE OR REPLACE TEMP MACRO whosaw_structured(t) AS (

@@ -1,5 +1,6 @@
 -- requests: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
--- Empty strings are NULL. The first failing check names the reason.
+-- Empty strings are NULL; ids (request_id, session_id, user_id) written as 42.0 are 42 (whosaw_id). The first
+-- failing check names the reason.
 -- {{record_key}}: a hash of the identity, request_id (ingest.py's _KEY_EXPR).
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
 -- {{ts_skipped}}, {{ts_repeated}}: a wall time its zone skips or repeats (local_time.sql), for a source whose
@@ -21,9 +22,9 @@ FROM (
     FROM (
         SELECT file_id, line_no, raw, pre_reason,
                nullif(f_ts, '') AS ts_text,
-               nullif(f_request_id, '') AS request_id,
-               nullif(f_session_id, '') AS session_id,
-               nullif(f_user_id, '') AS user_id,
+               whosaw_id(nullif(f_request_id, '')) AS request_id,
+               whosaw_id(nullif(f_session_id, '')) AS session_id,
+               whosaw_id(nullif(f_user_id, '')) AS user_id,
                nullif(f_route, '') AS route,
                nullif(f_status, '') AS status_text,
                nullif(f_host, '') AS host

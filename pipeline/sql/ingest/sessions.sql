@@ -1,5 +1,6 @@
 -- sessions: canonical texts (f_*) -> typed, normalised lake columns, and the reason a line is not a record.
--- Empty strings are NULL; event lower case and one of {{events}}.
+-- Empty strings are NULL; ids (session_id, user_id) written as 42.0 are 42 (whosaw_id); event lower case and
+-- one of {{events}}.
 -- {{record_key}}: a hash of the identity, the whole normalised record.
 -- {{read_ts}}: the macro that reads a ts text: whosaw_ts, or whosaw_ts_formatted for a source's ts_format.
 -- {{ts_skipped}}, {{ts_repeated}}: a wall time its zone skips or repeats (local_time.sql), for a source whose
@@ -21,8 +22,8 @@ FROM (
     SELECT file_id, line_no, raw, pre_reason,
            nullif(f_ts, '') AS ts_text,
            {{read_ts}}(nullif(f_ts, '')) AS ts,
-           nullif(f_session_id, '') AS session_id,
-           nullif(f_user_id, '') AS user_id,
+           whosaw_id(nullif(f_session_id, '')) AS session_id,
+           whosaw_id(nullif(f_user_id, '')) AS user_id,
            {{word}}(nullif(f_event, '')) AS event
     FROM ({{fields}})
 )
