@@ -242,3 +242,45 @@ def test_a_file_not_in_time_order_across_the_repeated_hour_places_none_of_its_li
         in output
     kept = lake_times(tmp_path / "out", "cache", "request_id")
     assert kept == {line["request_id"]: t for t, line in first_host + second_host if line["request_id"] in kept}
+
+
+def test_a_line_far_into_the_second_pass_is_not_taken_for_one_written_late(tmp_path):
+    # a sparse log: after the turn it logged 02:20 CET, then 02:59:20 CET. Written late, the 02:59:20 line would be
+    # a first-pass line written more than 20 minutes after its time; in order, it is where it stands
+    sessions = [
+        (datetime(2023, 10, 28, 23, 50, tzinfo=UTC), "login"),  # 01:50 CEST
+        (TURN - timedelta(seconds=5), "refresh"),  # 02:59:55 CEST
+        (TURN + timedelta(seconds=10), "refresh"),  # 02:00:10 CET: the turn
+        (TURN + timedelta(minutes=20), "refresh"),  # 02:20 CET
+        (TURN + timedelta(minutes=59, seconds=20), "logout"),  # 02:59:20 CET
+        (TURN + timedelta(hours=1, minutes=10), "login"),  # 03:10 CET
+    ]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "sessions.jsonl", [
+        {"ts": wall(t), "session_id": f"s{i}", "user_id": "alice", "event": event}
+        for i, (t, event) in enumerate(sessions)
+    ])
+    config = tmp_path / "berlin.toml"
+    config.write_text(BERLIN_CONFIG.format(kind="sessions"))
+
+    ingest(logs, tmp_path / "out", config)
+
+    assert lake_times(tmp_path / "out", "sessions", "session_id") == {f"s{i}": t for i, (t, _) in enumerate(sessions)}
+
+
+def test_a_line_written_minutes_late_across_the_turn_is_told_by_the_second_pass_going_on_below_it(tmp_path):
+    calls = a_night_of_calls(datetime(2023, 10, 29, 0, 30, tzinfo=UTC), hours=1, every_s=30)
+    # the call of 02:59:30 CEST is written two minutes late, among the second pass's calls of 02:01 CET
+    late = next(i for i, (instant, _) in enumerate(calls) if instant == TURN - timedelta(seconds=30))
+    written = next(i for i, (instant, _) in enumerate(calls) if instant >= TURN + timedelta(minutes=1, seconds=30))
+    calls.insert(written, calls.pop(late))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "cache.jsonl", [line for _, line in calls])
+    config = tmp_path / "berlin.toml"
+    config.write_text(BERLIN_CONFIG.format(kind="cache"))
+
+    ingest(logs, tmp_path / "out", config)
+
+    assert lake_times(tmp_path / "out", "cache", "request_id") == {line["request_id"]: t for t, line in calls}

@@ -7,7 +7,11 @@
 -- placed_ts: the instant, NULL where the file's order cannot tell (rejected as ambiguous_local_ts):
 --   * before the turn: the first instant; from the turn on: the second, but for a line written late (threads
 --     logging out of order across the turn) whose wall time is within a minute of the last one before the turn
---     and more than half the span after the second pass's latest so far;
+--     and more than half the span after the second pass's latest so far, when that says it was written within a
+--     minute of its time (its wall time at least the span less a minute after the second pass's latest) or the
+--     second pass goes on below it later in the file (more than half the span below: in order, that would be a
+--     second step back). Else it is where it stands: a sparse log's 02:59 CET logged after its 02:20 CET, and
+--     nothing after it, is not a first-pass line written 20 minutes late;
 --   * a second step back after the turn (a file not in time order: two hosts' logs one after the other): the
 --     order tells nothing, every such line of that file and day is NULL;
 --   * no turn in the file: the first instant when the file has records before these lines and none after
@@ -60,7 +64,11 @@ second_pass_lines AS (
         max(CASE WHEN wall < last_wall_before_turn - INTERVAL 1 MINUTE THEN wall END) OVER (
             PARTITION BY source_file, repeat_day ORDER BY source_line
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ) AS second_pass_latest
+        ) AS second_pass_latest,
+        min(CASE WHEN wall < last_wall_before_turn - INTERVAL 1 MINUTE THEN wall END) OVER (
+            PARTITION BY source_file, repeat_day ORDER BY source_line
+            ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+        ) AS second_pass_earliest_after
     FROM turned_lines
     WHERE source_line >= turn_line
 ),
@@ -80,6 +88,8 @@ placed_by_turn AS (
             WHEN t.source_line < t.turn_line THEN 'before_turn'
             WHEN t.wall >= t.last_wall_before_turn - INTERVAL 1 MINUTE
                 AND (p.second_pass_latest IS NULL OR epoch(t.wall) - epoch(p.second_pass_latest) > t.span_s / 2)
+                AND (p.second_pass_latest IS NULL OR epoch(t.wall) - epoch(p.second_pass_latest) >= t.span_s - 60
+                     OR epoch(t.wall) - epoch(p.second_pass_earliest_after) > t.span_s / 2)
                 THEN 'written_late'
             ELSE 'after_turn'
         END AS placement
