@@ -1045,8 +1045,9 @@ def _clock_changes(source: SourceConfig) -> bool:
 
 
 def _local_wall(formats: Sequence[str]) -> str:
-    """The body of local_time.sql's ``whosaw_ts_wall(t)``: the wall time of a text the source's ts_format formats
-    without a zone read, else of an ISO text without an offset; NULL for a text that names its offset or zone."""
+    """The body of local_time.sql's ``whosaw_ts_wall_read(t)``: the wall time of a text the source's ts_format
+    formats without a zone read, else of an ISO text without an offset; NULL for a text that names its offset or
+    zone."""
     iso = "CASE WHEN TRY_CAST(upper(t) || 'Z' AS TIMESTAMPTZ) IS NOT NULL THEN TRY_CAST(upper(t) AS TIMESTAMP) END"
     walls = [
         f"CAST(try_strptime(t, {_list(list(run))}) AS TIMESTAMP)"

@@ -284,3 +284,36 @@ def test_a_line_written_minutes_late_across_the_turn_is_told_by_the_second_pass_
     ingest(logs, tmp_path / "out", config)
 
     assert lake_times(tmp_path / "out", "cache", "request_id") == {line["request_id"]: t for t, line in calls}
+
+
+@pytest.mark.parametrize("ts_format", [None, "%d.%m.%Y %H:%M:%S"])
+def test_a_leap_second_in_the_repeated_or_the_skipped_hour_is_a_wall_time_as_well(tmp_path, ts_format):
+    def text(instant: datetime, leap: bool = False) -> str:
+        shown = instant.astimezone(BERLIN).replace(tzinfo=None) - timedelta(seconds=1 if leap else 0)
+        written = shown.strftime(ts_format) if ts_format else shown.isoformat()
+        return written.replace(":59", ":60") if leap else written
+
+    night = [
+        (datetime(2023, 10, 28, 23, 50, tzinfo=UTC), False),  # 01:50 CEST
+        (TURN - timedelta(minutes=40), True),  # 02:19:60 CEST, the first 02:20
+        (TURN - timedelta(minutes=10), False),  # 02:50 CEST
+        (TURN + timedelta(minutes=5), False),  # 02:05 CET: the turn
+        (TURN + timedelta(minutes=20), True),  # 02:19:60 CET, the second 02:20
+        (TURN + timedelta(hours=1, minutes=10), False),  # 03:10 CET
+    ]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "cache.jsonl", [
+        {**cache_line(instant, f"r{i}"), "ts": text(instant, leap)} for i, (instant, leap) in enumerate(night)
+    ] + [{**cache_line(TURN, "skipped"), "ts": "26.03.2023 02:29:60" if ts_format else "2023-03-26T02:29:60"}])
+    config = tmp_path / "berlin.toml"
+    config.write_text(BERLIN_CONFIG.format(kind="cache") + (f'ts_format = "{ts_format}"\n' if ts_format else ""))
+
+    output = ingest(logs, tmp_path / "out", config)
+
+    assert "7 lines = 6 kept + 0 duplicates + 1 rejected" in output
+    assert lake_times(tmp_path / "out", "cache", "request_id") == {f"r{i}": t for i, (t, _) in enumerate(night)}
+    [(line, reason)] = duckdb.connect().execute(
+        f"SELECT source_line, reason FROM read_parquet('{tmp_path}/out/rejects/cache.parquet')"
+    ).fetchall()
+    assert (line, reason) == (7, "nonexistent_local_ts")

@@ -5,8 +5,18 @@
 -- without a zone (ingest.py:_local_wall), then an ISO text without one (it still reads with a Z added; an epoch
 -- number or a text with an offset does not).
 
-CREATE OR REPLACE TEMP MACRO whosaw_ts_wall(t) AS (
+CREATE OR REPLACE TEMP MACRO whosaw_ts_wall_read(t) AS (
     {{wall}}
+);
+
+-- A leap second (hh:mm:60) is the first instant of the next second, as whosaw_ts and whosaw_ts_formatted read it;
+-- its wall time was NULL, so one in the repeated hour kept the later instant and one in the skipped hour was kept.
+CREATE OR REPLACE TEMP MACRO whosaw_ts_wall(t) AS (
+    coalesce(whosaw_ts_wall_read(t),
+             CASE WHEN contains(t, ':60')
+                  THEN whosaw_ts_wall_read(regexp_replace(t, '([0-9][0-9]:[0-9][0-9]):60', '\1:59'))
+                       + INTERVAL 1 SECOND
+             END)
 );
 
 -- The UTC hours (epoch hours) around each change of the zone's offset, 1990..2100: the checks below cost several
