@@ -1138,8 +1138,7 @@ def _ingest_kind(
     by_path = {str(f.path): f for f in files}
     repeated = sorted(stage_root.glob("g*/pkey=-2/*.parquet"))
     if repeated:
-        for path, count in _place_repeated_hour(con, kind, source, stage_root, repeated).items():
-            by_path[path].placed_in_repeated_hour = count
+        _place_repeated_hour(con, kind, source, stage_root, repeated)
     record_files: dict[int, list[Path]] = {}
     reject_files: list[Path] = []
     for group_dir in sorted(stage_root.glob("g*")):
@@ -1182,6 +1181,14 @@ def _ingest_kind(
         for path, count, *filled in counts:
             by_path[path].kept = count
             by_path[path].empty_fields = [name for name, n in zip(fields, filled, strict=True) if not n]
+        # counted once the duplicates are dropped: a grown file read again places its earlier lines again
+        placed = [p for p in staged if p.parent.parent.name == "g-repeated"]
+        if placed:
+            for path, count in con.execute(
+                f"SELECT source_file, count(*) FROM read_parquet({_list([str(p) for p in placed])}, "
+                "hive_partitioning = false) GROUP BY 1"
+            ).fetchall():
+                by_path[path].placed_in_repeated_hour = count
 
     for f in files:  # checked before the lake is touched: a mismatch is a bug, never a user error
         if f.lines != f.kept + f.duplicates + f.rejected:
@@ -1206,10 +1213,10 @@ def _in_zone(con: duckdb.DuckDBPyConnection, zone: str) -> Iterator[None]:
 
 def _place_repeated_hour(
     con: duckdb.DuckDBPyConnection, kind: str, source: SourceConfig, stage_root: Path, repeated: list[Path]
-) -> dict[str, int]:
+) -> None:
     """Place the staged lines whose wall time the source's zone repeats (stage.sql's pkey -2) by their file's order
-    (repeated_hour.sql): stage them as records of their hour in a group of their own, reject those the order
-    cannot place (ambiguous_local_ts); returns the lines placed per file."""
+    (repeated_hour.sql): stage them as records of their hour in a group of their own (``g-repeated``), reject those
+    the order cannot place (ambiguous_local_ts)."""
     records = [p for p in stage_root.glob("g*/pkey=*/*.parquet") if not p.parent.name.startswith("pkey=-")]
     lines = f"read_parquet({_list([str(p) for p in repeated])}, hive_partitioning = false)"
     context = (
@@ -1232,9 +1239,6 @@ def _place_repeated_hour(
         f"INSERT INTO new_rejects SELECT {_lit(kind)}, source_file, source_line, 'ambiguous_local_ts', NULL "
         "FROM repeated_hour_placed WHERE placed_ts IS NULL"
     )
-    return dict(con.execute(
-        "SELECT source_file, count(*) FROM repeated_hour_placed WHERE placed_ts IS NOT NULL GROUP BY 1"
-    ).fetchall())
 
 
 def _partition(hour: int) -> str:

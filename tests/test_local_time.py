@@ -317,3 +317,23 @@ def test_a_leap_second_in_the_repeated_or_the_skipped_hour_is_a_wall_time_as_wel
         f"SELECT source_line, reason FROM read_parquet('{tmp_path}/out/rejects/cache.parquet')"
     ).fetchall()
     assert (line, reason) == (7, "nonexistent_local_ts")
+
+
+def test_a_grown_file_read_again_counts_as_placed_only_the_lines_it_adds(tmp_path):
+    calls = a_night_of_calls(datetime(2023, 10, 28, 23, 30, tzinfo=UTC), hours=3, every_s=60)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = tmp_path / "berlin.toml"
+    config.write_text(BERLIN_CONFIG.format(kind="cache"))
+    write_lines(logs / "cache.jsonl", [line for _, line in calls[:150]])  # up to 02:59 CET
+    ingest(logs, tmp_path / "out", config)
+    write_lines(logs / "cache.jsonl", [line for _, line in calls])  # grown: 03:00 to 03:29 CET
+
+    output = ingest(logs, tmp_path / "out", config)
+
+    assert "30 kept + 150 duplicates" in output
+    assert "placed by their file's order" not in output
+    first, grown = json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]
+    assert first["placed_in_repeated_hour"] == 120
+    assert "placed_in_repeated_hour" not in grown
+    assert lake_times(tmp_path / "out", "cache", "request_id") == {line["request_id"]: t for t, line in calls}
