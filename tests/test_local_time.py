@@ -337,3 +337,20 @@ def test_a_grown_file_read_again_counts_as_placed_only_the_lines_it_adds(tmp_pat
     assert first["placed_in_repeated_hour"] == 120
     assert "placed_in_repeated_hour" not in grown
     assert lake_times(tmp_path / "out", "cache", "request_id") == {line["request_id"]: t for t, line in calls}
+
+
+def test_a_zone_whose_clocks_change_by_two_hours_is_placed_and_checked_as_well(tmp_path):
+    troll = ZoneInfo("Antarctica/Troll")  # +02 in summer, +00 in winter: 03:00 back to 01:00 on 2023-10-29
+    calls = a_night_of_calls(datetime(2023, 10, 28, 22, 30, tzinfo=UTC), hours=5, every_s=60)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "cache.jsonl", [
+        {**line, "ts": t.astimezone(troll).replace(tzinfo=None).isoformat()} for t, line in calls
+    ] + [{**cache_line(TURN, "skipped"), "ts": "2023-03-26T02:30:00"}])  # 01:00 went on to 03:00
+    config = tmp_path / "troll.toml"
+    config.write_text('[sources.cache]\ntimezone = "Antarctica/Troll"\n')
+
+    output = ingest(logs, tmp_path / "out", config)
+
+    assert f"{len(calls)} kept + 0 duplicates + 1 rejected" in output
+    assert lake_times(tmp_path / "out", "cache", "request_id") == {line["request_id"]: t for t, line in calls}

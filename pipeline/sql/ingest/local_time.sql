@@ -23,8 +23,8 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts_wall(t) AS (
 -- ICU conversions a line, so they run only there (elsewhere an integer looked up in a small table). A change is
 -- found day by day (the offset at 00:00 UTC against the day before's), then hour by hour in the 24 hours before the
 -- first day that shows it: the first hour with the new offset. DuckDB reads a skipped or repeated wall time as an
--- instant within the span after the change (at most an hour), so in that hour or, for a change at a half hour, the
--- one before.
+-- instant within the span after the change, so in that hour or, for a change at a half hour, the one before, or in
+-- the two after for a span of two or three hours (Antarctica/Troll's clocks change by two hours every year).
 CREATE OR REPLACE TEMP TABLE whosaw_clock_change_hours AS
 WITH days AS (
     SELECT
@@ -53,7 +53,7 @@ changed_hours AS (
     WHERE offset_s <> offset_before
 )
 SELECT DISTINCT hour + h AS hour
-FROM changed_hours, range(-1, 1) AS r(h);
+FROM changed_hours, range(-1, 3) AS r(h);
 
 CREATE OR REPLACE TEMP MACRO whosaw_near_clock_change(ts) AS (
     epoch_us(ts) // 3600000000 IN (SELECT hour FROM whosaw_clock_change_hours)
@@ -68,13 +68,20 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts_skipped(t, ts) AS (
 );
 
 -- A wall time that occurs twice when the zone's clocks go back (02:30 on the night Berlin goes from 03:00 back to
--- 02:00): DuckDB reads the later of the two instants; an hour (half an hour on Lord Howe Island) earlier reads as the
--- same wall time. Such a line is staged apart (stage.sql) and placed by its file's order of lines
--- (repeated_hour.sql).
+-- 02:00): DuckDB reads the later of the two instants; an hour (half an hour on Lord Howe Island, two hours at
+-- Antarctica/Troll, three at Antarctica/Casey in some years) earlier reads as the same wall time. Such a line is
+-- staged apart (stage.sql) and placed by its file's order of lines (repeated_hour.sql).
+-- whosaw_repeated_span_s: that span in seconds for the later instant ts, NULL where ts's wall time occurs once.
+CREATE OR REPLACE TEMP MACRO whosaw_repeated_span_s(ts) AS (
+    CASE WHEN CAST(ts - INTERVAL 1 HOUR AS TIMESTAMP) = CAST(ts AS TIMESTAMP) THEN 3600
+         WHEN CAST(ts - INTERVAL 30 MINUTE AS TIMESTAMP) = CAST(ts AS TIMESTAMP) THEN 1800
+         WHEN CAST(ts - INTERVAL 2 HOUR AS TIMESTAMP) = CAST(ts AS TIMESTAMP) THEN 7200
+         WHEN CAST(ts - INTERVAL 3 HOUR AS TIMESTAMP) = CAST(ts AS TIMESTAMP) THEN 10800
+    END
+);
+
 CREATE OR REPLACE TEMP MACRO whosaw_ts_repeated(t, ts) AS (
     CASE WHEN whosaw_near_clock_change(ts) THEN
-        whosaw_ts_wall(t) IS NOT NULL
-        AND (CAST(ts - INTERVAL 1 HOUR AS TIMESTAMP) = CAST(ts AS TIMESTAMP)
-             OR CAST(ts - INTERVAL 30 MINUTE AS TIMESTAMP) = CAST(ts AS TIMESTAMP))
+        whosaw_ts_wall(t) IS NOT NULL AND whosaw_repeated_span_s(ts) IS NOT NULL
     END
 );

@@ -25,7 +25,7 @@ WITH repeated_lines AS (
         ts AS later_ts,
         CAST(ts AS TIMESTAMP) AS wall,
         CAST(CAST(ts AS TIMESTAMP) AS DATE) AS repeat_day,
-        CASE WHEN CAST(ts - INTERVAL 1 HOUR AS TIMESTAMP) = CAST(ts AS TIMESTAMP) THEN 3600 ELSE 1800 END AS span_s
+        whosaw_repeated_span_s(ts) AS span_s
     FROM {{repeated}}
 ),
 stepped_lines AS (
