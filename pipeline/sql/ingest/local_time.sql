@@ -23,8 +23,9 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts_wall(t) AS (
 -- ICU conversions a line, so they run only there (elsewhere an integer looked up in a small table). A change is
 -- found day by day (the offset at 00:00 UTC against the day before's), then hour by hour in the 24 hours before the
 -- first day that shows it: the first hour with the new offset. DuckDB reads a skipped or repeated wall time as an
--- instant within the span after the change, so in that hour or, for a change at a half hour, the one before, or in
--- the two after for a span of two or three hours (Antarctica/Troll's clocks change by two hours every year).
+-- instant within the span after the change, so in that hour or, for a change at a half hour, the one before, and
+-- for a span of two or three hours in the one or two after (Antarctica/Troll's clocks change by two hours every
+-- year): only as many hours as the change spans.
 CREATE OR REPLACE TEMP TABLE whosaw_clock_change_hours AS
 WITH days AS (
     SELECT
@@ -45,15 +46,17 @@ hours_before AS (
     FROM changed_days, range(-25, 1) AS r(h)
 ),
 changed_hours AS (
-    SELECT hour
+    SELECT
+        hour,
+        abs(offset_s - offset_before) AS span_s
     FROM (
         SELECT hour, offset_s, lag(offset_s) OVER (PARTITION BY day_no ORDER BY hour) AS offset_before
         FROM hours_before
     )
     WHERE offset_s <> offset_before
 )
-SELECT DISTINCT hour + h AS hour
-FROM changed_hours, range(-1, 3) AS r(h);
+SELECT DISTINCT hour + unnest(range(-1, CAST(ceil(span_s / 3600) AS BIGINT))) AS hour
+FROM changed_hours;
 
 CREATE OR REPLACE TEMP MACRO whosaw_near_clock_change(ts) AS (
     epoch_us(ts) // 3600000000 IN (SELECT hour FROM whosaw_clock_change_hours)
