@@ -1138,7 +1138,8 @@ def _ingest_kind(
     by_path = {str(f.path): f for f in files}
     repeated = sorted(stage_root.glob("g*/pkey=-2/*.parquet"))
     if repeated:
-        _place_repeated_hour(con, kind, source, stage_root, repeated)
+        again = [str(f.path) for f in files if str(f.path) in known]
+        _place_repeated_hour(con, kind, source, stage_root, repeated, again, out)
     record_files: dict[int, list[Path]] = {}
     reject_files: list[Path] = []
     for group_dir in sorted(stage_root.glob("g*")):
@@ -1212,11 +1213,20 @@ def _in_zone(con: duckdb.DuckDBPyConnection, zone: str) -> Iterator[None]:
 
 
 def _place_repeated_hour(
-    con: duckdb.DuckDBPyConnection, kind: str, source: SourceConfig, stage_root: Path, repeated: list[Path]
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    source: SourceConfig,
+    stage_root: Path,
+    repeated: list[Path],
+    again: list[str],
+    out: Path,
 ) -> None:
     """Place the staged lines whose wall time the source's zone repeats (stage.sql's pkey -2) by their file's order
     (repeated_hour.sql): stage them as records of their hour in a group of their own (``g-repeated``), reject those
-    the order cannot place (ambiguous_local_ts)."""
+    the order cannot place (ambiguous_local_ts). A line of a file the lake already holds lines of (``again``: a live
+    log read again) keeps the instant it was given then, as the lake's other lines keep their reading: a log that
+    ended inside the first pass when it was first read, then went on without a second pass, would otherwise turn
+    its placed lines into rejects (and its line numbers would name two lines)."""
     records = [p for p in stage_root.glob("g*/pkey=*/*.parquet") if not p.parent.name.startswith("pkey=-")]
     lines = f"read_parquet({_list([str(p) for p in repeated])}, hive_partitioning = false)"
     context = (
@@ -1226,6 +1236,14 @@ def _place_repeated_hour(
     )
     with _in_zone(con, source.timezone):
         con.execute(_sql("repeated_hour.sql", repeated=lines, records=context))
+    lake = out / "parquet" / kind
+    if again and any(lake.glob("*/*/*.parquet")):
+        con.execute(
+            "UPDATE repeated_hour_placed AS p SET placed_ts = l.ts, placement = 'read_before' FROM ("
+            f"SELECT source_file, source_line, ts FROM read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, "
+            f"hive_partitioning = false) WHERE source_file IN ({', '.join(_lit(path) for path in again)})) AS l "
+            "WHERE p.source_file = l.source_file AND p.source_line = l.source_line"
+        )
     placed = (
         f"SELECT l.* REPLACE (p.placed_ts AS ts) FROM {lines} AS l "
         "INNER JOIN repeated_hour_placed AS p ON l.source_file = p.source_file AND l.source_line = p.source_line "

@@ -354,3 +354,28 @@ def test_a_zone_whose_clocks_change_by_two_hours_is_placed_and_checked_as_well(t
 
     assert f"{len(calls)} kept + 0 duplicates + 1 rejected" in output
     assert lake_times(tmp_path / "out", "cache", "request_id") == {line["request_id"]: t for t, line in calls}
+
+
+def test_a_live_log_read_again_keeps_the_instants_its_repeated_hour_was_given(tmp_path):
+    """Read first while it ended inside the first pass, the log's 02:10 and 02:20 took the first instants. It then
+    went on without a line in the second pass: read again whole, they were ambiguous, and the run was refused
+    (their line numbers would have named a kept line and a reject). Lines read before keep their reading."""
+    first_pass = [
+        datetime(2023, 10, 28, 23, 50, tzinfo=UTC), TURN - timedelta(minutes=50), TURN - timedelta(minutes=40),
+    ]
+    later = TURN + timedelta(hours=1, minutes=10)  # 03:10 CET
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "cache.jsonl"
+    write_lines(log, [cache_line(t, f"r{i}") for i, t in enumerate(first_pass)])
+    config = tmp_path / "berlin.toml"
+    config.write_text(BERLIN_CONFIG.format(kind="cache"))
+    assert "3 lines = 3 kept" in ingest(logs, tmp_path / "out", config)
+
+    write_lines(log, [cache_line(t, f"r{i}") for i, t in enumerate([*first_pass, later])])
+    output = ingest(logs, tmp_path / "out", config)
+
+    assert "4 lines = 1 kept + 3 duplicates + 0 rejected" in output
+    assert lake_times(tmp_path / "out", "cache", "request_id") == {
+        **{f"r{i}": t for i, t in enumerate(first_pass)}, "r3": later,
+    }
