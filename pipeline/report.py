@@ -781,6 +781,15 @@ def _rows(n: int) -> str:
     return f"{n:,} row{'' if n == 1 else 's'}"
 
 
+def _files_count_para(
+    files: list[dict[str, Any]], field: str, noun: str, verbs: tuple[str, str], text: str, style: str
+) -> list[Para]:
+    """A paragraph of the method on lines the manifest counts per file (``files[].<field>``): none when there are
+    none."""
+    count = sum(int(entry.get(field) or 0) for entry in files)
+    return [Para([*_count(count, noun), f" {_verb(count, *verbs)} {text}"], style)] if count else []
+
+
 def _verb(value: Any, one: str, many: str) -> str:
     """The verb that agrees with a count: ``1 row rests``, ``2 rows rest``."""
     return one if value == 1 else many
@@ -1200,36 +1209,23 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                     "warning",
                 )
             )
-        differing = sum(int(entry.get("differing_duplicates") or 0) for entry in files)
-        if differing:
-            blocks.append(
-                Para(
-                    [
-                        *_count(differing, "request line"),
-                        f" {_verb(differing, 'repeats', 'repeat')} a request id with another session or user "
-                        "(manifest.json, files[].differing_duplicates). Such a line is no re-shipped copy but most "
-                        "likely a request id used twice; the first line was kept, so the cache reads of the other "
-                        "request were judged with the kept line's viewer. Check the request logs before relying "
-                        "on those rows.",
-                    ],
-                    "warning",
-                )
-            )
-        repeated = sum(int(entry.get("placed_in_repeated_hour") or 0) for entry in files)
-        if repeated:
-            blocks.append(
-                Para(
-                    [
-                        *_count(repeated, "log line"),
-                        f" {_verb(repeated, 'gives', 'give')} a wall time without an offset in the hour its source's "
-                        "time zone repeats when the clocks go back (manifest.json, files[].placed_in_repeated_hour). "
-                        "Each was placed at the first or the second of its two instants by the order of its file's "
-                        "lines, where the clock steps back; lines that order could not place are rejected as "
-                        "ambiguous_local_ts. Logs that write an offset with every time leave nothing to infer.",
-                    ],
-                    "note",
-                )
-            )
+        blocks += _files_count_para(
+            files, "differing_duplicates", "request line", ("repeats", "repeat"),
+            "a request id with another session or user (manifest.json, files[].differing_duplicates). Such a line "
+            "is no re-shipped copy but most likely a request id used twice; the first line was kept, so the cache "
+            "reads of the other request were judged with the kept line's viewer. Check the request logs before "
+            "relying on those rows.",
+            "warning",
+        )
+        blocks += _files_count_para(
+            files, "placed_in_repeated_hour", "log line", ("gives", "give"),
+            "a wall time without an offset in the hour its source's time zone repeats when the clocks go back "
+            "(manifest.json, files[].placed_in_repeated_hour). Each was placed at the first or the second of its two "
+            "instants by the order of its file's lines, where the clock steps back; lines that order could not "
+            "place are rejected as ambiguous_local_ts. Logs that write an offset with every time leave nothing to "
+            "infer.",
+            "note",
+        )
     else:
         blocks.append(Para("The manifest lists no input files.", "warning"))
     if facts.rejects:

@@ -221,6 +221,9 @@ def test_an_incident_logged_in_berlin_wall_time_across_the_repeated_hour_gives_i
     assert local_exposures == utc_exposures
     for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
         assert local_summary[count] == utc_summary[count], count
+    # the report's method says which lines' instants were inferred from the order of their file
+    assert "repeats when the clocks go back" in (tmp_path / "local-out" / "report.md").read_text()
+    assert "repeats when the clocks go back" not in (tmp_path / "utc-out" / "report.md").read_text()
 
 
 def test_a_file_not_in_time_order_across_the_repeated_hour_places_none_of_its_lines(tmp_path):
