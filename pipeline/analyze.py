@@ -61,7 +61,7 @@ from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import copy_safe_csv
-from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, id_text
+from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, WHOLE_ID_PATTERN, id_text
 
 SQL_DIR = Path(__file__).parent / "sql" / "analyze"
 DEFAULT_BUCKET_SECONDS = 300
@@ -258,6 +258,14 @@ def quote_spark_pattern(pattern: str) -> str:
     return quote_spark(java_pattern(pattern))
 
 
+def key_id_sql(expr: str, quote_pattern=quote_duckdb) -> str:
+    """A key's owner or resource group read as ingest and the side tables read ids (schema.py:id_text: 42.0 is 42),
+    in SQL both engines run: an app that formats a float id writes user:42.0:titles, and its owner must be the
+    viewer 42 of its requests and the 42 of an ownership table, not another user."""
+    number = f"regexp_extract({expr}, {quote_pattern(WHOLE_ID_PATTERN)}, 1)"
+    return f"coalesce(nullif({number}, ''), {expr})"
+
+
 def key_rule_sql(
     rules: tuple[KeyRule, ...], quote=quote_duckdb, keys_from: str = "cache_lake", quote_pattern=None,
     keys_sql: str | None = None,
@@ -291,7 +299,7 @@ def key_rule_sql(
     def group(r: KeyRule, index: int) -> str:
         if not index:
             return "CAST(NULL AS STRING)"
-        return f"nullif(regexp_extract(key, {quote_pattern(r.sql_pattern)}, {index}), '')"
+        return key_id_sql(f"nullif(regexp_extract(key, {quote_pattern(r.sql_pattern)}, {index}), '')", quote_pattern)
 
     return (
         "SELECT key, rule_order, "

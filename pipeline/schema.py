@@ -82,14 +82,18 @@ ANONYMOUS = "anonymous"
 UNCATEGORIZED = "uncategorized"
 
 
+# An id written as a whole number with fractional zeros; group 1 is the number. RE2 and Java read it alike.
+WHOLE_ID_PATTERN = "^(-?[0-9]+)[.]0+$"
+
+
 def id_text(expr: str) -> str:
     """SQL for an id text (``expr``, VARCHAR) written as a whole number with fractional zeros ('42.0', '42.00') as
     that number ('42'); any other text as it is. pandas keeps an integer column with a gap (the anonymous requests'
     user_id) as float64 and exports user 42 as 42.0: another user than the 42 of key user:42:titles, of an ownership
     or grants table, of the users directory. Used by ingest (macros.sql's whosaw_id), the side tables and the users
-    directory alike. Only texts holding a '.' reach the pattern."""
+    directory alike; the key rules' groups by the same rule in SQL Spark reads too (analyze.py:key_id_sql).
+    Only texts holding a '.' reach the pattern."""
     return (
-        f"CASE WHEN contains({expr}, '.') AND regexp_full_match({expr}, '-?[0-9]+\\.0+') "
+        f"CASE WHEN contains({expr}, '.') AND regexp_matches({expr}, '{WHOLE_ID_PATTERN}') "
         f"THEN split_part({expr}, '.', 1) ELSE {expr} END"
     )
-

@@ -574,6 +574,22 @@ def test_key_evidence_alone_without_connection_or_value(tmp_path):
     assert summary["served_items"] == 3 and summary["served_items_without_connection"] == 2
 
 
+def test_ids_in_keys_written_as_floats_are_the_ids_of_the_logs_and_tables(tmp_path):
+    """An app that formats a float id writes it in its keys too (user:42.0:titles). Ingest and the side tables read
+    42.0 as 42, so the key's owner and resource groups must too: else user 42 reading their own titles was an
+    exposure, and a resource 7.0 matched no row of an ownership table read as 7 (carol's read of alice's
+    conversation was no exposure)."""
+    cache = [
+        call(T(1), "r1", "user:42.0:titles", conn="c1"),
+        call(T(2), "r2", "conv:7.0", conn="c2"),
+    ]
+    tables = {"ownership": [{"resource_id": "7.0", "owner_id": "alice"}]}
+    _, exp = run_case(tmp_path, cache, {"r1": "42", "r2": "carol"}, tables=tables)
+    assert pairs(exp) == {
+        ("r2", "carol", "alice", "conversation_content", "key"),
+    }
+
+
 def test_key_rule_sql_quotes_patterns_for_spark():
     cfg = config_from_dict({"keys": [{"pattern": r"^it's:(?P<owner>\d+)$"}]})
     sql = key_rule_sql(cfg.keys, quote_spark)
