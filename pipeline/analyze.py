@@ -61,7 +61,15 @@ from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import copy_safe_csv
-from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, WHOLE_ID_PATTERN, id_text
+from .schema import (
+    EXPOSURE_COLUMNS,
+    FLOAT_EXACT_LIMIT,
+    KINDS,
+    LAKE_COLUMNS,
+    PROVENANCE_COLUMNS,
+    WHOLE_ID_PATTERN,
+    id_text,
+)
 
 SQL_DIR = Path(__file__).parent / "sql" / "analyze"
 DEFAULT_BUCKET_SECONDS = 300
@@ -262,8 +270,8 @@ def key_id_sql(expr: str, quote_pattern=quote_duckdb) -> str:
     """A key's owner or resource group read as ingest and the side tables read ids (schema.py:id_text: 42.0 is 42),
     in SQL both engines run: an app that formats a float id writes user:42.0:titles, and its owner must be the
     viewer 42 of its requests and the 42 of an ownership table, not another user."""
-    number = f"regexp_extract({expr}, {quote_pattern(WHOLE_ID_PATTERN)}, 1)"
-    return f"coalesce(nullif({number}, ''), {expr})"
+    number = f"nullif(regexp_extract({expr}, {quote_pattern(WHOLE_ID_PATTERN)}, 1), '')"
+    return f"CASE WHEN abs(CAST({number} AS DOUBLE)) < {FLOAT_EXACT_LIMIT} THEN {number} ELSE {expr} END"
 
 
 def key_rule_sql(

@@ -92,7 +92,7 @@ from .manifest import (
     update_manifest,
 )
 from .safecsv import copy_safe_csv
-from .schema import CACHE_STATUSES, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS, id_text
+from .schema import CACHE_STATUSES, FLOAT_EXACT_LIMIT, KINDS, LAKE_COLUMNS, REQUIRED_FIELDS, SESSION_EVENTS, id_text
 
 SQL_DIR = Path(__file__).parent / "sql" / "ingest"
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -1443,7 +1443,8 @@ def _as_text(expr: str, dtype: str) -> str:
         return f"CAST(to_json({expr}) AS VARCHAR)"
     if dtype in ("FLOAT", "DOUBLE"):  # a whole number as an integer: pandas stores an id column with gaps as float64,
         # and user 42 read as '42.0' would be another user than the '42' of the JSON logs and of key user:42:...
-        whole = f"isfinite({expr}) AND {expr} = trunc({expr}) AND abs({expr}) < 1e18"
+        # From 2**53 on it may be another number than was meant: its text, as pandas' CSV and the side tables give it.
+        whole = f"isfinite({expr}) AND {expr} = trunc({expr}) AND abs({expr}) < {FLOAT_EXACT_LIMIT}"
         return f"CASE WHEN {whole} THEN CAST(TRY_CAST({expr} AS BIGINT) AS VARCHAR) ELSE CAST({expr} AS VARCHAR) END"
     return f"CAST({expr} AS VARCHAR)"
 

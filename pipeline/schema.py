@@ -84,6 +84,9 @@ UNCATEGORIZED = "uncategorized"
 
 # An id written as a whole number with fractional zeros; group 1 is the number. RE2 and Java read it alike.
 WHOLE_ID_PATTERN = "^(-?[0-9]+)[.]0+$"
+# 2**53: from here on float64 does not hold every whole number, and pandas writes user 9007199254740993 of a column
+# with a gap as 9007199254740992.0. Such a number is left as the float's text, never read as another user's id.
+FLOAT_EXACT_LIMIT = 9007199254740992
 
 
 def id_text(expr: str) -> str:
@@ -92,8 +95,9 @@ def id_text(expr: str) -> str:
     user_id) as float64 and exports user 42 as 42.0: another user than the 42 of key user:42:titles, of an ownership
     or grants table, of the users directory. Used by ingest (macros.sql's whosaw_id), the side tables and the users
     directory alike; the key rules' groups by the same rule in SQL Spark reads too (analyze.py:key_id_sql).
-    Only texts holding a '.' reach the pattern."""
+    A number from FLOAT_EXACT_LIMIT on stays as written. Only texts holding a '.' reach the pattern."""
     return (
         f"CASE WHEN contains({expr}, '.') AND regexp_matches({expr}, '{WHOLE_ID_PATTERN}') "
+        f"AND abs(TRY_CAST({expr} AS DOUBLE)) < {FLOAT_EXACT_LIMIT} "
         f"THEN split_part({expr}, '.', 1) ELSE {expr} END"
     )

@@ -582,9 +582,12 @@ def test_ids_in_keys_written_as_floats_are_the_ids_of_the_logs_and_tables(tmp_pa
     cache = [
         call(T(1), "r1", "user:42.0:titles", conn="c1"),
         call(T(2), "r2", "conv:7.0", conn="c2"),
+        # past 2**53 the float's text stays, as ingest keeps it (schema.py:FLOAT_EXACT_LIMIT)
+        call(T(3), "r3", "user:9007199254740994.0:titles", conn="c3"),
     ]
     tables = {"ownership": [{"resource_id": "7.0", "owner_id": "alice"}]}
-    _, exp = run_case(tmp_path, cache, {"r1": "42", "r2": "carol"}, tables=tables)
+    users = {"r1": "42", "r2": "carol", "r3": "9007199254740994.0"}
+    _, exp = run_case(tmp_path, cache, users, tables=tables)
     assert pairs(exp) == {
         ("r2", "carol", "alice", "conversation_content", "key"),
     }

@@ -1434,3 +1434,45 @@ def test_ids_a_pandas_export_writes_as_floats_are_the_users_of_the_keys(tmp_path
     assert list(exposures["viewer_kind"]) == ["anonymous"]
     affected = read_safe_csv(tmp_path / "out" / "affected_users.csv")
     assert list(zip(affected["owner_id"], affected["email"], strict=True)) == [("43", "b@example.org")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_ids_a_float_cannot_hold_stay_as_the_float_wrote_them(tmp_path, fmt):
+    """From 2**53 on float64 does not hold every whole number: pandas writes user 9007199254740993 of a column with a
+    gap as 9007199254740992.0. Read as 9007199254740992 it was that other user (their own titles, read by someone
+    else, no exposure); 12345678901234567 was 12345678901234568 from Parquet but 1.2345678901234568e+16 in a
+    Parquet grants table, so the grant matched no one. Such ids stay as the float's text, the same in every file."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    a, c = 9007199254740993, 12345678901234567
+    ts = ["2023-03-20T01:00:00Z", "2023-03-20T01:00:01Z", "2023-03-20T01:00:02Z"]
+    requests = pd.DataFrame({"ts": ts, "request_id": ["1", "2", "3"], "session_id": ["s1", "s2", "s3"],
+                             "user_id": [a, c, None]})
+    cache = pd.DataFrame({"ts": ts, "request_id": ["1", "2", "3"], "op": ["GET"] * 3,
+                          "key": ["user:9007199254740992:titles", "user:5:titles", "public:motd"],
+                          "status": ["ok"] * 3, "host": ["h1"] * 3, "conn_id": ["c1", "c2", "c3"]})
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name, frame in (("requests", requests), ("cache", cache)):
+        if fmt == "csv":
+            frame.to_csv(logs / f"{name}.csv", index=False)
+        else:
+            frame.to_parquet(logs / f"{name}.parquet", index=False)
+    pd.DataFrame({"owner_id": [5.0], "viewer_id": [float(c)]}).to_parquet(tmp_path / "grants.parquet", index=False)
+    config = tmp_path / "incident.toml"
+    config.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n"
+                      "severity = \"low\"\n[tables]\ngrants = \"grants.parquet\"\n")
+
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(tmp_path / "out"), "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    assert {r["user_id"] for r in lake(tmp_path / "out", "requests")} == {
+        "9007199254740992.0", "1.2345678901234568e+16", None,
+    }
+    exposures = pd.read_parquet(tmp_path / "out" / "exposures.parquet")
+    assert list(zip(exposures["viewer_id"], exposures["owner_id"], strict=True)) == [
+        ("9007199254740992.0", "9007199254740992"),
+    ]
