@@ -574,19 +574,23 @@ def test_key_evidence_alone_without_connection_or_value(tmp_path):
     assert summary["served_items"] == 3 and summary["served_items_without_connection"] == 2
 
 
-def test_ids_in_keys_written_as_floats_are_the_ids_of_the_logs_and_tables(tmp_path):
-    """An app that formats a float id writes it in its keys too (user:42.0:titles). Ingest and the side tables read
-    42.0 as 42, so the key's owner and resource groups must too: else user 42 reading their own titles was an
-    exposure, and a resource 7.0 matched no row of an ownership table read as 7 (carol's read of alice's
-    conversation was no exposure)."""
+def _float_id_case():
     cache = [
         call(T(1), "r1", "user:42.0:titles", conn="c1"),
         call(T(2), "r2", "conv:7.0", conn="c2"),
         # past 2**53 the float's text stays, as ingest keeps it (schema.py:FLOAT_EXACT_LIMIT)
         call(T(3), "r3", "user:9007199254740994.0:titles", conn="c3"),
     ]
-    tables = {"ownership": [{"resource_id": "7.0", "owner_id": "alice"}]}
     users = {"r1": "42", "r2": "carol", "r3": "9007199254740994.0"}
+    return cache, users, {"ownership": [{"resource_id": "7.0", "owner_id": "alice"}]}
+
+
+def test_ids_in_keys_written_as_floats_are_the_ids_of_the_logs_and_tables(tmp_path):
+    """An app that formats a float id writes it in its keys too (user:42.0:titles). Ingest and the side tables read
+    42.0 as 42, so the key's owner and resource groups must too: else user 42 reading their own titles was an
+    exposure, and a resource 7.0 matched no row of an ownership table read as 7 (carol's read of alice's
+    conversation was no exposure)."""
+    cache, users, tables = _float_id_case()
     _, exp = run_case(tmp_path, cache, users, tables=tables)
     assert pairs(exp) == {
         ("r2", "carol", "alice", "conversation_content", "key"),
@@ -638,6 +642,16 @@ def test_spark_matches_key_patterns_as_re2_does(tmp_path):
     result = compare(tmp_path / "out", config_from_dict({"keys": RE2_KEYS}, tmp_path / "incident.toml"), window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 2, "spark": 2}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_reads_float_ids_in_keys_as_duckdb_does(tmp_path):
+    cache, users, tables = _float_id_case()
+    run_case(tmp_path, cache, users, tables=tables, window="all")
+    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
+    result = compare(tmp_path / "out", cfg, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 1, "spark": 1}
 
 
 # ----------------------------------------------------------------------------------------- window
