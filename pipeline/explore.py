@@ -57,7 +57,7 @@ from .errors import WhosawError
 from .ingest import PhysicalLines, format_of
 from .manifest import MANIFEST_NAME, locked, sha256_file
 from .safecsv import write_safe_csv
-from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
+from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, id_text
 
 __all__ = [
     "connect", "connection_timeline", "export_csv", "reanalyze", "results_dir", "source_lines", "user_trail",
@@ -223,7 +223,7 @@ def user_trail(out_or_con: OutOrCon, user_id: str, *, near_misses: bool = True) 
 
     An empty frame means the user is in the logs and nothing happened to their data or in front of them; an
     id that no request, session or cached value names raises :class:`WhosawError` (a typo would otherwise read
-    as 'not affected').
+    as 'not affected'). ``user_id`` is read as ingest reads ids: 43.0, from a float column, is user 43.
     """
     with _opened(out_or_con) as con:
         _require(con, "exposures", "exposures_outside_window")
@@ -260,8 +260,10 @@ def user_trail(out_or_con: OutOrCon, user_id: str, *, near_misses: bool = True) 
             WHERE owner_id = $user OR viewer_id = $user
             ORDER BY ts, request_id, record, role, source_file, source_line, value_key
         """
-        trail = con.execute(sql, {"user": str(user_id)}).df()
-        if trail.empty and not _user_in_logs(con, str(user_id)):
+        # the id as ingest reads ids (schema.id_text): 43.0, from a float column of a DataFrame, is user 43
+        user = con.execute(f"SELECT {id_text('$user')}", {"user": str(user_id)}).fetchone()[0]
+        trail = con.execute(sql, {"user": user}).df()
+        if trail.empty and not _user_in_logs(con, user):
             # an empty trail reads as 'nothing happened to this user'; for an id the logs never name (a typo, an
             # id of another system, stray spaces) that is not what the data says. The id is not repeated here.
             raise WhosawError(

@@ -476,3 +476,29 @@ def test_source_lines_of_a_gzipped_parquet_input_inflate_it_inside_out(
     assert lines["note"].isna().all() and lines["raw"].notna().all() and lines["verified"].all()
     assert not (tmp_path / "no-system-tmp").exists()
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_user_trail_takes_an_id_from_a_float_column(tmp_path: Path) -> None:
+    """An analyst's id from a float64 DataFrame column (43.0) is user 43, as ingest reads ids: the trail raised
+    'no request ... names this user id'."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    ts = ["2023-03-20T01:00:00Z", "2023-03-20T01:00:01Z"]
+    pd.DataFrame({"ts": ts, "request_id": ["r1", "r2"], "session_id": ["s1", "s2"], "user_id": [43, 44]}) \
+        .to_json(logs / "requests.jsonl", orient="records", lines=True)
+    pd.DataFrame({"ts": ts, "request_id": ["r1", "r2"], "op": ["GET"] * 2, "key": ["user:43:titles"] * 2,
+                  "status": ["cancelled", "ok"], "host": ["h1"] * 2, "conn_id": ["c1"] * 2}) \
+        .to_json(logs / "cache.jsonl", orient="records", lines=True)
+    config = tmp_path / "incident.toml"
+    config.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n"
+                      "severity = \"low\"\n")
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(tmp_path / "out"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+    by_text = user_trail(tmp_path / "out", "43")
+    assert list(by_text["role"]) == ["owner"]  # 44's read got 43's cancelled reply
+    pd.testing.assert_frame_equal(user_trail(tmp_path / "out", pd.Series([43.0, None])[0]), by_text)
