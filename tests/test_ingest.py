@@ -18,6 +18,7 @@ import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -1373,6 +1374,20 @@ def test_rotated_names_are_read_and_a_source_format_reads_names_without_one(tmp_
                config=config_from_dict({"sources": {"requests": {"match": ["access.log*"]}}}))
 
 
+def export_logs(logs: Path, fmt: str, **frames: Any) -> Path:
+    """Each pandas DataFrame written to ``logs/<kind>.<fmt>`` as pandas exports it (jsonl, csv or parquet)."""
+    logs.mkdir()
+    for kind, frame in frames.items():
+        path = logs / f"{kind}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        elif fmt == "parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_json(path, orient="records", lines=True)
+    return logs
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_ids_a_pandas_export_writes_as_floats_are_the_users_of_the_keys(tmp_path, fmt):
     """pandas keeps an integer id column with a gap (an anonymous request) as float64, and writes user 42 as 42.0
@@ -1401,13 +1416,7 @@ def test_ids_a_pandas_export_writes_as_floats_are_the_users_of_the_keys(tmp_path
         "value_owner": [42, 43, None, 43],  # 42 reads 43's titles: the grant allows it
     })
     assert requests["user_id"].dtype == "float64" and cache["value_owner"].dtype == "float64"
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for name, frame in (("requests", requests), ("cache", cache)):
-        if fmt == "csv":
-            frame.to_csv(logs / f"{name}.csv", index=False)
-        else:
-            frame.to_json(logs / f"{name}.jsonl", orient="records", lines=True)
+    logs = export_logs(tmp_path / "logs", fmt, requests=requests, cache=cache)
     assert "42.0" in (logs / f"requests.{fmt}").read_text()
     # the users directory and a grants table, exported alike: a row without an id makes the column float64
     pd.DataFrame({"user_id": [42, 43, None], "email": ["a@example.org", "b@example.org", "nobody@example.org"]}) \
@@ -1454,13 +1463,7 @@ def test_ids_a_float_cannot_hold_stay_as_the_float_wrote_them(tmp_path, fmt):
     cache = pd.DataFrame({"ts": ts, "request_id": ["1", "2", "3"], "op": ["GET"] * 3,
                           "key": ["user:9007199254740992:titles", "user:5:titles", "public:motd"],
                           "status": ["ok"] * 3, "host": ["h1"] * 3, "conn_id": ["c1", "c2", "c3"]})
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    for name, frame in (("requests", requests), ("cache", cache)):
-        if fmt == "csv":
-            frame.to_csv(logs / f"{name}.csv", index=False)
-        else:
-            frame.to_parquet(logs / f"{name}.parquet", index=False)
+    logs = export_logs(tmp_path / "logs", fmt, requests=requests, cache=cache)
     pd.DataFrame({"owner_id": [5.0], "viewer_id": [float(c)]}).to_parquet(tmp_path / "grants.parquet", index=False)
     config = tmp_path / "incident.toml"
     config.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n"
