@@ -53,6 +53,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import errno
 import gzip
 import hashlib
 import io
@@ -412,7 +413,7 @@ def _discover(
     skipped: list[dict[str, str]] = []
     seen: set[Path] = set()
     for path in found:
-        real = path.resolve()
+        real = Path(os.path.realpath(path))  # not Path.resolve(): it raises RuntimeError on a symbolic link loop
         if real in seen:
             continue
         seen.add(real)
@@ -467,10 +468,25 @@ def _utf8_name(path: Path) -> bool:
 
 
 def _walk(top: Path, out: Path) -> Iterator[Path]:
-    """Files under ``top``, sorted, without hidden files or folders and without ``out``."""
-    for root, dirs, names in os.walk(top):
+    """Files under ``top``, sorted, without hidden files or folders and without ``out``. A folder linked to is
+    walked as a file linked to is read (once: a link back to a folder already walked is a loop); a folder that
+    cannot be listed is an error, as an unreadable file is: its logs must not vanish from the run unsaid."""
+
+    def unreadable(exc: OSError) -> None:
+        why = "permission denied" if isinstance(exc, PermissionError) else exc.__class__.__name__
+        raise WhosawError(f"input folder {_shown(Path(exc.filename or top))} cannot be read ({why})")
+
+    walked = {os.path.realpath(top)}
+    for root, dirs, names in os.walk(top, onerror=unreadable, followlinks=True):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _inside((root_path / d).resolve(), out))
+        keep = []
+        for name in sorted(dirs):
+            real = os.path.realpath(root_path / name)
+            if name.startswith(".") or _inside(Path(real), out) or real in walked:
+                continue
+            walked.add(real)
+            keep.append(name)
+        dirs[:] = keep
         for name in sorted(names):
             if not name.startswith("."):
                 yield root_path / name
@@ -527,7 +543,8 @@ def _check_readable(path: Path, fmt: str, gz: bool) -> int:
     except PermissionError:
         raise WhosawError(f"input {path} is not readable (permission denied)") from None
     except OSError as exc:
-        raise WhosawError(f"input {path} cannot be read ({exc.__class__.__name__})") from None
+        why = "a symbolic link loop" if exc.errno == errno.ELOOP else exc.__class__.__name__
+        raise WhosawError(f"input {path} cannot be read ({why})") from None
     if size and gz and head[:2] != b"\x1f\x8b":
         raise WhosawError(f"input {path} is not gzip data despite its .gz name")
     if fmt == "parquet" and not gz and size and (head != b"PAR1" or tail != b"PAR1"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +388,68 @@ def test_a_request_id_repeated_with_another_session_or_user_is_pointed_out(tmp_p
     report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert "2 request lines repeat a request id with another session or user" in report
     assert SECRET not in report
+
+
+def test_a_symbolic_link_loop_in_an_input_folder_is_no_internal_error(tmp_path):
+    """Path.resolve() raised RuntimeError on a link loop found in a folder: exit 1, "internal error". A loop that
+    is not named as a log is passed over as any other non-log; one named as a log cannot be read (exit 2)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "requests.jsonl").write_text(line("r1") + "\n")
+    (folder / "a").symlink_to("b")
+    (folder / "b").symlink_to("a")
+    result = invoke(str(folder), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(Path(s["path"]).name for s in manifest["skipped"]) == ["a", "b"]
+    (folder / "cache.jsonl").symlink_to("cache.jsonl")
+    result = invoke(str(folder), "--out", str(tmp_path / "out2"))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "cache.jsonl cannot be read (a symbolic link loop)" in result.stderr
+
+
+def test_a_linked_folder_in_an_input_folder_is_read_once_never_passed_over_unsaid(tmp_path):
+    """A link to a file was read, a link to a folder was not (os.walk does not follow it): its logs vanished from
+    the run without a word, not read and not listed as passed over. Now it is walked; a link back up is no loop."""
+    folder, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    (folder / "requests.jsonl").write_text(line("r1") + "\n")
+    (elsewhere / "cache.jsonl").write_text(json.dumps(
+        {"ts": "2023-03-20T01:00:00Z", "request_id": "r1", "op": "GET", "key": "k", "host": "h", "conn_id": "1"}
+    ) + "\n")
+    (folder / "more").symlink_to(elsewhere)
+    (elsewhere / "up").symlink_to(folder)  # a loop through the link
+    (folder / "self").symlink_to(".")
+    result = invoke(str(folder), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted((Path(f["path"]).name, f["kept"]) for f in manifest["files"]) == [
+        ("cache.jsonl", 1), ("requests.jsonl", 1)]
+    assert manifest["skipped"] == []
+
+
+def test_a_folder_that_cannot_be_listed_inside_an_input_folder_is_exit_2_not_passed_over(tmp_path):
+    """os.walk passes over a folder it cannot list: its logs vanished from a run that said it read everything.
+    An unreadable file is exit 2; so is an unreadable folder. (As root, only without CAP_DAC_*: setpriv.)"""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "requests.jsonl").write_text(line("r1") + "\n")
+    (folder / "sub" / "sessions.jsonl").write_text(json.dumps(
+        {"ts": "2023-03-20T01:00:00Z", "session_id": "s1", "user_id": SECRET, "event": "login"}) + "\n")
+    command = [sys.executable, "-m", "pipeline.cli", "ingest", str(folder), "--out", str(tmp_path / "out")]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads any folder, and setpriv is missing to drop that")
+        caps = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", *command]
+    (folder / "sub").chmod(0)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    finally:
+        (folder / "sub").chmod(0o755)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == f"whosaw: error: input folder {folder / 'sub'} cannot be read (permission denied)\n"
+    assert not (tmp_path / "out" / "manifest.json").exists()
