@@ -346,3 +346,19 @@ def test_a_ts_format_that_cannot_work_is_a_one_line_config_error(tmp_path, value
     assert len(lines) == 1 and lines[0].startswith("whosaw: error: config: sources.requests.ts_format"), lines
     assert words in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_an_offset_no_zone_has_is_bad_ts_not_a_time_days_off(tmp_path):
+    """DuckDB's ISO cast and strptime's %z read an offset of +99:00 as 99 hours (and +00:60 as an hour): a line
+    moved four days, into or out of the window. RFC 3339 offsets run to 23:59; anything beyond is bad_ts."""
+    bad = ["2023-03-20T01:00:00+99:00", "2023-03-20T01:00:00+24:00", "2023-03-20T01:00:00-00:60",
+           "2023-03-20T01:00:00.5+0099", "2023-03-20T01:00:00+05:00:99", "20/Mar/2023:01:00:00 +9900"]
+    good = {"kathmandu": "2023-03-20T06:45:00+05:45", "edge": "2023-03-21T00:59:00+23:59",
+            "hours": "2023-03-19T20:00:00-05", "west": "2023-03-19T17:00-0800", "z": "2023-03-20T01:00:00Z",
+            "nginx": "20/Mar/2023:03:00:00 +0200"}
+    lines = [json.dumps({"ts": ts, "request_id": f"bad{i}", "session_id": "s1"}) for i, ts in enumerate(bad)]
+    lines += [json.dumps({"ts": ts, "request_id": rid, "session_id": "s1"}) for rid, ts in good.items()]
+    write(tmp_path / "logs" / "requests.jsonl", lines)
+    ingest(tmp_path / "logs", tmp_path / "out", f'[sources.requests]\nts_format = "{NGINX}"\n')
+    assert times(tmp_path / "out", "requests", "request_id") == {rid: utc(2023, 3, 20, 1) for rid in good}
+    assert rejects(tmp_path / "out", "requests") == [("requests.jsonl", n, "bad_ts") for n in range(1, len(bad) + 1)]

@@ -12,9 +12,11 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts_read(t) AS (
 );
 
 CREATE OR REPLACE TEMP MACRO whosaw_ts_formatted(t) AS (
+    CASE WHEN NOT whosaw_offset_bad(t) THEN  -- %z reads +9900 as 99 hours (macros.sql)
     coalesce(whosaw_ts_read(t),
              CASE WHEN contains(t, ':60')
                   THEN whosaw_ts_read(regexp_replace(t, '([0-9][0-9]:[0-9][0-9]):60', '\1:59')) + INTERVAL 1 SECOND
              END,
              whosaw_ts(t))
+    END
 );
