@@ -20,11 +20,13 @@
 -- the key asked for.
 -- crossed: the read received another call's reply, or its value names another owner than its key's (a key of
 -- a family that names no owner, e.g. a public one, has nobody's values: any owner its value names is another).
--- items_line_id: the multi-key call (docs/design.md "Multi-key calls") whose items the value is, when neither
--- value_owner nor digest names its owner: the reply call when the read received a multi-key call's data, else the
--- read itself when it is a multi-key call that got its own reply. 52_notable_items then judges each item (owner,
--- category, severity, value_key of the item); here the line's figures are the items' common ones (15_cache_lines),
--- and such a read is kept even when they name no single owner. Its value_owner and digest stay line-level.
+-- items_line_id: the multi-key call (docs/design.md "Multi-key calls") whose items the value is: the reply call when
+-- the read received a multi-key call's data, else the read itself when it is a multi-key call that got its own
+-- reply; set when value_owner and digest name no owner, or name one of the items' owners and no tiers conflict
+-- (the logs give one owner for the whole reply: alice named in the reply of her MGET of her titles and carol's does
+-- not make carol's titles hers, nor her billing titles). 52_notable_items then judges each item (owner, category,
+-- severity, value_key of the item); here the line's figures are the items' common ones (15_cache_lines), and such
+-- a read is kept unless every item is the viewer's. A value naming none of the items' owners stays one row.
 -- value_outside_items / digest_outside_items: the value (read itself, not crossed by connection) or the reply
 -- (crossed) is a multi-key call whose items each have an owner or a family that names nobody (at least one
 -- owner), and value_owner / the digest names none of those owners: as for a single key whose owner is not the
@@ -78,6 +80,8 @@ tiers AS (
         CASE
             WHEN o.line_id IS NOT NULL AND r.value_owner IS NOT NULL AND v.line_id IS NULL THEN true ELSE false
         END AS value_outside_items,
+        CASE WHEN v.line_id IS NOT NULL THEN true ELSE false END AS value_in_items,
+        CASE WHEN d.line_id IS NOT NULL AND NOT r.digest_ambiguous THEN true ELSE false END AS digest_in_items,
         CASE
             WHEN o.line_id IS NOT NULL AND NOT r.digest_ambiguous AND r.digest_owner IS NOT NULL
                 AND d.line_id IS NULL THEN true
@@ -133,23 +137,31 @@ judged_reads AS (
             WHEN crossed_by_connection AND reply_is_read_op THEN 'reply'
             ELSE 'asked'
         END AS value_source,
-        CASE
-            WHEN owner_by_value IS NOT NULL OR owner_by_digest IS NOT NULL THEN CAST(NULL AS BIGINT)
-            WHEN crossed_by_connection AND reply_is_read_op AND reply_key_multi THEN reply_line_id
-            WHEN NOT crossed_by_connection AND key_multi THEN line_id
-            ELSE CAST(NULL AS BIGINT)
-        END AS items_line_id
+        -- the owner every item of value_line_id has, when they have one (the read's or the reply call's key_owner)
+        CASE WHEN crossed_by_connection THEN reply_key_owner ELSE key_owner END AS items_owner
     FROM tiers
+),
+itemised_reads AS (
+    SELECT
+        judged_reads.*,
+        CASE
+            WHEN value_line_id IS NULL OR tiers_conflict THEN CAST(NULL AS BIGINT)
+            WHEN owner_by_value IS NOT NULL AND NOT value_in_items THEN CAST(NULL AS BIGINT)
+            WHEN owner_by_digest IS NOT NULL AND NOT digest_in_items THEN CAST(NULL AS BIGINT)
+            ELSE value_line_id
+        END AS items_line_id
+    FROM judged_reads
 ),
 kept_reads AS (
     SELECT *
-    FROM judged_reads
+    FROM itemised_reads
     WHERE crossed
         OR tiers_conflict
         OR digest_ambiguous
         OR viewer_kind = 'unknown'
         OR (owner_id IS NOT NULL AND (viewer_id IS NULL OR viewer_id <> owner_id))
-        OR (items_line_id IS NOT NULL AND owner_id IS NULL)
+        OR (items_line_id IS NOT NULL AND (owner_id IS NULL OR items_owner IS NULL OR viewer_id IS NULL
+            OR viewer_id <> items_owner))
 )
 SELECT
     j.line_id,

@@ -3,7 +3,8 @@
 -- docs/design.md "Multi-key calls") becomes one row per item of that call (12_cache_line_items), item_no 1..n,
 -- each judged as a single-key read would be: owner_id = the item's owner (the connection tier when the read
 -- received the call's reply, else the key tier), category, severity and value_key = the item's, evidence
--- 'connection' or 'key' (or the read's 'digest-ambiguous'). Every other read passes through as one row,
+-- 'value_owner' or 'digest' for the item whose owner the value names, else 'connection' or 'key' (or the read's
+-- 'digest-ambiguous'). Every other read passes through as one row,
 -- item_no 0. Grants (55) and exposures (60) count these rows: identity (line_id, item_no). Crossed replies and
 -- near misses stay counted per call, from notable_reads.
 -- Cost: only the (few) reads with an items_line_id are joined; the rest is a plain pass over notable_reads.
@@ -55,6 +56,8 @@ SELECT
     i.item_severity AS severity,
     CASE
         WHEN n.evidence IN ('digest-ambiguous', 'conflict') THEN n.evidence
+        WHEN n.owner_by_value IS NOT NULL AND n.owner_by_value = i.item_owner THEN 'value_owner'
+        WHEN n.owner_by_digest IS NOT NULL AND n.owner_by_digest = i.item_owner THEN 'digest'
         WHEN n.crossed_by_connection THEN 'connection'
         WHEN i.item_owner IS NOT NULL THEN 'key'
         ELSE CAST(NULL AS STRING)
