@@ -489,6 +489,29 @@ def test_a_public_key_carrying_someones_data_is_a_crossed_reply(tmp_path):
     assert timeline.crossed_replies.sum() == 4
 
 
+def test_bytes_written_under_a_public_key_are_not_someones_by_digest(tmp_path):
+    """The same bytes (an empty list, say) stored under alice's titles and, later, under the public banner: an
+    anonymous read of the banner returning them was alice's titles by digest, because writes under a key whose
+    family names nobody were left out of the digest tier. Those bytes are public: the digest names two owners
+    (alice, nobody) and is ambiguous, as for two users' keys, and the key asked for names no one. A digest written
+    only under a public key names no owner; one written only under alice's key still does."""
+    E, F = "e" * 64, "f" * 64  # noqa: N806
+    cache = [
+        call(T(0, 1), None, "user:alice:titles", op="SET", value_sha256=E, conn="w"),
+        call(T(0, 2), None, "public:banner", op="SET", value_sha256=E, conn="w"),
+        call(T(0, 3), "r1", "public:banner", value_sha256=E, conn="c1"),
+        call(T(0, 4), None, "public:motd", op="SET", value_sha256=F, conn="w"),
+        call(T(0, 5), "r2", "user:bob:titles", value_sha256=F, conn="c2"),
+        call(T(0, 6), None, "billing:carol", op="SET", value_sha256="c" * 64, conn="w"),
+        call(T(0, 7), "r3", "public:banner", value_sha256="c" * 64, conn="c3"),
+    ]
+    requests = requests_for(cache, {"r2": "bob"})
+    summary, exp = run_case(tmp_path, cache, requests=requests)
+    assert pairs(exp) == {("r3", None, "carol", "payment_info", "digest")}
+    assert summary["flagged_not_exposed"] == {"digest-ambiguous": 1}
+    assert summary["crossed_replies"] == 1
+
+
 def test_conflicting_tiers_are_labelled_not_guessed(tmp_path):
     cache = [
         call(T(0, 1), "ra", "user:alice:titles", "cancelled"),

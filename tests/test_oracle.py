@@ -150,12 +150,14 @@ def oracle(cache, requests, sessions, rules, window):
         o2 = dkey = None
         ambiguous = False
         if is_read and c["value_sha256"] is not None:
-            found = [(order(w), rules.key_owner(w["key"], w["ts"])[0], w["key"]) for w in writes
+            found = [(order(w), *rules.key_owner(w["key"], w["ts"]), w["key"]) for w in writes
                      if w["value_sha256"] == c["value_sha256"] and w["ts"] <= t]
-            found = [f for f in found if f[1] is not None]
+            # a write under a key whose family names nobody is a known owner: nobody (it names no owner)
+            found = [(at, o, k) for at, o, kind, k in found if o is not None or kind == "nobody"]
             ambiguous = len({f[1] for f in found}) > 1
             if found and not ambiguous:
                 _, o2, dkey = max(found)
+                dkey = dkey if o2 is not None else None
         reply_data = not by_conn or reply["op"] in READ
         reply_owner = rules.key_owner(reply["key"], reply["ts"])[0] if by_conn else None
         o3 = reply_owner if by_conn and reply_data else None

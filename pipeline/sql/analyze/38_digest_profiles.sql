@@ -2,13 +2,15 @@
 -- many keys and owners, and (when that is one key and one owner, the usual case) which. Such a digest needs
 -- no "as of" search: any write at or before a read is that key's, so an equi-join on the digest and
 -- first_write_ts <= ts decide the digest tier (50_notable_reads).
+-- A digest written only under a key whose family names nobody (35_digest_writes: digest_owner NULL) names no
+-- owner: digest_owner NULL.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW digest_profiles AS
 SELECT
     value_sha256,
     min(ts) AS first_write_ts,
     CASE
-        WHEN count(DISTINCT digest_key) = 1 AND count(DISTINCT digest_owner) = 1 THEN true ELSE false
+        WHEN count(DISTINCT digest_key) = 1 AND count(DISTINCT coalesce(digest_owner, '')) = 1 THEN true ELSE false
     END AS single_key,
     min(digest_key) AS digest_key,
     min(digest_owner) AS digest_owner,
