@@ -167,8 +167,8 @@ REASONS: dict[str, str] = {
     "shows it (is the source's timezone right?)",
     "ambiguous_local_ts": "ts is a wall time that occurs twice when the source's timezone turns its clocks back, and "
     "the file's order of lines does not tell which of the two it is",
-    "bad_status": "status is not a valid status for this log kind (cache: ok, cancelled, timeout, error, or a word "
-    "its [sources.cache.values] map names)",
+    "bad_status": "status is not a valid status for this log kind (requests: a whole number from 0 to 999; cache: ok, "
+    "cancelled, timeout, error, or a word its [sources.cache.values] map names)",
     "bad_event": "event is not login, refresh, logout or expire, nor a word the [sources.sessions.values] map names",
     "gzip_truncated": "the gzip stream ends early: this is what followed the last complete line",
     "gzip_corrupt": "the gzip stream is corrupt from here on: this is what followed the last complete line",
