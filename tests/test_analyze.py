@@ -489,12 +489,7 @@ def test_a_public_key_carrying_someones_data_is_a_crossed_reply(tmp_path):
     assert timeline.crossed_replies.sum() == 4
 
 
-def test_bytes_written_under_a_public_key_are_not_someones_by_digest(tmp_path):
-    """The same bytes (an empty list, say) stored under alice's titles and, later, under the public banner: an
-    anonymous read of the banner returning them was alice's titles by digest, because writes under a key whose
-    family names nobody were left out of the digest tier. Those bytes are public: the digest names two owners
-    (alice, nobody) and is ambiguous, as for two users' keys, and the key asked for names no one. A digest written
-    only under a public key names no owner; one written only under alice's key still does."""
+def _public_key_digest_case():
     E, F = "e" * 64, "f" * 64  # noqa: N806
     cache = [
         call(T(0, 1), None, "user:alice:titles", op="SET", value_sha256=E, conn="w"),
@@ -505,7 +500,16 @@ def test_bytes_written_under_a_public_key_are_not_someones_by_digest(tmp_path):
         call(T(0, 6), None, "billing:carol", op="SET", value_sha256="c" * 64, conn="w"),
         call(T(0, 7), "r3", "public:banner", value_sha256="c" * 64, conn="c3"),
     ]
-    requests = requests_for(cache, {"r2": "bob"})
+    return cache, requests_for(cache, {"r2": "bob"})
+
+
+def test_bytes_written_under_a_public_key_are_not_someones_by_digest(tmp_path):
+    """The same bytes (an empty list, say) stored under alice's titles and, later, under the public banner: an
+    anonymous read of the banner returning them was alice's titles by digest, because writes under a key whose
+    family names nobody were left out of the digest tier. Those bytes are public: the digest names two owners
+    (alice, nobody) and is ambiguous, as for two users' keys, and the key asked for names no one. A digest written
+    only under a public key names no owner; one written only under alice's key still does."""
+    cache, requests = _public_key_digest_case()
     summary, exp = run_case(tmp_path, cache, requests=requests)
     assert pairs(exp) == {("r3", None, "carol", "payment_info", "digest")}
     assert summary["flagged_not_exposed"] == {"digest-ambiguous": 1}
@@ -1360,14 +1364,7 @@ def test_a_grant_covers_the_foreign_item_of_an_mget(tmp_path):
     assert exp.empty and summary["exposures"] == 0
 
 
-def test_a_value_naming_one_owner_of_an_mget_still_exposes_every_item_in_its_category(tmp_path):
-    """The logs give one value_owner (or digest) for a whole multi-key reply. When it names one of the items' owners
-    it agrees with the items, and each item is still judged: bob's read of the reply of carol's cancelled MGET of
-    her titles and dave's is an exposure of both (carol was the only one named, dave was left off every list);
-    the reply of alice's MGET of her titles and billing, named hers by value_owner or by the digest of the MSET that
-    wrote it, is her titles and her payment_info (one row of category 'multiple' left her off
-    notify/payment_info.csv); and alice's own MGET of her titles and erin's with value_owner alice still shows
-    erin's titles to alice (logging value_owner hid a key-tier exposure that is found without it)."""
+def _value_naming_one_owner_of_an_mget_case():
     cache = [
         call(T(0, 1), "rc", '["user:carol:titles","user:dave:titles"]', "cancelled", op="MGET"),
         call(T(0, 2), "rb", "user:bob:titles", value_owner="carol"),
@@ -1378,8 +1375,19 @@ def test_a_value_naming_one_owner_of_an_mget_still_exposes_every_item_in_its_cat
         call(T(0, 7), "rg", "user:gina:titles", conn="c3", value_sha256="ab" * 32),
         call(T(0, 8), "ra", '["user:alice:titles","user:erin:titles"]', op="MGET", conn="c4", value_owner="alice"),
     ]
-    users = {"ra": "alice", "rb": "bob", "rc": "carol", "rf": "frank", "rg": "gina"}
-    summary, exp = run_case(tmp_path, cache, users)
+    return cache, requests_for(cache, {"ra": "alice", "rb": "bob", "rc": "carol", "rf": "frank", "rg": "gina"})
+
+
+def test_a_value_naming_one_owner_of_an_mget_still_exposes_every_item_in_its_category(tmp_path):
+    """The logs give one value_owner (or digest) for a whole multi-key reply. When it names one of the items' owners
+    it agrees with the items, and each item is still judged: bob's read of the reply of carol's cancelled MGET of
+    her titles and dave's is an exposure of both (carol was the only one named, dave was left off every list);
+    the reply of alice's MGET of her titles and billing, named hers by value_owner or by the digest of the MSET that
+    wrote it, is her titles and her payment_info (one row of category 'multiple' left her off
+    notify/payment_info.csv); and alice's own MGET of her titles and erin's with value_owner alice still shows
+    erin's titles to alice (logging value_owner hid a key-tier exposure that is found without it)."""
+    cache, requests = _value_naming_one_owner_of_an_mget_case()
+    summary, exp = run_case(tmp_path, cache, requests=requests)
     assert pairs(exp) == {
         ("rb", "bob", "carol", "conversation_titles", "value_owner"),
         ("rb", "bob", "dave", "conversation_titles", "connection"),
@@ -1692,6 +1700,18 @@ def test_a_value_naming_none_of_the_owners_of_an_mget_is_crossed_or_a_conflict(t
     near = pd.read_parquet(tmp_path / "out" / "near_misses.parquet")
     assert sorted(zip(near.kind, near.owner_id, strict=True)) == [("background", "dave"), ("failed", "dave")]
     assert summary["conflict_rows"] == 1
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+@pytest.mark.parametrize("case, exposures", [(_value_naming_one_owner_of_an_mget_case, 7),
+                                             (_public_key_digest_case, 1)])
+def test_spark_judges_mget_items_named_by_value_and_public_digests_as_duckdb_does(tmp_path, case, exposures):
+    cache, requests = case()
+    run_case(tmp_path, cache, requests=requests)
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": exposures, "spark": exposures}
+    assert result["timeline_differences"] == 0
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
