@@ -288,11 +288,14 @@ def test_session_event_without_a_user_names_the_request_user_as_the_source(tmp_p
 def _refresh_case():
     """bob signs in on the shared device (session S) after alice; the requests still carry alice's stale user_id.
     S's refreshes name nobody: they renew bob's session (also after it expired), so bob saw alice's titles (r1,
-    r2). U: a login and a refresh that name nobody: the request's user, carol (r3)."""
+    r2). U: a login and a refresh that name nobody: the request's user, carol (r3). V: dave signed out, then a
+    refresh that names nobody: no longer dave's session but the request's user's, erin, who saw dave's titles (r4;
+    still taken for dave's session, it was no exposure)."""
     cache = [
         call(T(2), "r1", "user:alice:titles", value_owner="alice", conn="c1"),
         call(T(5), "r2", "user:alice:titles", value_owner="alice", conn="c2"),
         call(T(6), "r3", "user:alice:titles", value_owner="alice", conn="c3"),
+        call(T(6), "r4", "user:dave:titles", value_owner="dave", conn="c4"),
     ]
     sessions = [
         {"ts": T(0), "session_id": "S", "user_id": "bob", "event": "login"},
@@ -301,9 +304,12 @@ def _refresh_case():
         {"ts": T(4), "session_id": "S", "user_id": None, "event": "refresh"},
         {"ts": T(0), "session_id": "U", "user_id": None, "event": "login"},
         {"ts": T(1), "session_id": "U", "user_id": None, "event": "refresh"},
+        {"ts": T(0), "session_id": "V", "user_id": "dave", "event": "login"},
+        {"ts": T(1), "session_id": "V", "user_id": None, "event": "logout"},
+        {"ts": T(4), "session_id": "V", "user_id": None, "event": "refresh"},
     ]
-    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "carol"},
-                            sessions={"r1": "S", "r2": "S", "r3": "U"})
+    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "carol", "r4": "erin"},
+                            sessions={"r1": "S", "r2": "S", "r3": "U", "r4": "V"})
     return cache, requests, sessions
 
 
@@ -311,10 +317,11 @@ def test_a_refresh_without_a_user_keeps_the_holder_the_session_named(tmp_path):
     cache, requests, sessions = _refresh_case()
     _, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
     rows = exp.set_index("request_id")
-    assert sorted(rows.index) == ["r1", "r2", "r3"]
+    assert sorted(rows.index) == ["r1", "r2", "r3", "r4"]
     assert rows.loc[["r1", "r2"], "viewer_id"].tolist() == ["bob", "bob"]
     assert set(rows.loc[["r1", "r2"], "viewer_kind"]) == {"session"}
     assert rows.loc["r3", "viewer_id"] == "carol" and rows.loc["r3", "viewer_kind"] == "request"
+    assert rows.loc["r4", "viewer_id"] == "erin" and rows.loc["r4", "viewer_kind"] == "request"
 
 
 def test_without_sessions_log_the_request_user_is_the_viewer(tmp_path):
@@ -1119,7 +1126,7 @@ def test_spark_keeps_the_session_holder_through_a_refresh_as_duckdb_does(tmp_pat
     run_case(tmp_path, cache, requests=requests, sessions=sessions)
     result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
-    assert result["exposures"] == {"duckdb": 3, "spark": 3}
+    assert result["exposures"] == {"duckdb": 4, "spark": 4}
 
 
 def _undated_lines_case():

@@ -90,9 +90,10 @@ def viewer_of(req, t, sessions):
         if last["event"] in ("logout", "expire"):
             return None, "anonymous"
         holder = last["user_id"]
-        if holder is None and last["event"] == "refresh":
-            named = [e for e in events[:-1] if e["event"] == "login" or (e["event"] == "refresh" and e["user_id"])]
-            holder = named[-1]["user_id"] if named else None
+        if holder is None and last["event"] == "refresh":  # the latest login or named refresh, if no logout since
+            named = [e for e in events[:-1]
+                     if e["event"] in ("login", "logout") or (e["event"] == "refresh" and e["user_id"])]
+            holder = named[-1]["user_id"] if named and named[-1]["event"] != "logout" else None
         if holder is not None:
             return holder, "session"
     return (req["user_id"], "request") if req["user_id"] is not None else (None, "anonymous")

@@ -3,9 +3,11 @@
 -- after an expire (a session can be refreshed after it expired); logout/expire -> nobody (holding = false).
 -- The holder (holder_user_id) is the user_id of the event, or for a refresh that names no one, of the latest
 -- earlier event that named the holder: a login, or a refresh with a user_id (a refresh renews the session, it
--- does not hand it over). A login that names no one starts a holder nobody named (NULL: 45_read_viewers then
--- takes the request's user_id). holder_group numbers those naming events (a running count), so the name is the
--- one of the group's first event.
+-- does not hand it over), unless a logout came between. A login that names no one starts a holder nobody named
+-- (NULL: 45_read_viewers then takes the request's user_id), and so does a logout for the refreshes that name no
+-- one after it: the user signed out, and who renewed the session the log does not say (an expire keeps the
+-- holder: a session can be refreshed after it expired). holder_group numbers those events (a running count), so
+-- the name is the one of the group's first event.
 -- Ties on ts are ordered by file, then source_line: the later line wins (the earlier one's interval is empty). Files
 -- in the order they were written, by the first ts each holds (as 05_source_files orders the cache files): a
 -- rotated sessions.jsonl.1 before the current sessions.jsonl, which sorts first by name.
@@ -27,7 +29,9 @@ session_events AS (
         f.file_no,
         s.source_line,
         CASE WHEN s.event = 'login' OR (s.event = 'refresh' AND s.user_id IS NOT NULL) THEN 1 ELSE 0 END
-            AS names_holder
+            AS names_holder,
+        CASE WHEN s.event IN ('login', 'logout') OR (s.event = 'refresh' AND s.user_id IS NOT NULL) THEN 1 ELSE 0 END
+            AS starts_holder_group
     FROM sessions_lake AS s
     LEFT JOIN session_files AS f
         ON s.source_file = f.source_file
@@ -38,7 +42,7 @@ session_events AS (
 grouped_events AS (
     SELECT
         session_events.*,
-        sum(names_holder) OVER (
+        sum(starts_holder_group) OVER (
             PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
         ) AS holder_group,
