@@ -526,6 +526,11 @@ def register_inputs(
     con.execute("DROP TABLE cache_keys")
     for name in SIDE_TABLE_COLUMNS:
         load_side_table(con, name, cfg.tables.get(name))
+    # The categories a served value can have (15_cache_lines: 'multiple' for a multi-key value of several), for
+    # the summary's grants_of_unknown_category: a grant of another category excuses nothing.
+    con.execute("CREATE OR REPLACE TEMP TABLE value_categories (category VARCHAR)")
+    con.executemany("INSERT INTO value_categories VALUES (?)",
+                    [(c,) for c in sorted({rule.category for rule in cfg.keys} | {"multiple"})])
     con.execute(
         "CREATE OR REPLACE TEMP TABLE cache_ops "
         "(op VARCHAR, is_read BOOLEAN, is_write BOOLEAN, is_reset BOOLEAN)"
@@ -783,6 +788,12 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "AND c.evidence IN ('digest-ambiguous', 'conflict') GROUP BY ALL ORDER BY 1",
     )
     summary["unknown_viewer_reads"] = int(unknown)
+    # A grant whose category no key rule gives (a typo, 'Conversation_Titles') silently excuses nothing.
+    summary["grants_of_unknown_category"] = _pairs(
+        con,
+        "SELECT category, count(*) FROM grants_table WHERE category IS NOT NULL AND category <> '*' "
+        "AND category NOT IN (SELECT category FROM value_categories) GROUP BY ALL ORDER BY 1",
+    )
     near_total, near_outside = con.execute(
         "SELECT count(*) FILTER (WHERE in_window), count(*) FILTER (WHERE NOT in_window) FROM near_misses"
     ).fetchone()

@@ -378,6 +378,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+    unknown = summary.get("grants_of_unknown_category") or {}
+    if unknown:
+        n = sum(unknown.values())
+        click.echo(
+            f"note: {_counted(n, 'grant')} of the grants table name{'s' if n == 1 else ''} a category no [[keys]] "
+            f"rule gives ({', '.join(unknown)}): {'it excuses' if n == 1 else 'they excuse'} nothing (categories "
+            "match exactly)"
+        )
 
 
 def _counted(n: int, noun: str) -> str:

@@ -1365,6 +1365,22 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
             ]
         )
     )
+    unknown_grants = s.get("grants_of_unknown_category") or {}
+    if unknown_grants:
+        n = sum(unknown_grants.values())
+        blocks.append(
+            Para(
+                [
+                    *_count(n, "grant"),
+                    f" of the grants table {_verb(n, 'names', 'name')} a category no key rule gives (",
+                    ", ".join(unknown_grants),
+                    f"): {_verb(n, 'it excuses', 'they excuse')} no exposure, since categories match exactly "
+                    "(summary.json, grants_of_unknown_category). If a grant was meant for a category of the key "
+                    "rules, correct the table and run the analysis again.",
+                ],
+                "warning",
+            )
+        )
     unknown = s.get("unknown_viewer_reads", 0)
     if unknown:
         blocks.append(

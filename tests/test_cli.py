@@ -453,3 +453,23 @@ def test_an_auto_window_that_found_none_says_so(tmp_path):
     assert window_line.endswith("(auto found no window)"), window_line
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "Shaded: the exposure window" not in report and "Nothing is shaded: there is no window" in report
+
+
+def test_a_grant_of_a_category_no_key_rule_gives_is_named_on_the_console_and_in_the_report(tmp_path):
+    """Categories match exactly: a grant of 'Conversation_Titles' excuses nothing, silently, unless it is named."""
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    with (logs / "grants.csv").open("a") as f:
+        f.write("u000001,u000002,Conversation_Titles,,\nu000003,*,conversation_titels,,\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", str(logs / "incident.toml")])
+    assert result.exit_code == 0, result.output
+    assert ("note: 2 grants of the grants table name a category no [[keys]] rule gives (Conversation_Titles, "
+            "conversation_titels): they excuse nothing") in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grants_of_unknown_category"] == {"Conversation_Titles": 1, "conversation_titels": 1}
+    assert "a category no key rule gives (Conversation_Titles, conversation_titels)" in " ".join(
+        (out / "report.md").read_text().replace("\\_", "_").split())
+    clean = CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(tmp_path / "clean")])
+    assert clean.exit_code == 0 and "note: " not in clean.output
+    assert json.loads((tmp_path / "clean" / "summary.json").read_text())["grants_of_unknown_category"] == {}
