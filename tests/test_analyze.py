@@ -228,6 +228,47 @@ def test_session_refreshed_after_expiry(tmp_path):
     assert summary["viewers"] == 1 and summary["anonymous_viewer_sessions"] == 1
 
 
+def _logout_instant_case():
+    """A log in whole seconds: alice's logout request reads her own titles in the second of her logout (r1, the
+    logout at that instant), then an anonymous tab of S reads them a second later (r2). S2's only event is a
+    logout, at the instant of r3 (nobody held S2 before it: the request's user, carol, reading her own titles)."""
+    cache = [
+        call(T(2), "r1", "user:alice:titles", value_owner="alice", conn="c1"),
+        call(T(2, 1), "r2", "user:alice:titles", value_owner="alice", conn="c2"),
+        call(T(3), "r3", "user:carol:titles", value_owner="carol", conn="c3"),
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": "alice", "event": "login"},
+        {"ts": T(2), "session_id": "S", "user_id": "alice", "event": "logout"},
+        {"ts": T(3), "session_id": "S2", "user_id": "carol", "event": "logout"},
+    ]
+    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "carol"},
+                            sessions={"r1": "S", "r2": "S", "r3": "S2"})
+    for r in requests:  # each request logged at its read's second
+        r["ts"] = {"r1": T(2), "r2": T(2, 1), "r3": T(3)}[r["request_id"]]
+    return cache, requests, sessions
+
+
+def test_a_read_at_the_instant_of_a_logout_is_still_the_holders(tmp_path):
+    """The session ends after the instant of its logout: read as after it, alice's own titles in her logout
+    request were an exposure to an anonymous viewer, and she was no active user in a window of that second."""
+    cache, requests, sessions = _logout_instant_case()
+    summary, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    assert pairs(exp) == {("r2", None, "alice", "conversation_titles", "value_owner")}
+    _, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions, window=f"{T(2)}/{T(2, 1)}")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert exp.empty and summary["active_users"] == 1 and summary["active_sessions"] == 1
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_ends_a_session_after_the_instant_of_its_logout_as_duckdb_does(tmp_path):
+    cache, requests, sessions = _logout_instant_case()
+    run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 1, "spark": 1}
+
+
 def test_session_events_at_one_ts_across_a_rotation_keep_the_files_order(tmp_path):
     """The later line wins a tie, and the later line of a rotated log is in the current file (sessions.jsonl),
     which sorts before the older sessions.jsonl.1: alice's logout beat bob's login at the same instant, and the

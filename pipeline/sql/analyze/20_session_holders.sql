@@ -11,7 +11,12 @@
 -- Ties on ts are ordered by file, then source_line: the later line wins (the earlier one's interval is empty). Files
 -- in the order they were written, by the first ts each holds (as 05_source_files orders the cache files): a
 -- rotated sessions.jsonl.1 before the current sessions.jsonl, which sorts first by name.
--- valid_to NULL = until the end of the logs. Later views look an instant up with an equi + range join.
+-- holding_at_start / holder_at_start: who holds the session at the very instant valid_from. For a logout or an
+-- expire, the holder of the interval before (NULL: no event before): the session ends after that instant. A log
+-- in whole seconds writes the logout request's own reads in the second of its logout; read as after it, the
+-- user's own data was an exposure to an anonymous viewer. (A login or refresh holds from its instant on.)
+-- valid_to NULL = until the end of the logs. Later views look an instant up with an equi + range join, and take
+-- the *_at_start columns when the instant is valid_from (45_read_viewers, 95_window_activity).
 CREATE OR REPLACE TEMPORARY VIEW session_holders AS
 WITH session_files AS (
     SELECT
@@ -48,16 +53,36 @@ grouped_events AS (
         ) AS holder_group,
         lead(ts) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line) AS valid_to
     FROM session_events
+),
+held_intervals AS (
+    SELECT
+        session_id,
+        event AS holder_event,
+        CASE WHEN event IN ('login', 'refresh') THEN true ELSE false END AS holding,
+        CASE
+            WHEN event IN ('login', 'refresh') THEN
+                max(CASE WHEN names_holder = 1 THEN user_id END) OVER (PARTITION BY session_id, holder_group)
+            ELSE user_id
+        END AS holder_user_id,
+        ts,
+        file_no,
+        source_line,
+        valid_to
+    FROM grouped_events
 )
 SELECT
     session_id,
-    event AS holder_event,
-    CASE WHEN event IN ('login', 'refresh') THEN true ELSE false END AS holding,
+    holder_event,
+    holding,
+    holder_user_id,
     CASE
-        WHEN event IN ('login', 'refresh') THEN
-            max(CASE WHEN names_holder = 1 THEN user_id END) OVER (PARTITION BY session_id, holder_group)
-        ELSE user_id
-    END AS holder_user_id,
+        WHEN holding THEN true
+        ELSE lag(holding) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line)
+    END AS holding_at_start,
+    CASE
+        WHEN holding THEN holder_user_id
+        ELSE lag(holder_user_id) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line)
+    END AS holder_at_start,
     ts AS valid_from,
     valid_to
-FROM grouped_events;
+FROM held_intervals;
