@@ -645,6 +645,31 @@ def _column_for(columns: Sequence[str], name: str) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
+def _parquet_column_names(path: Path, described: list[str]) -> list[tuple[str, str]]:
+    """(the Parquet file's own name, DuckDB's name) per top-level column. DuckDB renames a column whose name
+    repeats another's in another case (USER_ID after User_Id reads as USER_ID_1, user_id after USER_ID as
+    user_id_1): matched on its names, an ambiguous user_id was read from the first column, and an exact
+    user_id after a USER_ID from the other one."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        names = described
+    return list(zip(names, described, strict=True)) if len(names) == len(described) else [
+        (name, name) for name in described]
+
+
+def _parquet_column_for(named: list[tuple[str, str]], name: str) -> str | None:
+    """DuckDB's name of the column holding field ``name`` (:func:`_column_for` over the file's own names; a name
+    the file holds twice is no one column)."""
+    own = [file_name for file_name, _ in named]
+    chosen = _column_for(own, name)
+    if chosen is None or own.count(chosen) > 1:
+        return None
+    return named[own.index(chosen)][1]
+
+
 def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
     """Split files into those to read and those already ingested (same SHA-256 as a manifest entry or an
     earlier input of this run). Only a file whose size matches another's is hashed up front; the rest are
@@ -1393,6 +1418,7 @@ def _stage_parquet(
     except duckdb.Error:
         raise WhosawError(f"input {item.path} is not a readable Parquet file") from None
     top = [name for name, *_ in columns]
+    named = _parquet_column_names(path, top)
     lookup: dict[tuple[str, ...], str] = {}
     dtypes: dict[tuple[str, ...], str] = {}
     for n in LAKE_COLUMNS[kind]:
@@ -1400,9 +1426,9 @@ def _stage_parquet(
         if spec.is_const or spec.path in lookup:
             continue
         candidates = []
-        if (first := _column_for(top, spec.path[0])) is not None:
+        if (first := _parquet_column_for(named, spec.path[0])) is not None:
             candidates.append("p." + ".".join(_ident(part) for part in (first, *spec.path[1:])))
-        if (dotted := _column_for(top, ".".join(spec.path))) is not None:
+        if (dotted := _parquet_column_for(named, ".".join(spec.path))) is not None:
             candidates.append("p." + _ident(dotted))
         for expr in candidates:
             try:

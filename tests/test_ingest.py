@@ -1082,11 +1082,23 @@ def test_csv_and_parquet_columns_named_in_another_case_are_read(tmp_path):
     write(tmp_path / "requests-2.csv", ["TS,Request_ID,Session_ID,User_ID", "2023-03-20T01:00:01Z,r2,s2,u2"])
     table = {"Ts": ["2023-03-20T01:00:02Z"], "REQUEST_ID": ["r3"], "Session_Id": ["s3"], "User_Id": ["u3"]}
     pq.write_table(pa.table(table), tmp_path / "requests-3.parquet")
-    run(tmp_path, tmp_path / "out")
+    # DuckDB renames a name repeated in another case (USER_ID -> user_id_1): the exact user_id after USER_ID is
+    # still the field; User_Id beside USER_ID, neither exact, names no user_id (as in a CSV header)
+    table = {"ts": ["2023-03-20T01:00:03Z"], "request_id": ["r4"], "session_id": ["s4"], "USER_ID": ["U"],
+             "user_id": ["u4"]}
+    pq.write_table(pa.table(table), tmp_path / "requests-4.parquet")
+    table = {"ts": ["2023-03-20T01:00:04Z"], "request_id": ["r5"], "session_id": ["s5"], "User_Id": ["U"],
+             "USER_ID": ["V"]}
+    pq.write_table(pa.table(table), tmp_path / "requests-5.parquet")
+    write(tmp_path / "requests-6.csv", ["ts,request_id,session_id,User_Id,USER_ID", "2023-03-20T01:00:05Z,r6,s6,U,V"])
+    result = run(tmp_path, tmp_path / "out")
     rows = lake(tmp_path / "out", "requests")
     assert sorted((r["request_id"], r["session_id"], r["user_id"]) for r in rows) == [
-        ("r1", "s1", "u1"), ("r2", "s2", "u2"), ("r3", "s3", "u3"),
+        ("r1", "s1", "u1"), ("r2", "s2", "u2"), ("r3", "s3", "u3"), ("r4", "s4", "u4"), ("r5", "s5", None),
+        ("r6", "s6", None),
     ]
+    lacking = {Path(f["path"]).name: f.get("empty_fields") for f in result.manifest["files"] if f.get("empty_fields")}
+    assert lacking == {"requests-5.parquet": ["user_id"], "requests-6.csv": ["user_id"]}
 
 
 def test_a_cache_status_canceled_in_american_spelling_is_cancelled(tmp_path):
