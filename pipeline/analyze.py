@@ -682,14 +682,21 @@ def _window_description(row: dict[str, Any], span: tuple[Any, Any], crossed: int
             f"auto: no window: {scan} was looked for, and the best stretch scores only "
             f"{round(float(row['best_llr']), 2)}; all time is kept"
         )
-    inside, outside = (
-        _number(round(float(row[k]), 3)) for k in ("per_1000_calls_in_run", "per_1000_calls_outside")
+    inside = _number(round(float(row["per_1000_calls_in_run"]), 3))
+    elsewhere = (
+        "none elsewhere" if row["per_1000_calls_outside"] is None
+        else f"against {_number(round(float(row['per_1000_calls_outside']), 3))} elsewhere"
     )
+    joined = ""
+    if row["stretches"] == 2:
+        joined = (
+            f", joined with the best stretch of the buckets outside it, which scores "
+            f"{round(float(row['second_llr']), 2)} against the rest (the bug's rate changed, or it came back)"
+        )
     return (
-        f"auto: {scan}: {row['run_buckets']} bucket(s) with {row['crossed_in_run']} crossed replies "
-        f"({inside} per 1,000 cache calls, against {outside} elsewhere), log-likelihood ratio "
-        f"{round(float(row['best_llr']), 2)}; the window runs from the floor-second of its first crossed reply "
-        "to the end of the second of its last"
+        f"auto: {scan}, log-likelihood ratio {round(float(row['best_llr']), 2)}{joined}: {row['run_buckets']} "
+        f"bucket(s) with {row['crossed_in_run']} crossed replies ({inside} per 1,000 cache calls, {elsewhere}); "
+        "the window runs from the floor-second of its first crossed reply to the end of the second of its last"
     )
 
 
@@ -725,12 +732,14 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         if window_row["best_llr"] is not None:
             auto["log_likelihood_ratio"] = _number(round(float(window_row["best_llr"]), 3))
         auto["log_likelihood_ratio_needed"] = _number(window_row["llr_needed"])
+        if window_row["second_llr"] is not None:
+            auto["second_stretch_log_likelihood_ratio"] = _number(round(float(window_row["second_llr"]), 3))
         if window_row["window_start"] is not None:
+            auto["stretches_joined"] = int(window_row["stretches"])
             auto["crossed_replies_outside_run"] = int(window_row["crossed_outside"])
             auto["crossed_per_1000_calls_in_run"] = _number(round(float(window_row["per_1000_calls_in_run"]), 3))
-            auto["crossed_per_1000_calls_outside_run"] = _number(
-                round(float(window_row["per_1000_calls_outside"]), 3)
-            )
+            outside = window_row["per_1000_calls_outside"]
+            auto["crossed_per_1000_calls_outside_run"] = None if outside is None else _number(round(float(outside), 3))
     summary["data_span"] = {"start": _iso(span[0]), "end": _iso(span[1])}
 
     active_users, active_sessions = con.execute(

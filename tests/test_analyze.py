@@ -1297,7 +1297,63 @@ def test_auto_window_with_background_crossed_replies_stays_on_the_incident(tmp_p
     auto = summary["auto_window"]
     assert auto["crossed_per_1000_calls_outside_run"] > 20 and auto["crossed_replies_outside_run"] > 100
     assert auto["crossed_per_1000_calls_in_run"] > 5 * auto["crossed_per_1000_calls_outside_run"]
+    # the background left outside is no second stretch: the buckets outside, scanned again, fit one rate
+    assert auto["stretches_joined"] == 1 and auto["second_stretch_log_likelihood_ratio"] < 15
     assert summary["exposures"] + summary["outside_window"]["exposures"] == len(inside) + len(outside)
+
+
+def _changing_rate_cache(seed: int, phases: list[tuple[float, float, float]]):
+    """12 hours from 01:00, 4 ordinary reads a minute; before 3% of them a call on the same connection is
+    cancelled (background), and inside each phase (start hour, end hour after 01:00, share) that share. Returns
+    (cache, users, crossed reply times inside any phase)."""
+    rng = random.Random(seed)
+    cache, users, inside = [], {}, []
+    n = 0
+    for minute in range(12 * 60):
+        for k in range(4):
+            n += 1
+            at = minute + (k + rng.random()) / 4
+            share = next((p for a, b, p in phases if a * 60 <= at < b * 60), None)
+            if rng.random() < (share or 0.03):
+                cache.append(call(T(at), f"v{n}", f"user:victim{n}:titles", "cancelled", conn=f"c{n}"))
+                users[f"v{n}"] = f"victim{n}"
+                if share:
+                    inside.append(at)
+            cache.append(call(T(at, 0.5), f"r{n}", f"user:u{n}:titles", conn=f"c{n}"))
+            users[f"r{n}"] = f"u{n}"
+    return cache, users, inside
+
+
+@pytest.mark.parametrize("phases", [
+    [(1.0, 2.0, 0.4), (2.0, 9.0, 0.1)],  # an intense first hour, then a milder tail until 10:00
+    [(1.0, 2.0, 0.1), (2.0, 3.0, 0.5), (3.0, 9.0, 0.1)],  # mild, an intense hour, mild again
+    [(1.0, 2.0, 0.4), (8.0, 9.0, 0.4)],  # two bursts over the background
+], ids=["tail", "peak-in-the-middle", "two-bursts"])
+def test_auto_window_keeps_a_bug_whose_rate_changed_whole(tmp_path, phases):
+    """The scan's best stretch of a bug whose rate changes is its intense part alone: the tail counted as the rate
+    elsewhere, its exposures fell outside the window and off the notification lists. The buckets outside the best
+    stretch are scanned again, and a second stretch that stands out as much joins it."""
+    cache, users, inside = _changing_rate_cache(5, phases)
+    summary, exp = run_case(tmp_path, cache, users, window="auto")
+    start, end = (pd.Timestamp(summary["window"][k]) for k in ("start", "end"))
+    # (a stretch ends where the crossed replies are dense: a mild edge may lose a few minutes to the background)
+    assert abs(start - pd.Timestamp(T(hours=phases[0][0]))) <= pd.Timedelta(minutes=20)
+    assert abs(end - pd.Timestamp(T(hours=phases[-1][1]))) <= pd.Timedelta(minutes=20)
+    auto = summary["auto_window"]
+    assert auto["stretches_joined"] == 2 and auto["second_stretch_log_likelihood_ratio"] >= 15
+    assert "joined with the best stretch of the buckets outside it" in summary["window"]["description"]
+    in_window = exp.ts.between(pd.Timestamp(T(min(inside))).floor("s"), pd.Timestamp(T(max(inside))))
+    assert in_window.sum() >= 0.95 * len(inside)  # the bug's exposures are in the window, all but a few
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_joins_the_same_second_stretch_to_the_auto_window(tmp_path):
+    cache, users, _ = _changing_rate_cache(5, [(1.0, 2.0, 0.1), (2.0, 3.0, 0.5), (3.0, 9.0, 0.1)])
+    summary, _ = run_case(tmp_path, cache, users, window="auto")
+    assert summary["auto_window"]["stretches_joined"] == 2
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
+    assert result["window"]["spark"] == result["window"]["duckdb"]
+    assert result["only_duckdb"] == [] and result["only_spark"] == [] and result["timeline_differences"] == 0
 
 
 def test_auto_window_with_background_crossed_replies_only_finds_no_window(tmp_path):

@@ -18,32 +18,9 @@
 -- terms cancelling), the same on every engine up to the last bit of ln (90_chosen_window ranks it rounded to
 -- 6 decimals).
 CREATE OR REPLACE TEMPORARY VIEW window_scan AS
-WITH scanned_buckets AS (
-    SELECT
-        bucket_index,
-        CAST(crossed_replies AS BIGINT) AS crossed,
-        CAST(calls AS BIGINT) AS calls
-    FROM timeline_buckets
-    WHERE calls > 0
-),
-ordered_buckets AS (
-    SELECT
-        bucket_index,
-        crossed,
-        calls,
-        row_number() OVER (ORDER BY bucket_index) AS position,
-        sum(crossed) OVER (ORDER BY bucket_index ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-            AS crossed_through,
-        sum(calls) OVER (ORDER BY bucket_index ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS calls_through,
-        lag(crossed) OVER (ORDER BY bucket_index) AS crossed_before,
-        lag(calls) OVER (ORDER BY bucket_index) AS calls_before,
-        lead(crossed) OVER (ORDER BY bucket_index) AS crossed_after,
-        lead(calls) OVER (ORDER BY bucket_index) AS calls_after
-    FROM scanned_buckets
-),
-scan_totals AS (
+WITH scan_totals AS (
     SELECT count(*) AS buckets, sum(crossed) AS crossed, sum(calls) AS calls
-    FROM scanned_buckets
+    FROM scan_buckets
 ),
 stretch_starts AS (
     SELECT
@@ -51,13 +28,13 @@ stretch_starts AS (
         bucket_index,
         crossed_through - crossed AS crossed_before_start,
         calls_through - calls AS calls_before_start
-    FROM ordered_buckets
+    FROM scan_buckets
     WHERE crossed > 0
         AND (crossed_before IS NULL OR crossed * calls_before > crossed_before * calls)
 ),
 stretch_ends AS (
     SELECT position, bucket_index, crossed_through, calls_through
-    FROM ordered_buckets
+    FROM scan_buckets
     WHERE crossed > 0
         AND (crossed_after IS NULL OR crossed * calls_after > crossed_after * calls)
 ),

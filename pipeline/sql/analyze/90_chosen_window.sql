@@ -5,14 +5,16 @@
 --   (Kulldorff's Poisson scan statistic, with each bucket's cache calls as its share of the traffic); ties:
 --   the earliest stretch. It must reach an llr of at least 15 (a steady rate is then e^15, about 3 million
 --   times less likely): steady Poisson noise over up to a month of 5-minute buckets stayed below that in
---   simulation, so background crossed replies alone give no window. The window runs from the floor-second of
---   the stretch's first crossed reply to the end of the second of its last one. No such stretch: no auto
---   window (start/end NULL = all time), and it says so.
+--   simulation, so background crossed replies alone give no window. Then the buckets outside that stretch are
+--   scanned again (87_window_rescan): if their best stretch reaches that llr too (the rest of a bug whose rate
+--   changed, or a second burst), the incident runs from the first of the two stretches to the last. The window
+--   runs from the floor-second of the incident's first crossed reply to the end of the second of its last
+--   one. No such stretch: no auto window (start/end NULL = all time), and it says so.
 --   baseline (the 10th percentile of crossed replies per bucket: the quiet level) and threshold = baseline +
 --   max(1, 3 x sqrt(baseline)) describe the counts: elevated_buckets = buckets of the stretch above it (the
 --   timeline chart draws both); they do not choose the window.
---   llr is ranked rounded to 6 decimals: ln may differ in its last bit between engines, and a tie of two
---   stretches must not be broken by that.
+--   llr is ranked rounded to 6 decimals (86_primary_stretch, rescan_best below): ln may differ in its last
+--   bit between engines, and a tie of two stretches must not be broken by that.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW chosen_window AS
 WITH bucket_baseline AS (
@@ -25,37 +27,49 @@ bucket_threshold AS (
     SELECT baseline, baseline + greatest(1.0, 3.0 * sqrt(baseline)) AS threshold, buckets
     FROM bucket_baseline
 ),
-ranked_stretches AS (
-    SELECT
-        window_scan.*,
-        row_number() OVER (ORDER BY round(llr, 6) DESC, first_bucket, last_bucket) AS stretch_rank
-    FROM window_scan
-),
 scan_best AS (
     -- one row: the best stretch's llr (NULL without crossed replies) and the llr a window needs
+    SELECT llr AS best_llr, llr_needed
+    FROM primary_stretch
+),
+rescan_best AS (
+    -- one row: the second scan's best stretch (87_window_rescan; NULLs when there was none)
     SELECT
-        max(llr) AS best_llr,
-        CAST(15 AS DOUBLE) AS llr_needed
-    FROM ranked_stretches
+        max(first_bucket) AS first_bucket,
+        max(last_bucket) AS last_bucket,
+        max(llr) AS llr
+    FROM (
+        SELECT
+            window_rescan.*,
+            row_number() OVER (ORDER BY round(llr, 6) DESC, first_bucket, last_bucket) AS stretch_rank
+        FROM window_rescan
+    ) AS ranked_rescan
     WHERE stretch_rank = 1
 ),
 incident_run AS (
-    -- one row; NULLs when no stretch reaches llr_needed
+    -- one row (NULLs when the primary stretch does not reach llr_needed): the primary stretch, widened to the
+    -- second one when that reaches llr_needed too (from the first of the two to the last)
     SELECT
-        max(s.first_bucket) AS first_bucket,
-        max(s.last_bucket) AS last_bucket,
-        max(s.calls_in) AS calls_in_run,
-        max(s.crossed_out) AS crossed_outside,
-        max(s.calls_out) AS calls_outside
-    FROM ranked_stretches AS s
-    CROSS JOIN scan_best AS b
-    WHERE s.stretch_rank = 1 AND s.llr >= b.llr_needed
+        max(CASE WHEN r.llr >= p.llr_needed AND r.first_bucket < p.first_bucket THEN r.first_bucket
+                 ELSE p.first_bucket END) AS first_bucket,
+        max(CASE WHEN r.llr >= p.llr_needed AND r.last_bucket > p.last_bucket THEN r.last_bucket
+                 ELSE p.last_bucket END) AS last_bucket,
+        max(r.llr) AS second_llr,
+        max(CASE WHEN r.llr >= p.llr_needed THEN 2 ELSE 1 END) AS stretches
+    FROM primary_stretch AS p
+    CROSS JOIN rescan_best AS r
+    WHERE p.llr >= p.llr_needed
+),
+scan_totals AS (
+    SELECT sum(crossed) AS crossed, sum(calls) AS calls
+    FROM scan_buckets
 ),
 incident_buckets AS (
     SELECT
         count(*) AS run_buckets,
         sum(CASE WHEN b.crossed_replies > h.threshold THEN 1 ELSE 0 END) AS elevated_buckets,
-        sum(b.crossed_replies) AS crossed_in_run
+        sum(b.crossed_replies) AS crossed_in_run,
+        sum(b.calls) AS calls_in_run
     FROM timeline_buckets AS b
     INNER JOIN incident_run AS r
         ON b.bucket_index BETWEEN r.first_bucket AND r.last_bucket
@@ -84,14 +98,18 @@ auto_window AS (
         coalesce(n.run_buckets, 0) AS run_buckets,
         coalesce(n.elevated_buckets, 0) AS elevated_buckets,
         coalesce(n.crossed_in_run, 0) AS crossed_in_run,
-        r.calls_in_run,
-        r.crossed_outside,
-        r.calls_outside,
-        1000.0 * n.crossed_in_run / r.calls_in_run AS per_1000_calls_in_run,
-        1000.0 * r.crossed_outside / r.calls_outside AS per_1000_calls_outside
+        n.calls_in_run,
+        t.crossed - n.crossed_in_run AS crossed_outside,
+        t.calls - n.calls_in_run AS calls_outside,
+        1000.0 * n.crossed_in_run / n.calls_in_run AS per_1000_calls_in_run,
+        -- NULL when the joined stretches leave no cache call outside
+        1000.0 * (t.crossed - n.crossed_in_run) / nullif(t.calls - n.calls_in_run, 0) AS per_1000_calls_outside,
+        r.second_llr,
+        r.stretches
     FROM incident_span AS s
     CROSS JOIN incident_run AS r
     CROSS JOIN incident_buckets AS n
+    CROSS JOIN scan_totals AS t
 )
 SELECT
     p.window_method,
@@ -111,6 +129,8 @@ SELECT
     a.per_1000_calls_outside,
     g.best_llr,
     g.llr_needed,
+    a.second_llr,
+    a.stretches,
     a.auto_start,
     a.auto_end
 FROM params AS p
