@@ -1376,6 +1376,31 @@ def test_auto_window_without_crossed_replies_finds_no_window(tmp_path):
     assert "no crossed replies" in summary["window"]["description"]
 
 
+def _baseline_case():
+    """Two buckets of 1 and 3 crossed replies (bob's requests served alice's titles): percentile_cont(0.1) of them
+    is 1.2, which DuckDB's percentile_cont made 1.2000000000000002 and Spark's 1.2000000000000000 (the nearest)."""
+    reads = [(0, 0), (10, 0), (10, 1), (10, 2)]
+    cache = [call(T(m, s), f"r{m}-{s}", "user:bob:titles", conn=f"c{m}-{s}", value_owner="alice") for m, s in reads]
+    return cache, {f"r{m}-{s}": "bob" for m, s in reads}
+
+
+def test_timeline_baseline_is_the_nearest_double_to_the_10th_percentile(tmp_path):
+    cache, users = _baseline_case()
+    summary, exp = run_case(tmp_path, cache, users, window="all")
+    timeline = pd.read_parquet(tmp_path / "out" / "timeline.parquet")
+    assert list(timeline.crossed_replies) == [1, 3] and len(exp) == 4
+    assert set(timeline.baseline) == {1.2} and set(timeline.threshold) == {1.2 + 3.0 * 1.2 ** 0.5}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_computes_the_same_timeline_baseline_as_duckdb(tmp_path):
+    cache, users = _baseline_case()
+    run_case(tmp_path, cache, users, window="all")
+    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
+    assert result["timeline_differences"] == 0  # baseline and threshold included, to the last bit
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+
+
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_spark_finds_the_same_auto_window_among_background_crossed_replies(tmp_path):
     cache, users, inside, outside = _noisy_cache(3, (3.0, 6.0))

@@ -15,13 +15,34 @@
 --   timeline chart draws both); they do not choose the window.
 --   llr is ranked rounded to 6 decimals (86_primary_stretch, rescan_best below): ln may differ in its last
 --   bit between engines, and a tie of two stretches must not be broken by that.
+--   The baseline is percentile_cont(0.1) spelled out: the count at 1 + (buckets - 1) / 10 in rank order,
+--   interpolated to the next one, in integers (tenths) and one division, so it is the double nearest the exact
+--   value on every engine. percentile_cont itself interpolates in floating point, differently per engine:
+--   DuckDB gave 1.2000000000000002 where Spark gave 1.2 (counts 1 and 3), and at a whole threshold (baseline 49:
+--   70) the two engines counted different elevated_buckets.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW chosen_window AS
-WITH bucket_baseline AS (
+WITH ranked_counts AS (
     SELECT
-        percentile_cont(0.1) WITHIN GROUP (ORDER BY crossed_replies) AS baseline,
-        count(*) AS buckets
+        crossed_replies,
+        row_number() OVER (ORDER BY crossed_replies) AS bucket_rank,
+        CAST(((count(*) OVER () - 1) - (count(*) OVER () - 1) % 10) / 10 AS BIGINT) + 1 AS low_rank,
+        (count(*) OVER () - 1) % 10 AS tenths
     FROM timeline_buckets
+),
+baseline_points AS (
+    SELECT
+        max(CASE WHEN bucket_rank = low_rank THEN crossed_replies END) AS low_count,
+        max(CASE WHEN bucket_rank = low_rank + 1 THEN crossed_replies END) AS high_count,
+        max(tenths) AS tenths,
+        count(*) AS buckets
+    FROM ranked_counts
+),
+bucket_baseline AS (
+    SELECT
+        CAST(10 * low_count + tenths * (coalesce(high_count, low_count) - low_count) AS DOUBLE) / 10 AS baseline,
+        buckets
+    FROM baseline_points
 ),
 bucket_threshold AS (
     SELECT baseline, baseline + greatest(1.0, 3.0 * sqrt(baseline)) AS threshold, buckets
@@ -101,9 +122,11 @@ auto_window AS (
         n.calls_in_run,
         t.crossed - n.crossed_in_run AS crossed_outside,
         t.calls - n.calls_in_run AS calls_outside,
-        1000.0 * n.crossed_in_run / n.calls_in_run AS per_1000_calls_in_run,
-        -- NULL when the joined stretches leave no cache call outside
-        1000.0 * (t.crossed - n.crossed_in_run) / nullif(t.calls - n.calls_in_run, 0) AS per_1000_calls_outside,
+        -- DOUBLEs on both engines (1000.0 * n / d is a DECIMAL on Spark, rounded at 13 places); NULL when the
+        -- joined stretches leave no cache call outside
+        CAST(1000 * n.crossed_in_run AS DOUBLE) / n.calls_in_run AS per_1000_calls_in_run,
+        CAST(1000 * (t.crossed - n.crossed_in_run) AS DOUBLE) / nullif(t.calls - n.calls_in_run, 0)
+            AS per_1000_calls_outside,
         r.second_llr,
         r.stretches
     FROM incident_span AS s
