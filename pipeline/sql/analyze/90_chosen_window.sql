@@ -60,12 +60,11 @@ rescan_best AS (
         max(last_bucket) AS last_bucket,
         max(llr) AS llr
     FROM (
-        SELECT
-            window_rescan.*,
-            row_number() OVER (ORDER BY round(llr, 6) DESC, first_bucket, last_bucket) AS stretch_rank
+        SELECT first_bucket, last_bucket, llr
         FROM window_rescan
-    ) AS ranked_rescan
-    WHERE stretch_rank = 1
+        ORDER BY round(llr, 6) DESC, first_bucket, last_bucket
+        LIMIT 1
+    ) AS best_rescan
 ),
 incident_run AS (
     -- one row (NULLs when the primary stretch does not reach llr_needed): the primary stretch, widened to the
