@@ -13,20 +13,15 @@ WITH primary_found AS (
     FROM primary_stretch
     WHERE llr >= llr_needed
 ),
-rest_totals AS (
-    SELECT
-        count(*) AS buckets,
-        sum(b.crossed) AS crossed,
-        sum(b.calls) AS calls
-    FROM scan_buckets AS b
-    INNER JOIN primary_found AS p
-        ON b.bucket_index < p.first_bucket OR b.bucket_index > p.last_bucket
-),
 rest_buckets AS (
     SELECT b.*
     FROM scan_buckets AS b
     INNER JOIN primary_found AS p
         ON b.bucket_index < p.first_bucket OR b.bucket_index > p.last_bucket
+),
+rest_totals AS (
+    SELECT count(*) AS buckets, sum(crossed) AS crossed, sum(calls) AS calls
+    FROM rest_buckets
 ),
 rescan_starts AS (
     SELECT
