@@ -11,12 +11,11 @@
 -- Ties on ts are ordered by file, then source_line: the later line wins (the earlier one's interval is empty). Files
 -- in the order they were written, by the first ts each holds (as 05_source_files orders the cache files): a
 -- rotated sessions.jsonl.1 before the current sessions.jsonl, which sorts first by name.
--- holding_at_start / holder_at_start: who holds the session at the very instant valid_from. For a logout or an
--- expire, the holder of the interval before (NULL: no event before): the session ends after that instant. A log
--- in whole seconds writes the logout request's own reads in the second of its logout; read as after it, the
+-- A logout or an expire ends the session just after its instant: at the instant itself (an interval of one
+-- microsecond) the session is as it was before (no interval when no event came before: the request's user). A
+-- log in whole seconds writes the logout request's own reads in the second of its logout; read as after it, the
 -- user's own data was an exposure to an anonymous viewer. (A login or refresh holds from its instant on.)
--- valid_to NULL = until the end of the logs. Later views look an instant up with an equi + range join, and take
--- the *_at_start columns when the instant is valid_from (45_read_viewers, 95_window_activity).
+-- valid_to NULL = until the end of the logs. Later views look an instant up with an equi + range join.
 CREATE OR REPLACE TEMPORARY VIEW session_holders AS
 WITH session_files AS (
     SELECT
@@ -69,20 +68,34 @@ held_intervals AS (
         source_line,
         valid_to
     FROM grouped_events
+),
+sequenced_intervals AS (
+    SELECT
+        held_intervals.*,
+        lag(holding) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line) AS holding_before,
+        lag(holder_user_id) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line)
+            AS holder_before,
+        timestamp_micros(unix_micros(ts) + 1) AS after_ts
+    FROM held_intervals
 )
+-- a login or refresh: held from its instant on
+SELECT session_id, holder_event, holding, holder_user_id, ts AS valid_from, valid_to
+FROM sequenced_intervals
+WHERE holding
+UNION ALL
+-- a logout or expire: at its very instant (one microsecond, the lake's resolution) the session as it was before
 SELECT
     session_id,
     holder_event,
-    holding,
-    holder_user_id,
-    CASE
-        WHEN holding THEN true
-        ELSE lag(holding) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line)
-    END AS holding_at_start,
-    CASE
-        WHEN holding THEN holder_user_id
-        ELSE lag(holder_user_id) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line)
-    END AS holder_at_start,
+    holding_before AS holding,
+    holder_before AS holder_user_id,
     ts AS valid_from,
-    valid_to
-FROM held_intervals;
+    CASE WHEN valid_to IS NOT NULL AND valid_to < after_ts THEN valid_to ELSE after_ts END AS valid_to
+FROM sequenced_intervals
+WHERE NOT holding
+    AND holding_before IS NOT NULL
+UNION ALL
+-- ... and nobody from just after it (empty when the next event is at the same instant)
+SELECT session_id, holder_event, holding, holder_user_id, after_ts AS valid_from, valid_to
+FROM sequenced_intervals
+WHERE NOT holding;

@@ -2,8 +2,8 @@
 -- viewer at the instant of the read.
 -- Viewer (docs/design.md "Viewer"): the request's session at the read's ts in session_holders (equi + range
 -- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no
--- user, the request's user_id); logout/expire -> nobody, after its very instant (at it, the holder before). No session event at or before the read, or no
--- sessions log: the request's user_id. No user: anonymous.
+-- user, the request's user_id); logout/expire -> nobody, from just after its instant (20_session_holders). No
+-- session event at or before the read, or no sessions log: the request's user_id. No user: anonymous.
 -- viewer_kind: 'session' | 'request' (where the viewer came from: a session event that names a user, else the
 -- request's user_id, also under a login/refresh that names nobody), 'anonymous', or 'unknown' (the read's
 -- request is not in the requests log: kept and counted, never dropped), 'background' (no request at all).
@@ -19,8 +19,8 @@ WITH reads_with_requests AS (
         q.route,
         q.status AS request_status,
         q.request_failed,
-        CASE WHEN c.ts = h.valid_from THEN h.holding_at_start ELSE h.holding END AS holding,
-        CASE WHEN c.ts = h.valid_from THEN h.holder_at_start ELSE h.holder_user_id END AS holder_user_id
+        h.holding,
+        h.holder_user_id
     FROM read_digests AS c
     LEFT JOIN request_log AS q
         ON c.request_id = q.request_id

@@ -4,12 +4,14 @@
 -- anonymous visitors and stale tabs of ended sessions are not active users).
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW window_activity AS
-WITH window_request_holders AS (
+WITH window_request_viewers AS (
     SELECT
         q.session_id,
-        q.user_id,
-        CASE WHEN q.ts = h.valid_from THEN h.holding_at_start ELSE h.holding END AS holding,
-        CASE WHEN q.ts = h.valid_from THEN h.holder_at_start ELSE h.holder_user_id END AS holder_user_id
+        CASE
+            WHEN h.holding = false THEN CAST(NULL AS STRING)
+            WHEN h.holding = true THEN coalesce(h.holder_user_id, q.user_id)
+            ELSE q.user_id
+        END AS viewer_id
     FROM request_log AS q
     CROSS JOIN chosen_window AS w
     LEFT JOIN session_holders AS h
@@ -18,16 +20,6 @@ WITH window_request_holders AS (
         AND (h.valid_to IS NULL OR q.ts < h.valid_to)
     WHERE (w.window_start IS NULL OR q.ts >= w.window_start)
         AND (w.window_end IS NULL OR q.ts < w.window_end)
-),
-window_request_viewers AS (
-    SELECT
-        session_id,
-        CASE
-            WHEN holding = false THEN CAST(NULL AS STRING)
-            WHEN holding = true THEN coalesce(holder_user_id, user_id)
-            ELSE user_id
-        END AS viewer_id
-    FROM window_request_holders
 )
 SELECT DISTINCT viewer_id, session_id
 FROM window_request_viewers
