@@ -56,7 +56,6 @@ grouped_events AS (
 held_intervals AS (
     SELECT
         session_id,
-        event AS holder_event,
         CASE WHEN event IN ('login', 'refresh') THEN true ELSE false END AS holding,
         CASE
             WHEN event IN ('login', 'refresh') THEN
@@ -79,14 +78,13 @@ sequenced_intervals AS (
     FROM held_intervals
 )
 -- a login or refresh: held from its instant on
-SELECT session_id, holder_event, holding, holder_user_id, ts AS valid_from, valid_to
+SELECT session_id, holding, holder_user_id, ts AS valid_from, valid_to
 FROM sequenced_intervals
 WHERE holding
 UNION ALL
 -- a logout or expire: at its very instant (one microsecond, the lake's resolution) the session as it was before
 SELECT
     session_id,
-    holder_event,
     holding_before AS holding,
     holder_before AS holder_user_id,
     ts AS valid_from,
@@ -96,6 +94,6 @@ WHERE NOT holding
     AND holding_before IS NOT NULL
 UNION ALL
 -- ... and nobody from just after it (empty when the next event is at the same instant)
-SELECT session_id, holder_event, holding, holder_user_id, after_ts AS valid_from, valid_to
+SELECT session_id, holding, holder_user_id, after_ts AS valid_from, valid_to
 FROM sequenced_intervals
 WHERE NOT holding;
