@@ -7,6 +7,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -59,6 +60,11 @@ def run_case(tmp_path: Path, cache, users=None, *, requests=None, sessions=(), k
     summary = analyze(out, cfg, window=window, progress=False)
     exposures = pd.read_parquet(out / "exposures.parquet")
     return summary, exposures
+
+
+def compare_lake(tmp_path: Path, window: str) -> dict[str, Any]:
+    """The lake run_case wrote, analysed by DuckDB and by Spark (pipeline.spark.compare) with the KEYS rules."""
+    return compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window=window)
 
 
 def pairs(exposures: pd.DataFrame) -> set[tuple]:
@@ -264,7 +270,7 @@ def test_a_read_at_the_instant_of_a_logout_is_still_the_holders(tmp_path):
 def test_spark_ends_a_session_after_the_instant_of_its_logout_as_duckdb_does(tmp_path):
     cache, requests, sessions = _logout_instant_case()
     run_case(tmp_path, cache, requests=requests, sessions=sessions)
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 1, "spark": 1}
 
@@ -1165,7 +1171,7 @@ def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
 def test_spark_keeps_the_session_holder_through_a_refresh_as_duckdb_does(tmp_path):
     cache, requests, sessions = _refresh_case()
     run_case(tmp_path, cache, requests=requests, sessions=sessions)
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 4, "spark": 4}
 
@@ -1197,7 +1203,7 @@ def test_spark_sorts_undated_lines_last_as_duckdb_does(tmp_path):
     """Spark puts NULLs first, DuckDB last: the SQL says NULLS LAST wherever a ts may be NULL."""
     cache, requests = _undated_lines_case()
     run_case(tmp_path, cache, requests=requests, window="all")
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 2, "spark": 2} and result["timeline_differences"] == 0
 
@@ -1351,7 +1357,7 @@ def test_spark_joins_the_same_second_stretch_to_the_auto_window(tmp_path):
     cache, users, _ = _changing_rate_cache(5, [(1.0, 2.0, 0.1), (2.0, 3.0, 0.5), (3.0, 9.0, 0.1)])
     summary, _ = run_case(tmp_path, cache, users, window="auto")
     assert summary["auto_window"]["stretches_joined"] == 2
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
+    result = compare_lake(tmp_path, window="auto")
     assert result["window"]["spark"] == result["window"]["duckdb"]
     assert result["only_duckdb"] == [] and result["only_spark"] == [] and result["timeline_differences"] == 0
 
@@ -1396,7 +1402,7 @@ def test_timeline_baseline_is_the_nearest_double_to_the_10th_percentile(tmp_path
 def test_spark_computes_the_same_timeline_baseline_as_duckdb(tmp_path):
     cache, users = _baseline_case()
     run_case(tmp_path, cache, users, window="all")
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
+    result = compare_lake(tmp_path, window="auto")
     assert result["timeline_differences"] == 0  # baseline and threshold included, to the last bit
     assert result["only_duckdb"] == [] and result["only_spark"] == []
 
@@ -1405,7 +1411,7 @@ def test_spark_computes_the_same_timeline_baseline_as_duckdb(tmp_path):
 def test_spark_finds_the_same_auto_window_among_background_crossed_replies(tmp_path):
     cache, users, inside, outside = _noisy_cache(3, (3.0, 6.0))
     summary, exp = run_case(tmp_path, cache, users, window="auto")
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="auto")
+    result = compare_lake(tmp_path, window="auto")
     assert result["window"]["spark"] == result["window"]["duckdb"]
     assert result["only_duckdb"] == [] and result["only_spark"] == [] and result["timeline_differences"] == 0
 
@@ -1837,7 +1843,7 @@ def test_a_value_naming_none_of_the_owners_of_an_mget_is_crossed_or_a_conflict(t
 def test_spark_judges_mget_items_named_by_value_and_public_digests_as_duckdb_does(tmp_path, case, exposures):
     cache, requests = case()
     run_case(tmp_path, cache, requests=requests)
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": exposures, "spark": exposures}
     assert result["timeline_differences"] == 0
@@ -1847,7 +1853,7 @@ def test_spark_judges_mget_items_named_by_value_and_public_digests_as_duckdb_doe
 def test_spark_judges_a_value_outside_an_mgets_owners_as_duckdb_does(tmp_path):
     cache, requests = _value_outside_mget_case()
     run_case(tmp_path, cache, requests=requests)
-    result = compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 5, "spark": 5}
     assert result["near_misses"] == {"duckdb": 2, "spark": 2} and result["timeline_differences"] == 0
