@@ -58,7 +58,7 @@ import duckdb
 
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
-from .errors import WhosawError, first_unreadable_parquet
+from .errors import WhosawError, first_unreadable_parquet, set_memory_limit
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import (
@@ -581,17 +581,25 @@ def _memory_limit(explicit: str | None) -> str:
 def _threads(explicit: int | None) -> int:
     if explicit:
         return int(explicit)
-    if os.environ.get("WHOSAW_THREADS"):
-        return int(os.environ["WHOSAW_THREADS"])
+    value = os.environ.get("WHOSAW_THREADS")
+    if value:
+        if not re.fullmatch(r"\s*[0-9]+\s*", value) or int(value) < 1:
+            raise WhosawError(f"WHOSAW_THREADS: expected a whole number of threads, 1 or more, not {value!r}")
+        return int(value)
     return os.cpu_count() or 1
 
 
 def connect(temp_dir: Path, memory_limit: str | None = None, threads: int | None = None):
     """A DuckDB connection set up for the analysis: limits, spill folder, UTC, the dialect macros."""
     temp_dir.mkdir(parents=True, exist_ok=True)
+    threads = _threads(threads)
     con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = '{_memory_limit(memory_limit)}'")
-    con.execute(f"SET threads = {_threads(threads)}")
+    try:
+        set_memory_limit(con, _memory_limit(memory_limit))
+    except WhosawError:
+        con.close()
+        raise
+    con.execute(f"SET threads = {threads}")
     con.execute(f"SET temp_directory = '{_sql_path(temp_dir)}'")
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET TimeZone = 'UTC'")

@@ -22,3 +22,16 @@ def first_unreadable_parquet(con: Any, paths: Iterable[Path]) -> Path | None:
         except duckdb.Error:
             return path
     return None
+
+
+def set_memory_limit(con: Any, limit: str) -> None:
+    """SET DuckDB's ``memory_limit`` on ``con``. A size DuckDB cannot read (``WHOSAW_MEMORY_LIMIT=lots``) is bad
+    usage, one line and exit 2, not an internal error."""
+    import duckdb
+
+    try:
+        con.execute(f"SET memory_limit = '{limit.replace(chr(39), chr(39) * 2)}'")
+    except duckdb.Error:
+        raise WhosawError(
+            f"memory limit {limit!r} is not a size DuckDB reads (WHOSAW_MEMORY_LIMIT takes e.g. 4GB or 600MB)"
+        ) from None

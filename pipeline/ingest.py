@@ -80,7 +80,7 @@ import pyarrow as pa
 from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, SourceConfig, resolve_config, strptime_specifiers
-from .errors import WhosawError
+from .errors import WhosawError, set_memory_limit
 from .manifest import (
     begin_ingest_commit,
     ctrl_c_waits,
@@ -976,7 +976,12 @@ class _Gunzip:
 
 def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
     (scratch / "duckdb").mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(scratch / "duckdb")})
+    con = duckdb.connect(config={"temp_directory": str(scratch / "duckdb")})
+    try:
+        set_memory_limit(con, MEMORY_LIMIT)
+    except WhosawError:
+        con.close()
+        raise
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     # A partitioned COPY buffers up to 524288 rows per thread and 5 row groups per open file by default: with

@@ -2,6 +2,7 @@
 written when the command line is wrong."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -411,6 +412,24 @@ def test_one_exposure_outside_the_window_is_singular(finished_run, tmp_path):
     assert json.loads((out / "summary.json").read_text())["outside_window"]["exposures"] == 1
     line = next(line for line in result.output.splitlines() if line.startswith("outside window"))
     assert line.split(None, 2)[2] == "1 exposure not counted above"
+
+
+@pytest.mark.parametrize(("verb", "setting", "says"), [
+    ("ingest", "WHOSAW_MEMORY_LIMIT=lots", "memory limit 'lots' is not a size DuckDB reads"),
+    ("analyze", "WHOSAW_MEMORY_LIMIT=lots", "memory limit 'lots' is not a size DuckDB reads"),
+    ("analyze", "WHOSAW_THREADS=two", "WHOSAW_THREADS: expected a whole number of threads, 1 or more, not 'two'"),
+    ("analyze", "WHOSAW_THREADS=0", "WHOSAW_THREADS: expected a whole number of threads, 1 or more, not '0'"),
+])
+def test_a_bad_resource_setting_is_one_line_and_exit_2(finished_run, tmp_path, verb, setting, says):
+    """WHOSAW_MEMORY_LIMIT and WHOSAW_THREADS are settings like the config's: a value DuckDB cannot take is bad
+    usage (exit 2, one line naming it), not an internal error. (A fresh process: ingest reads them on import.)"""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    args = [SAMPLE, "--config", f"{SAMPLE}/incident.toml"] if verb == "ingest" else []
+    name, value = setting.split("=")
+    done = subprocess.run([sys.executable, "-m", "pipeline", verb, *args, "--out", str(out)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, name: value})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"whosaw: error: {says}") and done.stderr.count("\n") == 1, done.stderr
 
 
 def test_python_dash_m_pipeline_is_the_whosaw_command(tmp_path):
