@@ -1418,12 +1418,27 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         [Code(kind), ": ", Num(n, key=("near_misses", "by_kind", kind)), " — ", NEAR_MISS_TEXT.get(kind, "")]
         for kind, n in sorted((near.get("by_kind") or {}).items())
     ]
+    # near_misses.parquet holds them all: a count of the window's alone would not match its rows
+    near_outside = near.get("outside_window", 0) or 0
     blocks.append(
         Para(
             [
                 *_count(near.get("total", 0), "near miss", ("near_misses", "total"), "near misses"),
-                ": replies that crossed but, as far as the logs show, reached no one as data. "
-                "They are not exposures and are in near_misses.parquet.",
+                *(
+                    [" in the window (", Num(near_outside, key=("near_misses", "outside_window")), " more outside it)"]
+                    if near_outside
+                    else []
+                ),
+                ": replies that crossed but, as far as the logs show, reached no one as data. ",
+                *(
+                    [
+                        "They are not exposures; near_misses.parquet holds all ",
+                        Num((near.get("total", 0) or 0) + near_outside),
+                        " (column in_window).",
+                    ]
+                    if near_outside
+                    else ["They are not exposures and are in near_misses.parquet."]
+                ),
             ]
         )
     )

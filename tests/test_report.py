@@ -1120,6 +1120,20 @@ def _report_text(out: Path, **summary_changes) -> str:
     return (out / "report.md").read_text(encoding="utf-8").replace("\\", "")
 
 
+def test_near_misses_outside_the_window_are_counted_beside_those_in_it(tmp_path):
+    """The summary's near-miss counts are the window's; near_misses.parquet, which the report points to, holds all
+    of them: the report says how many more lie outside, so its count and the file's rows agree."""
+    out = build_analysis(tmp_path / "out")
+    near = {"total": 3, "by_kind": {"failed": 2, "not-data": 1}, "by_category": {"payment_info": 3}}
+    text = _report_text(out, near_misses={**near, "outside_window": 2})
+    assert ("3 near misses in the window (2 more outside it): replies that crossed but, as far as the logs show, "
+            "reached no one as data. They are not exposures; near_misses.parquet holds all 5 (column in_window)."
+            ) in text
+    check_numbers_match_summary(out)
+    text = _report_text(out, near_misses={**near, "outside_window": 0})
+    assert "3 near misses: replies that crossed but" in text and "more outside it" not in text
+
+
 def test_counts_of_one_take_the_singular(tmp_path):
     """A count of one reads "1 row rests", "1 near miss", "1 (x%) was affected": not "1 rows rest"."""
     rows = [("2023-03-20T01:10:00Z", "r1", "sess-b", "u2", "u1", "payment_info", "high", "digest-ambiguous")]
