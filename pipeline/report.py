@@ -861,11 +861,12 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
             f" {_verb(affected_active, 'was', 'were')} affected.",
         ]
         if affected_active != affected:
-            parts += [
-                " The other ",
-                *_count(affected - affected_active, "affected user"),
-                f" did not use the service in {period} themselves.",
-            ]
+            others = affected - affected_active
+            parts += (
+                [f" The other affected user did not use the service in {period} themselves."]
+                if others == 1
+                else [" The other ", Num(others), f" affected users did not use the service in {period} themselves."]
+            )
     blocks.append(Para(parts, "headline"))
     blocks += _outside_warning(s)
     by_cat = s.get("affected_owners_by_category") or {}

@@ -1157,6 +1157,11 @@ def test_counts_of_one_take_the_singular(tmp_path):
     assert "1 user id appears more than once in the users directory" in text
     for wrong in ("1 rows", "1 served reads", "1 near misses", "1 user ids", "1 exposures", "were affected"):
         assert wrong not in text, wrong
+    # of two affected owners, one was not active: "the other affected user", not "the other 1 affected user"
+    text = _report_text(out, active_users=1, affected_active_users=1, affected_owners=2)
+    assert "(100.00%)** was affected. The other affected user did not use the service in that window" in text
+    text = _report_text(out, active_users=1, affected_active_users=1, affected_owners=3)
+    assert "The other 2 affected users did not use the service in that window themselves." in text
 
 
 @pytest.mark.parametrize(
