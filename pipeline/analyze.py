@@ -45,6 +45,7 @@ afterwards), so a large lake spills to disk instead of failing. Only small aggre
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -171,94 +172,174 @@ _WORD_BOUNDARY = r"(?:(?<=\w)(?!\w)|(?<!\w)(?=\w))"  # \w is ASCII in both; Java
 _NOT_WORD_BOUNDARY = r"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w))"
 
 
+_ESCAPE = re.compile(r"\\(?:x\{[0-9A-Fa-f]+\}|x[0-9A-Fa-f]{2}|[pP](?:\{[^}]*\}|[A-Za-z])|.)", re.DOTALL)
+_RE2_META = set("\\.+*?()|[]{}^$")
+
+
 def java_pattern(pattern: str) -> str:
     r"""A key pattern (RE2, as DuckDB runs it and the config checks) rewritten for Spark's java.util.regex, so both
     engines match the same keys and extract the same groups (group numbers are kept).
 
     Where the two read the same text differently: ``$`` (Java also matches before a final line break: ``\z``
     unless multi-line); ``.``, ``^``, ``$`` (Java knows \r, \u0085, \u2028, \u2029 as line breaks: flag ``d``);
-    ``(?i)`` (ASCII-only in Java: flag ``u``); POSIX classes ``[[:alpha:]]`` (in Java a union of the letters
-    ':alph'); ``[`` and ``&&`` inside a class (Java: nested class, intersection); ``\s`` (Java adds \x0B),
-    ``\v`` (Java: any vertical space), ``\b`` (Java 17: Unicode letters); a ``{`` that is no repetition (RE2: a
-    literal; Java: an error)."""
-    out = ["(?du)"]
-    multiline = [False]  # per open group: is (?m) in force
+    POSIX classes ``[[:alpha:]]`` (in Java a union of the letters ':alph'); ``[`` and ``&&`` inside a class
+    (Java: nested class, intersection); ``\s`` (Java adds \x0B), ``\v`` (Java: any vertical space), ``\b`` (Java
+    17: Unicode letters); a ``{`` that is no repetition (RE2: a literal; Java: an error); ``(?i)``: RE2 matches
+    a character's Unicode simple case-folding orbit (k, K and the Kelvin sign; ß and ẞ; not the Turkish ı, İ
+    with i, I) and folds classes, ranges, ``\w`` and POSIX classes by it, where Java compares toUpperCase and
+    toLowerCase, folds a range by other rules than a single character, none of \w and [[:alpha:]], and knows
+    Unicode 13 (Java 17) where DuckDB's RE2 knows 14. So Java never case-folds here: the ``i`` flag is dropped
+    and, where it is in force, each character, escape or class that RE2's folding changes is written as a Java
+    class of what RE2 matches (:func:`_case_folded`: ``(?i)k`` is ``[kK\x{212A}]``, ``(?i)[^k]`` is
+    ``[^kK\x{212A}]``)."""
+    out = ["(?d)"]
+    modes = [(False, False)]  # per open group: are (?m) and (?i) in force
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
+        multiline, nocase = modes[-1]
         if ch == "\\" and i + 1 < n:
-            esc = pattern[i + 1]
-            out.append({"s": f"[{_RE2_SPACE}]", "S": f"[^{_RE2_SPACE}]", "v": r"\x0B", "b": _WORD_BOUNDARY,
-                        "B": _NOT_WORD_BOUNDARY}.get(esc, pattern[i:i + 2]))
-            i += 2
+            token = _ESCAPE.match(pattern, i).group(0)
+            java = {"s": f"[{_RE2_SPACE}]", "S": f"[^{_RE2_SPACE}]", "v": r"\x0B", "b": _WORD_BOUNDARY,
+                    "B": _NOT_WORD_BOUNDARY}.get(token[1], token)
+            out.append(_case_folded(token, java) if nocase else java)
+            i += len(token)
         elif ch == "[":
-            i = _java_class(pattern, i, out)
+            end = _java_class(pattern, i, out)
+            if nocase:
+                out[-1] = _case_folded(pattern[i:end], out[-1])
+            i = end
         elif ch == "(":
             flags = re.match(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])", pattern[i:])
-            state = multiline[-1]
+            state = modes[-1]
             if flags:
-                if "m" in flags.group(1):
-                    state = True
-                if flags.group(2) and "m" in flags.group(2):
-                    state = False
-                if flags.group(3) == ")":
-                    multiline[-1] = state
-                    out.append(flags.group(0))
+                on, off, kind = flags.group(1), flags.group(2) or "", flags.group(3)
+                state = (("m" in on or state[0]) and "m" not in off, ("i" in on or state[1]) and "i" not in off)
+                on, off = on.replace("i", ""), off.replace("i", "")
+                java = "(?" + on + ("-" + off if off else "") + kind
+                if kind == ")":
+                    modes[-1] = state
+                    out.append("" if java == "(?)" else java)
                     i += len(flags.group(0))
                     continue
-            multiline.append(state)
-            out.append(ch)
-            i += 1
+                out.append(java)
+                i += len(flags.group(0))
+            else:
+                out.append(ch)
+                i += 1
+            modes.append(state)
         elif ch == ")":
-            if len(multiline) > 1:
-                multiline.pop()
+            if len(modes) > 1:
+                modes.pop()
             out.append(ch)
             i += 1
         elif ch == "$":
-            out.append("$" if multiline[-1] else r"\z")
+            out.append("$" if multiline else r"\z")
             i += 1
         elif ch == "{" and not _RE2_REPEAT.match(pattern, i):
             out.append(r"\{")
             i += 1
         else:
-            out.append(ch)
+            out.append(_case_folded(ch, ch) if nocase and ch not in _RE2_META else ch)
             i += 1
     return "".join(out)
 
 
 def _java_class(pattern: str, i: int, out: list[str]) -> int:
-    """Copy the character class starting at ``pattern[i]`` (``[``) in Java's syntax; return the index after it."""
-    out.append("[")
+    """Append the character class starting at ``pattern[i]`` (``[``) to ``out`` in Java's syntax, as one item;
+    return the index after it."""
+    java = ["["]
     i += 1
     if pattern.startswith("^", i):
-        out.append("^")
+        java.append("^")
         i += 1
     first = True
     while i < len(pattern):
         ch = pattern[i]
         if ch == "]" and not first:
-            out.append("]")
-            return i + 1
+            java.append("]")
+            i += 1
+            break
         first = False
         posix = re.match(r"\[:(\^?)([a-z]+):\]", pattern[i:])
         if posix and (posix.group(2) in _POSIX_CLASSES or posix.group(2) == "word"):
             negated, name = posix.group(1), posix.group(2)
             if name == "word":
-                out.append(r"\W" if negated else r"\w")
+                java.append(r"\W" if negated else r"\w")
             else:
-                out.append(("\\P{" if negated else "\\p{") + _POSIX_CLASSES[name] + "}")
+                java.append(("\\P{" if negated else "\\p{") + _POSIX_CLASSES[name] + "}")
             i += len(posix.group(0))
         elif ch == "\\" and i + 1 < len(pattern):
-            esc = pattern[i + 1]
-            out.append({"s": _RE2_SPACE, "S": f"[^{_RE2_SPACE}]", "v": r"\x0B"}.get(esc, pattern[i:i + 2]))
-            i += 2
+            token = _ESCAPE.match(pattern, i).group(0)
+            java.append({"s": _RE2_SPACE, "S": f"[^{_RE2_SPACE}]", "v": r"\x0B"}.get(token[1], token))
+            i += len(token)
         elif ch in "[]&":
-            out.append("\\" + ch)
+            java.append("\\" + ch)
             i += 1
         else:
-            out.append(ch)
+            java.append(ch)
             i += 1
+    out.append("".join(java))
     return i
+
+
+def _case_folded(re2: str, java: str) -> str:
+    r"""``java`` (one character, escape or class, Java's copy of ``re2``) made to match what RE2 matches with
+    ``re2`` under ``(?i)``, without Java's own case folding: the characters RE2's folding adds are added to the
+    class, those it takes away (a negated class folds what it excludes) are cut from it."""
+    gained, lost = _fold_change(re2)
+    if not gained and not lost:
+        return java
+    if java.startswith("[") and (not lost if not java.startswith("[^") else not gained):
+        return java[:-1] + (gained or lost) + "]"  # [a-z] -> [a-zA-Z\x{17F}\x{212A}], [^k] -> [^kK\x{212A}]
+    return "[" + java + gained + (f"&&[^{lost}]" if lost else "") + "]"
+
+
+_CASE_PLANES = 0x20000  # every case-folding orbit of RE2's Unicode (14) lies below U+1E944
+
+
+@functools.cache
+def _fold_change(re2: str) -> tuple[str, str]:
+    """The characters ``(?i)`` adds to what the one-character RE2 pattern ``re2`` matches, and those it takes from
+    it, as the text of a Java class (``""`` when none). DuckDB's RE2 answers, over planes 0 and 1, so this is
+    what RE2 does and no table of ours to keep up to date (RE2 folds by Unicode's simple case folding; Python's
+    or Java's Unicode may differ)."""
+    with _code_points().cursor() as con:  # a cursor per call: a DuckDB connection is not for two threads at once
+        gained, lost = con.execute(
+            "SELECT list(cp ORDER BY cp) FILTER (WHERE folded), list(cp ORDER BY cp) FILTER (WHERE NOT folded) FROM ("
+            " SELECT cp, regexp_matches(ch, $1) AS folded, regexp_matches(ch, $2) AS plain FROM code_points"
+            ") WHERE folded != plain",
+            ["(?i)^" + re2 + "$", "^" + re2 + "$"],
+        ).fetchone()
+    return _java_class_items(gained or []), _java_class_items(lost or [])
+
+
+@functools.cache
+def _code_points() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB holding every character of planes 0 and 1 (surrogates excepted), for :func:`_fold_change`."""
+    con = duckdb.connect(":memory:")
+    con.execute(
+        "CREATE TABLE code_points AS SELECT CAST(i AS INTEGER) AS cp, chr(CAST(i AS INTEGER)) AS ch "
+        f"FROM range({_CASE_PLANES}) AS t(i) WHERE i NOT BETWEEN 55296 AND 57343"
+    )
+    return con
+
+
+def _java_class_items(code_points: list[int]) -> str:
+    r"""Sorted code points as the inside of a Java class: runs of three or more as ranges, ASCII letters as they
+    are, anything else as ``\x{...}``."""
+    def item(cp: int) -> str:
+        return chr(cp) if chr(cp).isascii() and chr(cp).isalpha() else f"\\x{{{cp:X}}}"
+
+    runs: list[list[int]] = []
+    for cp in code_points:
+        if runs and cp == runs[-1][1] + 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    return "".join(
+        item(lo) + ("-" if hi - lo > 1 else "") + item(hi) if hi > lo else item(lo) for lo, hi in runs
+    )
 
 
 def quote_spark_pattern(pattern: str) -> str:

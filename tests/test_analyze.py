@@ -686,10 +686,21 @@ def test_key_rule_sql_quotes_patterns_for_spark():
 
 
 def test_java_pattern_rewrites_re2_where_java_reads_it_otherwise():
-    assert java_pattern(r"^user:([[:alnum:]]+):titles$") == r"(?du)^user:([\p{Alnum}]+):titles\z"
-    assert java_pattern(r"^k:([^[:^digit:]&[]+)$") == r"(?du)^k:([^\P{Digit}\&\[]+)\z"
-    assert java_pattern(r"(?m)^a$(?-m:b$)\$") == r"(?du)(?m)^a$(?-m:b\z)\$"
-    assert java_pattern(r"^a{,3}x{2,}\s") == r"(?du)^a\{,3}x{2,}[\t\n\f\r ]"
+    assert java_pattern(r"^user:([[:alnum:]]+):titles$") == r"(?d)^user:([\p{Alnum}]+):titles\z"
+    assert java_pattern(r"^k:([^[:^digit:]&[]+)$") == r"(?d)^k:([^\P{Digit}\&\[]+)\z"
+    assert java_pattern(r"(?m)^a$(?-m:b$)\$") == r"(?d)(?m)^a$(?-m:b\z)\$"
+    assert java_pattern(r"^a{,3}x{2,}\s") == r"(?d)^a\{,3}x{2,}[\t\n\f\r ]"
+
+
+def test_java_pattern_spells_out_re2_case_folding():
+    r"""RE2's (?i) folds by Unicode's case-folding orbits, Java's by toUpperCase/toLowerCase (ı and İ are i there,
+    ẞ is no ß), a range or \w not at all (the Kelvin sign, the long s): Java gets no (?i), and each character,
+    escape or class that RE2's folding changes is the class of what RE2 matches."""
+    assert java_pattern(r"(?i)^user:(\d+)$") == r"(?d)^[uU][sS\x{17F}][eE][rR]:(\d+)\z"
+    assert java_pattern(r"(?i)^[a-z]+:[^k]ı\x69$") == r"(?d)^[a-zA-Z\x{17F}\x{212A}]+:[^kK\x{212A}]ı[\x69I]\z"
+    assert java_pattern(r"^a(?i:ß\w)(?-i)b(?im)\W$") == (
+        r"(?d)^a(?:[ß\x{1E9E}][\w\x{17F}\x{212A}])b(?m)[\W&&[^\x{17F}\x{212A}]]$"
+    )
 
 
 RE2_KEYS = [
@@ -723,6 +734,38 @@ def test_spark_matches_key_patterns_as_re2_does(tmp_path):
     result = compare(tmp_path / "out", config_from_dict({"keys": RE2_KEYS}, tmp_path / "incident.toml"), window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 2, "spark": 2}
+
+
+CASE_FOLD_KEYS = [
+    {"pattern": r"(?i)^straße:(?P<owner>\w+)$", "category": "address", "severity": "medium"},
+    {"pattern": r"(?i)^id:(?P<owner>[a-z]+)$", "category": "profile", "severity": "low"},
+]
+
+
+def _case_fold_case():
+    r"""Keys that (?i) rules match by RE2's case folding and Java's (?iu) does not, and the other way round: ẞ is
+    ß's capital, the Kelvin sign (U+212A) is a k to \w and to a range, the dotless ı and the dotted İ are no i."""
+    cache = [call(T(1), "a1", "STRAẞE:bob", "cancelled"), call(T(2), "r1", "straße:carol"),
+             call(T(3), "a2", "straße:\u212aim", "cancelled", conn="c2"), call(T(4), "r2", "straße:dan", conn="c2"),
+             call(T(5), "a3", "id:\u212aat", "cancelled", conn="c3"), call(T(6), "r3", "id:erin", conn="c3"),
+             call(T(7), "a4", "İD:frank", "cancelled", conn="c4"), call(T(8), "r4", "id:gus", conn="c4"),
+             call(T(9), "a5", "ıd:hal", "cancelled", conn="c5"), call(T(10), "r5", "id:ivy", conn="c5")]
+    users = {"a1": "bob", "r1": "carol", "a2": "kim", "r2": "dan", "a3": "kat", "r3": "erin", "a4": "frank",
+             "r4": "gus", "a5": "hal", "r5": "ivy"}
+    return cache, users
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_folds_case_in_key_patterns_as_re2_does(tmp_path):
+    cache, users = _case_fold_case()
+    _, exp = run_case(tmp_path, cache, users, keys=CASE_FOLD_KEYS, window="all")
+    assert pairs(exp) == {("r1", "carol", "bob", "address", "connection"),
+                          ("r2", "dan", "\u212aim", "address", "connection"),
+                          ("r3", "erin", "\u212aat", "profile", "connection")}
+    cfg = config_from_dict({"keys": CASE_FOLD_KEYS}, tmp_path / "incident.toml")
+    result = compare(tmp_path / "out", cfg, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
