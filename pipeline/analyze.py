@@ -172,7 +172,20 @@ _WORD_BOUNDARY = r"(?:(?<=\w)(?!\w)|(?<!\w)(?=\w))"  # \w is ASCII in both; Java
 _NOT_WORD_BOUNDARY = r"(?:(?<=\w)(?=\w)|(?<!\w)(?!\w))"
 
 
-_ESCAPE = re.compile(r"\\(?:x\{[0-9A-Fa-f]+\}|x[0-9A-Fa-f]{2}|[pP](?:\{[^}]*\}|[A-Za-z])|.)", re.DOTALL)
+_ESCAPE = re.compile(
+    r"\\(?:x\{[0-9A-Fa-f]+\}|x[0-9A-Fa-f]{2}|[pP](?:\{[^}]*\}|[A-Za-z])|0[0-7]{0,2}|[1-7][0-7]{1,2}|.)", re.DOTALL
+)
+_OCTAL = re.compile(r"\\[0-7]+")  # RE2's \0, \141 (a lone \1 is a backreference, which RE2 refuses)
+
+
+def _java_escape(token: str, rewrites: dict[str, str]) -> str:
+    r"""One RE2 escape (``_ESCAPE``) in Java's syntax: ``rewrites`` by its letter; an octal escape as ``\x{..}``
+    (Java reads ``\141`` as a backreference to group 1 and ``\0`` alone as an error)."""
+    if _OCTAL.fullmatch(token):
+        return f"\\x{{{int(token[1:], 8):X}}}"
+    return rewrites.get(token[1], token)
+
+
 _RE2_META = set("\\.+*?()|[]{}^$")
 
 
@@ -184,14 +197,14 @@ def java_pattern(pattern: str) -> str:
     unless multi-line); ``.``, ``^``, ``$`` (Java knows \r, \u0085, \u2028, \u2029 as line breaks: flag ``d``);
     POSIX classes ``[[:alpha:]]`` (in Java a union of the letters ':alph'); ``[`` and ``&&`` inside a class
     (Java: nested class, intersection); ``\s`` (Java adds \x0B), ``\v`` (Java: any vertical space), ``\b`` (Java
-    17: Unicode letters); a ``{`` that is no repetition (RE2: a literal; Java: an error); ``(?i)``: RE2 matches
-    a character's Unicode simple case-folding orbit (k, K and the Kelvin sign; ß and ẞ; not the Turkish ı, İ
-    with i, I) and folds classes, ranges, ``\w`` and POSIX classes by it, where Java compares toUpperCase and
-    toLowerCase, folds a range by other rules than a single character, none of \w and [[:alpha:]], and knows
-    Unicode 13 (Java 17) where DuckDB's RE2 knows 14. So Java never case-folds here: the ``i`` flag is dropped
-    and, where it is in force, each character, escape or class that RE2's folding changes is written as a Java
-    class of what RE2 matches (:func:`_case_folded`: ``(?i)k`` is ``[kK\x{212A}]``, ``(?i)[^k]`` is
-    ``[^kK\x{212A}]``)."""
+    17: Unicode letters); a ``{`` that is no repetition (RE2: a literal; Java: an error); an octal escape
+    ``\141`` (Java: a backreference to group 1); ``(?i)``: RE2 matches a character's Unicode simple case-folding
+    orbit (k, K and the Kelvin sign; ß and ẞ; not the Turkish ı, İ with i, I) and folds classes, ranges, ``\w``
+    and POSIX classes by it, where Java compares toUpperCase and toLowerCase, folds a range by other rules than a
+    single character, none of \w and [[:alpha:]], and knows Unicode 13 (Java 17) where DuckDB's RE2 knows 14. So
+    Java never case-folds here: the ``i`` flag is dropped and, where it is in force, each character, escape or
+    class that RE2's folding changes is written as a Java class of what RE2 matches (:func:`_case_folded`:
+    ``(?i)k`` is ``[kK\x{212A}]``, ``(?i)[^k]`` is ``[^kK\x{212A}]``)."""
     out = ["(?d)"]
     modes = [(False, False)]  # per open group: are (?m) and (?i) in force
     i, n = 0, len(pattern)
@@ -200,8 +213,8 @@ def java_pattern(pattern: str) -> str:
         multiline, nocase = modes[-1]
         if ch == "\\" and i + 1 < n:
             token = _ESCAPE.match(pattern, i).group(0)
-            java = {"s": f"[{_RE2_SPACE}]", "S": f"[^{_RE2_SPACE}]", "v": r"\x0B", "b": _WORD_BOUNDARY,
-                    "B": _NOT_WORD_BOUNDARY}.get(token[1], token)
+            java = _java_escape(token, {"s": f"[{_RE2_SPACE}]", "S": f"[^{_RE2_SPACE}]", "v": r"\x0B",
+                                        "b": _WORD_BOUNDARY, "B": _NOT_WORD_BOUNDARY})
             out.append(_case_folded(token, java) if nocase else java)
             i += len(token)
         elif ch == "[":
@@ -271,7 +284,7 @@ def _java_class(pattern: str, i: int, out: list[str]) -> int:
             i += len(posix.group(0))
         elif ch == "\\" and i + 1 < len(pattern):
             token = _ESCAPE.match(pattern, i).group(0)
-            java.append({"s": _RE2_SPACE, "S": f"[^{_RE2_SPACE}]", "v": r"\x0B"}.get(token[1], token))
+            java.append(_java_escape(token, {"s": _RE2_SPACE, "S": f"[^{_RE2_SPACE}]", "v": r"\x0B"}))
             i += len(token)
         elif ch in "[]&":
             java.append("\\" + ch)

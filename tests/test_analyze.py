@@ -690,6 +690,8 @@ def test_java_pattern_rewrites_re2_where_java_reads_it_otherwise():
     assert java_pattern(r"^k:([^[:^digit:]&[]+)$") == r"(?d)^k:([^\P{Digit}\&\[]+)\z"
     assert java_pattern(r"(?m)^a$(?-m:b$)\$") == r"(?d)(?m)^a$(?-m:b\z)\$"
     assert java_pattern(r"^a{,3}x{2,}\s") == r"(?d)^a\{,3}x{2,}[\t\n\f\r ]"
+    # octal: Java reads \141 as a backreference to group 1 and \0 alone as an error
+    assert java_pattern(r"^\141\0[\060-\071]$") == r"(?d)^\x{61}\x{0}[\x{30}-\x{39}]\z"
 
 
 def test_java_pattern_spells_out_re2_case_folding():
@@ -707,16 +709,19 @@ RE2_KEYS = [
     {"pattern": r"^user:(?P<owner>[[:alnum:]]+):titles$", "category": "conversation_titles", "severity": "low"},
     {"pattern": r"(?i)^état:(?P<owner>[^:]+)$", "category": "profile", "severity": "medium"},
     {"pattern": r"^billing:(?P<owner>\w+)$", "category": "payment_info", "severity": "high"},
+    {"pattern": r"^\160rofile:(?P<owner>\w+)$", "category": "profile", "severity": "medium"},  # \160: octal p
 ]
 
 
 def _re2_case():
     """Keys whose patterns Java reads otherwise than RE2: a POSIX class, (?i) beyond ASCII, $ before a final
-    line break (a key logged with a trailing newline belongs to no rule)."""
+    line break (a key logged with a trailing newline belongs to no rule), an octal escape (a backreference in Java)."""
     cache = [call(T(1), "a1", "user:bob:titles", "cancelled"), call(T(2), "r1", "user:carol:titles"),
              call(T(3), "a2", "ÉTAT:erin", "cancelled", conn="c2"), call(T(4), "r2", "état:frank", conn="c2"),
-             call(T(5), "a3", "billing:gus\n", "cancelled", conn="c3"), call(T(6), "r3", "billing:hal", conn="c3")]
-    users = {"a1": "bob", "r1": "carol", "a2": "erin", "r2": "frank", "a3": "gus", "r3": "hal"}
+             call(T(5), "a3", "billing:gus\n", "cancelled", conn="c3"), call(T(6), "r3", "billing:hal", conn="c3"),
+             call(T(7), "a4", "profile:ivy", "cancelled", conn="c4"), call(T(8), "r4", "profile:jon", conn="c4")]
+    users = {"a1": "bob", "r1": "carol", "a2": "erin", "r2": "frank", "a3": "gus", "r3": "hal", "a4": "ivy",
+             "r4": "jon"}
     return cache, users
 
 
@@ -724,7 +729,8 @@ def test_key_patterns_are_re2(tmp_path):
     cache, users = _re2_case()
     summary, exp = run_case(tmp_path, cache, users, keys=RE2_KEYS, window="all")
     assert pairs(exp) == {("r1", "carol", "bob", "conversation_titles", "connection"),
-                          ("r2", "frank", "erin", "profile", "connection")}
+                          ("r2", "frank", "erin", "profile", "connection"),
+                          ("r4", "jon", "ivy", "profile", "connection")}
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
@@ -733,7 +739,7 @@ def test_spark_matches_key_patterns_as_re2_does(tmp_path):
     run_case(tmp_path, cache, users, keys=RE2_KEYS, window="all")
     result = compare(tmp_path / "out", config_from_dict({"keys": RE2_KEYS}, tmp_path / "incident.toml"), window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
-    assert result["exposures"] == {"duckdb": 2, "spark": 2}
+    assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
 
 CASE_FOLD_KEYS = [
