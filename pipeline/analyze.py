@@ -620,11 +620,12 @@ def register_inputs(
     con.execute("DROP TABLE cache_keys")
     for name in SIDE_TABLE_COLUMNS:
         load_side_table(con, name, cfg.tables.get(name))
-    # The categories a served value can have (15_cache_lines: 'multiple' for a multi-key value of several), for
-    # the summary's grants_of_unknown_category: a grant of another category excuses nothing.
+    # The categories a served value can have (15_cache_lines: 'uncategorized' for a key no rule matches, 'multiple'
+    # for a multi-key value of several), for the summary's grants_of_unknown_category: a grant of another category
+    # excuses nothing.
     con.execute("CREATE OR REPLACE TEMP TABLE value_categories (category VARCHAR)")
     con.executemany("INSERT INTO value_categories VALUES (?)",
-                    [(c,) for c in sorted({rule.category for rule in cfg.keys} | {"multiple"})])
+                    [(c,) for c in sorted({rule.category for rule in cfg.keys} | {"uncategorized", "multiple"})])
     con.execute(
         "CREATE OR REPLACE TEMP TABLE cache_ops "
         "(op VARCHAR, is_read BOOLEAN, is_write BOOLEAN, is_reset BOOLEAN)"

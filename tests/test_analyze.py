@@ -459,6 +459,18 @@ def test_a_grant_of_every_owner_covers_support_staff_and_a_grant_of_everything_i
         run_case(tmp_path / "b", cache, users, tables={"grants": [shift, everything]})
 
 
+def test_a_grant_of_uncategorized_data_is_no_grant_of_an_unknown_category(tmp_path):
+    """A value_owner read of a key no rule matches is 'uncategorized', and a grant of that category excuses it: the
+    summary named such a grant under grants_of_unknown_category, and the console and report said it excused
+    nothing."""
+    cache = [call(T(1), "r1", "misc:42", value_owner="alice", conn="c1"),
+             call(T(2), "r2", "misc:43", value_owner="alice", conn="c2")]
+    grant = {"owner_id": "alice", "viewer_id": "bob", "category": "uncategorized", "valid_from": "", "valid_to": ""}
+    summary, exp = run_case(tmp_path, cache, {"r1": "bob", "r2": "carol"}, tables={"grants": [grant]})
+    assert pairs(exp) == {("r2", "carol", "alice", "uncategorized", "value_owner")}
+    assert summary["grants_of_unknown_category"] == {}
+
+
 # ----------------------------------------------------------------------------------------- digest tier
 
 def test_digest_owner_and_ambiguous_digest(tmp_path):
