@@ -655,6 +655,41 @@ def test_ownership_since_forever_ends_where_a_later_row_starts(tmp_path):
     assert summary["exposures"] == 3 and summary["affected_owners"] == 3
 
 
+def _ownership_claims_case():
+    """c9: alice's since 01:00 with no end; bob's for one minute from 01:05 (a later start wins while it lasts);
+    an empty row of carol's at 01:07 (it claims no instant). Reads by dave at 01:01, 01:05:30, 01:07 and 01:20."""
+    cache = [call(T(m), f"r{i}", "conv:c9", conn=f"c{i}") for i, m in enumerate((1, 5.5, 7, 20), start=1)]
+    tables = {"ownership": [
+        {"resource_id": "c9", "owner_id": "alice", "valid_from": T(0), "valid_to": ""},
+        {"resource_id": "c9", "owner_id": "bob", "valid_from": T(5), "valid_to": T(6)},
+        {"resource_id": "c9", "owner_id": "carol", "valid_from": T(7), "valid_to": T(7)},
+    ]}
+    return cache, {f"r{i}": "dave" for i in range(1, 5)}, tables
+
+
+def test_an_ownership_row_names_its_owner_wherever_no_later_row_claims_the_resource(tmp_path):
+    """A later valid_from ended the earlier row for good: after bob's minute (or at carol's empty row) c9 was
+    nobody's, though alice's row still said it was hers, and dave's reads of her conversation were no exposure."""
+    cache, users, tables = _ownership_claims_case()
+    _, exp = run_case(tmp_path, cache, users, tables=tables)
+    assert pairs(exp) == {
+        ("r1", "dave", "alice", "conversation_content", "key"),
+        ("r2", "dave", "bob", "conversation_content", "key"),
+        ("r3", "dave", "alice", "conversation_content", "key"),
+        ("r4", "dave", "alice", "conversation_content", "key"),
+    }
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_two_ownership_rows_of_one_owner_and_start_do_not_depend_on_the_tables_order(tmp_path, order):
+    """erin's c9 since forever, listed twice: once until 01:10, once open-ended. One of the two was picked by the
+    order of the table's rows: listed first, the row that ends made dave's read at 01:20 nobody's data."""
+    rows = [{"resource_id": "c9", "owner_id": "erin", "valid_from": "", "valid_to": T(10)},
+            {"resource_id": "c9", "owner_id": "erin", "valid_from": "", "valid_to": ""}][::order]
+    _, exp = run_case(tmp_path, [call(T(20), "r1", "conv:c9")], {"r1": "dave"}, tables={"ownership": rows})
+    assert pairs(exp) == {("r1", "dave", "erin", "conversation_content", "key")}
+
+
 def test_key_evidence_alone_without_connection_or_value(tmp_path):
     """Without host or conn_id the connection tier is blind, and the summary says for how many served items."""
     cache = [
@@ -1226,6 +1261,16 @@ def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
     result = compare(tmp_path / "out", cfg, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_names_the_owner_of_overlapping_ownership_rows_as_duckdb_does(tmp_path):
+    cache, users, tables = _ownership_claims_case()
+    run_case(tmp_path, cache, users, tables=tables)
+    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
+    result = compare(tmp_path / "out", cfg, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 4, "spark": 4}
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")

@@ -64,13 +64,13 @@ class Rules:
             return m.group("owner"), "owner"
         if "resource" not in m.re.groupindex:
             return None, "nobody"
-        # the row with the latest start at or before t (equal starts: smallest owner_id), until its end
+        # among the rows that claim t (valid_from <= t < valid_to), the latest start (equal starts: smallest owner_id)
         start = lambda r: NEG if r["valid_from"] is None else r["valid_from"]  # noqa: E731
-        rows = [r for r in self.ownership if r["resource_id"] == m.group("resource") and start(r) <= t]
+        rows = [r for r in self.ownership if r["resource_id"] == m.group("resource") and start(r) <= t
+                and (r["valid_to"] is None or t < r["valid_to"])]
         if not rows:
             return None, "unknown"
-        row = min(rows, key=lambda r: (-start(r), r["owner_id"]))
-        return (row["owner_id"], "owner") if row["valid_to"] is None or t < row["valid_to"] else (None, "unknown")
+        return min(rows, key=lambda r: (-start(r), r["owner_id"]))["owner_id"], "owner"
 
     def granted(self, owner, viewer, category, t):
         return any(
