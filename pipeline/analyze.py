@@ -560,8 +560,10 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
     missing = [c for c in spec["required"] if c not in present]
     if missing:
         raise WhosawError(f"tables.{name}: {path.name} has no column {missing[0]!r}")
+    # Trimmed of spaces and tabs, as ingest trims a CSV log's fields: 'c9<tab>' is resource c9.
     texts = {
-        c: f"nullif(trim(CAST(\"{present[c]}\" AS VARCHAR)), '')" if c in present else "CAST(NULL AS VARCHAR)"
+        c: f"nullif(trim(CAST(\"{present[c]}\" AS VARCHAR), ' ' || chr(9)), '')" if c in present
+        else "CAST(NULL AS VARCHAR)"
         for c in columns
     }
     select = ", ".join(f"{typed(texts[c], c)} AS {c}" for c in columns)

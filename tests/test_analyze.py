@@ -725,6 +725,20 @@ def test_ids_in_keys_written_as_floats_are_the_ids_of_the_logs_and_tables(tmp_pa
     }
 
 
+def test_the_side_tables_fields_are_trimmed_of_tabs_as_csv_logs_and_the_users_directory_are(tmp_path):
+    """A table written with a tab after its commas: ingest trims a CSV log's fields of spaces and tabs, the users
+    directory its ids too, but the ownership and grants tables only of spaces: resource 'c9<tab>' matched no key
+    (carol's read of erin's conversation was no exposure) and bob's grant named another viewer than bob."""
+    cache = [call(T(1), "r1", "conv:c9", conn="c1"), call(T(2), "r2", "user:alice:titles", conn="c2")]
+    tables = {
+        "ownership": [{"resource_id": "c9\t", "owner_id": "\terin"}],
+        "grants": [{"owner_id": "\talice", "viewer_id": "\tbob", "category": "conversation_titles\t",
+                    "valid_from": "\t" + T(0), "valid_to": ""}],
+    }
+    _, exp = run_case(tmp_path, cache, {"r1": "carol", "r2": "bob"}, tables=tables)
+    assert pairs(exp) == {("r1", "carol", "erin", "conversation_content", "key")}
+
+
 def test_key_rule_sql_quotes_patterns_for_spark():
     cfg = config_from_dict({"keys": [{"pattern": r"^it's:(?P<owner>\d+)$"}]})
     sql = key_rule_sql(cfg.keys, quote_spark)
