@@ -34,7 +34,7 @@ the items of multi-key keys included), ``multi_keys`` (key, key_no: every distin
 of strings, a multi-key call's, :func:`multi_key_pattern`) and ``key_items`` (key_no, item_no, item_key: its items
 in array order from 1; built with each engine's JSON functions),
 ``ownership_table`` (resource_id, owner_id, valid_from, valid_to), ``grants_table`` (owner_id, viewer_id,
-category, valid_from, valid_to), ``cache_ops`` (op, is_read, is_write, is_reset) and ``params`` (one row:
+category, valid_from, valid_to, resource_id), ``cache_ops`` (op, is_read, is_write, is_reset) and ``params`` (one row:
 window_start, window_end, window_method, bucket_seconds).
 
 Resources: DuckDB runs with an explicit ``memory_limit`` (``WHOSAW_MEMORY_LIMIT`` or 60% of RAM, at most
@@ -498,7 +498,9 @@ def _lake_select(con: duckdb.DuckDBPyConnection, out: Path, kind: str) -> str:
 
 SIDE_TABLE_COLUMNS = {
     "ownership": {"required": ("resource_id", "owner_id"), "optional": ("valid_from", "valid_to")},
-    "grants": {"required": ("owner_id", "viewer_id"), "optional": ("category", "valid_from", "valid_to")},
+    "grants": {
+        "required": ("owner_id", "viewer_id"), "optional": ("category", "valid_from", "valid_to", "resource_id"),
+    },
 }
 SIDE_TABLE_TIME_COLUMNS = ("valid_from", "valid_to")
 SIDE_TABLE_MIN_TIME = "TIMESTAMPTZ '0001-01-01 00:00:00+00'"
@@ -584,12 +586,12 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
     if name == "grants":
         everything = con.execute(
             f"SELECT count(*) FROM {target} WHERE owner_id = '*' AND viewer_id = '*' "
-            "AND (category IS NULL OR category IN ('', '*'))"
+            "AND (category IS NULL OR category IN ('', '*')) AND resource_id IS NULL"
         ).fetchone()[0]
         if everything:
             raise WhosawError(
                 f"tables.grants: {everything} row(s) of {path.name} grant every owner's data of every category to "
-                "anyone (owner_id, viewer_id and category '*'): that would excuse every exposure"
+                "anyone (owner_id, viewer_id and category '*', no resource_id): that would excuse every exposure"
             )
     return target
 

@@ -459,6 +459,41 @@ def test_a_grant_of_every_owner_covers_support_staff_and_a_grant_of_everything_i
         run_case(tmp_path / "b", cache, users, tables={"grants": [shift, everything]})
 
 
+def _shared_conversation_case():
+    """erin shares her conversation 9 with anyone (a share link: resource_id 9, written 9.0 by a pandas export);
+    conversation 10 is hers too, not shared."""
+    cache = [
+        call(T(1), "r1", "conv:9", conn="c1"),                   # an anonymous visitor opens the link: granted
+        call(T(2), "r2", "conv:10", status="cancelled", conn="c2"),  # erin's own read of 10, abandoned ...
+        call(T(3), "r3", "public:models", conn="c2"),             # ... reaches the next visitor: an exposure
+        call(T(4), "r4", "billing:erin", conn="c4"),              # dave: her billing, not the conversation
+    ]
+    requests = requests_for(cache, {"r1": None, "r2": "erin", "r3": None, "r4": "dave"})
+    tables = {
+        "ownership": [{"resource_id": "9", "owner_id": "erin"}, {"resource_id": "10", "owner_id": "erin"}],
+        "grants": [{"owner_id": "erin", "viewer_id": "*", "category": "*", "resource_id": "9.0",
+                    "valid_from": "", "valid_to": ""}],
+    }
+    return cache, requests, tables
+
+
+def test_a_grant_of_one_resource_excuses_that_resource_only(tmp_path):
+    """A share link shares one conversation, but a grant could only name a category: written as erin's
+    conversation_content (or everything) to anyone, it excused the crossed reply of her conversation 10 that reached an
+    anonymous visitor, a victim off every list. A grant's optional resource_id narrows it to the values of that
+    resource (the resource group of the key the value was written under)."""
+    cache, requests, tables = _shared_conversation_case()
+    _, exp = run_case(tmp_path, cache, requests=requests, tables=tables)
+    assert pairs(exp) == {
+        ("r3", None, "erin", "conversation_content", "connection"),
+        ("r4", "dave", "erin", "payment_info", "key"),
+    }
+    # owner, viewer and category '*' is no grant of everything when it names one resource
+    anyone = {**tables["grants"][0], "owner_id": "*"}
+    _, exp = run_case(tmp_path / "anyone", cache, requests=requests, tables={**tables, "grants": [anyone]})
+    assert {r[0] for r in pairs(exp)} == {"r3", "r4"}
+
+
 def test_a_grant_of_uncategorized_data_is_no_grant_of_an_unknown_category(tmp_path):
     """A value_owner read of a key no rule matches is 'uncategorized', and a grant of that category excuses it: the
     summary named such a grant under grants_of_unknown_category, and the console and report said it excused
@@ -1275,6 +1310,17 @@ def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
     result = compare(tmp_path / "out", cfg, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_applies_a_grant_of_one_resource_as_duckdb_does(tmp_path):
+    cache, requests, tables = _shared_conversation_case()
+    run_case(tmp_path, cache, requests=requests, tables=tables)
+    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv", "grants": "grants.csv"}},
+                           tmp_path / "incident.toml")
+    result = compare(tmp_path / "out", cfg, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 2, "spark": 2}
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")

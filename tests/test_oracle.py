@@ -72,10 +72,16 @@ class Rules:
             return None, "unknown"
         return min(rows, key=lambda r: (-start(r), r["owner_id"]))["owner_id"], "owner"
 
-    def granted(self, owner, viewer, category, t):
+    def resource(self, key):
+        """The resource a key's rule names (None without a resource group)."""
+        k, m = self.rule(key)
+        return m.group("resource") if k is not None and "resource" in m.re.groupindex else None
+
+    def granted(self, owner, viewer, category, t, value_key):
         return any(
             g["owner_id"] == owner and (g["viewer_id"] == "*" or g["viewer_id"] == viewer)
             and g["category"] in ("", "*", category)
+            and (g["resource_id"] is None or g["resource_id"] == self.resource(value_key))
             and (g["valid_from"] is None or g["valid_from"] <= t) and (g["valid_to"] is None or t < g["valid_to"])
             for g in self.grants
         )
@@ -201,7 +207,7 @@ def oracle(cache, requests, sessions, rules, window):
         unknown_reads += vkind == "unknown" and inw(t)
         exposed = outcome == "served" and owner is not None and (
             owner != key_o if vkind == "unknown" else viewer != owner) and not rules.granted(
-            owner, viewer, category, t)
+            owner, viewer, category, t, vkey)
         if not exposed:
             flagged[evidence] += evidence in ("conflict", "digest-ambiguous") and inw(t)
             continue
@@ -352,6 +358,9 @@ def generate(seed):
                        "category": rng.choice(["", "*", "conversation_titles", "payment_info", "conversation_content",
                                                "public", "uncategorized", "profile"]),
                        "valid_from": a, "valid_to": rng.choice([None, (a or 0) + rng.randint(1, 100) * S])})
+    shares = random.Random(f"{seed}-shares")  # a grant of one resource (a share link); its own draws
+    for g in grants:
+        g["resource_id"] = shares.choice([None, None, None, "c0", "c1", "c2"])
     window = None
     if rng.random() < 0.25:
         a = rng.randint(0, 100) * S
@@ -416,7 +425,7 @@ def write_case(case, root: Path):
         toml += ["[[keys]]", *(f"{name} = '{value}'" for name, value in k.items())]
     toml.append("[tables]")
     for name, cols in (("ownership", ("resource_id", "owner_id", "valid_from", "valid_to")),
-                       ("grants", ("owner_id", "viewer_id", "category", "valid_from", "valid_to"))):
+                       ("grants", ("owner_id", "viewer_id", "category", "valid_from", "valid_to", "resource_id"))):
         lines = [",".join(cols)] + [",".join("" if r[c] is None else iso(r[c]) if c.startswith("valid") else r[c]
                                              for c in cols) for r in case[name]]
         (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
