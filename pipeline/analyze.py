@@ -583,6 +583,18 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
             raise WhosawError(
                 f"tables.{name}: {bad} value(s) of {column} in {path.name} are not ISO-8601 times"
             )
+    # A row naming some things but not whom it is about excused nothing (a grant) or gave no owner (ownership),
+    # silently: a blank viewer may have meant "anyone". Refused, as a grant of everything is; a blank row is no row.
+    required = spec["required"]
+    incomplete = con.execute(
+        f"SELECT count(*) FROM {target} WHERE ({' OR '.join(f'{c} IS NULL' for c in required)}) "
+        f"AND ({' OR '.join(f'{c} IS NOT NULL' for c in columns)})"
+    ).fetchone()[0]
+    if incomplete:
+        raise WhosawError(
+            f"tables.{name}: {incomplete} row(s) of {path.name} leave {' or '.join(required)} empty"
+            + (" (write '*' for every owner or for anyone)" if name == "grants" else "")
+        )
     if name == "grants":
         everything = con.execute(
             f"SELECT count(*) FROM {target} WHERE owner_id = '*' AND viewer_id = '*' "

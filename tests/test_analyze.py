@@ -459,6 +459,23 @@ def test_a_grant_of_every_owner_covers_support_staff_and_a_grant_of_everything_i
         run_case(tmp_path / "b", cache, users, tables={"grants": [shift, everything]})
 
 
+def test_a_side_table_row_that_names_no_owner_or_viewer_is_refused(tmp_path):
+    """A grant without viewer_id (meant as "anyone"?) or owner_id excused nothing, and an ownership row without
+    owner_id gave its resource no owner, with no word: refused with the count, exit 2 (a blank row is no row)."""
+    cache = [call(T(1), "r1", "billing:carol", conn="c1")]
+    blank = {"owner_id": "", "viewer_id": "", "category": "", "valid_from": "", "valid_to": ""}
+    no_viewer = {**blank, "owner_id": "carol", "category": "payment_info"}
+    with pytest.raises(WhosawError, match=r"^tables.grants: 1 row\(s\) of grants.csv leave owner_id or viewer_id empty "
+                       r"\(write '\*' for every owner or for anyone\)$"):
+        run_case(tmp_path / "a", cache, {"r1": "bob"}, tables={"grants": [blank, no_viewer]})
+    rows = [{"resource_id": "c9", "owner_id": ""}, {"resource_id": "c10", "owner_id": "erin"}]
+    with pytest.raises(WhosawError, match=r"^tables.ownership: 1 row\(s\) of ownership.csv leave resource_id or "
+                       r"owner_id empty$"):
+        run_case(tmp_path / "b", cache, {"r1": "bob"}, tables={"ownership": rows})
+    _, exp = run_case(tmp_path / "c", cache, {"r1": "bob"}, tables={"grants": [blank]})
+    assert pairs(exp) == {("r1", "bob", "carol", "payment_info", "key")}
+
+
 def _shared_conversation_case():
     """erin shares her conversation 9 with anyone (a share link: resource_id 9, written 9.0 by a pandas export);
     conversation 10 is hers too, not shared."""
