@@ -62,9 +62,13 @@ def run_case(tmp_path: Path, cache, users=None, *, requests=None, sessions=(), k
     return summary, exposures
 
 
-def compare_lake(tmp_path: Path, window: str) -> dict[str, Any]:
-    """The lake run_case wrote, analysed by DuckDB and by Spark (pipeline.spark.compare) with the KEYS rules."""
-    return compare(tmp_path / "out", config_from_dict({"keys": KEYS}, tmp_path / "incident.toml"), window=window)
+def compare_lake(
+    tmp_path: Path, window: str = "all", keys: list[dict[str, Any]] = KEYS, tables: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The lake run_case wrote, analysed by DuckDB and by Spark (pipeline.spark.compare) with the ``keys`` rules
+    and the side ``tables`` run_case wrote (``<name>.csv``)."""
+    raw = {"keys": keys, "tables": {name: f"{name}.csv" for name in tables}}
+    return compare(tmp_path / "out", config_from_dict(raw, tmp_path / "incident.toml"), window=window)
 
 
 def pairs(exposures: pd.DataFrame) -> set[tuple]:
@@ -850,7 +854,7 @@ def test_key_patterns_are_re2(tmp_path):
 def test_spark_matches_key_patterns_as_re2_does(tmp_path):
     cache, users = _re2_case()
     run_case(tmp_path, cache, users, keys=RE2_KEYS, window="all")
-    result = compare(tmp_path / "out", config_from_dict({"keys": RE2_KEYS}, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, keys=RE2_KEYS)
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
@@ -881,8 +885,7 @@ def test_spark_folds_case_in_key_patterns_as_re2_does(tmp_path):
     assert pairs(exp) == {("r1", "carol", "bob", "address", "connection"),
                           ("r2", "dan", "\u212aim", "address", "connection"),
                           ("r3", "erin", "\u212aat", "profile", "connection")}
-    cfg = config_from_dict({"keys": CASE_FOLD_KEYS}, tmp_path / "incident.toml")
-    result = compare(tmp_path / "out", cfg, window="all")
+    result = compare_lake(tmp_path, keys=CASE_FOLD_KEYS)
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
@@ -891,8 +894,7 @@ def test_spark_folds_case_in_key_patterns_as_re2_does(tmp_path):
 def test_spark_reads_float_ids_in_keys_as_duckdb_does(tmp_path):
     cache, users, tables = _float_id_case()
     run_case(tmp_path, cache, users, tables=tables, window="all")
-    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
-    result = compare(tmp_path / "out", cfg, window="all")
+    result = compare_lake(tmp_path, tables=("ownership",))
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 1, "spark": 1}
 
@@ -1323,8 +1325,7 @@ def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
     """NULLs sort first in Spark and last in DuckDB: the SQL says NULLS FIRST, so both end alice's row alike."""
     cache, users, tables = _since_forever_case()
     run_case(tmp_path, cache, users, tables=tables)
-    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
-    result = compare(tmp_path / "out", cfg, window="all")
+    result = compare_lake(tmp_path, tables=("ownership",))
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 3, "spark": 3}
 
@@ -1333,9 +1334,7 @@ def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
 def test_spark_applies_a_grant_of_one_resource_as_duckdb_does(tmp_path):
     cache, requests, tables = _shared_conversation_case()
     run_case(tmp_path, cache, requests=requests, tables=tables)
-    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv", "grants": "grants.csv"}},
-                           tmp_path / "incident.toml")
-    result = compare(tmp_path / "out", cfg, window="all")
+    result = compare_lake(tmp_path, tables=("ownership", "grants"))
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 2, "spark": 2}
 
@@ -1344,8 +1343,7 @@ def test_spark_applies_a_grant_of_one_resource_as_duckdb_does(tmp_path):
 def test_spark_names_the_owner_of_overlapping_ownership_rows_as_duckdb_does(tmp_path):
     cache, users, tables = _ownership_claims_case()
     run_case(tmp_path, cache, users, tables=tables)
-    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv"}}, tmp_path / "incident.toml")
-    result = compare(tmp_path / "out", cfg, window="all")
+    result = compare_lake(tmp_path, tables=("ownership",))
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 4, "spark": 4}
 
@@ -1419,8 +1417,7 @@ def test_side_tables_read_infinite_and_far_ends_as_open(tmp_path):
 def test_spark_reads_infinite_side_table_ends_as_duckdb_does(tmp_path):
     cache, users, tables = _infinite_side_table_case()
     run_case(tmp_path, cache, users, tables=tables, window="all")
-    raw = {"keys": KEYS, "tables": {"ownership": "ownership.csv", "grants": "grants.csv"}}
-    result = compare(tmp_path / "out", config_from_dict(raw, tmp_path / "incident.toml"), window="all")
+    result = compare_lake(tmp_path, tables=("ownership", "grants"))
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"] == {"duckdb": 1, "spark": 1}
 
