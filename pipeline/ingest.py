@@ -291,6 +291,11 @@ def ingest(
                     stale,
                 )
                 end_ingest_commit(out)
+        except duckdb.OutOfMemoryException:  # as the analysis says it: what to change, not an internal error
+            raise WhosawError(
+                f"ingest ran out of memory (memory_limit {MEMORY_LIMIT}); raise WHOSAW_MEMORY_LIMIT or free disk "
+                f"space for {out / '.tmp'}"
+            ) from None
         finally:
             if con is not None:
                 con.close()

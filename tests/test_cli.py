@@ -419,11 +419,15 @@ def test_one_exposure_outside_the_window_is_singular(finished_run, tmp_path):
     ("analyze", "WHOSAW_MEMORY_LIMIT=lots", "memory limit 'lots' is not a size DuckDB reads"),
     ("analyze", "WHOSAW_THREADS=two", "WHOSAW_THREADS: expected a whole number of threads, 1 or more, not 'two'"),
     ("analyze", "WHOSAW_THREADS=0", "WHOSAW_THREADS: expected a whole number of threads, 1 or more, not '0'"),
+    # a limit too small even to spill: what to change, not an internal error
+    ("ingest", "WHOSAW_MEMORY_LIMIT=1MB", "ingest ran out of memory (memory_limit 1MB); raise WHOSAW_MEMORY_LIMIT"),
+    ("analyze", "WHOSAW_MEMORY_LIMIT=1MB", "analysis ran out of memory (memory_limit 1MB); raise WHOSAW_MEMORY_LIMIT"),
 ])
 def test_a_bad_resource_setting_is_one_line_and_exit_2(finished_run, tmp_path, verb, setting, says):
-    """WHOSAW_MEMORY_LIMIT and WHOSAW_THREADS are settings like the config's: a value DuckDB cannot take is bad
-    usage (exit 2, one line naming it), not an internal error. (A fresh process: ingest reads them on import.)"""
-    out = _damaged(finished_run, tmp_path, lambda out: None)
+    """WHOSAW_MEMORY_LIMIT and WHOSAW_THREADS are settings like the config's: a value DuckDB cannot take, or work
+    with, is bad usage (exit 2, one line naming it), not an internal error. (A fresh process: ingest reads them on
+    import.)"""
+    out = tmp_path / "new" if verb == "ingest" else _damaged(finished_run, tmp_path, lambda out: None)
     args = [SAMPLE, "--config", f"{SAMPLE}/incident.toml"] if verb == "ingest" else []
     name, value = setting.split("=")
     done = subprocess.run([sys.executable, "-m", "pipeline", verb, *args, "--out", str(out)], capture_output=True,
