@@ -7,6 +7,8 @@
 -- do not make an anonymous read of that public key alice's data (the digest is then ambiguous, as for two users).
 -- Any status counts: a logged call was sent, and the server stores what a SET sent even when the client
 -- abandoned the call (cancelled/timeout) or could not use its reply (error).
+-- digest_items_line_id: the write's line when it is a multi-key write (15_cache_lines: key_multi), whose items
+-- (12_cache_line_items) the digest then is (50_notable_reads splits a read of it item by item); else NULL.
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW digest_writes AS
 SELECT
@@ -16,6 +18,7 @@ SELECT
     key_owner AS digest_owner,
     key_category AS digest_category,
     key_severity AS digest_severity,
+    CASE WHEN key_multi THEN line_id ELSE CAST(NULL AS BIGINT) END AS digest_items_line_id,
     row_number() OVER (PARTITION BY value_sha256 ORDER BY ts NULLS LAST, line_id) AS write_no,
     min(coalesce(key_owner, '')) OVER (
         PARTITION BY value_sha256 ORDER BY ts NULLS LAST, line_id

@@ -4,6 +4,8 @@
 -- first_write_ts <= ts decide the digest tier (50_notable_reads).
 -- A digest written only under a key whose family names nobody (35_digest_writes: digest_owner NULL) names no
 -- owner: digest_owner NULL.
+-- digest_items_line_id: for a digest of one multi-key key, one of its writes' lines (35_digest_writes): any
+-- will do, the items depend on the key only (an owner named by the line is every item's owner).
 -- materialize
 CREATE OR REPLACE TEMPORARY VIEW digest_profiles AS
 SELECT
@@ -15,6 +17,7 @@ SELECT
     min(digest_key) AS digest_key,
     min(digest_owner) AS digest_owner,
     min(digest_category) AS digest_category,
-    min(digest_severity) AS digest_severity
+    min(digest_severity) AS digest_severity,
+    min(digest_items_line_id) AS digest_items_line_id
 FROM digest_writes
 GROUP BY value_sha256;

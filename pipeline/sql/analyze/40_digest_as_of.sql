@@ -2,7 +2,8 @@
 -- got back) whose digest was written under several keys or owners
 -- (38_digest_profiles: single_key false), the latest write of that digest at or before the read: its key
 -- gives owner and category; digest_ambiguous: by then, the digest had been written under more than one
--- owner (35_digest_writes: running min <> max).
+-- owner (35_digest_writes: running min <> max); digest_items_line_id: that write's line when it was a
+-- multi-key write.
 -- A portable "as of" lookup: the digest's writes and reads in one stream ordered by (ts, writes first); the
 -- running max of write_no is the latest write so far; an equi-join fetches it. No range join, so a digest
 -- written or read very often costs a sort, not a product.
@@ -42,6 +43,7 @@ SELECT
     w.digest_owner,
     w.digest_category,
     w.digest_severity,
+    w.digest_items_line_id,
     CASE WHEN w.min_owner_so_far <> w.max_owner_so_far THEN true ELSE false END AS digest_ambiguous
 FROM latest_write_per_read AS l
 INNER JOIN digest_writes AS w

@@ -51,6 +51,7 @@ SELECT
     digest_owner,
     digest_category,
     digest_severity,
+    digest_items_line_id,
     digest_ambiguous,
     session_id,
     route,

@@ -27,6 +27,10 @@
 -- not make carol's titles hers, nor her billing titles). 52_notable_items then judges each item (owner, category,
 -- severity, value_key of the item); here the line's figures are the items' common ones (15_cache_lines), and such
 -- a read is kept unless every item is the viewer's. A value naming none of the items' owners stays one row.
+-- When the digest decides (no ambiguity, no conflict) and the write it matched was a multi-key write
+-- (digest_items_line_id; its owner is every item's), the value is that write's items: items_line_id is that
+-- line, whatever the read asked for or received (the value served is the digest's, as for its category), and
+-- items_by_digest tells 52_notable_items to keep the read's own connection and key tiers.
 -- value_outside_items / digest_outside_items: the value (read itself, not crossed by connection) or the reply
 -- (crossed) is a multi-key call whose items each have an owner or a family that names nobody (at least one
 -- owner), and value_owner / the digest names none of those owners: as for a single key whose owner is not the
@@ -137,19 +141,30 @@ judged_reads AS (
             WHEN crossed_by_connection AND reply_is_read_op THEN 'reply'
             ELSE 'asked'
         END AS value_source,
-        -- the owner every item of value_line_id has, when they have one (the read's or the reply call's key_owner)
-        CASE WHEN crossed_by_connection THEN reply_key_owner ELSE key_owner END AS items_owner
+        -- the owner every item of value_line_id has, when they have one (the read's or the reply call's key_owner;
+        -- the digest's for the items of a multi-key write)
+        CASE
+            WHEN owner_by_digest IS NOT NULL AND digest_items_line_id IS NOT NULL THEN owner_by_digest
+            WHEN crossed_by_connection THEN reply_key_owner
+            ELSE key_owner
+        END AS items_owner
     FROM tiers
 ),
 itemised_reads AS (
     SELECT
         judged_reads.*,
         CASE
-            WHEN value_line_id IS NULL OR tiers_conflict THEN CAST(NULL AS BIGINT)
+            WHEN tiers_conflict THEN CAST(NULL AS BIGINT)
+            WHEN owner_by_digest IS NOT NULL AND digest_items_line_id IS NOT NULL THEN digest_items_line_id
+            WHEN value_line_id IS NULL THEN CAST(NULL AS BIGINT)
             WHEN owner_by_value IS NOT NULL AND NOT value_in_items THEN CAST(NULL AS BIGINT)
             WHEN owner_by_digest IS NOT NULL AND NOT digest_in_items THEN CAST(NULL AS BIGINT)
             ELSE value_line_id
-        END AS items_line_id
+        END AS items_line_id,
+        CASE
+            WHEN NOT tiers_conflict AND owner_by_digest IS NOT NULL AND digest_items_line_id IS NOT NULL THEN true
+            ELSE false
+        END AS items_by_digest
     FROM judged_reads
 ),
 kept_reads AS (
@@ -214,6 +229,7 @@ SELECT
     j.reply_key_category,
     j.reply_key_owner,
     j.items_line_id,
+    j.items_by_digest,
     CASE
         WHEN j.status = 'error' THEN 'failed'
         WHEN j.request_failed THEN 'failed'

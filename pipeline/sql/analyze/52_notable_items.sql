@@ -4,7 +4,9 @@
 -- each judged as a single-key read would be: owner_id = the item's owner (the connection tier when the read
 -- received the call's reply, else the key tier), category, severity and value_key = the item's, evidence
 -- 'value_owner' or 'digest' for the item whose owner the value names, else 'connection' or 'key' (or the read's
--- 'digest-ambiguous'). Every other read passes through as one row,
+-- 'digest-ambiguous'). The items of a multi-key write whose digest the value had (items_by_digest) are judged
+-- by the digest, evidence 'digest' (or 'value_owner' when it names them too); the read keeps its own
+-- owner_by_connection and owner_by_key. Every other read passes through as one row,
 -- item_no 0. Grants (55) and exposures (60) count these rows: identity (line_id, item_no). Crossed replies and
 -- near misses stay counted per call, from notable_reads.
 -- Cost: only the (few) reads with an items_line_id are joined; the rest is a plain pass over notable_reads.
@@ -70,8 +72,11 @@ SELECT
     n.reply_request_id,
     n.owner_by_value,
     n.owner_by_digest,
-    CASE WHEN n.crossed_by_connection THEN i.item_owner ELSE n.owner_by_connection END AS owner_by_connection,
-    CASE WHEN n.crossed_by_connection THEN n.owner_by_key ELSE i.item_owner END AS owner_by_key,
+    CASE
+        WHEN n.crossed_by_connection AND NOT n.items_by_digest THEN i.item_owner
+        ELSE n.owner_by_connection
+    END AS owner_by_connection,
+    CASE WHEN n.crossed_by_connection OR n.items_by_digest THEN n.owner_by_key ELSE i.item_owner END AS owner_by_key,
     n.crossed,
     n.outcome,
     n.is_served_item
