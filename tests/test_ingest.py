@@ -1433,7 +1433,8 @@ def test_ids_a_pandas_export_writes_as_floats_are_the_users_of_the_keys(tmp_path
     # the users directory and a grants table, exported alike: a row without an id makes the column float64
     pd.DataFrame({"user_id": [42, 43, None], "email": ["a@example.org", "b@example.org", "nobody@example.org"]}) \
         .to_csv(tmp_path / "users.csv", index=False)
-    pd.DataFrame({"owner_id": [43, None], "viewer_id": [42, 42], "category": ["conversation_titles"] * 2}) \
+    # (a blank row: a grant naming no owner or viewer is refused)
+    pd.DataFrame({"owner_id": [43, None], "viewer_id": [42, None], "category": ["conversation_titles", None]}) \
         .to_csv(tmp_path / "grants.csv", index=False)
     config = tmp_path / "incident.toml"
     config.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n"
