@@ -59,7 +59,7 @@ import duckdb
 
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
-from .errors import WhosawError, first_unreadable_parquet, set_memory_limit
+from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import copy_safe_csv
 from .schema import (
@@ -705,11 +705,7 @@ def connect(temp_dir: Path, memory_limit: str | None = None, threads: int | None
     temp_dir.mkdir(parents=True, exist_ok=True)
     threads = _threads(threads)
     con = duckdb.connect(":memory:")
-    try:
-        set_memory_limit(con, _memory_limit(memory_limit))
-    except WhosawError:
-        con.close()
-        raise
+    set_memory_limit(con, _memory_limit(memory_limit))
     con.execute(f"SET threads = {threads}")
     con.execute(f"SET temp_directory = '{_sql_path(temp_dir)}'")
     con.execute("SET preserve_insertion_order = false")
@@ -1001,10 +997,7 @@ def analysis_views(
         run_steps(con, load_steps(), progress)
         yield con, bucket_seconds
     except duckdb.OutOfMemoryException:
-        raise WhosawError(
-            f"analysis ran out of memory (memory_limit {_memory_limit(memory_limit)}); raise "
-            f"WHOSAW_MEMORY_LIMIT or free disk space for {out / '.tmp'}"
-        ) from None
+        raise out_of_memory("analysis", _memory_limit(memory_limit), out / ".tmp") from None
     finally:
         if con is not None:
             con.close()

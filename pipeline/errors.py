@@ -25,13 +25,21 @@ def first_unreadable_parquet(con: Any, paths: Iterable[Path]) -> Path | None:
 
 
 def set_memory_limit(con: Any, limit: str) -> None:
-    """SET DuckDB's ``memory_limit`` on ``con``. A size DuckDB cannot read (``WHOSAW_MEMORY_LIMIT=lots``) is bad
-    usage, one line and exit 2, not an internal error."""
+    """SET DuckDB's ``memory_limit`` on ``con``, a connection being set up. A size DuckDB cannot read
+    (``WHOSAW_MEMORY_LIMIT=lots``) is bad usage, one line and exit 2, not an internal error: ``con`` is closed."""
     import duckdb
 
     try:
         con.execute(f"SET memory_limit = '{limit.replace(chr(39), chr(39) * 2)}'")
     except duckdb.Error:
+        con.close()
         raise WhosawError(
             f"memory limit {limit!r} is not a size DuckDB reads (WHOSAW_MEMORY_LIMIT takes e.g. 4GB or 600MB)"
         ) from None
+
+
+def out_of_memory(stage: str, limit: str, spill: Path) -> WhosawError:
+    """The error for DuckDB running out of memory even with spilling: what to change, not an internal error."""
+    return WhosawError(
+        f"{stage} ran out of memory (memory_limit {limit}); raise WHOSAW_MEMORY_LIMIT or free disk space for {spill}"
+    )

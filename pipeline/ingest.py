@@ -80,7 +80,7 @@ import pyarrow as pa
 from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, SourceConfig, resolve_config, strptime_specifiers
-from .errors import WhosawError, set_memory_limit
+from .errors import WhosawError, out_of_memory, set_memory_limit
 from .manifest import (
     begin_ingest_commit,
     ctrl_c_waits,
@@ -291,11 +291,8 @@ def ingest(
                     stale,
                 )
                 end_ingest_commit(out)
-        except duckdb.OutOfMemoryException:  # as the analysis says it: what to change, not an internal error
-            raise WhosawError(
-                f"ingest ran out of memory (memory_limit {MEMORY_LIMIT}); raise WHOSAW_MEMORY_LIMIT or free disk "
-                f"space for {out / '.tmp'}"
-            ) from None
+        except duckdb.OutOfMemoryException:
+            raise out_of_memory("ingest", MEMORY_LIMIT, out / ".tmp") from None
         finally:
             if con is not None:
                 con.close()
@@ -982,11 +979,7 @@ class _Gunzip:
 def _connect(scratch: Path) -> duckdb.DuckDBPyConnection:
     (scratch / "duckdb").mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"temp_directory": str(scratch / "duckdb")})
-    try:
-        set_memory_limit(con, MEMORY_LIMIT)
-    except WhosawError:
-        con.close()
-        raise
+    set_memory_limit(con, MEMORY_LIMIT)
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
     # A partitioned COPY buffers up to 524288 rows per thread and 5 row groups per open file by default: with

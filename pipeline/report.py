@@ -1420,29 +1420,17 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         for kind, n in sorted((near.get("by_kind") or {}).items())
     ]
     # near_misses.parquet holds them all: a count of the window's alone would not match its rows
-    near_outside = near.get("outside_window", 0) or 0
-    blocks.append(
-        Para(
-            [
-                *_count(near.get("total", 0), "near miss", ("near_misses", "total"), "near misses"),
-                *(
-                    [" in the window (", Num(near_outside, key=("near_misses", "outside_window")), " more outside it)"]
-                    if near_outside
-                    else []
-                ),
-                ": replies that crossed but, as far as the logs show, reached no one as data. ",
-                *(
-                    [
-                        "They are not exposures; near_misses.parquet holds all ",
-                        Num((near.get("total", 0) or 0) + near_outside),
-                        " (column in_window).",
-                    ]
-                    if near_outside
-                    else ["They are not exposures and are in near_misses.parquet."]
-                ),
-            ]
-        )
-    )
+    near_total, near_outside = near.get("total", 0) or 0, near.get("outside_window", 0) or 0
+    text = _count(near_total, "near miss", ("near_misses", "total"), "near misses")
+    if near_outside:
+        text += [" in the window (", Num(near_outside, key=("near_misses", "outside_window")), " more outside it)"]
+    text.append(": replies that crossed but, as far as the logs show, reached no one as data. ")
+    if near_outside:
+        text += ["They are not exposures; near_misses.parquet holds all ", Num(near_total + near_outside),
+                 " (column in_window)."]
+    else:
+        text.append("They are not exposures and are in near_misses.parquet.")
+    blocks.append(Para(text))
     if near_items:
         blocks.append(Bullets(near_items))
     outside = s.get("outside_window") or {}

@@ -48,11 +48,6 @@ bucket_threshold AS (
     SELECT baseline, baseline + greatest(1.0, 3.0 * sqrt(baseline)) AS threshold, buckets
     FROM bucket_baseline
 ),
-scan_best AS (
-    -- one row: the best stretch's llr (NULL without crossed replies) and the llr a window needs
-    SELECT llr AS best_llr, llr_needed
-    FROM primary_stretch
-),
 rescan_best AS (
     -- one row: the second scan's best stretch (87_window_rescan; NULLs when there was none)
     SELECT
@@ -149,7 +144,7 @@ SELECT
     a.calls_outside,
     a.per_1000_calls_in_run,
     a.per_1000_calls_outside,
-    g.best_llr,
+    g.llr AS best_llr,  -- NULL without crossed replies
     g.llr_needed,
     a.second_llr,
     a.stretches,
@@ -157,5 +152,5 @@ SELECT
     a.auto_end
 FROM params AS p
 CROSS JOIN bucket_threshold AS h
-CROSS JOIN scan_best AS g
+CROSS JOIN primary_stretch AS g
 CROSS JOIN auto_window AS a;
