@@ -93,6 +93,7 @@ BUCKET_COUNTS_SQL = (
 # lines): 6.5 GB peak RSS in ~52 s, where 60% of RAM (14 GB) peaked at 9.2 GB in ~55 s; at 4 GB the
 # request join of 50_notable_reads spills and analyze took 80-100 s. WHOSAW_MEMORY_LIMIT overrides it.
 DEFAULT_MEMORY_CAP = 6 * 2**30
+MAX_THREADS_FLOOR = 64  # WHOSAW_THREADS may ask for up to this many, or 4 per core where that is more
 NEAR_MISS_COLUMNS = (
     "ts", "request_id", "host", "conn_id", "kind", "category", "owner_id", "viewer_id",
     "source_file", "source_line", "in_window",
@@ -696,6 +697,10 @@ def _threads(explicit: int | None) -> int:
     if value:
         if not re.fullmatch(r"\s*[0-9]+\s*", value) or int(value) < 1:
             raise WhosawError(f"WHOSAW_THREADS: expected a whole number of threads, 1 or more, not {value!r}")
+        most = max(MAX_THREADS_FLOOR, 4 * (os.cpu_count() or 1))
+        if int(value) > most:  # DuckDB takes 100000 and then spends the run switching between them
+            raise WhosawError(f"WHOSAW_THREADS: at most {most} threads on this machine ({os.cpu_count()} cores), "
+                              f"not {int(value)}")
         return int(value)
     return os.cpu_count() or 1
 

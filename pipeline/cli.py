@@ -367,8 +367,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if flagged:
         rows.append(("flagged rows", f"{flagged:,} (ambiguous or conflicting evidence)"))
     near = summary.get("near_misses", {})
-    if isinstance(near, dict) and near.get("total"):
-        rows.append(("near misses", f"{near['total']:,} (crossed replies that reached no one as data)"))
+    if isinstance(near, dict) and (near.get("total") or near.get("outside_window")):
+        beyond = f"; {near['outside_window']:,} more outside the window" if near.get("outside_window") else ""
+        rows.append(("near misses", f"{near.get('total', 0):,} (crossed replies that reached no one as data{beyond})"))
     outside = summary.get("outside_window", {})
     if isinstance(outside, dict) and outside.get("exposures"):
         rows.append(("outside window", f"{_counted(outside['exposures'], 'exposure')} not counted above"))

@@ -414,11 +414,24 @@ def test_one_exposure_outside_the_window_is_singular(finished_run, tmp_path):
     assert line.split(None, 2)[2] == "1 exposure not counted above"
 
 
+def test_near_misses_outside_the_window_are_named_beside_those_in_it(finished_run, tmp_path):
+    """The near-miss line counts the window's; those the window leaves out are said, not silently dropped."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "2023-03-20T05:00Z/2023-03-20T10:00Z"])
+    assert result.exit_code == 0, result.output
+    near = json.loads((out / "summary.json").read_text())["near_misses"]
+    assert near["total"] > 0 and near["outside_window"] > 0
+    line = next(line for line in result.output.splitlines() if line.startswith("near misses"))
+    assert line.split(None, 2)[2] == (f"{near['total']:,} (crossed replies that reached no one as data; "
+                                      f"{near['outside_window']:,} more outside the window)")
+
+
 @pytest.mark.parametrize(("verb", "setting", "says"), [
     ("ingest", "WHOSAW_MEMORY_LIMIT=lots", "memory limit 'lots' is not a size DuckDB reads"),
     ("analyze", "WHOSAW_MEMORY_LIMIT=lots", "memory limit 'lots' is not a size DuckDB reads"),
     ("analyze", "WHOSAW_THREADS=two", "WHOSAW_THREADS: expected a whole number of threads, 1 or more, not 'two'"),
     ("analyze", "WHOSAW_THREADS=0", "WHOSAW_THREADS: expected a whole number of threads, 1 or more, not '0'"),
+    ("analyze", "WHOSAW_THREADS=100000", "WHOSAW_THREADS: at most "),  # accepted, DuckDB crawled
     # a limit too small even to spill: what to change, not an internal error
     ("ingest", "WHOSAW_MEMORY_LIMIT=1MB", "ingest ran out of memory (memory_limit 1MB); raise WHOSAW_MEMORY_LIMIT"),
     ("analyze", "WHOSAW_MEMORY_LIMIT=1MB", "analysis ran out of memory (memory_limit 1MB); raise WHOSAW_MEMORY_LIMIT"),
