@@ -51,11 +51,12 @@ def draw_charts(summary: dict[str, Any], timeline: dict[str, list[Any]], facts: 
 def _drawing() -> Iterator[None]:
     """The chart style, and no warning about a character the font lacks: matplotlib's names the character
     ("Glyph 23665 (\\N{CJK UNIFIED IDEOGRAPH-5C71}) missing from font(s)"), one warning per character of a label,
-    on stderr, where nothing from the users directory may appear. The label still draws (a box per character)."""
+    on stderr, where nothing from the users directory may appear. The label still draws (a box per character).
+    ``(?s)``: the character may be a line break ("Glyph 10 (\\n) missing"), a message over two lines."""
     import matplotlib
 
     with matplotlib.rc_context(_STYLE), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"(?s)Glyph \d+ .*missing from", category=UserWarning)
         yield
 
 

@@ -1111,6 +1111,25 @@ def test_a_label_the_font_cannot_draw_prints_nothing(tmp_path):
     assert (tmp_path / "out" / "charts" / "countries.png").is_file()
 
 
+def test_a_line_break_in_a_label_warns_nothing_either():
+    """A users directory's country with a line break in it ("a\\nb", a CSV cell over two lines): matplotlib's
+    warning names that character too ("Glyph 10 (\\n) missing from font(s)"), a message over two lines, which the
+    filter's ``.*`` did not reach across: it was printed on stderr of every report."""
+    import warnings
+
+    summary = {"window": {"method": "all"}, "exposures_by_category": {"payment_info": 1}}
+    facts = ChartFacts(
+        severity_by_category={"payment_info": "high"},
+        countries=[("Upper\nVolta", 1, 1), ("山田\r\t", 1, 0)],
+        owners_seen_hist=[(1, 1)],
+        viewer_count_hist=[(1, 1)],
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        draw_charts(summary, {}, facts)
+    assert [str(w.message) for w in caught] == []
+
+
 def _report_text(out: Path, **summary_changes) -> str:
     """report.md of the hand-built analysis in ``out`` with summary.json changed as given, one line per
     paragraph, Markdown's escapes undone."""
