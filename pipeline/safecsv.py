@@ -60,7 +60,11 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
     described = con.execute(f"DESCRIBE ({relation_sql})").fetchall()
     select = []
     for name, dtype, *_ in described:
-        quoted = f'"{name}"'
+        # Names are data too in a frame a notebook exports (a crosstab's columns are user ids, keys, routes): quoted
+        # as identifiers, so a '"' in one is a character, not the end of the name (it broke the query, and could
+        # have run SQL of its own), and written neutralised, as a header cell a spreadsheet reads like any other.
+        quoted = _sql_ident(name)
+        header = _sql_ident(str(neutralise(name)))
         if dtype.startswith("TIMESTAMP"):
             # A zoned time is shown in UTC; a time without a zone is UTC already (whosaw's rule for times
             # written without an offset). Cast to TIMESTAMPTZ, it would be read in the session's zone, which is
@@ -70,15 +74,15 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
                 if dtype == "TIMESTAMP WITH TIME ZONE"
                 else f"CAST({quoted} AS TIMESTAMP)"
             )
-            select.append(f"strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {quoted}")
+            select.append(f"strftime({utc}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {header}")
         elif dtype in _PLAIN_TYPES or dtype.startswith("DECIMAL"):
-            select.append(quoted)  # a number, a truth value, a date: no text a spreadsheet could run
+            select.append(f"{quoted} AS {header}")  # a number, a truth value, a date: no text a spreadsheet could run
         else:
             # Text, a list (joined with ';') and whatever else is written as text: an ENUM (a pandas categorical
             # column), a BLOB (bytes), a UUID, a STRUCT... each is neutralised like text, since "=1+1" is as risky
             # in a category as in a string.
             text = f"array_to_string({quoted}, ';')" if dtype.endswith("[]") else f"CAST({quoted} AS VARCHAR)"
-            select.append(f"{sql_neutralise(text)} AS {quoted}")
+            select.append(f"{sql_neutralise(text)} AS {header}")
     query = f"SELECT {', '.join(select)} FROM ({relation_sql})"
     written = path.with_name(path.name + ".part")
     # The rows in the order ``relation_sql`` gives them: the projection above it is not an ORDER BY of its own, so
@@ -113,8 +117,13 @@ def read_safe_csv(path: str | Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
     for column in frame.columns:
         frame[column] = frame[column].map(restore, na_action="ignore")
+    frame.columns = [restore(column) for column in frame.columns]  # a header cell follows the rule too
     return frame
 
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+def _sql_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,5 +1,6 @@
 """Spreadsheet-safe CSV: hostile cells are neutralised on disk and read back to the original values."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -106,3 +107,22 @@ def test_categorical_and_bytes_columns_are_neutralised_too(tmp_path):
     assert raw["n"].tolist() == ["-1", "2", "3"] and raw["share"].tolist() == ["-0.5", "0.25", "1.0"]
     back = read_safe_csv(path)
     assert back["category"].tolist() == ["=1+1", "@SUM(A1)", "plain"]
+
+
+def test_column_names_from_data_are_quoted_and_neutralised(tmp_path):
+    """A frame a notebook exports may be named by data: a crosstab of viewers by owner has user ids as its column
+    names. A '"' in one ended the quoted name in the SQL (the export failed, its error quoting the ids, and a name
+    could have run SQL of its own); a name starting with '=' went into the header as it was, where a spreadsheet
+    runs it like any cell. Both are written by the rule, and read back to the original names."""
+    from pipeline import export_csv
+
+    names = ['q"UID9,\nz', "=1+1UID0", "@UID3", "plain"]
+    frame = pd.DataFrame({names[0]: ["=HYPERLINK(1)"], names[1]: [2], names[2]: [pd.Timestamp("2023-03-20")],
+                          names[3]: ["ok"]})
+    path = export_csv(frame, tmp_path / "crosstab.csv")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header == ['q"UID9,\nz', "'=1+1UID0", "'@UID3", "plain"]
+    back = read_safe_csv(path)
+    assert back.columns.tolist() == names
+    assert back.iloc[0].tolist() == ["=HYPERLINK(1)", "2", "2023-03-20T00:00:00.000000Z", "ok"]
