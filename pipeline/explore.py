@@ -748,9 +748,13 @@ def _read_parquet_rows(path: Path, numbers: set[int], gz: bool, scratch_root: Pa
 # ---------------------------------------------------------------------------------------------- export, what-if
 
 def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``frame`` to ``path`` as spreadsheet-safe CSV (times ISO-8601 UTC; folders created); the path."""
+    """Write ``frame`` to ``path`` as spreadsheet-safe CSV (times ISO-8601 UTC; folders created); the path.
+    A named index is written as columns first: a crosstab's or a groupby's rows are named by it (the viewer, the
+    owner), and the writer reads columns only. An unnamed one (a filtered frame's row numbers) is left out."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if any(name is not None for name in frame.index.names):
+        frame = frame.reset_index()
     write_safe_csv(frame, path)
     return path
 

@@ -126,3 +126,19 @@ def test_column_names_from_data_are_quoted_and_neutralised(tmp_path):
     back = read_safe_csv(path)
     assert back.columns.tolist() == names
     assert back.iloc[0].tolist() == ["=HYPERLINK(1)", "2", "2023-03-20T00:00:00.000000Z", "ok"]
+
+
+def test_a_named_index_is_exported_as_columns(tmp_path):
+    """A crosstab of viewers by owner, or a count per owner, names its rows by its index; the writer reads the
+    frame's columns only, so the rows came out as bare numbers, whose they were lost. A named index is written
+    first; an unnamed one (a filtered frame's row numbers) is not."""
+    from pipeline import export_csv
+
+    rows = pd.DataFrame({"viewer_id": ["v1", "=v2", "v1"], "owner_id": ["o1", "o1", "o2"]})
+    back = read_safe_csv(export_csv(pd.crosstab(rows.viewer_id, rows.owner_id), tmp_path / "pairs.csv"))
+    assert back.columns.tolist() == ["viewer_id", "o1", "o2"]
+    assert back.values.tolist() == [["=v2", "1", "0"], ["v1", "1", "1"]]
+    back = read_safe_csv(export_csv(rows.groupby("owner_id").size().to_frame("n"), tmp_path / "per_owner.csv"))
+    assert back.values.tolist() == [["o1", "2"], ["o2", "1"]]
+    back = read_safe_csv(export_csv(rows[rows.owner_id == "o1"], tmp_path / "filtered.csv"))
+    assert back.columns.tolist() == ["viewer_id", "owner_id"]
