@@ -1,9 +1,9 @@
 """CSV that is safe to open in a spreadsheet, and the rule to read it back.
 
-The rule: a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return or a single quote
-gets one single quote (``'``) in front, so no spreadsheet evaluates it as a formula. To read a file back,
-drop the first character of every text cell that starts with a single quote: that gives the original value
-exactly (quoting the quote too is what makes the rule reversible). ``read_safe_csv`` does this.
+The rule: a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab, a carriage return (also after leading
+spaces) or a single quote gets one single quote (``'``) in front, so no spreadsheet evaluates it as a formula. To
+read a file back, drop the first character of every text cell that starts with a single quote: that gives the
+original value exactly (quoting the quote too is what makes the rule reversible). ``read_safe_csv`` does this.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import duckdb
 if TYPE_CHECKING:  # pandas costs half a second to import; only the DataFrame helpers below need it
     import pandas as pd
 
-# A leading character a spreadsheet may treat as the start of a formula, plus the escape itself.
-_RISKY_FIRST = ("=", "+", "-", "@", "\t", "\r", "'")
+# A leading character a spreadsheet may treat as the start of a formula, also after spaces: LibreOffice's CSV import
+# with "Trim spaces" ticked runs " =1+1" as a formula (checked with LibreOffice 7.4; a no-break space, a full-width
+# ＝ or a tab before the "=" it keeps as text). The escape itself (') only as the very first character.
+_RISKY_FIRST = ("=", "+", "-", "@", "\t", "\r")
 # DuckDB types whose cells are written as they are (a leading "-" is a negative number's, not a formula's);
 # every other type goes out as text, neutralised.
 _PLAIN_TYPES = frozenset(
@@ -30,7 +32,7 @@ _PLAIN_TYPES = frozenset(
 
 def neutralise(value: object) -> object:
     """The rule for one cell: prefix a quote to a text cell that starts with a risky character."""
-    if isinstance(value, str) and value.startswith(_RISKY_FIRST):
+    if isinstance(value, str) and (value.lstrip(" ").startswith(_RISKY_FIRST) or value.startswith("'")):
         return "'" + value
     return value
 
@@ -43,11 +45,12 @@ def restore(value: object) -> object:
 
 
 def sql_neutralise(expr: str) -> str:
-    """The same rule as a SQL expression over a text expression (DuckDB and Spark alike)."""
+    """The same rule as a DuckDB SQL expression over a text expression."""
     # Comparisons joined by OR, not IN (...): DuckDB plans an IN list this long as a join against the list,
     # and that join does not keep the order of the rows below it (a sorted export came out shuffled).
-    first = f"substr({expr}, 1, 1)"
-    risky = " OR ".join(f"{first} = {char}" for char in ("'='", "'+'", "'-'", "'@'", "chr(9)", "chr(13)", "''''"))
+    lead = f"substr(ltrim({expr}, ' '), 1, 1)"
+    risky = " OR ".join(f"{lead} = {char}" for char in ("'='", "'+'", "'-'", "'@'", "chr(9)", "chr(13)"))
+    risky += f" OR substr({expr}, 1, 1) = ''''"
     return f"CASE WHEN {risky} THEN '''' || {expr} ELSE {expr} END"
 
 

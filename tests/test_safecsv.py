@@ -142,3 +142,20 @@ def test_a_named_index_is_exported_as_columns(tmp_path):
     assert back.values.tolist() == [["o1", "2"], ["o2", "1"]]
     back = read_safe_csv(export_csv(rows[rows.owner_id == "o1"], tmp_path / "filtered.csv"))
     assert back.columns.tolist() == ["viewer_id", "owner_id"]
+
+
+def test_a_formula_after_leading_spaces_is_neutralised(tmp_path):
+    """LibreOffice's CSV import with "Trim spaces" ticked runs " =1+1" as a formula (checked with LibreOffice 7.4:
+    soffice --infilter="CSV:44,34,76,1,,0,false,true,false,false,true,,true"), so a cell whose first character
+    after spaces is risky gets the quote too; in SQL as in Python, and read back exactly."""
+    values = [" =1+1", "   @SUM(A1)", "  -2", " +x", " \t=x", " 'quoted", "\u00a0=kept"]
+    assert [neutralise(v) for v in values] == [
+        "' =1+1", "'   @SUM(A1)", "'  -2", "' +x", "' \t=x", " 'quoted", "\u00a0=kept",
+    ]
+    con = duckdb.connect()
+    con.register("people", pd.DataFrame({"name": values}))
+    path = tmp_path / "spaced.csv"
+    copy_safe_csv(con, "SELECT name FROM people", path)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    assert raw["name"].tolist() == [neutralise(v) for v in values]
+    assert read_safe_csv(path)["name"].tolist() == values
