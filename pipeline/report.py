@@ -36,7 +36,7 @@ from . import __version__
 from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import load_manifest, locked, read_json_object, update_manifest
+from .manifest import ctrl_c_waits, load_manifest, locked, read_json_object, remove_stage_outputs, update_manifest
 from .progress import execute, progress_wanted
 from .safecsv import copy_safe_csv
 from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS, id_text
@@ -97,6 +97,18 @@ def _report_locked(out: Path, show: bool) -> dict[str, Path]:
     """``report`` once it holds ``out``'s lock: no analyze or ingest can replace the exposures it reads."""
     inputs = _Inputs.load(out)
     update_manifest(out, report={**REPORT_OUTPUTS, "complete": False})
+    try:
+        return _write_report(out, inputs, show)
+    except BaseException:
+        # Failed or interrupted half-way: what it wrote goes, not left beside the analysis as if it were a report
+        # (affected_users.csv without report.html, some of the notify/ lists, a CSV cut short by Ctrl-C).
+        with ctrl_c_waits():
+            remove_stage_outputs(out, "report")
+            update_manifest(out, drop=("report",))
+        raise
+
+
+def _write_report(out: Path, inputs: _Inputs, show: bool) -> dict[str, Path]:
     with ChartWorker() as worker:
         files, facts = _tables(inputs, show, worker)
         charts_drawn = worker.charts()

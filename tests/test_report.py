@@ -1130,6 +1130,27 @@ def test_a_line_break_in_a_label_warns_nothing_either():
     assert [str(w.message) for w in caught] == []
 
 
+def test_a_report_that_fails_half_way_leaves_none_of_its_files(tmp_path):
+    """A report that fails after its first CSVs (here a folder in the way of a notification list; Ctrl-C is the
+    same path) left affected_users.csv and viewers.csv beside the analysis, with no report.html and not every
+    notify/ list: a list of some of the people, read as the report's. Its files go; the analysis' stay."""
+    out = build_analysis(tmp_path / "out")
+    pipeline.report(out, progress=False)
+    assert (out / "notify" / "payment_info.csv").is_file()
+    (out / "notify" / "payment_info.csv").unlink()
+    (out / "notify" / "payment_info.csv").mkdir()
+    with pytest.raises(OSError):
+        pipeline.report(out, progress=False)
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert not [name for name in left if name.startswith(("affected_users", "viewers", "report.", "charts/"))]
+    assert not [name for name in left if name.startswith("notify/")]
+    assert "exposures.csv" in left and "summary.json" in left
+    assert "report" not in json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    (out / "notify" / "payment_info.csv").rmdir()
+    pipeline.report(out, progress=False)  # and the next report is whole
+    assert (out / "affected_users.csv").is_file() and (out / "notify" / "payment_info.csv").is_file()
+
+
 def _report_text(out: Path, **summary_changes) -> str:
     """report.md of the hand-built analysis in ``out`` with summary.json changed as given, one line per
     paragraph, Markdown's escapes undone."""
