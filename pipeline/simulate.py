@@ -693,19 +693,27 @@ class _World:
         # An old grant that ended before the traffic: listed, never used.
         old_owner, old_viewer = int(rng.integers(U)), int(rng.integers(U))
         self.old_grant = (old_owner, old_viewer if old_viewer != old_owner else (old_owner + 1) % U)
-        # (owner, viewer or -2 for '*') -> [(from, to)] for conversation_content
-        self.grant_index: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for o, v, a, b in zip(owners.tolist(), viewers.tolist(), vf.tolist(), vt.tolist(), strict=True):
-            self.grant_index.setdefault((o, v), []).append((a, b))
-        self.grant_index.setdefault((star_owner, -2), []).append((self.star_from, _INF))
+        self.old_grant_conv = int(self.conv_first[old_owner])
+        # (owner, viewer or -2 for '*') -> [(conversation, from, to)]: each link shares one conversation.
+        self.grant_index: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        for o, v, c, a, b in zip(
+            owners.tolist(), viewers.tolist(), convs.tolist(), vf.tolist(), vt.tolist(), strict=True
+        ):
+            self.grant_index.setdefault((o, v), []).append((c, a, b))
+        self.grant_index.setdefault((star_owner, -2), []).append((self.star_conv, self.star_from, _INF))
 
-    def granted(self, owner: int, viewer: int, family: int, ts: int) -> bool:
-        """The grants table's rule: (owner, viewer or '*', category, valid_from <= ts < valid_to)."""
-        if family != F_CONV:
+    def granted(self, owner: int, viewer: int, value_key: int, ts: int) -> bool:
+        """The grants table's rule: (owner, viewer or '*', category, resource, valid_from <= ts < valid_to).
+
+        Why the resource: a share link shares one conversation, so only a value of that conversation's key is
+        excused; a crossed reply of another of the owner's conversations that reaches the grantee is an
+        exposure (as the analysis reads a grant with a resource_id)."""
+        if self.key_family[value_key] != F_CONV:
             return False
+        conv = value_key - 2 * self.U
         for who in (viewer, -2):
-            for a, b in self.grant_index.get((owner, who), ()):
-                if a <= ts < b:
+            for c, a, b in self.grant_index.get((owner, who), ()):
+                if c == conv and a <= ts < b:
                     return True
         return False
 
@@ -1839,12 +1847,11 @@ class _Simulation:
         served = is_read & (t["status"] == ST_OK) & (req_status < 500)
         vkey = t["value_key"]
         owner = w.key_owner[vkey]
-        fam = w.key_family[vkey]
         exposure = np.zeros(n, bool)
         granted = np.zeros(n, bool)
         for i in np.nonzero(served & (owner >= 0) & (owner != t["viewer"]))[0].tolist():
             viewer = int(t["viewer"][i])
-            if w.granted(int(owner[i]), viewer, int(fam[i]), int(t["ts"][i])):
+            if w.granted(int(owner[i]), viewer, int(vkey[i]), int(t["ts"][i])):
                 granted[i] = True
             else:
                 exposure[i] = True
@@ -2161,14 +2168,23 @@ class _Simulation:
         (out / "ownership.csv").write_bytes(b"resource_id,owner_id\n" + bytes(_lines_bytes(lines)))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["owner_id", "viewer_id", "category", "valid_from", "valid_to"])
-        for o, v, a, b in zip(
-            w.g_owner.tolist(), w.g_viewer.tolist(), w.g_from.tolist(), w.g_to.tolist(), strict=True
+        # Each share link names the one conversation it shares (resource_id, beyond SPEC's columns).
+        cid = w.conv_ids.to_pylist()
+        writer.writerow(["owner_id", "viewer_id", "category", "valid_from", "valid_to", "resource_id"])
+        for o, v, c, a, b in zip(
+            w.g_owner.tolist(),
+            w.g_viewer.tolist(),
+            w.g_conv.tolist(),
+            w.g_from.tolist(),
+            w.g_to.tolist(),
+            strict=True,
         ):
             writer.writerow(
-                [uid[o], uid[v], "conversation_content", _iso_sec(a), "" if b >= _INF else _iso_sec(b)]
+                [uid[o], uid[v], "conversation_content", _iso_sec(a), "" if b >= _INF else _iso_sec(b), cid[c]]
             )
-        writer.writerow([uid[w.star_owner], "*", "conversation_content", _iso_sec(w.star_from), ""])
+        writer.writerow(
+            [uid[w.star_owner], "*", "conversation_content", _iso_sec(w.star_from), "", cid[w.star_conv]]
+        )
         oo, ov = w.old_grant
         writer.writerow(
             [
@@ -2177,6 +2193,7 @@ class _Simulation:
                 "conversation_content",
                 _iso_sec(p.start - 30 * 86400 * SEC),
                 _iso_sec(p.start - 20 * 86400 * SEC),
+                cid[w.old_grant_conv],
             ]
         )
         (out / "grants.csv").write_text(buf.getvalue(), encoding="utf-8")
@@ -2264,7 +2281,8 @@ TRUTH_DEFINITIONS = {
     "exposure": (
         "a GET/HGETALL with status ok in a request that answered < 500, whose value (the reply it actually "
         "read) has an owner who is not the user holding the request's session at that instant (anonymous = "
-        "empty viewer_id), and no grant covers (owner, viewer or '*', category, time); key = the key asked "
+        "empty viewer_id), and no grant covers (owner, viewer or '*', category, the value's conversation "
+        "(resource_id), time); key = the key asked "
         "for, category = the category of the value served"
     ),
     "crossed_reply": "a call that read (ok or error) the reply of another, earlier call on its connection",

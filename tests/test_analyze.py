@@ -1291,6 +1291,36 @@ def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_
     assert _rows(pd.read_parquet(out / "exposures.parquet")) == _rows(expected)
     assert not (out / ".tmp").exists()  # the spill folder is removed afterwards
 
+def test_a_share_link_excuses_its_one_conversation_in_the_truth_and_the_analysis(tmp_path):
+    """The simulator's share links are grants of one conversation (resource_id): a crossed reply that brings the
+    link's viewer another of its owner's conversations is an exposure in the ground truth and in the analysis
+    alike (a category-wide grant excused it in both), and the two agree row for row."""
+    logs = tmp_path / "logs"
+    simulate(logs, users=30, requests=4000, cancel_rate=0.08, seed=3)
+    grants = pd.read_csv(logs / "grants.csv", dtype=str, keep_default_na=False)
+    expected = pd.read_csv(logs / "ground_truth" / "exposures.csv", dtype=str, keep_default_na=False)
+    out = tmp_path / "out"
+    ingest([logs], out, config=logs / "incident.toml", progress=False)
+    analyze(out, logs / "incident.toml", progress=False)
+    ours = pd.read_parquet(out / "exposures.parquet")
+    assert _rows(ours) == _rows(expected)
+    # The exposures whose owner, viewer ('*': anyone) and time a grant covers: values of another conversation.
+    covered = [
+        (row, g)
+        for row in expected.itertuples()
+        for g in grants.itertuples()
+        if g.owner_id == row.owner_id and g.viewer_id in ("*", row.viewer_id)
+        and pd.Timestamp(g.valid_from) <= pd.Timestamp(row.ts)
+        and (not g.valid_to or pd.Timestamp(row.ts) < pd.Timestamp(g.valid_to))
+    ]
+    assert covered, "no crossed reply of a grant owner's other conversation reached its viewer here"
+    ownership = pd.read_csv(logs / "ownership.csv", dtype=str).set_index("resource_id")["owner_id"]
+    assert (grants.resource_id.map(ownership) == grants.owner_id).all()  # each shares one of its owner's
+    for row, g in covered:
+        assert row.category == "conversation_content" and row.value_key != f"conv:{g.resource_id}"
+        assert ((ours.request_id == row.request_id) & (ours.value_key == row.value_key)).any()
+
+
 # ----------------------------------------------------------------------------------------- Spark
 
 

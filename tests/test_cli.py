@@ -329,7 +329,7 @@ def test_an_unreadable_side_table_row_is_one_line_that_quotes_no_one(finished_ru
     with path.open("a", encoding="utf-8") as handle:
         for i in range(30_000):  # beyond DuckDB's sniffing sample
             if table == "grants":
-                handle.write(f"nobody{i}@example.org,viewer{i}@example.org,conversation_content,2023-03-20T01:00:00Z,\n")
+                handle.write(f"nobody{i}@example.org,viewer{i}@example.org,conversation_content,2023-03-20T01:00:00Z,,\n")
             else:
                 handle.write(f"c9{i:07d},nobody{i}@example.org\n")
         handle.write('alice.secret@example.org,"bob.secret@example.org,4111111111111111\n')
@@ -496,7 +496,7 @@ def test_a_grant_of_a_category_no_key_rule_gives_is_named_on_the_console_and_in_
     logs = tmp_path / "logs"
     shutil.copytree(SAMPLE, logs)
     with (logs / "grants.csv").open("a") as f:
-        f.write("u000001,u000002,Conversation_Titles,,\nu000003,*,conversation_titels,,\n")
+        f.write("u000001,u000002,Conversation_Titles,,,\nu000003,*,conversation_titels,,,\n")  # no resource_id
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", str(logs / "incident.toml")])
     assert result.exit_code == 0, result.output

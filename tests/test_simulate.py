@@ -79,24 +79,26 @@ def reference_exposures(folder: Path) -> tuple[set, dict]:
         grants = list(csv.DictReader(fh))
     start, end = config["window"]["start"], config["window"]["end"]
 
-    def key_owner(key: str) -> tuple[str | None, str]:
+    def key_owner(key: str) -> tuple[str | None, str, str | None]:
+        """(owner, category, resource) of a key by the first rule that matches it."""
         for pattern, category in rules:
             m = pattern.match(key)
             if m:
                 groups = m.groupdict()
                 if "owner" in groups:
-                    return groups["owner"], category
+                    return groups["owner"], category, None
                 if "resource" in groups:
-                    return ownership.get(groups["resource"]), category
-                return None, category
-        return None, "uncategorized"
+                    return ownership.get(groups["resource"]), category, groups["resource"]
+                return None, category, None
+        return None, "uncategorized", None
 
-    def granted(owner: str, viewer: str | None, category: str, ts: str) -> bool:
+    def granted(owner: str, viewer: str | None, category: str, resource: str | None, ts: str) -> bool:
         for g in grants:
             if (
                 g["owner_id"] == owner
                 and g["viewer_id"] in (viewer, "*")
                 and g["category"] in (category, "*")
+                and g.get("resource_id") in (None, "", resource)
             ):
                 if g["valid_from"].rstrip("Z") <= ts.rstrip("Z") and (
                     not g["valid_to"] or ts.rstrip("Z") < g["valid_to"].rstrip("Z")
@@ -150,9 +152,9 @@ def reference_exposures(folder: Path) -> tuple[set, dict]:
                 continue
             if int(request["status"]) >= 500 or not (start <= line["ts"] < end):
                 continue
-            owner, category = key_owner(reply["key"])
+            owner, category, resource = key_owner(reply["key"])
             viewer = viewer_of(request, line["ts"])
-            if owner is None or owner == viewer or granted(owner, viewer, category, line["ts"]):
+            if owner is None or owner == viewer or granted(owner, viewer, category, resource, line["ts"]):
                 continue
             found.add((line["request_id"], line["key"], line["ts"], viewer or "", owner, category))
     return found, dict(near)
@@ -393,16 +395,66 @@ def test_sessions_log_agrees_with_the_requests(small):
     assert len(revived) == summary["sessions"]["refresh_after_expire"] > 0
 
 
+def _grants_covering(grants: list[dict], row: dict) -> list[dict]:
+    """The grants.csv rows whose owner, viewer ('*' = anyone), category and time cover an exposure row, whatever
+    conversation they name."""
+    ts = row["ts"].rstrip("Z")[:19]
+    return [
+        g
+        for g in grants
+        if g["owner_id"] == row["owner_id"]
+        and g["viewer_id"] in (row["viewer_id"], "*")
+        and g["category"] in (row["category"], "*")
+        and g["valid_from"].rstrip("Z") <= ts
+        and (not g["valid_to"] or ts < g["valid_to"].rstrip("Z"))
+    ]
+
+
 def test_grants_are_excluded_and_used(small):
     out, summary = small
     assert summary["requests"]["share_link_views"] + summary["requests"]["anonymous_share_views"] > 0
     grants = list(csv.DictReader(open(out / "grants.csv", encoding="utf-8")))
     assert any(g["viewer_id"] == "*" for g in grants)
-    pairs = {(g["owner_id"], g["viewer_id"]) for g in grants if g["category"] == "conversation_content"}
     for row in _truth_rows(out, "exposures.csv"):
-        if row["category"] == "conversation_content":
-            assert (row["owner_id"], row["viewer_id"]) not in pairs
-            assert (row["owner_id"], "*") not in pairs
+        for g in _grants_covering(grants, row):  # only a value of another conversation than the shared one
+            assert row["value_key"] != f"conv:{g['resource_id']}", row
+
+
+def test_share_links_name_one_conversation_of_their_owner(small):
+    """A share link shares one conversation: every grants.csv row names it (resource_id, the id ownership.csv
+    gives the grant's owner), in the column order the README gives."""
+    out, _ = small
+    with open(out / "grants.csv", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        grants = list(reader)
+    assert reader.fieldnames == ["owner_id", "viewer_id", "category", "valid_from", "valid_to", "resource_id"]
+    with open(out / "ownership.csv", encoding="utf-8") as fh:
+        ownership = {row["resource_id"]: row["owner_id"] for row in csv.DictReader(fh)}
+    assert grants and {g["viewer_id"] == "*" for g in grants} == {True, False}
+    for g in grants:
+        assert g["resource_id"] and ownership.get(g["resource_id"]) == g["owner_id"], g
+
+
+# An incident in which a crossed reply of a grant owner's other conversation reaches the grant's viewer.
+GRANT_CROSSED = {"users": 30, "requests": 4000, "cancel_rate": 0.08, "seed": 3}
+
+
+def test_a_crossed_reply_of_another_conversation_of_a_grant_owner_is_an_exposure(tmp_path):
+    """The share link excuses its one conversation only: a crossed reply that brings the link's viewer another
+    of the owner's conversations is an exposure (the old category-wide grant excused it), and a reading of the
+    logs by the design's rules, grants' resource_id included, finds the same exposures."""
+    out = tmp_path / "incident"
+    simulate(out, **GRANT_CROSSED)
+    grants = list(csv.DictReader(open(out / "grants.csv", encoding="utf-8")))
+    rows = _truth_rows(out, "exposures.csv")
+    covered = [(row, g) for row in rows for g in _grants_covering(grants, row)]
+    assert covered, "no exposure under a grant's owner, viewer and time: pick another incident"
+    for row, g in covered:
+        assert row["category"] == "conversation_content" and row["value_key"] != f"conv:{g['resource_id']}"
+    expected, _ = reference_exposures(out)
+    assert {(r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"]) for r in rows} == (
+        expected
+    )
 
 
 def test_aggregates_match_exposures(small):
