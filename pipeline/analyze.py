@@ -61,7 +61,7 @@ from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
-from .safecsv import copy_safe_csv
+from .safecsv import CSV_SHAPE_HINT, copy_safe_csv
 from .schema import (
     EXPOSURE_COLUMNS,
     FLOAT_EXACT_LIMIT,
@@ -559,10 +559,12 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
         present = {row[0].strip().lower(): row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}")
                    .fetchall()}
     except duckdb.Error:
-        raise WhosawError(f"tables.{name}: cannot read {path.name}") from None
+        hint = "" if source.startswith("read_parquet") else f" ({CSV_SHAPE_HINT})"
+        raise WhosawError(f"tables.{name}: cannot read {path.name}{hint}") from None
     missing = [c for c in spec["required"] if c not in present]
     if missing:
-        raise WhosawError(f"tables.{name}: {path.name} has no column {missing[0]!r}")
+        hint = "" if source.startswith("read_parquet") else f"; if its header has one, {CSV_SHAPE_HINT}"
+        raise WhosawError(f"tables.{name}: {path.name} has no column {missing[0]!r}{hint}")
     # Trimmed of spaces and tabs, as ingest trims a CSV log's fields: 'c9<tab>' is resource c9.
     texts = {
         c: f"nullif(trim(CAST(\"{present[c]}\" AS VARCHAR), ' ' || chr(9)), '')" if c in present

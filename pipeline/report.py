@@ -38,7 +38,7 @@ from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import ctrl_c_waits, load_manifest, locked, read_json_object, remove_stage_outputs, update_manifest
 from .progress import execute, progress_wanted
-from .safecsv import copy_safe_csv
+from .safecsv import CSV_SHAPE_HINT, copy_safe_csv
 from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS, id_text
 
 __all__ = ["report"]
@@ -323,12 +323,14 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
             con.execute(f"CREATE TEMP TABLE users_raw AS SELECT * FROM {source}")
         except duckdb.Error as exc:
             raise WhosawError(
-                f"report: cannot read the users directory {path} ({exc.__class__.__name__})"
+                f"report: cannot read the users directory {path} ({exc.__class__.__name__}"
+                + ("" if name.endswith(".parquet") else f"; {CSV_SHAPE_HINT}") + ")"
             ) from None
         # column names as the ownership and grants tables take them: case and surrounding spaces do not matter
         present = {row[0].strip().lower(): row[0] for row in con.execute("DESCRIBE users_raw").fetchall()}
         if "user_id" not in present:
-            raise WhosawError(f"report: the users directory {path} has no user_id column")
+            hint = "" if name.endswith(".parquet") else f"; if its header has one, {CSV_SHAPE_HINT}"
+            raise WhosawError(f"report: the users directory {path} has no user_id column{hint}")
         picks = ", ".join(
             _user_column(present[col], trim=col == "user_id") if col in present else "NULL::VARCHAR"
             for col in USER_COLUMNS

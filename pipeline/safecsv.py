@@ -18,6 +18,12 @@ import duckdb
 if TYPE_CHECKING:  # pandas costs half a second to import; only the DataFrame helpers below need it
     import pandas as pd
 
+# Why DuckDB may read a CSV table people keep (ownership, grants, users) as something else than its header says: its
+# sniffer then takes another line for the header, or one column for the whole row, or gives up.
+CSV_SHAPE_HINT = (
+    "a row with more or fewer fields than the header (a comma in a value that is not quoted? a row typed in without "
+    "its trailing commas?) or a quote left open keeps it from being read as CSV"
+)
 # A leading character a spreadsheet may treat as the start of a formula, also after spaces: LibreOffice's CSV import
 # with "Trim spaces" ticked runs " =1+1" as a formula (checked with LibreOffice 7.4; a no-break space, a full-width
 # ＝ or a tab before the "=" it keeps as text). The escape itself (') only as the very first character.

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from pipeline import __version__
 from pipeline.cli import cli
+from pipeline.safecsv import CSV_SHAPE_HINT
 
 SAMPLE = str(Path(__file__).resolve().parents[1] / "sample_logs")
 VERBS = ["run", "ingest", "analyze", "report", "simulate"]
@@ -342,6 +343,37 @@ def test_an_unreadable_side_table_row_is_one_line_that_quotes_no_one(finished_ru
             f"whosaw: error: tables.{table}: cannot read {table}.csv at line {lines} (InvalidInputException)\n"
         )
         assert "secret" not in result.output and "4111" not in result.output
+
+
+@pytest.mark.parametrize(("verb", "table", "row"), [
+    ("analyze", "grants", "u000001,u000002,conversation_content,,,c1,Smith, Jane\n"),  # one field more
+    ("analyze", "grants", "u000001,u000002,conversation_content\n"),  # typed in without its trailing commas
+    ("analyze", "ownership", "c1,u000001,x\n"),
+    # an unquoted comma in a name would put the email in the name, the name's second half in the country
+    ("report", "users", "u000999,jane.secret@example.org,Smith, Jane,DE,de-DE\n"),
+    ("report", "users", "u000999,jane.secret@example.org\n"),
+])
+def test_a_table_row_with_another_number_of_fields_than_its_header_is_refused_as_such(
+    finished_run, tmp_path, verb, table, row
+):
+    """A hand-edited CSV table whose row has more or fewer fields than its header: DuckDB's sniffer took the
+    long row for the header, or the whole line for one column, and the run said "grants.csv has no column
+    'owner_id'" of a file whose header names it, or "cannot read the users directory (InvalidInputException)".
+    Still refused, exit 2, now saying what to look for, and naming no value."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    with (logs / f"{table}.csv").open("a", encoding="utf-8") as handle:
+        handle.write(row)
+    if verb == "report":  # the report reads the users directory the analysis recorded
+        result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--config", str(logs / "incident.toml")])
+        assert result.exit_code == 0, result.output
+    config = ["--config", str(logs / "incident.toml")] if verb == "analyze" else []
+    result = CliRunner().invoke(cli, [verb, "--out", str(out), *config])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("whosaw: error: ") and result.stderr.count("\n") == 1
+    assert f"{table}.csv" in result.stderr and CSV_SHAPE_HINT in result.stderr
+    assert "Smith" not in result.output and "secret" not in result.output
 
 
 @pytest.mark.parametrize("verb", ["analyze", "report"])
