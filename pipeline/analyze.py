@@ -550,8 +550,8 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
         )
         con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT {select} WHERE false")
         return target
-    lower = path.name.lower()
-    if lower.endswith((".parquet", ".pq")):
+    parquet = path.name.lower().endswith((".parquet", ".pq"))
+    if parquet:
         source = f"read_parquet('{_sql_path(path)}')"
     else:
         source = f"read_csv('{_sql_path(path)}', all_varchar = true, header = true)"
@@ -559,11 +559,11 @@ def load_side_table(con: duckdb.DuckDBPyConnection, name: str, path: Path | None
         present = {row[0].strip().lower(): row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}")
                    .fetchall()}
     except duckdb.Error:
-        hint = "" if source.startswith("read_parquet") else f" ({CSV_SHAPE_HINT})"
+        hint = "" if parquet else f" ({CSV_SHAPE_HINT})"
         raise WhosawError(f"tables.{name}: cannot read {path.name}{hint}") from None
     missing = [c for c in spec["required"] if c not in present]
     if missing:
-        hint = "" if source.startswith("read_parquet") else f"; if its header has one, {CSV_SHAPE_HINT}"
+        hint = "" if parquet else f"; if its header has one, {CSV_SHAPE_HINT}"
         raise WhosawError(f"tables.{name}: {path.name} has no column {missing[0]!r}{hint}")
     # Trimmed of spaces and tabs, as ingest trims a CSV log's fields: 'c9<tab>' is resource c9.
     texts = {
