@@ -297,6 +297,14 @@ def _print_ingest(result) -> None:
             "another session or user (a request id used twice? the first line was kept: see manifest.json "
             "files[].differing_duplicates)"
         )
+    coarse = this_run("coarse_repeats")
+    if coarse:
+        click.echo(
+            f"note: {_counted(coarse, 'cache line')} repeat{'s' if coarse == 1 else ''} an earlier line of the same "
+            "file exactly, in a log timed to the millisecond: dropped as re-shipped copies, but a request reading a "
+            "key twice would log the same; if one did, the connection evidence on that connection is off by one "
+            "(manifest.json files[].coarse_repeats)"
+        )
     repeated = this_run("placed_in_repeated_hour")
     if repeated:
         click.echo(

@@ -204,6 +204,7 @@ class _Input:
     rejected: int = 0
     empty_fields: list[str] = field(default_factory=list)  # EVIDENCE_FIELDS that no kept line of the file has
     differing_duplicates: int = 0  # request lines whose request_id repeats with another session or user
+    coarse_repeats: int = 0  # cache lines repeating a line of their own file whose times are whole milliseconds
     placed_in_repeated_hour: int = 0  # kept lines whose wall time the zone repeats, placed by the file's order
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
@@ -222,6 +223,7 @@ class _Input:
             "rejected": self.rejected,
             **({"empty_fields": self.empty_fields} if self.empty_fields else {}),
             **({"differing_duplicates": self.differing_duplicates} if self.differing_duplicates else {}),
+            **({"coarse_repeats": self.coarse_repeats} if self.coarse_repeats else {}),
             **({"placed_in_repeated_hour": self.placed_in_repeated_hour} if self.placed_in_repeated_hour else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
@@ -1573,6 +1575,17 @@ def _drop_duplicates(
     for path, count, differing in drops:
         by_path[path].duplicates += count
         by_path[path].differing_duplicates += differing
+    if kind == "cache":
+        # Two identical lines of one file are a re-shipped copy when its times are to the microsecond; at whole
+        # milliseconds (or seconds) they may be one request reading a key twice on one connection, and dropping
+        # one shifts that connection's replies by one for the connection tier. Kept as a duplicate, but counted.
+        coarse = con.execute(
+            f"SELECT d.source_file, count(*) FROM dup_rows AS d JOIN (SELECT source_file FROM {new} "
+            "WHERE source_file IN (SELECT source_file FROM dup_rows WHERE same_file) GROUP BY source_file "
+            "HAVING bool_and(epoch_us(ts) % 1000 = 0)) AS c USING (source_file) WHERE d.same_file GROUP BY 1"
+        ).fetchall()
+        for path, count in coarse:
+            by_path[path].coarse_repeats += count
     holding = con.execute(
         f"SELECT DISTINCT filename FROM read_parquet({_list([str(p) for p in staged])}, filename = true, "
         "hive_partitioning = false) SEMI JOIN dup_rows USING (source_file, source_line)"

@@ -1233,6 +1233,16 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
             "warning",
         )
         blocks += _files_count_para(
+            files, "coarse_repeats", "cache line", ("repeats", "repeat"),
+            "an earlier line of the same file exactly, in a log timed to the millisecond (manifest.json, "
+            "files[].coarse_repeats). They were dropped as re-shipped copies, but at that precision a request that "
+            "reads one key twice on one connection logs two identical lines; if that is what they are, the "
+            "connection evidence on those connections counts one reply too few, and the reads after them may be "
+            "given another call's owner. Check those connections (explore.connection_timeline) before relying on "
+            "their connection rows.",
+            "warning",
+        )
+        blocks += _files_count_para(
             files, "placed_in_repeated_hour", "log line", ("gives", "give"),
             "a wall time without an offset in the hour its source's time zone repeats when the clocks go back "
             "(manifest.json, files[].placed_in_repeated_hour). Each was placed at the first or the second of its two "

@@ -390,6 +390,41 @@ def test_a_request_id_repeated_with_another_session_or_user_is_pointed_out(tmp_p
     assert SECRET not in report
 
 
+def test_identical_cache_lines_of_one_file_timed_to_the_millisecond_are_pointed_out(tmp_path):
+    """Two identical cache lines are one re-shipped line, dropped. At whole milliseconds they may also be one
+    request reading a key twice on one connection, and dropping one leaves that connection one reply short for
+    the connection tier: such drops (a copy within the same file, in a file timed no finer than a millisecond)
+    are counted and said. Microsecond logs, and copies across files (a log shipped twice), raise nothing."""
+    def call(ts: str, rid: str = "r1") -> str:
+        return json.dumps({"ts": ts, "request_id": rid, "op": "GET", "key": "user:alice:titles", "host": "h1",
+                           "conn_id": "c1"}) + "\n"
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    millis = call("2023-03-20T01:00:00.120Z") * 2 + call("2023-03-20T01:00:00.250Z", "r2")
+    (folder / "cache-ms.jsonl").write_text(millis)
+    (folder / "cache-zz-shipped-again.jsonl").write_text(call("2023-03-20T01:00:00.250Z", "r2"))
+    (folder / "cache-us.jsonl").write_text(call("2023-03-20T02:00:00.123456Z") * 2)
+    out = str(tmp_path / "out")
+    result = invoke(str(folder), "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "ingested 3 files: 6 lines = 3 kept + 3 duplicates + 0 rejected",
+        "note: 1 cache line repeats an earlier line of the same file exactly, in a log timed to the millisecond: "
+        "dropped as re-shipped copies, but a request reading a key twice would log the same; if one did, the "
+        "connection evidence on that connection is off by one (manifest.json files[].coarse_repeats)",
+    ]
+    files = {Path(e["path"]).name: e for e in json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]}
+    assert files["cache-ms.jsonl"]["coarse_repeats"] == 1 and files["cache-ms.jsonl"]["duplicates"] == 1
+    assert files["cache-zz-shipped-again.jsonl"]["duplicates"] == 1  # another file's copy: shipped twice
+    assert files["cache-us.jsonl"]["duplicates"] == 1
+    assert not any("coarse_repeats" in files[name] for name in ("cache-zz-shipped-again.jsonl", "cache-us.jsonl"))
+    for stage in ("analyze", "report"):
+        assert CliRunner().invoke(cli, [stage, "--out", out]).exit_code == 0
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "1 cache line repeats an earlier line of the same file exactly" in report
+
+
 def test_a_symbolic_link_loop_in_an_input_folder_is_no_internal_error(tmp_path):
     """Path.resolve() raised RuntimeError on a link loop found in a folder: exit 1, "internal error". A loop that
     is not named as a log is passed over as any other non-log; one named as a log cannot be read (exit 2)."""

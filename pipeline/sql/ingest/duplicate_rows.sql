@@ -4,12 +4,15 @@
 -- differs: a request line whose request_id repeats with another session_id or user_id than the line kept is no
 -- re-shipped copy but most likely a request id used twice (per-host counters): counted, so it shows.
 -- {{viewer}}: ', session_id, user_id' for requests, else nothing; {{differs}} the test on them, else false.
+-- same_file: the copy kept is an earlier line of the same input file (not a lake row, not another file's line):
+-- for a cache log whose times are too coarse to tell two calls apart, perhaps a second real call (ingest.py).
 CREATE OR REPLACE TEMP TABLE dup_rows AS
-SELECT source_file, source_line, differs
+SELECT source_file, source_line, differs, same_file
 FROM (
     SELECT origin, source_file, source_line,
            row_number() OVER w AS nth,
-           {{differs}} AS differs
+           {{differs}} AS differs,
+           coalesce(first_value(source_file) OVER w = source_file, false) AS same_file
     FROM (
         SELECT 0 AS origin, 0 AS file_order, CAST(NULL AS VARCHAR) AS source_file, CAST(0 AS BIGINT) AS source_line,
                {{identity}}{{viewer}}
