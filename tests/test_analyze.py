@@ -279,6 +279,62 @@ def test_spark_ends_a_session_after_the_instant_of_its_logout_as_duckdb_does(tmp
     assert result["exposures"] == {"duckdb": 1, "spark": 1}
 
 
+def _ends_at_one_instant_case():
+    """Two ends of one session at one instant, as a log in whole seconds writes them: S's logout request expires
+    the token and logs the logout (expire, then logout); T's logout is logged twice, with and without the user.
+    alice (S) and bob (T) read their own titles in that second (r1, r2), then a tab of each reads them a second
+    later (r3, r4). U: carol signed in and out in one second (login, expire, logout) and read her titles in it (r5).
+    V: a logout, then dave's login, then an expire in one second: dave held it then, and read his titles (r6)."""
+    cache = [
+        call(T(2), "r1", "user:alice:titles", value_owner="alice", conn="c1"),
+        call(T(2), "r2", "user:bob:titles", value_owner="bob", conn="c2"),
+        call(T(2, 1), "r3", "user:alice:titles", value_owner="alice", conn="c3"),
+        call(T(2, 1), "r4", "user:bob:titles", value_owner="bob", conn="c4"),
+        call(T(2), "r5", "user:carol:titles", value_owner="carol", conn="c5"),
+        call(T(2), "r6", "user:dave:titles", value_owner="dave", conn="c6"),
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": "alice", "event": "login"},
+        {"ts": T(2), "session_id": "S", "user_id": "alice", "event": "expire"},
+        {"ts": T(2), "session_id": "S", "user_id": "alice", "event": "logout"},
+        {"ts": T(0), "session_id": "T", "user_id": "bob", "event": "login"},
+        {"ts": T(2), "session_id": "T", "user_id": "bob", "event": "logout"},
+        {"ts": T(2), "session_id": "T", "user_id": None, "event": "logout"},
+        {"ts": T(2), "session_id": "U", "user_id": "carol", "event": "login"},
+        {"ts": T(2), "session_id": "U", "user_id": "carol", "event": "expire"},
+        {"ts": T(2), "session_id": "U", "user_id": "carol", "event": "logout"},
+        {"ts": T(0), "session_id": "V", "user_id": "erin", "event": "login"},
+        {"ts": T(2), "session_id": "V", "user_id": "erin", "event": "logout"},
+        {"ts": T(2), "session_id": "V", "user_id": "dave", "event": "login"},
+        {"ts": T(2), "session_id": "V", "user_id": "dave", "event": "expire"},
+    ]
+    users = {"r1": "alice", "r2": "bob", "r3": "alice", "r4": "bob", "r5": "carol", "r6": "dave"}
+    requests = requests_for(cache, users, sessions={"r1": "S", "r2": "T", "r3": "S", "r4": "T", "r5": "U",
+                                                    "r6": "V"})
+    return cache, requests, sessions
+
+
+def test_a_read_at_the_instant_of_two_ends_of_its_session_is_still_the_holders(tmp_path):
+    """Every end of a session at one instant takes effect just after it: read as after the first of them, alice's,
+    bob's, carol's and dave's own titles in the second of their logout were exposures to an anonymous viewer."""
+    cache, requests, sessions = _ends_at_one_instant_case()
+    summary, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    assert pairs(exp) == {
+        ("r3", None, "alice", "conversation_titles", "value_owner"),
+        ("r4", None, "bob", "conversation_titles", "value_owner"),
+    }
+    assert summary["anonymous_viewer_sessions"] == 2
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_ends_a_session_after_the_instant_of_two_ends_as_duckdb_does(tmp_path):
+    cache, requests, sessions = _ends_at_one_instant_case()
+    run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    result = compare_lake(tmp_path, window="all")
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 2, "spark": 2}
+
+
 def test_session_events_at_one_ts_across_a_rotation_keep_the_files_order(tmp_path):
     """The later line wins a tie, and the later line of a rotated log is in the current file (sessions.jsonl),
     which sorts before the older sessions.jsonl.1: alice's logout beat bob's login at the same instant, and the

@@ -91,8 +91,8 @@ def viewer_of(req, t, sessions):
     """(viewer_id, viewer_kind) of a logged request at t."""
     events = sorted((e for e in sessions if req["session_id"] is not None and e["session_id"] == req["session_id"]
                      and e["ts"] <= t), key=lambda e: (e["ts"], e["file_rank"], e["source_line"]))
-    if events and events[-1]["event"] in ("logout", "expire") and events[-1]["ts"] == t:
-        events = events[:-1]  # at the very instant of its end, the session is as it was just before
+    while events and events[-1]["event"] in ("logout", "expire") and events[-1]["ts"] == t:
+        events = events[:-1]  # at the very instant of its ends, the session is as it was just before the first
     if events:
         last = events[-1]
         if last["event"] in ("logout", "expire"):

@@ -15,6 +15,9 @@
 -- microsecond) the session is as it was before (no interval when no event came before: the request's user). A
 -- log in whole seconds writes the logout request's own reads in the second of its logout; read as after it, the
 -- user's own data was an exposure to an anonymous viewer. (A login or refresh holds from its instant on.)
+-- Several ends logged one after the other at one instant (an expire and a logout, a logout logged twice) are one
+-- run (end_run): at that instant the session is as it was before the run's first, not as after the one before
+-- the last (nobody: the holder's own reads in that second were exposures to an anonymous viewer).
 -- valid_to NULL = until the end of the logs. Later views look an instant up with an equi + range join.
 CREATE OR REPLACE TEMPORARY VIEW session_holders AS
 WITH session_files AS (
@@ -74,26 +77,55 @@ sequenced_intervals AS (
         lag(holding) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line) AS holding_before,
         lag(holder_user_id) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line)
             AS holder_before,
+        lag(ts) OVER (PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line) AS ts_before,
         timestamp_micros(unix_micros(ts) + 1) AS after_ts
     FROM held_intervals
+),
+-- a logout or expire right after another at the same instant goes on its run; any other event starts one
+run_starts AS (
+    SELECT
+        sequenced_intervals.*,
+        CASE WHEN NOT holding AND holding_before = false AND ts_before = ts THEN 0 ELSE 1 END AS starts_run
+    FROM sequenced_intervals
+),
+numbered_runs AS (
+    SELECT
+        run_starts.*,
+        sum(starts_run) OVER (
+            PARTITION BY session_id ORDER BY ts, file_no NULLS LAST, source_line
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        ) AS end_run
+    FROM run_starts
+),
+-- the session as it was before the run's first event (holding as 1/0, NULL when no event came before)
+runs_before AS (
+    SELECT
+        numbered_runs.*,
+        max(CASE WHEN starts_run = 1 THEN
+            CASE WHEN holding_before THEN 1 WHEN NOT holding_before THEN 0 END
+        END) OVER (PARTITION BY session_id, end_run) AS run_holding_before,
+        max(CASE WHEN starts_run = 1 THEN holder_before END) OVER (PARTITION BY session_id, end_run)
+            AS run_holder_before
+    FROM numbered_runs
 )
 -- a login or refresh: held from its instant on
 SELECT session_id, holding, holder_user_id, ts AS valid_from, valid_to
-FROM sequenced_intervals
+FROM runs_before
 WHERE holding
 UNION ALL
 -- a logout or expire: at its very instant (one microsecond, the lake's resolution) the session as it was before
+-- its run (empty but for the run's last: the next event is at the same instant)
 SELECT
     session_id,
-    holding_before AS holding,
-    holder_before AS holder_user_id,
+    CASE WHEN run_holding_before = 1 THEN true ELSE false END AS holding,
+    run_holder_before AS holder_user_id,
     ts AS valid_from,
     CASE WHEN valid_to IS NOT NULL AND valid_to < after_ts THEN valid_to ELSE after_ts END AS valid_to
-FROM sequenced_intervals
+FROM runs_before
 WHERE NOT holding
-    AND holding_before IS NOT NULL
+    AND run_holding_before IS NOT NULL
 UNION ALL
 -- ... and nobody from just after it (empty when the next event is at the same instant)
 SELECT session_id, holding, holder_user_id, after_ts AS valid_from, valid_to
-FROM sequenced_intervals
+FROM runs_before
 WHERE NOT holding;
