@@ -919,6 +919,15 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "AND c.evidence IN ('digest-ambiguous', 'conflict') GROUP BY ALL ORDER BY 1",
     )
     summary["unknown_viewer_reads"] = int(unknown)
+    # A crossed reply that reached a viewer with data no tier names an owner for: its key matches no [[keys]] rule,
+    # or its rule's resource is missing from tables.ownership (a family whose data is nobody's, a public key, is
+    # known to be nobody's). Neither an exposure nor a near miss: a victim the lists cannot name.
+    summary["crossed_served_unknown_owner"] = con.execute(
+        "SELECT count(*) FROM notable_items AS c CROSS JOIN chosen_window AS w "
+        "LEFT JOIN key_rule_matches AS k ON c.value_key = k.key "
+        f"WHERE {in_window} AND c.crossed AND c.outcome = 'served' AND c.owner_id IS NULL "
+        "AND coalesce(k.names_owner, true)"
+    ).fetchone()[0]
     # A grant whose category no key rule gives (a typo, 'Conversation_Titles') silently excuses nothing.
     summary["grants_of_unknown_category"] = _pairs(
         con,

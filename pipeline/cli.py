@@ -384,6 +384,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary.get("served_items_without_connection"):
         rows.append(("no connection", f"{summary['served_items_without_connection']:,} served items name no host or "
                      "conn_id: the connection tier cannot see crossed replies among them"))
+    if summary.get("crossed_served_unknown_owner"):
+        unowned = summary["crossed_served_unknown_owner"]
+        rows.append(("unknown owner", f"{unowned:,} crossed {'reply' if unowned == 1 else 'replies'} served with "
+                     "data no evidence names an owner for (a key no [[keys]] rule matches? a resource missing "
+                     "from tables.ownership?)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")

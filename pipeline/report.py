@@ -976,6 +976,7 @@ _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("exposure rows with ambiguous evidence (digest-ambiguous)", ("ambiguous_rows",), "int"),
     ("exposure rows with conflicting evidence", ("conflict_rows",), "int"),
     ("served reads whose request is not in the requests log", ("unknown_viewer_reads",), "int"),
+    ("crossed replies served whose data no evidence names an owner for", ("crossed_served_unknown_owner",), "int"),
     ("near misses (crossed, but reached no one as data)", ("near_misses", "total"), "int"),
     ("exposures outside the window (not in the lists)", ("outside_window", "exposures"), "int"),
 )
@@ -1417,6 +1418,21 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                     "'unknown' when they are exposures.",
                 ],
                 "note",
+            )
+        )
+    unowned = s.get("crossed_served_unknown_owner", 0)
+    if unowned:
+        blocks.append(
+            Para(
+                [
+                    *_count(unowned, "crossed reply", ("crossed_served_unknown_owner",), "crossed replies"),
+                    f" {_verb(unowned, 'was', 'were')} served to a viewer with data whose owner no evidence names "
+                    "(summary.json, crossed_served_unknown_owner): the key the data was stored under matches no key "
+                    "rule, or names a resource the ownership table lacks. These are neither exposures nor near "
+                    "misses, and their owners are on no list: add the missing key rule or ownership rows and run "
+                    "the analysis again.",
+                ],
+                "warning",
             )
         )
     flagged_out = s.get("flagged_not_exposed") or {}

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from lakes import KEYS, T, held_by_another_thread, requests_for, write_kind, write_lake
 
 from pipeline.analyze import (
@@ -27,6 +28,7 @@ from pipeline.analyze import (
     register_inputs,
     run_steps,
 )
+from pipeline.cli import cli
 from pipeline.config import Window, config_from_dict
 from pipeline.errors import WhosawError
 from pipeline.ingest import ingest
@@ -581,6 +583,36 @@ def test_a_grant_of_uncategorized_data_is_no_grant_of_an_unknown_category(tmp_pa
     summary, exp = run_case(tmp_path, cache, {"r1": "bob", "r2": "carol"}, tables={"grants": [grant]})
     assert pairs(exp) == {("r2", "carol", "alice", "uncategorized", "value_owner")}
     assert summary["grants_of_unknown_category"] == {}
+
+
+def test_crossed_replies_served_with_data_of_no_known_owner_are_counted(tmp_path):
+    """A crossed reply of a key no rule matches, or of a resource the ownership table lacks, that reaches a viewer
+    names no owner: neither an exposure nor a near miss, it showed only inside crossed_replies, so a key rule or an
+    ownership table that missed a family hid its victims without a trace. Counted apart; a public key's reply is
+    known to be nobody's and is not."""
+    cache = [
+        call(T(0, 1), "ra", "misc:42", "cancelled", conn="c1"),  # no rule matches misc:
+        call(T(0, 2), "rb", "user:bob:titles", conn="c1"),
+        call(T(0, 3), "rc", "conv:c404", "cancelled", conn="c2"),  # a resource nobody owns in the table
+        call(T(0, 4), "rd", "user:bob:titles", conn="c2"),
+        call(T(0, 5), "re", "public:motd", "cancelled", conn="c3"),  # nobody's data
+        call(T(0, 6), "rf", "user:bob:titles", conn="c3"),
+        call(T(0, 7), "rg", "user:alice:titles", "cancelled", conn="c4"),  # alice's: an exposure
+        call(T(0, 8), "rh", "user:bob:titles", conn="c4"),
+    ]
+    users = {"ra": "alice", "rc": "alice", "re": "alice", "rg": "alice"} | {r: "bob" for r in ("rb", "rd", "rf", "rh")}
+    ownership = {"ownership": [{"resource_id": "c1", "owner_id": "alice"}]}
+    summary, exp = run_case(tmp_path, cache, users, tables=ownership)
+    assert pairs(exp) == {("rh", "bob", "alice", "conversation_titles", "connection")}
+    assert summary["crossed_replies"] == 4 and summary["near_misses"]["total"] == 0
+    assert summary["crossed_served_unknown_owner"] == 2
+    # the CLI says so (here with the default config, a config built in code records none: no key rule, so no
+    # crossed reply has a known owner)
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    unowned = json.loads((tmp_path / "out" / "summary.json").read_text())["crossed_served_unknown_owner"]
+    line = next(line for line in result.output.splitlines() if line.startswith("unknown owner"))
+    assert line.split(None, 2)[2].startswith(f"{unowned} crossed replies served with data no evidence names an owner")
 
 
 # ----------------------------------------------------------------------------------------- digest tier

@@ -1160,6 +1160,18 @@ def _report_text(out: Path, **summary_changes) -> str:
     return (out / "report.md").read_text(encoding="utf-8").replace("\\", "")
 
 
+def test_crossed_replies_of_no_known_owner_are_a_warning_and_a_key_number(tmp_path):
+    """Served crossed replies whose data no evidence names an owner for are on no list: the report says how many
+    and what to add (a key rule, ownership rows); none, no word."""
+    out = build_analysis(tmp_path / "out")
+    text = _report_text(out, crossed_served_unknown_owner=3)
+    assert ("3 crossed replies were served to a viewer with data whose owner no evidence names (summary.json, "
+            "crossed_served_unknown_owner)") in text
+    assert "| crossed replies served whose data no evidence names an owner for | 3 |" in text
+    text = _report_text(out, crossed_served_unknown_owner=0)
+    assert "whose owner no evidence names" not in text
+
+
 def test_near_misses_outside_the_window_are_counted_beside_those_in_it(tmp_path):
     """The summary's near-miss counts are the window's; near_misses.parquet, which the report points to, holds all
     of them: the report says how many more lie outside, so its count and the file's rows agree."""
