@@ -392,6 +392,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+    differs = summary.get("request_user_differs") or {}
+    if differs.get("exposures"):
+        n, own = differs["exposures"], differs.get("request_user_is_owner", 0)
+        click.echo(
+            f"note: {_counted(n, 'exposure')} came in requests whose user_id is not the viewer the sessions log "
+            f"gives ({own:,} of them the owner's own request, by the requests log): the sessions log decided "
+            "(SPEC); check those sessions (summary.json request_user_differs)"
+        )
     unknown = summary.get("grants_of_unknown_category") or {}
     if unknown:
         n = sum(unknown.values())

@@ -1420,6 +1420,23 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 "note",
             )
         )
+    differs = s.get("request_user_differs") or {}
+    if differs.get("exposures"):
+        n = differs["exposures"]
+        blocks.append(
+            Para(
+                [
+                    *_count(n, "exposure", ("request_user_differs", "exposures")),
+                    f" {_verb(n, 'was', 'were')} served in requests whose user_id is not the viewer the sessions "
+                    "log gives (",
+                    Num(differs.get("request_user_is_owner", 0), key=("request_user_differs", "request_user_is_owner")),
+                    " of them in a request of the owner, who by the requests log read their own data). The viewer "
+                    "is the session's holder at the instant of the read (two users on one session id, a tab left "
+                    "open after a logout): check those sessions before notifying on these rows.",
+                ],
+                "warning",
+            )
+        )
     unowned = s.get("crossed_served_unknown_owner", 0)
     if unowned:
         blocks.append(

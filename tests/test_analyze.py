@@ -353,6 +353,39 @@ def test_session_events_at_one_ts_across_a_rotation_keep_the_files_order(tmp_pat
     assert pairs(exp) == {("r1", "bob", "alice", "conversation_titles", "value_owner")}
 
 
+def test_exposures_whose_request_names_another_user_than_the_session_holder_are_counted(tmp_path):
+    """The session's holder is the viewer (SPEC) whatever user_id the request carries. Where they disagree on an
+    exposure, nothing said so: two users on one session id made alice's own read an exposure of alice to bob, a
+    tab left open after a logout made carol's an exposure to an anonymous viewer. Counted, with how many of them
+    came in the owner's own request."""
+    cache = [
+        call(T(1), "r1", "user:alice:titles", value_owner="alice"),  # alice's own read, S hers: nothing
+        call(T(3), "r2", "user:alice:titles", value_owner="alice"),  # S is bob's since T(2)
+        call(T(3), "r3", "user:carol:titles", value_owner="carol", conn="c2"),  # S2 logged out at T(1)
+        call(T(3), "r4", "user:erin:titles", value_owner="frank", conn="c3"),  # dave's request, erin's session
+    ]
+    sessions = [
+        {"ts": T(0), "session_id": "S", "user_id": "alice", "event": "login"},
+        {"ts": T(2), "session_id": "S", "user_id": "bob", "event": "login"},
+        {"ts": T(0), "session_id": "S2", "user_id": "carol", "event": "login"},
+        {"ts": T(1), "session_id": "S2", "user_id": "carol", "event": "logout"},
+        {"ts": T(0), "session_id": "S3", "user_id": "erin", "event": "login"},
+    ]
+    requests = requests_for(cache, {"r1": "alice", "r2": "alice", "r3": "carol", "r4": "dave"},
+                            sessions={"r1": "S", "r2": "S", "r3": "S2", "r4": "S3"})
+    summary, exp = run_case(tmp_path, cache, requests=requests, sessions=sessions)
+    assert pairs(exp) == {
+        ("r2", "bob", "alice", "conversation_titles", "value_owner"),
+        ("r3", None, "carol", "conversation_titles", "value_owner"),
+        ("r4", "erin", "frank", "conversation_titles", "value_owner"),
+    }
+    assert summary["request_user_differs"] == {"exposures": 3, "request_user_is_owner": 2}
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert ("note: 3 exposures came in requests whose user_id is not the viewer the sessions log gives (2 of them "
+            "the owner's own request, by the requests log)") in result.output
+
+
 def test_shared_device_new_session_is_the_new_person(tmp_path):
     # One device: alice logs in and out on S1; bob logs in on S2. The device's requests still carry
     # user_id=alice (a stale cookie); the session log says who held each session.

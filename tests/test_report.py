@@ -1172,6 +1172,17 @@ def test_crossed_replies_of_no_known_owner_are_a_warning_and_a_key_number(tmp_pa
     assert "whose owner no evidence names" not in text
 
 
+def test_exposures_whose_request_names_another_user_are_a_warning(tmp_path):
+    """Exposures served in requests whose user_id is not the session's holder: the report says how many, and how
+    many came in the owner's own request; none, no word."""
+    out = build_analysis(tmp_path / "out")
+    text = _report_text(out, request_user_differs={"exposures": 2, "request_user_is_owner": 1})
+    assert ("2 exposures were served in requests whose user_id is not the viewer the sessions log gives (1 of them "
+            "in a request of the owner, who by the requests log read their own data)") in text
+    text = _report_text(out, request_user_differs={"exposures": 0, "request_user_is_owner": 0})
+    assert "whose user_id is not the viewer" not in text
+
+
 def test_near_misses_outside_the_window_are_counted_beside_those_in_it(tmp_path):
     """The summary's near-miss counts are the window's; near_misses.parquet, which the report points to, holds all
     of them: the report says how many more lie outside, so its count and the file's rows agree."""
