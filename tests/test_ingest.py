@@ -1400,6 +1400,37 @@ def export_logs(logs: Path, fmt: str, **frames: Any) -> Path:
     return logs
 
 
+def test_an_id_of_blanks_only_is_no_id(tmp_path):
+    """A JSON id of spaces or tabs only was an id: value_owner " " an owner named " " on the notification lists,
+    user_id " " a signed-in viewer, request_id " " a request. As an empty one (a CSV field is trimmed to ''), it is
+    none: the next owner tier decides, the viewer is anonymous, the line lacks its request_id."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "requests.jsonl").write_text(
+        '{"ts": "2023-03-20T01:00:00Z", "request_id": "r1", "session_id": " ", "user_id": " "}\n'
+        '{"ts": "2023-03-20T01:00:01Z", "request_id": "\\t ", "session_id": "s2", "user_id": "bob"}\n'
+    )
+    (logs / "cache.jsonl").write_text(
+        '{"ts": "2023-03-20T01:00:00Z", "request_id": "r1", "op": "GET", "key": "user:alice:titles", '
+        '"host": "h1", "conn_id": "1", "value_owner": " "}\n'
+    )
+    config = tmp_path / "incident.toml"
+    config.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = \"conversation_titles\"\n"
+                      "severity = \"low\"\n")
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(tmp_path / "out"), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert [(r["session_id"], r["user_id"]) for r in lake(tmp_path / "out", "requests")] == [(None, None)]
+    assert [r["value_owner"] for r in lake(tmp_path / "out", "cache")] == [None]
+    rejects = pq.read_table(tmp_path / "out" / "rejects" / "requests.parquet").to_pylist()
+    assert [(r["source_line"], r["reason"]) for r in rejects] == [(2, "missing_field:request_id")]
+    exposures = pq.read_table(tmp_path / "out" / "exposures.parquet").to_pylist()
+    assert [(e["owner_id"], e["viewer_id"], e["evidence"]) for e in exposures] == [("alice", None, "key")]
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_ids_a_pandas_export_writes_as_floats_are_the_users_of_the_keys(tmp_path, fmt):
     """pandas keeps an integer id column with a gap (an anonymous request) as float64, and writes user 42 as 42.0
