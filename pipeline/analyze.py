@@ -923,10 +923,10 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     # exposure (two users on one session id, a stale tab after a logout), the sessions log decided alone. When the
     # request's user is the owner, the request log says the user read their own data.
     differs, own = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE q.user_id = e.owner_id) FROM exposures_in_window AS e "
-        "INNER JOIN request_log AS q ON e.request_id = q.request_id "
-        "WHERE e.viewer_kind IN ('session', 'anonymous') AND q.user_id IS NOT NULL "
-        "AND q.user_id IS DISTINCT FROM e.viewer_id"
+        "SELECT count(*), count(*) FILTER (WHERE n.request_user_id = e.owner_id) FROM exposures_in_window AS e "
+        "INNER JOIN notable_reads AS n ON e.line_id = n.line_id "
+        "WHERE e.viewer_kind IN ('session', 'anonymous') AND n.request_user_id IS NOT NULL "
+        "AND n.request_user_id IS DISTINCT FROM e.viewer_id"
     ).fetchone()
     summary["request_user_differs"] = {"exposures": int(differs), "request_user_is_owner": int(own)}
     # A crossed reply that reached a viewer with data no tier names an owner for: its key matches no [[keys]] rule,

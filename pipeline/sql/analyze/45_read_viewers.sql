@@ -4,6 +4,8 @@
 -- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no
 -- user, the request's user_id); logout/expire -> nobody, from just after its instant (20_session_holders). No
 -- session event at or before the read, or no sessions log: the request's user_id. No user: anonymous.
+-- request_user_id: the user_id the request carried (the viewer when no session event decides; the summary counts
+-- exposures where the two differ).
 -- viewer_kind: 'session' | 'request' (where the viewer came from: a session event that names a user, else the
 -- request's user_id, also under a login/refresh that names nobody), 'anonymous', or 'unknown' (the read's
 -- request is not in the requests log: kept and counted, never dropped), 'background' (no request at all).
@@ -54,6 +56,7 @@ SELECT
     digest_items_line_id,
     digest_ambiguous,
     session_id,
+    request_user_id,
     route,
     request_status,
     request_failed,

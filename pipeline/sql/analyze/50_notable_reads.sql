@@ -185,6 +185,7 @@ SELECT
     j.ts,
     j.request_id,
     j.session_id,
+    j.request_user_id,
     j.viewer_id,
     j.viewer_kind,
     j.owner_id,
