@@ -1578,7 +1578,7 @@ def _drop_duplicates(
     if kind == "cache":
         # Two identical lines of one file are a re-shipped copy when its times are to the microsecond; at whole
         # milliseconds (or seconds) they may be one request reading a key twice on one connection, and dropping
-        # one shifts that connection's replies by one for the connection tier. Kept as a duplicate, but counted.
+        # one shifts that connection's replies by one for the connection tier. Still dropped, but counted.
         coarse = con.execute(
             f"SELECT d.source_file, count(*) FROM dup_rows AS d JOIN (SELECT source_file FROM {new} "
             "WHERE source_file IN (SELECT source_file FROM dup_rows WHERE same_file) GROUP BY source_file "
