@@ -95,9 +95,13 @@ def id_text(expr: str) -> str:
     user_id) as float64 and exports user 42 as 42.0: another user than the 42 of key user:42:titles, of an ownership
     or grants table, of the users directory. Used by ingest (macros.sql's whosaw_id), the side tables and the users
     directory alike; the key rules' groups by the same rule in SQL Spark reads too (analyze.py:key_id_sql).
-    A number from FLOAT_EXACT_LIMIT on stays as written. Only texts holding a '.' reach the pattern."""
+    A number from FLOAT_EXACT_LIMIT on stays as written. Only texts holding a '.' reach the pattern.
+    A text of spaces and tabs only is no id (NULL), as an empty one: a JSON value_owner " " was an owner named " "
+    on the lists, a user_id " " a signed-in viewer (a CSV field is trimmed to '' already). ``< '!'`` compares the
+    text's prefix: only a text that starts with a blank or a control character is trimmed."""
     return (
-        f"CASE WHEN contains({expr}, '.') AND regexp_matches({expr}, '{WHOLE_ID_PATTERN}') "
+        f"CASE WHEN {expr} < '!' AND trim({expr}, ' ' || chr(9)) = '' THEN NULL "
+        f"WHEN contains({expr}, '.') AND regexp_matches({expr}, '{WHOLE_ID_PATTERN}') "
         f"AND abs(TRY_CAST({expr} AS DOUBLE)) < {FLOAT_EXACT_LIMIT} "
         f"THEN split_part({expr}, '.', 1) ELSE {expr} END"
     )

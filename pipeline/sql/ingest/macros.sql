@@ -54,14 +54,8 @@ CREATE OR REPLACE TEMP MACRO whosaw_ts(t) AS (
 -- column with a gap (the anonymous requests' user_id) as float64, and its JSON and CSV exports write user 42 as 42.0,
 -- another user than the 42 of key user:42:titles, so every user reading their own data became an exposure.
 -- {{id_text}}: schema.py's id_text(t), the rule the side tables and the users directory read their ids with too.
--- An id of spaces and tabs only is no id, as an empty one (a CSV field is trimmed to ''): a JSON value_owner " "
--- was an owner named " " on the notification lists, a user_id " " a signed-in viewer. (starts_with first: the
--- trim runs only for the rare id that starts with a blank.)
 CREATE OR REPLACE TEMP MACRO whosaw_id(t) AS (
-    CASE
-        WHEN (starts_with(t, ' ') OR starts_with(t, chr(9))) AND trim(t, ' ' || chr(9)) = '' THEN NULL
-        ELSE {{id_text}}
-    END
+    {{id_text}}
 );
 
 -- A field text that is a JSON object or array, not a value: a field map naming the parent ("user" for
