@@ -272,15 +272,6 @@ def test_a_read_at_the_instant_of_a_logout_is_still_the_holders(tmp_path):
     assert exp.empty and summary["active_users"] == 1 and summary["active_sessions"] == 1
 
 
-@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
-def test_spark_ends_a_session_after_the_instant_of_its_logout_as_duckdb_does(tmp_path):
-    cache, requests, sessions = _logout_instant_case()
-    run_case(tmp_path, cache, requests=requests, sessions=sessions)
-    result = compare_lake(tmp_path, window="all")
-    assert result["only_duckdb"] == [] and result["only_spark"] == []
-    assert result["exposures"] == {"duckdb": 1, "spark": 1}
-
-
 def _ends_at_one_instant_case():
     """Two ends of one session at one instant, as a log in whole seconds writes them: S's logout request expires
     the token and logs the logout (expire, then logout); T's logout is logged twice, with and without the user.
@@ -329,12 +320,13 @@ def test_a_read_at_the_instant_of_two_ends_of_its_session_is_still_the_holders(t
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
-def test_spark_ends_a_session_after_the_instant_of_two_ends_as_duckdb_does(tmp_path):
-    cache, requests, sessions = _ends_at_one_instant_case()
+@pytest.mark.parametrize(("case", "exposures"), [(_logout_instant_case, 1), (_ends_at_one_instant_case, 2)])
+def test_spark_ends_a_session_after_the_instant_of_its_ends_as_duckdb_does(tmp_path, case, exposures):
+    cache, requests, sessions = case()
     run_case(tmp_path, cache, requests=requests, sessions=sessions)
     result = compare_lake(tmp_path, window="all")
     assert result["only_duckdb"] == [] and result["only_spark"] == []
-    assert result["exposures"] == {"duckdb": 2, "spark": 2}
+    assert result["exposures"] == {"duckdb": exposures, "spark": exposures}
 
 
 def test_session_events_at_one_ts_across_a_rotation_keep_the_files_order(tmp_path):
