@@ -648,10 +648,13 @@ def _html_inline(part: Any) -> str:
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+# Control characters (line breaks, tabs, ESC, DEL, C1), from the users directory's countries: a space in report.md,
+# a text file read in terminals, where an ESC sequence in a country would recolour, clear or retitle the screen.
+_MD_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _md_escape(text: str) -> str:
-    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ").replace("\r", " ")
+    return _MD_CONTROL.sub(" ", _MD_SPECIAL.sub(r"\\\1", text))
 
 
 def _md_inline(part: Any) -> str:
@@ -664,7 +667,7 @@ def _md_inline(part: Any) -> str:
     if isinstance(part, Bold):
         return f"**{_md_inline(part.parts)}**"
     if isinstance(part, Code):
-        text = part.text.replace("`", "'").replace("\n", " ")
+        text = _MD_CONTROL.sub(" ", part.text.replace("`", "'"))
         return f"`{text}`"
     if isinstance(part, list | tuple):
         return "".join(_md_inline(p) for p in part)

@@ -563,6 +563,18 @@ def test_report_html_escapes_hostile_text(built):
     assert "\\<b\\>risky\\</b\\>\\|cat" in md  # escaped: no raw HTML, no broken table cell
 
 
+def test_report_md_carries_no_control_character_from_the_users_directory(tmp_path):
+    """report.md is a text file people read in terminals: an ESC sequence in a country (clear the screen, set the
+    window title) went into it as it was. Each control character is a space there; the CSVs keep the value."""
+    hostile = "\x1b[2J\x1b]0;pwned\x07DE\x7f\x9b"
+    users = [(*row[:3], hostile if row[0] == "u1" else row[3], row[4]) for row in USERS]
+    out = build_analysis(tmp_path / "out", users=users)
+    pipeline.report(out, progress=False)
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", md) and "]0;pwned" in md.replace("\\", "")
+    assert hostile in set(read_safe_csv(out / "affected_users.csv").country)
+
+
 def test_report_html_is_self_contained(built):
     out, _ = built
     page = (out / "report.html").read_text(encoding="utf-8")
