@@ -918,6 +918,10 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         f"WHERE {in_window} AND c.is_served_item AND e.line_id IS NULL "
         "AND c.evidence IN ('digest-ambiguous', 'conflict') GROUP BY ALL ORDER BY 1",
     )
+    # Digests a read received as its own key's value while the writes give them to another owner (a value many users
+    # share, an empty list): from then on labelled digest-ambiguous (42_digests_read_as_own). Whole lake, not window.
+    shared, shared_reads = con.execute("SELECT count(*), coalesce(sum(reads), 0) FROM digests_read_as_own").fetchone()
+    summary["digests_read_as_own"] = {"digests": int(shared), "reads": int(shared_reads)}
     summary["unknown_viewer_reads"] = int(unknown)
     # The viewer is the session's holder (SPEC), whatever user_id the request carried; where the two disagree on an
     # exposure (two users on one session id, a stale tab after a logout), the sessions log decided alone. When the

@@ -55,8 +55,9 @@ EVIDENCE_TEXT = {
     "connection": "inferred from the order of calls on a pooled connection: a call abandoned after it was "
     "sent left its reply unread, and a later read on that connection received it (inferred)",
     "key": "the owner of the key the request asked for; this alone cannot see a crossed reply",
-    "digest-ambiguous": "the value's digest was written under keys of several owners; the owner shown comes "
-    "from the next tier (flagged, needs review)",
+    "digest-ambiguous": "the value's digest was written under keys of several owners, or read as its own key's "
+    "value under another owner's key (a value many users share); the owner shown comes from the next tier "
+    "(flagged, needs review)",
     "conflict": "two kinds of evidence name different owners; the strongest is shown (flagged, needs review)",
 }
 NEAR_MISS_TEXT = {

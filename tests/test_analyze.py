@@ -667,6 +667,66 @@ def test_digest_owner_and_ambiguous_digest(tmp_path):
     assert summary["flagged_not_exposed"] == {"digest-ambiguous": 1}
 
 
+def _common_value_case():
+    """alice's empty titles ("[]", digest E) are the only write of E in the logs; carol's and erin's titles are
+    "[]" too, cached before the logs begin. Host h1's log records cancels; host h2's records none."""
+    E, B = "e" * 64, "b" * 64  # noqa: N806
+    cache = [
+        call(T(0, 1), "w1", "user:alice:titles", op="SET", value_sha256=E, conn="w"),
+        call(T(0, 2), "w2", "billing:alice", op="SET", value_sha256=B, conn="w"),
+        call(T(0, 3), "ra", "user:alice:titles", "cancelled", conn="c1"),
+        call(T(0, 4), "rd", "user:dave:titles", value_sha256=E, conn="c1"),  # alice's reply: digest and connection
+        call(T(0, 5), "rc", "user:carol:titles", value_sha256=E, conn="c2"),  # carol's own "[]", her own reply
+        call(T(0, 6), "re", "user:erin:titles", value_sha256=E, conn="c3"),  # erin's own
+        call(T(0, 7), "rb", "user:bob:titles", "cancelled", conn="c4"),
+        call(T(0, 8), "rf", "user:fay:titles", value_sha256=E, conn="c4"),  # bob's "[]" reached fay
+        # h2 logs no cancels: its FIFO rule shows nothing, so the digest alone decides there
+        call(T(0, 9), "rg", "user:gus:titles", value_sha256=B, conn="c5", host="h2"),
+    ]
+    users = {"w1": "alice", "w2": "alice", "ra": "alice", "rd": "dave", "rc": "carol", "re": "erin", "rb": "bob",
+             "rf": "fay", "rg": "gus"}
+    return cache, users
+
+
+def test_a_value_many_users_share_is_no_one_owners_by_digest(tmp_path):
+    """A digest names the owner of bytes, and bytes many users share (an empty list) name nobody. With alice's
+    write of "[]" the only one logged, carol reading her own "[]" was listed as alice's titles shown to carol, and
+    fay receiving bob's "[]" through his cancelled call was alice's too, a conflict shown under alice's name. A
+    read that the connection shows got its own reply, on a host whose log records cancels, receiving a digest the
+    writes give to another owner, shows the bytes are its key's owner's too: from then on the digest is
+    ambiguous and the connection or the key decides. Reads before it keep the writes' owner; a host that logs no
+    cancels proves nothing by the FIFO rule."""
+    cache, users = _common_value_case()
+    summary, exp = run_case(tmp_path, cache, users)
+    assert pairs(exp) == {
+        ("rd", "dave", "alice", "conversation_titles", "digest"),
+        ("rf", "fay", "bob", "conversation_titles", "digest-ambiguous"),
+        ("rg", "gus", "alice", "payment_info", "digest"),
+    }
+    assert summary["flagged_not_exposed"] == {"digest-ambiguous": 2}  # carol's and erin's own reads
+    assert summary["digests_read_as_own"] == {"digests": 1, "reads": 2}
+    # without h1's cancel logged, nothing on h1 proves carol's read got its own reply: the digest decides
+    no_cancels = [c for c in cache if c.get("status") != "cancelled"]
+    summary, exp = run_case(tmp_path / "no-cancels", no_cancels, users)
+    assert {r[0] for r in pairs(exp)} == {"rd", "rc", "re", "rf", "rg"}
+    assert summary["digests_read_as_own"] == {"digests": 0, "reads": 0}
+    # the CLI says so
+    toml = tmp_path / "titles.toml"
+    toml.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = 'conversation_titles'\n")
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "out"), "--config", str(toml)])
+    assert result.exit_code == 0, result.output
+    assert "note: 1 digest reached 2 reads as the value of the key asked for" in result.output
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_finds_a_value_many_users_share_as_duckdb_does(tmp_path):
+    cache, users = _common_value_case()
+    run_case(tmp_path, cache, users)
+    result = compare_lake(tmp_path)
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"] == {"duckdb": 3, "spark": 3}
+
+
 def test_digest_gives_the_category_of_the_value_served(tmp_path):
     D = "e" * 64  # noqa: N806
     cache = [
@@ -2079,7 +2139,9 @@ def _star_grants_mget_public_5xx_case():
     cache = [
         call(T(0, 1), "w1", "user:alice:titles", op="SET", value_sha256="h1", conn="w"),
         call(T(0, 2), "p1", "public:a", value_owner="alice", conn="p1"),  # p1 answered 503
-        call(T(0, 2), None, "public:b", value_sha256="h1", conn="p2"),  # background; same ts
+        # background; same ts; no connection logged (on one whose log shows cancels and no call unanswered
+        # before it, the read would have received public:b's own value: 42_digests_read_as_own)
+        call(T(0, 2), None, "public:b", value_sha256="h1", conn=None, host=None),
         # carol's MGET abandoned; support's read (same ts, the next line) got its reply
         call(T(1, 1), "rc", '["user:carol:titles","billing:carol"]', "cancelled", op="MGET", conn="m1"),
         call(T(1, 1), "rs", "user:support:titles", conn="m1"),

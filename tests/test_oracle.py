@@ -146,6 +146,28 @@ def oracle(cache, requests, sessions, rules, window):
                     discarded += [q for q in queue if q["op"] in READ]
                     queue = []
     writes = [c for c in cache if c["op"] in WRITE and c["value_sha256"] is not None]
+
+    def written_digest(c):
+        """(owners the writes of c's digest up to c name, latest write's owner, its key): None = nobody."""
+        found = [(order(w), *rules.key_owner(w["key"], w["ts"]), w["key"]) for w in writes
+                 if w["value_sha256"] == c["value_sha256"] and w["ts"] <= c["ts"]]
+        # a write under a key whose family names nobody is a known owner: nobody (it names no owner)
+        found = [(at, o, k) for at, o, kind, k in found if o is not None or kind == "nobody"]
+        return ({f[1] for f in found}, *max(found)[1:]) if found else (set(), None, None)
+
+    # a read that got its own reply, on a host whose log shows abandoned calls, of a digest the writes give to
+    # one owner while its key is another's (or nobody's): from then on the digest names both
+    witnessing = {c["host"] for lines in conns.values() for c in lines
+                  if c["op"] not in RESET and c["status"] in ("cancelled", "timeout")}
+    read_as_own = {}
+    for c in cache:
+        if (c["op"] in READ and c["status"] == "ok" and c["value_sha256"] is not None and c["host"] in witnessing
+                and c["conn_id"] is not None and reply_of.get(id(c)) is c):
+            owners, o2, _ = written_digest(c)
+            key_o, key_kind = rules.key_owner(c["key"], c["ts"])
+            if (len(owners) == 1 and o2 is not None and key_kind in ("owner", "nobody") and key_o != o2
+                    and c["value_owner"] != o2):
+                read_as_own[c["value_sha256"]] = min(read_as_own.get(c["value_sha256"], POS), c["ts"])
     exposures, outside, near, served, flagged = [], [], [], [], Counter()
     crossed_n = unknown_reads = 0
     for c in cache:
@@ -159,14 +181,10 @@ def oracle(cache, requests, sessions, rules, window):
         o2 = dkey = None
         ambiguous = False
         if is_read and c["value_sha256"] is not None:
-            found = [(order(w), *rules.key_owner(w["key"], w["ts"]), w["key"]) for w in writes
-                     if w["value_sha256"] == c["value_sha256"] and w["ts"] <= t]
-            # a write under a key whose family names nobody is a known owner: nobody (it names no owner)
-            found = [(at, o, k) for at, o, kind, k in found if o is not None or kind == "nobody"]
-            ambiguous = len({f[1] for f in found}) > 1
-            if found and not ambiguous:
-                _, o2, dkey = max(found)
-                dkey = dkey if o2 is not None else None
+            owners, latest, latest_key = written_digest(c)
+            ambiguous = len(owners) > 1 or (latest is not None and read_as_own.get(c["value_sha256"], POS) <= t)
+            if owners and not ambiguous:
+                o2, dkey = latest, latest_key if latest is not None else None
         reply_data = not by_conn or reply["op"] in READ
         reply_owner = rules.key_owner(reply["key"], reply["ts"])[0] if by_conn else None
         o3 = reply_owner if by_conn and reply_data else None

@@ -6,7 +6,9 @@
 -- multi-key write.
 -- A portable "as of" lookup: the digest's writes and reads in one stream ordered by (ts, writes first); the
 -- running max of write_no is the latest write so far; an equi-join fetches it. No range join, so a digest
--- written or read very often costs a sort, not a product.
+-- written or read very often costs a sort, not a product. Small (reads of the rare digests of several keys) and
+-- read twice (42_digests_read_as_own, 43_read_digests), so it is materialised.
+-- materialize
 CREATE OR REPLACE TEMPORARY VIEW digest_as_of AS
 WITH multi_key_digests AS (
     SELECT value_sha256

@@ -1,4 +1,4 @@
--- read_viewers: every reading call with the digest tier of what it read (42_read_digests), its request and its
+-- read_viewers: every reading call with the digest tier of what it read (43_read_digests), its request and its
 -- viewer at the instant of the read.
 -- Viewer (docs/design.md "Viewer"): the request's session at the read's ts in session_holders (equi + range
 -- join on disjoint intervals: at most one match): login/refresh -> that user (or, if the event carries no

@@ -4,7 +4,7 @@
 -- key and category, and what became of it. (Ordinary reads, a viewer's own data, are judged the same way
 -- but not kept: counts of served items come from cache_lines.)
 --   owner_by_value       the logged value_owner;
---   owner_by_digest      the latest earlier write of the same digest (42_read_digests;
+--   owner_by_digest      the latest earlier write of the same digest (43_read_digests;
 --                        NULL when that digest is ambiguous); read ops only: a write's value_sha256 is the
 --                        hash of what it stored, not of the reply it got;
 --   owner_by_connection  when the read received another call's reply (FIFO rule) and that reply was data

@@ -1,16 +1,17 @@
--- read_digests: every reading call (33_reading_calls) with the digest tier of what it read
--- (docs/design.md "Owner of a served item", tier 2): the latest write of the same value_sha256 at or before
--- the read, under a key with a known owner: digest_key, digest_owner, digest_category, digest_severity,
--- digest_items_line_id (that write's line when it was a multi-key write: its items are the value) and
--- digest_ambiguous (by then the digest had been written under more than one owner). Read ops only: a
--- write's value_sha256 is the hash of what it stored, not of the reply it got.
+-- written_digests: every reading call (33_reading_calls) with the digest tier of what it read, as the writes
+-- tell it (docs/design.md "Owner of a served item", tier 2; 43_read_digests adds what reads tell): the latest
+-- write of the same value_sha256 at or before the read, under a key with a known owner: digest_key,
+-- digest_owner, digest_category, digest_severity, digest_items_line_id (that write's line when it was a
+-- multi-key write: its items are the value) and digest_ambiguous (by then the digest had been written under more
+-- than one owner). Read ops only: a write's value_sha256 is the hash of what it stored, not of the reply it got.
 -- A digest written under one key and owner (38_digest_profiles: single_key, the usual case) is decided by
 -- an equi-join and first_write_ts <= ts; the others by 40_digest_as_of.
--- Cost: done before the request join (45_read_viewers), so the wide value_sha256 is dropped early.
-CREATE OR REPLACE TEMPORARY VIEW read_digests AS
+CREATE OR REPLACE TEMPORARY VIEW written_digests AS
 SELECT
     c.line_id,
     c.ts,
+    c.value_sha256,
+    c.conn_no,
     c.request_id,
     c.status,
     c.value_owner,
