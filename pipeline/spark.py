@@ -24,6 +24,7 @@ the same lake and returns the differences
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from .analyze import (
     resolve_config,
 )
 from .config import Config, Window
-from .manifest import locked
+from .manifest import locked, remove_stage_scratch
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
 TIMELINE_COMPARED = (
@@ -72,18 +73,23 @@ def spark_available() -> bool:
     return shutil.which("java") is not None
 
 
-def session(app: str = "whosaw"):
-    """A small local SparkSession in UTC (the analysis compares instants; Spark shows them in this zone)."""
+def session(app: str = "whosaw", local_dir: str | Path | None = None):
+    """A small local SparkSession in UTC (the analysis compares instants; Spark shows them in this zone).
+    ``local_dir``: Spark's scratch (shuffle and spill files, which hold log rows), else the system's temp folder;
+    it applies when this call starts Spark, not to a session already running."""
     from pyspark.sql import SparkSession
 
-    return (
+    builder = (
         SparkSession.builder.master("local[2]").appName(app)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "2g")
-        .getOrCreate()
     )
+    if local_dir is not None:
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        builder = builder.config("spark.local.dir", str(local_dir))
+    return builder.getOrCreate()
 
 
 def _lake_view(spark, out: Path, kind: str) -> None:
@@ -191,7 +197,8 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
             duck_rows = _normal(exposures, EXPOSURE_COLUMNS)
             duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
         own = spark is None
-        spark = spark or session()
+        scratch = out / ".tmp" / f"spark-{os.getpid()}"  # Spark's own scratch stays under OUT, as DuckDB's does
+        spark = spark or session(local_dir=scratch)
         try:
             run(spark, out, config, window)
             spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
@@ -203,6 +210,7 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
         finally:
             if own:
                 spark.stop()
+                remove_stage_scratch(out, scratch)
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
         return set(map(tuple, frame.values.tolist()))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -1513,8 +1515,23 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     logs, lake, truth, expected = incident
     out = _variant(lake, tmp_path / "out", ())
     before = _mtimes_but_lock(out)
-    result = compare(out, logs / "incident.toml", window="auto")
-    assert _mtimes_but_lock(out) == before  # compare writes nothing there but its lock
+    # Spark's block manager folder (shuffle and spill files: log rows), watched while compare runs
+    elsewhere_before, seen, done = set(Path(tempfile.gettempdir()).glob("blockmgr-*")), set(), threading.Event()
+
+    def watch():
+        while not done.wait(0.05):
+            seen.update(Path(tempfile.gettempdir()).glob("blockmgr-*"), out.glob(".tmp/*/blockmgr-*"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = compare(out, logs / "incident.toml", window="auto")
+    finally:
+        done.set()
+        watcher.join()
+    assert _mtimes_but_lock(out) == before  # compare writes nothing there but its lock (its scratch went away)
+    new_scratch = seen - elsewhere_before
+    assert new_scratch and all(p.is_relative_to(out / ".tmp") for p in new_scratch), new_scratch
     assert result["only_duckdb"] == [] and result["only_spark"] == []
     assert result["exposures"]["spark"] == result["exposures"]["duckdb"] == len(expected)
     assert result["window"]["spark"] == result["window"]["duckdb"]

@@ -1,8 +1,7 @@
 -- reading_calls: every call that read a reply (any status but cancelled/timeout; reset ops excluded), with
 -- the call whose reply it received when that was another call (30_crossed_replies): reply_line_id,
 -- reply_key, reply_is_read_op, reply_key_owner/category/severity, reply_key_multi (the reply call was a
--- multi-key call, 12_cache_line_items), reply_request_id; key_multi: the read itself is one; conn_no: its
--- connection (07_connections; NULL when the log does not name one). Only the columns
+-- multi-key call, 12_cache_line_items), reply_request_id; key_multi: the read itself is one. Only the columns
 -- the judging needs: 50_notable_reads fetches the descriptive ones (file, line, key, host, ...) by line_id.
 CREATE OR REPLACE TEMPORARY VIEW reading_calls AS
 SELECT
@@ -16,7 +15,6 @@ SELECT
     c.key_owner,
     c.key_ownerless_family,
     c.key_multi,
-    c.conn_no,
     r.reply_line_id,
     r.reply_key,
     r.reply_is_read_op,

@@ -11,7 +11,6 @@ SELECT
     c.line_id,
     c.ts,
     c.value_sha256,
-    c.conn_no,
     c.request_id,
     c.status,
     c.value_owner,
