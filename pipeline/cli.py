@@ -405,9 +405,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         n = shared["digests"]
         click.echo(
             f"note: {_counted(n, 'digest')} reached {_counted(shared['reads'], 'read')} as the value of the key "
-            "asked for (its own reply, on a host whose log shows cancels) while the writes give "
-            f"{'it' if n == 1 else 'them'} to another owner: values many users share (an empty list?); from then "
-            "on their reads are labelled digest-ambiguous and the connection or key decides "
+            "asked for (their own reply, on connections whose log shows their reset and cancels) while the writes "
+            f"give {'it' if n == 1 else 'them'} to another owner: values many users share (an empty list?); from "
+            "then on their reads are labelled digest-ambiguous and the connection or key decides "
             "(summary.json digests_read_as_own)"
         )
     unknown = summary.get("grants_of_unknown_category") or {}

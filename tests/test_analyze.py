@@ -671,13 +671,16 @@ def test_digest_owner_and_ambiguous_digest(tmp_path):
 
 def _common_value_case():
     """alice's empty titles ("[]", digest E) are the only write of E in the logs; carol's and erin's titles are
-    "[]" too, cached before the logs begin. Host h1's log records cancels; host h2's records none."""
+    "[]" too, cached before the logs begin. Host h1's log records cancels and connects; host h2's neither."""
     E, B = "e" * 64, "b" * 64  # noqa: N806
     cache = [
         call(T(0, 1), "w1", "user:alice:titles", op="SET", value_sha256=E, conn="w"),
         call(T(0, 2), "w2", "billing:alice", op="SET", value_sha256=B, conn="w"),
         call(T(0, 3), "ra", "user:alice:titles", "cancelled", conn="c1"),
         call(T(0, 4), "rd", "user:dave:titles", value_sha256=E, conn="c1"),  # alice's reply: digest and connection
+        # c2 and c3 were opened inside the logs: nothing unread on them before their first calls
+        call(T(0, 4), None, None, op="CONNECT", conn="c2"),
+        call(T(0, 4), None, None, op="CONNECT", conn="c3"),
         call(T(0, 5), "rc", "user:carol:titles", value_sha256=E, conn="c2"),  # carol's own "[]", her own reply
         call(T(0, 6), "re", "user:erin:titles", value_sha256=E, conn="c3"),  # erin's own
         call(T(0, 7), "rb", "user:bob:titles", "cancelled", conn="c4"),
@@ -696,8 +699,9 @@ def test_a_value_many_users_share_is_no_one_owners_by_digest(tmp_path):
     fay receiving bob's "[]" through his cancelled call was alice's too, a conflict shown under alice's name. A
     read that the connection shows got its own reply, on a host whose log records cancels, receiving a digest the
     writes give to another owner, shows the bytes are its key's owner's too: from then on the digest is
-    ambiguous and the connection or the key decides. Reads before it keep the writes' owner; a host that logs no
-    cancels proves nothing by the FIFO rule."""
+    ambiguous and the connection or the key decides. Reads before it keep the writes' owner. The FIFO rule proves
+    nothing on a host that logs no cancels, nor before a connection's first logged reset or error (a reply left
+    unread before the logs begin shifts every later read of the connection)."""
     cache, users = _common_value_case()
     summary, exp = run_case(tmp_path, cache, users)
     assert pairs(exp) == {
@@ -707,11 +711,12 @@ def test_a_value_many_users_share_is_no_one_owners_by_digest(tmp_path):
     }
     assert summary["flagged_not_exposed"] == {"digest-ambiguous": 2}  # carol's and erin's own reads
     assert summary["digests_read_as_own"] == {"digests": 1, "reads": 2}
-    # without h1's cancel logged, nothing on h1 proves carol's read got its own reply: the digest decides
-    no_cancels = [c for c in cache if c.get("status") != "cancelled"]
-    summary, exp = run_case(tmp_path / "no-cancels", no_cancels, users)
-    assert {r[0] for r in pairs(exp)} == {"rd", "rc", "re", "rf", "rg"}
-    assert summary["digests_read_as_own"] == {"digests": 0, "reads": 0}
+    # without h1's cancels, or its connects, logged, nothing proves carol's read got its own reply: the digest decides
+    for variant, dropped in (("no-cancels", {"cancelled"}), ("no-connects", {"CONNECT"})):
+        kept = [c for c in cache if not {c["status"], c["op"]} & dropped]
+        summary, exp = run_case(tmp_path / variant, kept, users)
+        assert {r[0] for r in pairs(exp)} == {"rd", "rc", "re", "rf", "rg"}, variant
+        assert summary["digests_read_as_own"] == {"digests": 0, "reads": 0}, variant
     # the CLI says so
     toml = tmp_path / "titles.toml"
     toml.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = 'conversation_titles'\n")

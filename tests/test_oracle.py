@@ -132,17 +132,21 @@ def oracle(cache, requests, sessions, rules, window):
     for c in cache:
         if c["host"] is not None and c["conn_id"] is not None:
             conns.setdefault((c["host"], c["conn_id"]), []).append(c)
+    after_reset = set()  # calls logged after a reset or error on their connection: its queue was known empty
     for lines in conns.values():  # every sent call queues one reply; a reading call takes the oldest
-        queue = []
+        queue, reset_seen = [], False
         for c in lines:
             if c["op"] in RESET:
                 discarded += [q for q in queue if q["op"] in READ]
-                queue = []
+                queue, reset_seen = [], True
                 continue
+            if reset_seen:
+                after_reset.add(id(c))
             queue.append(c)
             if c["status"] in ("ok", "error"):
                 reply_of[id(c)] = queue.pop(0)
                 if c["status"] == "error":
+                    reset_seen = True
                     discarded += [q for q in queue if q["op"] in READ]
                     queue = []
     writes = [c for c in cache if c["op"] in WRITE and c["value_sha256"] is not None]
@@ -155,14 +159,14 @@ def oracle(cache, requests, sessions, rules, window):
         found = [(at, o, k) for at, o, kind, k in found if o is not None or kind == "nobody"]
         return ({f[1] for f in found}, *max(found)[1:]) if found else (set(), None, None)
 
-    # a read that got its own reply, on a host whose log shows abandoned calls, of a digest the writes give to
-    # one owner while its key is another's (or nobody's): from then on the digest names both
+    # a read that got its own reply since a reset or error, on a host whose log shows abandoned calls, of a digest
+    # the writes give to one owner while its key is another's (or nobody's): from then on the digest names both
     witnessing = {c["host"] for lines in conns.values() for c in lines
                   if c["op"] not in RESET and c["status"] in ("cancelled", "timeout")}
     read_as_own = {}
     for c in cache:
         if (c["op"] in READ and c["status"] == "ok" and c["value_sha256"] is not None and c["host"] in witnessing
-                and c["conn_id"] is not None and reply_of.get(id(c)) is c):
+                and id(c) in after_reset and reply_of.get(id(c)) is c):
             owners, o2, _ = written_digest(c)
             key_o, key_kind = rules.key_owner(c["key"], c["ts"])
             if (len(owners) == 1 and o2 is not None and key_kind in ("owner", "nobody") and key_o != o2

@@ -2,8 +2,10 @@
 -- (docs/design.md "Owner of a served item", tier 2): the bytes are that key's owner's too, a value many users
 -- share (an empty list, a default), so they identify nobody. Per digest: first_read_ts, the first such read,
 -- and reads, how many.
--- Such a read: a read op, status ok, single key, on a connection that shows it received its own reply (no
--- unanswered call before it: 30_crossed_replies lists none) on a host whose log records abandoned calls (one
+-- Such a read: a read op, status ok, single key, on a connection that shows it received its own reply: no
+-- unanswered call before it (30_crossed_replies lists none) since a logged reset or error (segment_no > 0,
+-- 25_connection_segments: before the first, the log does not show the connection's beginning, and a reply left
+-- unread before the logs begin shifts every read after it), on a host whose log records abandoned calls (one
 -- cancelled or timed out call at least; without any, the log does not show them and the FIFO rule proves
 -- nothing); the writes name one owner (as in 41_written_digests: a digest of one key by 38_digest_profiles, the
 -- others by 40_digest_as_of; not ambiguous, not a multi-key write), the key names another (or nobody: a public
@@ -28,12 +30,15 @@ witnessed_connections AS (
 ),
 own_replies AS (
     SELECT c.line_id, c.ts, c.value_sha256, c.key_owner, c.value_owner
-    FROM cache_lines AS c
+    FROM connection_segments AS s
     INNER JOIN witnessed_connections AS w
-        ON c.conn_no = w.conn_no
+        ON s.conn_no = w.conn_no
+    INNER JOIN cache_lines AS c
+        ON s.line_id = c.line_id
     LEFT JOIN crossed_replies AS x
         ON c.line_id = x.line_id
-    WHERE c.is_read_op
+    WHERE s.segment_no > 0
+        AND c.is_read_op
         AND c.status = 'ok'
         AND NOT c.key_multi
         AND (c.key_owner IS NOT NULL OR c.key_ownerless_family)
