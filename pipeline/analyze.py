@@ -922,6 +922,12 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     # share, an empty list): from then on labelled digest-ambiguous (42_digests_read_as_own). Whole lake, not window.
     shared, shared_reads = con.execute("SELECT count(*), coalesce(sum(reads), 0) FROM digests_read_as_own").fetchone()
     summary["digests_read_as_own"] = {"digests": int(shared), "reads": int(shared_reads)}
+    # Exposures the digest alone names while their logged connection shows the read got its own reply: a cancel the
+    # log lacks, or a value many users share where the rule above could not see the connection's start or cancels.
+    summary["digest_exposures_on_clean_connections"] = con.execute(
+        "SELECT count(*) FROM exposures_in_window AS e INNER JOIN notable_reads AS n ON e.line_id = n.line_id "
+        "WHERE e.evidence = 'digest' AND NOT n.crossed_by_connection AND n.host IS NOT NULL AND n.conn_id IS NOT NULL"
+    ).fetchone()[0]
     summary["unknown_viewer_reads"] = int(unknown)
     # The viewer is the session's holder (SPEC), whatever user_id the request carried; where the two disagree on an
     # exposure (two users on one session id, a stale tab after a logout), the sessions log decided alone. When the

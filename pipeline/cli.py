@@ -410,6 +410,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
             "then on their reads are labelled digest-ambiguous and the connection or key decides "
             "(summary.json digests_read_as_own)"
         )
+    alone = summary.get("digest_exposures_on_clean_connections")
+    if alone:
+        click.echo(
+            f"note: {_counted(alone, 'exposure')} rest{'s' if alone == 1 else ''} on the digest alone while the "
+            "logged connection shows the read got its own reply (a cancel the log lacks, or a value many users "
+            "share?); review them (summary.json digest_exposures_on_clean_connections)"
+        )
     unknown = summary.get("grants_of_unknown_category") or {}
     if unknown:
         n = sum(unknown.values())

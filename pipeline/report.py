@@ -981,6 +981,8 @@ _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("exposure rows with conflicting evidence", ("conflict_rows",), "int"),
     ("served reads whose request is not in the requests log", ("unknown_viewer_reads",), "int"),
     ("crossed replies served whose data no evidence names an owner for", ("crossed_served_unknown_owner",), "int"),
+    ("exposures on the digest alone, against a connection showing the read's own reply",
+     ("digest_exposures_on_clean_connections",), "int"),
     ("near misses (crossed, but reached no one as data)", ("near_misses", "total"), "int"),
     ("exposures outside the window (not in the lists)", ("outside_window", "exposures"), "int"),
 )
@@ -1452,6 +1454,20 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                     "rule, or names a resource the ownership table lacks. These are neither exposures nor near "
                     "misses, and their owners are on no list: add the missing key rule or ownership rows and run "
                     "the analysis again.",
+                ],
+                "warning",
+            )
+        )
+    alone = s.get("digest_exposures_on_clean_connections", 0)
+    if alone:
+        blocks.append(
+            Para(
+                [
+                    *_count(alone, "exposure", ("digest_exposures_on_clean_connections",)),
+                    f" {_verb(alone, 'rests', 'rest')} on the digest alone (the bytes served equal bytes written "
+                    "under the owner's key), while the logged connection shows the read received its own reply: "
+                    "either the log lacks the cancel that crossed the reply, or the value is one many users share "
+                    "(an empty list) and the owner is named by coincidence. Review these before notifying.",
                 ],
                 "warning",
             )

@@ -711,18 +711,29 @@ def test_a_value_many_users_share_is_no_one_owners_by_digest(tmp_path):
     }
     assert summary["flagged_not_exposed"] == {"digest-ambiguous": 2}  # carol's and erin's own reads
     assert summary["digests_read_as_own"] == {"digests": 1, "reads": 2}
+    # gus's read rests on the digest alone, against a connection that shows its own reply: counted for review
+    assert summary["digest_exposures_on_clean_connections"] == 1
     # without h1's cancels, or its connects, logged, nothing proves carol's read got its own reply: the digest decides
-    for variant, dropped in (("no-cancels", {"cancelled"}), ("no-connects", {"CONNECT"})):
+    for variant, dropped, alone in (("no-cancels", {"cancelled"}, 5), ("no-connects", {"CONNECT"}, 3)):
         kept = [c for c in cache if not {c["status"], c["op"]} & dropped]
         summary, exp = run_case(tmp_path / variant, kept, users)
         assert {r[0] for r in pairs(exp)} == {"rd", "rc", "re", "rf", "rg"}, variant
         assert summary["digests_read_as_own"] == {"digests": 0, "reads": 0}, variant
+        assert summary["digest_exposures_on_clean_connections"] == alone, variant
     # the CLI says so
     toml = tmp_path / "titles.toml"
     toml.write_text("[[keys]]\npattern = '^user:(?P<owner>[^:]+):titles$'\ncategory = 'conversation_titles'\n")
     result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "out"), "--config", str(toml)])
     assert result.exit_code == 0, result.output
     assert "note: 1 digest reached 2 reads as the value of the key asked for" in result.output
+    assert "rest on the digest alone" not in result.output
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(tmp_path / "no-connects" / "out"), "--config", str(toml)])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 exposures rest on the digest alone" in result.output  # carol's and erin's, titles only
+    result = CliRunner().invoke(cli, ["report", "--out", str(tmp_path / "no-connects" / "out")])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "no-connects" / "out" / "report.md").read_text()
+    assert "2 exposures rest on the digest alone" in " ".join(report.split())
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
