@@ -736,15 +736,6 @@ def test_a_value_many_users_share_is_no_one_owners_by_digest(tmp_path):
     assert "2 exposures rest on the digest alone" in " ".join(report.split())
 
 
-@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
-def test_spark_finds_a_value_many_users_share_as_duckdb_does(tmp_path):
-    cache, users = _common_value_case()
-    run_case(tmp_path, cache, users)
-    result = compare_lake(tmp_path)
-    assert result["only_duckdb"] == [] and result["only_spark"] == []
-    assert result["exposures"] == {"duckdb": 3, "spark": 3}
-
-
 def test_digest_gives_the_category_of_the_value_served(tmp_path):
     D = "e" * 64  # noqa: N806
     cache = [
@@ -2039,12 +2030,14 @@ def test_a_value_with_the_digest_of_an_mset_exposes_each_item_of_it(tmp_path):
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
-def test_spark_splits_the_digest_of_an_mset_as_duckdb_does(tmp_path):
-    cache, users = _digest_of_an_mset_case()
+@pytest.mark.parametrize(("case", "exposures"), [(_digest_of_an_mset_case, 7), (_common_value_case, 3)])
+def test_spark_judges_digests_as_duckdb_does(tmp_path, case, exposures):
+    """The digest of an MSET split item by item; a value many users share, read as a key's own value."""
+    cache, users = case()
     run_case(tmp_path, cache, users)
     result = compare_lake(tmp_path)
     assert result["only_duckdb"] == [] and result["only_spark"] == []
-    assert result["exposures"] == {"duckdb": 7, "spark": 7}
+    assert result["exposures"] == {"duckdb": exposures, "spark": exposures}
     assert result["timeline_differences"] == 0
 
 
