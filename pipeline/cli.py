@@ -248,6 +248,11 @@ def report(out, progress) -> None:
               help="Log file format (default jsonl).")
 @click.option("--messy", is_flag=True,
               help="Per-host files, some gzip; re-shipped duplicates, malformed lines, mixed time forms.")
+@click.option("--cache-warm-before-logs", "cache_warm_before_logs", is_flag=True,
+              help="The cache holds every value when the logs begin: no warm-up write is logged.")
+@click.option("--empty-titles", "empty_titles", type=click.FloatRange(0, 1), default=None,
+              help="Share of users whose titles list starts empty (a few title writes empty one too): every "
+                   "empty list is the same bytes, one digest for many owners (default 0).")
 @handle_errors
 def simulate(out, **options) -> None:
     """Write a synthetic incident (logs, config, users, grants) with its ground truth."""

@@ -96,6 +96,8 @@ CATEGORY = ("conversation_titles", "payment_info", "conversation_content", "publ
 SEVERITY = ("low", "high", "high", "low", "low")
 VALUE_NAMES_OWNER = np.array([True, True, False, False, False])
 PUBLIC_KEY = "public:models"
+EMPTY_TITLES = "[]"  # an empty conversation titles list: the same bytes whoever owns it (simulate(empty_titles=))
+P_EMPTYING = 0.002  # with empty_titles, the share of title writes that empty the list (every conversation deleted)
 LOCK_KEY = "lock:worker:refresh"
 
 # Routes. Each route makes a fixed list of cache calls (op, key family); the key's owner is the request's
@@ -239,15 +241,23 @@ def simulate(
     seed: int = DEFAULT_SEED,
     fmt: str = "jsonl",
     messy: bool = False,
+    cache_warm_before_logs: bool = False,
+    empty_titles: float = 0.0,
 ) -> dict[str, Any]:
     """Write a simulated incident to ``out`` and return its ground-truth summary (also
     ``ground_truth/summary.json``).
 
     ``requests`` (a total) and ``requests_per_second`` are alternatives; by default the rate is 2 per second.
     The bug window defaults to hours 1 to 10 of the traffic. The same arguments give byte-identical files.
+    ``cache_warm_before_logs``: the cache already holds every value when the logs begin (no warm-up writes are
+    logged, so no write gives those values' digests an owner). ``empty_titles``: the share of users whose
+    conversation titles list is empty at the start (then a few title writes, ``P_EMPTYING``, empty a list too);
+    every empty list is the same bytes (``EMPTY_TITLES``), one digest for all of their owners, and names no owner
+    (no ``value_owner``).
     """
     params = _params(
-        users, hours, requests_per_second, requests, window, start, cancel_rate, seed, fmt, messy
+        users, hours, requests_per_second, requests, window, start, cancel_rate, seed, fmt, messy,
+        cache_warm_before_logs, empty_titles,
     )
     out = Path(out)
     _prepare_out(out)
@@ -269,9 +279,13 @@ class _Params:
     fmt: str
     messy: bool
     options: dict[str, Any] = field(default_factory=dict)
+    cache_warm_before_logs: bool = False
+    empty_titles: float = 0.0
 
 
-def _params(users, hours, rps, total, window, start, cancel_rate, seed, fmt, messy) -> _Params:
+def _params(
+    users, hours, rps, total, window, start, cancel_rate, seed, fmt, messy, warm_before_logs=False, empty_titles=0.0
+) -> _Params:
     users = DEFAULT_USERS if users is None else int(users)
     hours = DEFAULT_HOURS if hours is None else float(hours)
     cancel_rate = DEFAULT_CANCEL_RATE if cancel_rate is None else float(cancel_rate)
@@ -283,6 +297,9 @@ def _params(users, hours, rps, total, window, start, cancel_rate, seed, fmt, mes
         raise WhosawError("simulate: --hours must be positive")
     if not 0 <= cancel_rate <= 1:
         raise WhosawError("simulate: --cancel-rate must be between 0 and 1")
+    empty_titles = float(empty_titles or 0.0)
+    if not 0 <= empty_titles <= 1:
+        raise WhosawError("simulate: --empty-titles must be between 0 and 1")
     if fmt not in FORMATS:
         raise WhosawError(f"simulate: --format must be one of {', '.join(FORMATS)}")
     if total is not None and rps is not None:
@@ -322,8 +339,14 @@ def _params(users, hours, rps, total, window, start, cancel_rate, seed, fmt, mes
         "format": fmt,
         "messy": bool(messy),
     }
+    # Recorded only when asked for: the files of an incident made without them stay byte for byte as they were.
+    if warm_before_logs:
+        options["cache_warm_before_logs"] = True
+    if empty_titles:
+        options["empty_titles"] = empty_titles
     return _Params(
-        users, hours, total, start_us, end_us, win[0], win[1], cancel_rate, seed, fmt, bool(messy), options
+        users, hours, total, start_us, end_us, win[0], win[1], cancel_rate, seed, fmt, bool(messy), options,
+        bool(warm_before_logs), empty_titles,
     )
 
 
@@ -1133,8 +1156,9 @@ class _Simulation:
     def __init__(self, p: _Params, out: Path) -> None:
         self.p, self.out = p, out
         root = np.random.SeedSequence(p.seed)
-        world_ss, traffic_ss, messy_ss = root.spawn(3)
+        world_ss, traffic_ss, messy_ss, values_ss = root.spawn(4)  # children 0-2 as they were before values_ss
         self.rng = np.random.default_rng(traffic_ss)
+        self.values_rng = np.random.default_rng(values_ss)
         self.world = _World(p, np.random.default_rng(world_ss))
         self.con = duckdb.connect()
         self.con.execute("SET threads = 2")
@@ -1145,6 +1169,9 @@ class _Simulation:
         self.n_vid = w.K
         texts = pc.binary_join_element_wise(w.key_strings, f"|v0|seed={p.seed}", "")
         self.digests = _hex_digests(texts, self.con)
+        self.empty_digest = _hex_digests(pa.array([EMPTY_TITLES]), self.con)[0]
+        if p.empty_titles:  # title keys are 0..U-1
+            self.digests[: w.U][self.values_rng.random(w.U) < p.empty_titles] = self.empty_digest
         self.cur_vid = np.arange(w.K, dtype=_I64)
         self.cur_version = np.zeros(w.K, dtype=_I64)
         # Per-connection state (global slot index): generation (conn_id), last ts, unread replies.
@@ -1210,12 +1237,13 @@ class _Simulation:
     # -- driver --
     def run(self) -> dict[str, Any]:
         p, w = self.p, self.world
-        # Warm-up chunks: every value written once before the traffic starts, by a background worker.
+        # Warm-up chunks: every value written once before the traffic starts, by a background worker (or before
+        # the logs begin: the values are there all the same, version 0 of every key).
         keys = w.warm_keys
         n_w = len(keys)
         t0 = p.start - WARMUP
         wts = t0 + (np.arange(n_w, dtype=_I64) * (WARMUP - SEC)) // max(n_w, 1)
-        pieces = max(1, math.ceil(n_w / CHUNK_WARMUP_ROWS))
+        pieces = 0 if p.cache_warm_before_logs else max(1, math.ceil(n_w / CHUNK_WARMUP_ROWS))
         bounds = np.linspace(0, n_w, pieces + 1).astype(_I64)
         for i in range(pieces):
             lo, hi = int(bounds[i]), int(bounds[i + 1])
@@ -1597,6 +1625,8 @@ class _Simulation:
         value_key = np.where(served_vid >= 0, self.vid_key[np.maximum(served_vid, 0)], -1)
         vfam = w.key_family[np.maximum(value_key, 0)]
         owner_in_value = data_read & VALUE_NAMES_OWNER[vfam]
+        if p.empty_titles:  # an empty list names no one
+            owner_in_value &= self.digests[np.maximum(served_vid, 0)] != self.empty_digest
         value_owner = np.where(owner_in_value, w.key_owner[np.maximum(value_key, 0)], -1)
         # Request errors -> 500.
         erred = err & (calls["rid"] >= 0)
@@ -1723,7 +1753,11 @@ class _Simulation:
             texts = pc.binary_join_element_wise(
                 pc.take(w.key_strings, pa.array(wk)), "|v", _int_strings(version), f"|seed={p.seed}", ""
             )
-            self._add_values(wk, self._hex(texts))
+            digests = self._hex(texts)
+            if p.empty_titles:  # a user who deletes every conversation empties the list
+                empties = (w.key_family[wk] == F_TITLES) & (self.values_rng.random(len(wk)) < P_EMPTYING)
+                digests[empties] = self.empty_digest
+            self._add_values(wk, digests)
             last = np.r_[wk[1:] != wk[:-1], True]
             self.cur_version[wk[last]] = version[last]
         # Forward-fill the latest write per key; before any write in this chunk: the key's current value.

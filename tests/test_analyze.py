@@ -3,6 +3,7 @@ docs/design.md, then the simulator's incidents (through the real ingest) against
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -1464,6 +1465,46 @@ def test_simulated_incident_connection_evidence_only(incident, tmp_path):
             for host, conn, ts in lines
         )
         assert explained, f"{request_id}: a difference the lost line does not explain"
+
+
+def test_a_cache_warm_before_the_logs_with_empty_lists_many_users_share(tmp_path):
+    """The common-value rule against the ground truth at scale. The cache holds every value before the logs begin
+    (no warm-up write is logged) and 30% of the users have an empty titles list, the same bytes for all of them;
+    now and then a user empties theirs, so the logs give the empty list's digest to that user alone until a
+    second owner writes it. From connections alone the answer is exact. With digests, the rule gives most own
+    reads of the empty list back to their readers; no victim is missed, and every name the digest gives by
+    coincidence (a read before its connection's first logged reset, where the log cannot show the read got its
+    own reply) is an exposure resting on the digest alone on a clean connection: counted in the summary, which
+    the CLI and the report ask to review before notifying."""
+    logs = tmp_path / "logs"
+    simulate(logs, users=600, hours=12, requests=40_000, cancel_rate=0.05, seed=11,
+             cache_warm_before_logs=True, empty_titles=0.3)
+    lake = tmp_path / "lake"
+    ingest([logs], lake, config=logs / "incident.toml", progress=False)
+    expected = _rows(pd.read_csv(logs / "ground_truth" / "exposures.csv", dtype=str, keep_default_na=False))
+    empty_digest = hashlib.sha256(b"[]").hexdigest()
+    coincidences = {}
+    for drop in [(), ("value_owner",), ("value_owner", "value_sha256")]:
+        out = _variant(lake, tmp_path / f"out-{len(drop)}", drop)
+        summary = analyze(out, logs / "incident.toml", progress=False)
+        ours = pd.read_parquet(out / "exposures.parquet")
+        assert expected - _rows(ours) == set(), f"{drop}: a victim missed"
+        keys = ours[KEY_COLUMNS].fillna("").astype(str).apply(tuple, axis=1)
+        false_names = ours[[key not in expected for key in keys]]
+        coincidences[len(drop)] = len(false_names)
+        assert summary["digest_exposures_on_clean_connections"] == len(false_names), drop
+        assert set(false_names.evidence) <= {"digest"}, drop
+        if "value_sha256" in drop:
+            assert summary["digests_read_as_own"] == {"digests": 0, "reads": 0}
+            continue
+        served = duckdb.sql(
+            f"SELECT source_file, source_line, value_sha256 FROM read_parquet('{lake}/parquet/cache/**/*.parquet')"
+        ).df()
+        named = false_names.merge(served, on=["source_file", "source_line"])
+        assert len(named) == len(false_names) and set(named.value_sha256) == {empty_digest}, drop
+        assert summary["digests_read_as_own"]["digests"] == 1  # the empty list, given back to its readers ...
+        assert summary["digests_read_as_own"]["reads"] > 10 * len(false_names)  # ... on most reads of it
+    assert coincidences[0] == coincidences[1] > 0 and coincidences[2] == 0
 
 
 def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_path):

@@ -618,6 +618,39 @@ def test_cli_simulate(tmp_path):
     assert bad.exit_code == 2
 
 
+def test_a_cache_warm_before_the_logs_with_empty_lists_many_users_share(tmp_path):
+    """--cache-warm-before-logs: no warm-up write is logged (the logs begin with the traffic). --empty-titles:
+    that share of the users' titles lists are empty, the same bytes for every owner, so one digest stands for
+    many owners, and an empty list names no owner (no value_owner); a few title writes empty a list. The truth is
+    still what a reading of the logs by the design's rules gives, and the options are recorded in incident.toml."""
+    out = tmp_path / "shared"
+    args = ["simulate", "--out", str(out), "--users", "300", "--requests", "20000", "--cancel-rate", "0.05",
+            "--seed", "11", "--cache-warm-before-logs", "--empty-titles", "0.3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = _records(out, "cache")
+    assert min(line["ts"] for line in lines) >= "2023-03-20T00:00:00"  # the traffic's start: no warm-up
+    assert not [line for line in lines if line["op"] == "SET" and line["request_id"] is None and
+                line["key"].startswith("user:")]
+    empty = hashlib.sha256(b"[]").hexdigest()
+    own_empty_reads = [line for line in lines if line["value_sha256"] == empty and line["op"] in READ_OPS]
+    assert len({line["key"] for line in own_empty_reads}) > 30  # one digest, many owners' keys
+    assert all(line["value_owner"] is None for line in own_empty_reads)
+    assert [line for line in lines if line["value_sha256"] == empty and line["op"] == "SET"]  # a list emptied
+    named = [line for line in lines if line["value_owner"] and line["op"] in READ_OPS]
+    assert len(named) > 1000  # the other titles and billing values still name their owner
+    expected, _ = reference_exposures(out)
+    truth = {
+        (r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"])
+        for r in _truth_rows(out, "exposures.csv")
+    }
+    assert truth == expected and len(truth) > 100
+    assert '"cache_warm_before_logs": true' in (out / "incident.toml").read_text()
+    assert '"empty_titles": 0.3' in (out / "incident.toml").read_text()
+    bad = CliRunner().invoke(cli, ["simulate", "--out", str(tmp_path / "bad"), "--empty-titles", "1.5"])
+    assert bad.exit_code == 2 and "--empty-titles" in bad.output
+
+
 def test_refuses_a_folder_with_other_logs_but_replaces_its_own(tmp_path):
     simulate(tmp_path / "a", users=20, requests=200, seed=1, messy=True)
     simulate(tmp_path / "a", users=20, requests=200, seed=1)  # an earlier simulation is replaced
