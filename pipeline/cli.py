@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import stat
 import sys
 import threading
 from collections import Counter
@@ -19,7 +20,7 @@ import click
 
 from . import __version__
 from .errors import WhosawError
-from .manifest import load_manifest
+from .manifest import damaged_inputs, load_manifest
 from .schema import EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
@@ -161,7 +162,7 @@ def cli() -> None:
     """whosaw: who saw whose data, when, and what kind, from request and cache logs."""
 
 
-@cli.command()
+@cli.command(short_help="Ingest logs, find the exposures and write the report: all three.")
 @inputs_argument
 @out_option
 @config_option
@@ -177,7 +178,7 @@ def run(inputs, out, config, window, kind, progress) -> None:
     _print_files(result.out, result.files)
 
 
-@cli.command()
+@cli.command(short_help="Read request, cache and session logs into a Parquet lake.")
 @inputs_argument
 @out_option
 @config_option
@@ -196,7 +197,7 @@ def ingest(inputs, out, config, kind, progress) -> None:
         )
 
 
-@cli.command()
+@cli.command(short_help="Find who saw whose data in the lake of an ingested --out.")
 @analyzed_out_option
 @click.option(
     "--config", "config", type=click.Path(dir_okay=False, path_type=Path),
@@ -217,7 +218,7 @@ def analyze(out, config, window, progress) -> None:
         )
 
 
-@cli.command()
+@cli.command(short_help="Write the report and the CSV lists of an analysed --out.")
 @reported_out_option
 @progress_option
 @handle_errors
@@ -227,7 +228,7 @@ def report(out, progress) -> None:
     _print_files(out, files)
 
 
-@cli.command()
+@cli.command(short_help="Write a synthetic incident with its ground truth.")
 @out_option
 @click.option("--users", type=click.IntRange(min=2), default=None, help="Number of users (default 1000).")
 @click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -327,6 +328,15 @@ def _print_ingest(result) -> None:
             f"note: {_counted(count, f'{kind} file')} without {names} in any line (a field map that misses a "
             "column? see manifest.json files[].empty_fields)"
         )
+    for entry in damaged_inputs(result.manifest):
+        again = (
+            "fetch the whole file again and ingest it into this --out (the lines read count as duplicates)"
+            if entry["damaged"] == "gzip_truncated" else "ingest a sound copy into a new --out"
+        )
+        click.echo(
+            f"warning: {entry['path']} is damaged ({entry['damaged']}): read to line {entry.get('lines', 0):,}, the "
+            f"rest of the file is lost and any exposure in it is missing; {again}"
+        )
 
 
 
@@ -365,8 +375,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if share is not None:
         active_affected = summary.get("affected_active_users")
         if active_affected is not None:
-            affected += (f"  ({active_affected:,} of the {summary.get('active_users', 0):,} active users"
-                         f" = {share:.2%})")
+            affected += (f"  ({active_affected:,} of them active in the window: {share:.2%} of the "
+                         f"{summary.get('active_users', 0):,} active users)")
         else:
             affected += f"  ({share:.2%} of active users)"
     rows.append(("affected owners", affected))
@@ -382,7 +392,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     near = summary.get("near_misses", {})
     if isinstance(near, dict) and (near.get("total") or near.get("outside_window")):
         beyond = f"; {near['outside_window']:,} more outside the window" if near.get("outside_window") else ""
-        rows.append(("near misses", f"{near.get('total', 0):,} (crossed replies that reached no one as data{beyond})"))
+        rows.append(("near misses", f"{near.get('total', 0):,} (stale replies that reached no one as data{beyond})"))
     outside = summary.get("outside_window", {})
     if isinstance(outside, dict) and outside.get("exposures"):
         rows.append(("outside window", f"{_counted(outside['exposures'], 'exposure')} not counted above"))
@@ -465,6 +475,12 @@ def _print_files(out: Path, files: dict[str, Path]) -> None:
         else:
             for rest in sorted(names):
                 click.echo(f"  {folder}/{rest}")
+    mode = stat.S_IMODE(os.stat(out).st_mode)
+    if mode & 0o077:  # a folder that existed before whosaw keeps its mode; a new one is 0700
+        click.echo(
+            f"note: {out} is open to other users of this machine (mode {mode:o}), and so are the lists of people in "
+            f"it: 'chmod 700 {out}' keeps them to you"
+        )
 
 
 def main() -> None:

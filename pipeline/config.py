@@ -365,6 +365,13 @@ def _key_rule(order: int, value: Any) -> KeyRule:
     groups = compiled.groupindex
     if "owner" in groups and "resource" in groups:
         raise WhosawError(f"config: {where}: a pattern names an owner or a resource, not both")
+    # A misspelt group ('(?P<resourc>') would make the rule name nobody: its data public, its victims unlisted.
+    others = sorted(set(groups) - {"owner", "resource"})
+    if others:
+        raise WhosawError(
+            f"config: {where}.pattern: named group {others[0]!r} is neither 'owner' nor 'resource' (a rule without "
+            "either says its keys' data is nobody's: use an unnamed group (...) for other parts)"
+        )
     severity = _string(table.get("severity", "medium"), f"{where}.severity").lower()
     if severity not in SEVERITIES:
         raise WhosawError(f"config: {where}.severity: expected one of {', '.join(SEVERITIES)}")

@@ -264,6 +264,14 @@ def roll_back_interrupted_ingest(out: Path) -> list[str]:
     return removed
 
 
+def damaged_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input files whose latest reading stopped at a damaged gzip stream (``files[].damaged``): their lines
+    after ``files[].lines`` were never read. A truncated file fetched again whole and ingested into the same
+    ``--out`` is read as grown, and its new entry is not damaged."""
+    latest = {entry.get("path"): entry for entry in manifest.get("files") or [] if isinstance(entry, dict)}
+    return [entry for entry in latest.values() if entry.get("damaged")]
+
+
 def update_manifest(out: Path, drop: Sequence[str] = (), **sections: Any) -> dict[str, Any]:
     """Set top-level sections of the manifest, remove those named in ``drop``, refresh ``outputs``, and save it."""
     manifest = load_manifest(out)

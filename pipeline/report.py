@@ -36,7 +36,15 @@ from . import __version__
 from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
-from .manifest import ctrl_c_waits, load_manifest, locked, read_json_object, remove_stage_outputs, update_manifest
+from .manifest import (
+    ctrl_c_waits,
+    damaged_inputs,
+    load_manifest,
+    locked,
+    read_json_object,
+    remove_stage_outputs,
+    update_manifest,
+)
 from .progress import execute, progress_wanted
 from .safecsv import CSV_SHAPE_HINT, copy_safe_csv
 from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS, id_text
@@ -423,6 +431,7 @@ class _Facts:
     without_email: int = 0  # in the directory, but with no email address to write to
     directory_configured: bool = False
     directory_duplicates: int = 0
+    affected_duplicates: int = 0  # affected users among them
     owners_by_category: dict[str, int] = field(default_factory=dict)
     severity_by_category: dict[str, str] = field(default_factory=dict)
     notify_files: dict[str, str] = field(default_factory=dict)
@@ -452,7 +461,10 @@ def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
         "FROM exposures"
     )
     facts.directory_configured = inputs.users_path is not None
-    facts.directory_duplicates = one("SELECT count(*) FROM users_dir WHERE directory_rows > 1")[0]
+    facts.directory_duplicates, facts.affected_duplicates = one(
+        "SELECT count(*), (SELECT count(*) FROM affected_users WHERE directory_rows > 1) FROM users_dir "
+        "WHERE directory_rows > 1"
+    )
     facts.has_raw_sessions = one("SELECT count(session_id) > 0 FROM exposures")[0]
     facts.rejects = _rejects(con, inputs.out)
     for category, owners, severity in con.execute(
@@ -768,6 +780,7 @@ def _build(inputs: _Inputs, facts: _Facts, charts: dict[str, bytes]) -> list[Any
     s = inputs.summary
     blocks: list[Any] = []
     blocks += _headline(s, facts)
+    blocks += _damaged_warning(inputs.manifest)
     failed = [text for text, ok in facts.checks if not ok]
     if failed:
         blocks.append(
@@ -787,6 +800,28 @@ def _build(inputs: _Inputs, facts: _Facts, charts: dict[str, bytes]) -> list[Any
     blocks += _method(inputs, facts)
     blocks += _files_section(facts)
     return blocks
+
+
+def _damaged_warning(manifest: dict[str, Any]) -> list[Any]:
+    """A damaged input (a gzip stream cut short or corrupt) leaves the lists incomplete: said before the numbers."""
+    damaged = damaged_inputs(manifest)
+    if not damaged:
+        return []
+    named = "; ".join(
+        f"{Path(str(entry.get('path', ''))).name} ({entry['damaged']}, read to line {int(entry.get('lines') or 0):,})"
+        for entry in damaged
+    )
+    return [
+        Para(
+            [
+                *_count(len(damaged), "input file"),
+                f" could not be read to the end: {named}. The lines after the damage were never read, so any exposure "
+                "among them is missing from these lists. Fetch the whole file again and ingest it (a truncated one "
+                "into the same --out, where the lines already read count as duplicates), then analyse again.",
+            ],
+            "warning",
+        )
+    ]
 
 
 def _count(value: Any, noun: str, key: tuple[str, ...] | None = None, plural: str | None = None) -> list[Any]:
@@ -969,7 +1004,7 @@ _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("cache values served", ("served_items",), "int"),
     ("... of them with no host or conn_id logged (the connection tier cannot see them)",
      ("served_items_without_connection",), "int"),
-    ("crossed replies (a read received another call's reply)", ("crossed_replies",), "int"),
+    ("crossed replies (reads that received another call's reply)", ("crossed_replies",), "int"),
     ("exposures (a value served to someone other than its owner)", ("exposures",), "int"),
     ("affected users (owners whose data was exposed)", ("affected_owners",), "int"),
     ("affected users who were active in the window", ("affected_active_users",), "int"),
@@ -983,7 +1018,7 @@ _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("crossed replies served whose data no evidence names an owner for", ("crossed_served_unknown_owner",), "int"),
     ("exposures on the digest alone, against a connection showing the read's own reply",
      ("digest_exposures_on_clean_connections",), "int"),
-    ("near misses (crossed, but reached no one as data)", ("near_misses", "total"), "int"),
+    ("near misses (stale replies that reached no one as data, read or not)", ("near_misses", "total"), "int"),
     ("exposures outside the window (not in the lists)", ("outside_window", "exposures"), "int"),
 )
 
@@ -1042,7 +1077,7 @@ def _by_category(s: dict[str, Any], facts: _Facts) -> list[Any]:
     if extra:
         blocks.append(
             Para(
-                "Not counted above, by category: near misses (crossed replies that reached no one as data) "
+                "Not counted above, by category: near misses (stale replies that reached no one as data) "
                 "and exposures outside the window."
             )
         )
@@ -1165,14 +1200,20 @@ def _countries_section(facts: _Facts) -> list[Any]:
             )
         )
     if facts.directory_duplicates:
+        affected = facts.affected_duplicates
         blocks.append(
             Para(
                 [
                     *_count(facts.directory_duplicates, "user id"),
                     f" {_verb(facts.directory_duplicates, 'appears', 'appear')} more than once in the users "
                     "directory; the first row of each was used.",
+                    *(
+                        [" ", *_count(affected, "affected user"), f" {_verb(affected, 'is', 'are')} among them "
+                         "(directory_rows above 1 in the CSVs): check which of their rows to write to."]
+                        if affected else []
+                    ),
                 ],
-                "note",
+                "warning" if affected else "note",
             )
         )
     return blocks
@@ -1501,7 +1542,11 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
     text = _count(near_total, "near miss", ("near_misses", "total"), "near misses")
     if near_outside:
         text += [" in the window (", Num(near_outside, key=("near_misses", "outside_window")), " more outside it)"]
-    text.append(": replies that crossed but, as far as the logs show, reached no one as data. ")
+    text.append(
+        ": stale replies (left on a connection by an abandoned call) that, as far as the logs show, reached no one "
+        "as data: read by a call that failed, by background work or as something other than data, or thrown away "
+        "unread (so they are more than the crossed replies, which are reads). "
+    )
     if near_outside:
         text += ["They are not exposures; near_misses.parquet holds all ", Num(near_total + near_outside),
                  " (column in_window)."]

@@ -29,6 +29,14 @@ def test_every_verb_has_help(verb):
     assert "--out" in result.output
 
 
+def test_the_command_list_says_what_each_verb_does_in_whole():
+    """`whosaw --help` lists each verb with a line of its own, not the docstring cut off with '...'."""
+    listing = CliRunner().invoke(cli, ["--help"]).output.split("Commands:")[1]
+    rows = [line.split(None, 1) for line in listing.strip().splitlines()]
+    assert sorted(verb for verb, _ in rows) == sorted(VERBS)
+    assert all(text.endswith(".") and not text.endswith("...") for _, text in rows), rows
+
+
 def test_simulate_help_states_the_simulators_defaults():
     """The help names the defaults by hand (the CLI does not import the simulator): keep them in step."""
     from pipeline.simulate import (
@@ -454,7 +462,7 @@ def test_near_misses_outside_the_window_are_named_beside_those_in_it(finished_ru
     near = json.loads((out / "summary.json").read_text())["near_misses"]
     assert near["total"] > 0 and near["outside_window"] > 0
     line = next(line for line in result.output.splitlines() if line.startswith("near misses"))
-    assert line.split(None, 2)[2] == (f"{near['total']:,} (crossed replies that reached no one as data; "
+    assert line.split(None, 2)[2] == (f"{near['total']:,} (stale replies that reached no one as data; "
                                       f"{near['outside_window']:,} more outside the window)")
 
 
@@ -541,3 +549,49 @@ def test_a_grant_of_a_category_no_key_rule_gives_is_named_on_the_console_and_in_
     clean = CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(tmp_path / "clean")])
     assert clean.exit_code == 0 and "note: " not in clean.output
     assert json.loads((tmp_path / "clean" / "summary.json").read_text())["grants_of_unknown_category"] == {}
+
+
+def test_a_truncated_gzip_is_a_warning_on_the_console_and_in_the_report_until_read_whole(tmp_path):
+    """A log cut short (a copy taken while it was written) loses every line after the cut: not one rejected line
+    in the method, but a warning on the console and at the head of the report. Fetched again whole and ingested
+    into the same --out, it is read as grown, and the warning goes."""
+    import gzip
+
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    whole = gzip.compress((logs / "cache.jsonl").read_bytes())
+    (logs / "cache.jsonl").unlink()
+    (logs / "cache.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    args = ["run", str(logs), "--out", str(out), "--config", str(logs / "incident.toml")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    lines = next(e["lines"] for e in manifest["files"] if e["path"].endswith("cache.jsonl.gz"))
+    assert (f"warning: {logs / 'cache.jsonl.gz'} is damaged (gzip_truncated): read to line {lines:,}, the rest of "
+            "the file is lost and any exposure in it is missing; fetch the whole file again and ingest it into this "
+            "--out (the lines read count as duplicates)") in result.output
+    report = " ".join((out / "report.md").read_text().replace("\\_", "_").split())
+    assert f"1 input file could not be read to the end: cache.jsonl.gz (gzip_truncated, read to line {lines:,})" in (
+        report[: report.index("## Key numbers")])  # with the headline
+    (logs / "cache.jsonl.gz").write_bytes(whole)
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert "warning:" not in again.output and "could not be read to the end" not in (out / "report.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["exposures"] == json.loads(
+        (Path(SAMPLE) / "ground_truth" / "summary.json").read_text())["counts"]["exposures"]
+
+
+def test_an_out_open_to_other_users_is_named_after_the_lists_are_written(tmp_path):
+    """A --out that existed before keeps its mode (whosaw makes a new one 0700): the lists of people in a folder
+    others can read are theirs to read too, so the CLI says so, and says nothing once it is closed."""
+    out = tmp_path / "shared-out"
+    out.mkdir()
+    out.chmod(0o755)
+    result = CliRunner().invoke(cli, ["run", SAMPLE, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith(f"note: {out} is open to other users of this machine (mode 755), and so are the "
+                                  f"lists of people in it: 'chmod 700 {out}' keeps them to you\n")
+    out.chmod(0o700)
+    again = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert again.exit_code == 0 and "note:" not in again.output

@@ -83,6 +83,8 @@ def test_a_malformed_quoted_path_is_a_config_error(path):
     ({"sources": {"requests": {"timezone": "Mars/Olympus"}}}, "unknown time zone"),
     ({"keys": [{"pattern": "(unclosed"}]}, "invalid pattern"),
     ({"keys": [{"pattern": "x", "severity": "apocalyptic"}]}, "severity"),
+    # a misspelt group would make the rule's data nobody's: its victims would vanish from the lists
+    ({"keys": [{"pattern": "^conv:(?P<resourc>[^:]+)$"}]}, "named group 'resourc' is neither 'owner' nor"),
     ({"window": {"start": "2023-03-20T01:00Z"}}, "both start and end"),
     ({"window": {"auto": True, "start": "2023-03-20T01:00Z"}}, "auto = true and a start or end"),
     ({"windows": {}}, "unknown section"),

@@ -308,6 +308,13 @@ def test_a_directory_user_is_one_whole_row(tmp_path):
     assert (first["name"], first["locale"], first["in_directory"]) == ("First Row", "de-DE", "true")
     assert pd.isna(first["email"]) and pd.isna(first["country"])
     assert (frame.loc["u2", "email"], frame.loc["u2", "in_directory"]) == ("u2@example.com", "true")
+    # which of u1's two rows to write to is comms' call: the lists and the report say there are two
+    assert (first["directory_rows"], frame.loc["u2", "directory_rows"]) == ("2", "1")
+    notified = pd.concat([read_safe_csv(path) for path in (out / "notify").glob("*.csv")])
+    assert list(notified.loc[notified.owner_id == "u1", "directory_rows"]) in (["2"], ["2", "2"])
+    assert ("1 user id appears more than once in the users directory; the first row of each was used. 1 affected "
+            "user is among them (directory_rows above 1 in the CSVs): check which of their rows to write to.") in (
+        " ".join((out / "report.md").read_text(encoding="utf-8").replace("\\_", "_").split()))
     # comms cannot write to u1: the report says how many such users there are
     assert "Affected users in the users directory without an email address: 1." in (
         (out / "report.md").read_text(encoding="utf-8"))
@@ -1201,12 +1208,14 @@ def test_near_misses_outside_the_window_are_counted_beside_those_in_it(tmp_path)
     out = build_analysis(tmp_path / "out")
     near = {"total": 3, "by_kind": {"failed": 2, "not-data": 1}, "by_category": {"payment_info": 3}}
     text = _report_text(out, near_misses={**near, "outside_window": 2})
-    assert ("3 near misses in the window (2 more outside it): replies that crossed but, as far as the logs show, "
-            "reached no one as data. They are not exposures; near_misses.parquet holds all 5 (column in_window)."
+    assert ("3 near misses in the window (2 more outside it): stale replies (left on a connection by an abandoned "
+            "call) that, as far as the logs show, reached no one as data: read by a call that failed, by background "
+            "work or as something other than data, or thrown away unread (so they are more than the crossed "
+            "replies, which are reads). They are not exposures; near_misses.parquet holds all 5 (column in_window)."
             ) in text
     check_numbers_match_summary(out)
     text = _report_text(out, near_misses={**near, "outside_window": 0})
-    assert "3 near misses: replies that crossed but" in text and "more outside it" not in text
+    assert "3 near misses: stale replies (left on" in text and "more outside it" not in text
 
 
 def test_counts_of_one_take_the_singular(tmp_path):
@@ -1227,7 +1236,7 @@ def test_counts_of_one_take_the_singular(tmp_path):
     assert "Of the 1 user active in that window, **1 (100.00%)** was affected." in text
     assert "1 row rests on ambiguous evidence and 0 on conflicting evidence" in text
     assert "1 served read came from requests missing from the requests log" in text
-    assert "1 near miss: replies that crossed" in text
+    assert "1 near miss: stale replies" in text
     assert "1 exposure of 1 owner falls outside the window and is not in the lists" in text
     assert "1 user id appears more than once in the users directory" in text
     for wrong in ("1 rows", "1 served reads", "1 near misses", "1 user ids", "1 exposures", "were affected"):

@@ -1,4 +1,5 @@
--- near_misses_all: crossed replies that reached no one as data, all time (docs/design.md "near miss"):
+-- near_misses_all: stale replies that reached no one as data (crossed reads, and replies thrown away unread),
+-- all time (docs/design.md "near miss"):
 --   'failed'     the read that received another call's reply failed: status error (the client threw the
 --                reply away and reset), or its request answered 5xx;
 --   'not-data'   the reading op is no read op (a SET got a stale GET reply), or the stale reply was no

@@ -1,6 +1,7 @@
 -- affected_users: one row per owner whose data was exposed inside the window, joined with the users directory
 -- (view `users_dir`: one row per user_id; empty when the config names none). SPEC columns first, then:
---   locale; in_directory (NULL when no directory was given); max_severity; strongest_evidence (the strongest
+--   locale; in_directory (NULL when no directory was given); directory_rows (the user's rows in the directory: more
+--   than 1, and the first was used: check which address to write to); max_severity; strongest_evidence (the strongest
 --   clean tier among the owner's rows, a flagged label only when every row of the owner is flagged);
 --   flagged_rows (digest-ambiguous + conflict); evidence_counts ("digest=3;key=1", strongest first).
 CREATE OR REPLACE TEMP TABLE affected_users AS
@@ -29,6 +30,7 @@ SELECT
     o.last_exposed,
     u.locale,
     CASE WHEN (SELECT configured FROM directory_status) THEN u.user_id IS NOT NULL END AS in_directory,
+    u.directory_rows,
     severity_label(o.severity_rank) AS max_severity,
     strongest_evidence(o.vo, o.dg, o.cn, o.ky, o.da, o.cf, o.ot) AS strongest_evidence,
     CAST(o.da + o.cf AS BIGINT) AS flagged_rows,

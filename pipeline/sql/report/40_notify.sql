@@ -1,6 +1,6 @@
 -- notify: one row per (category, owner): the per-category notification lists (notify/<category>.csv), from
--- triples. severity: the highest among that owner's exposures of that category; strongest_evidence as in
--- affected_users, within the category.
+-- triples. severity: the highest among that owner's exposures of that category; directory_rows and
+-- strongest_evidence as in affected_users, within the category.
 CREATE OR REPLACE TEMP TABLE notify AS
 WITH per_owner_category AS (
     SELECT
@@ -23,6 +23,7 @@ SELECT
     u.country,
     u.locale,
     CASE WHEN (SELECT configured FROM directory_status) THEN u.user_id IS NOT NULL END AS in_directory,
+    u.directory_rows,
     p.first_exposed,
     p.last_exposed,
     p.exposure_count,
