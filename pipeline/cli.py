@@ -432,6 +432,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
             "logged connection shows the read got its own reply (a cancel the log lacks, or a value many users "
             "share?); review them (summary.json digest_exposures_on_clean_connections)"
         )
+    gaps = summary.get("log_gaps") or {}
+    for gap in gaps.get("hours_without_cache_calls") or []:
+        click.echo(
+            f"warning: no cache call was logged from {gap['start']} to {gap['end']} while "
+            f"{_counted(gap['requests'], 'request')} were answered (a cache log missing or cut short?): no exposure "
+            "there can be seen (summary.json log_gaps)"
+        )
+    for gap in gaps.get("hosts_without_cache_calls") or []:
+        click.echo(
+            f"warning: host {gap['host']} answered {_counted(gap['requests'], 'request')} and logged no cache call "
+            "while other hosts did (its cache log not given?): no exposure on it can be seen (summary.json log_gaps)"
+        )
     unknown = summary.get("grants_of_unknown_category") or {}
     if unknown:
         n = sum(unknown.values())

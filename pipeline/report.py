@@ -781,6 +781,7 @@ def _build(inputs: _Inputs, facts: _Facts, charts: dict[str, bytes]) -> list[Any
     blocks: list[Any] = []
     blocks += _headline(s, facts)
     blocks += _damaged_warning(inputs.manifest)
+    blocks += _log_gap_warnings(s)
     failed = [text for text, ok in facts.checks if not ok]
     if failed:
         blocks.append(
@@ -822,6 +823,37 @@ def _damaged_warning(manifest: dict[str, Any]) -> list[Any]:
             "warning",
         )
     ]
+
+
+def _log_gap_warnings(s: dict[str, Any]) -> list[Any]:
+    """Where the cache log seems missing (summary.json log_gaps), the lists cannot be complete: said up front."""
+    gaps = s.get("log_gaps") or {}
+    blocks: list[Any] = []
+    for gap in gaps.get("hours_without_cache_calls") or []:
+        blocks.append(
+            Para(
+                [
+                    f"No cache call was logged from {_fmt_time(gap['start'])} to {_fmt_time(gap['end'])}, while ",
+                    *_count(gap["requests"], "request"),
+                    " were answered: a cache log missing for those hours, or cut short? No exposure there can be "
+                    "seen, so these lists may be incomplete. Find the missing log, ingest it and analyse again.",
+                ],
+                "warning",
+            )
+        )
+    for gap in gaps.get("hosts_without_cache_calls") or []:
+        blocks.append(
+            Para(
+                [
+                    f"Host {gap['host']} answered ",
+                    *_count(gap["requests"], "request"),
+                    " and logged no cache call, while other hosts did: its cache log not given? No exposure on it "
+                    "can be seen, so these lists may be incomplete. Find its log, ingest it and analyse again.",
+                ],
+                "warning",
+            )
+        )
+    return blocks
 
 
 def _count(value: Any, noun: str, key: tuple[str, ...] | None = None, plural: str | None = None) -> list[Any]:

@@ -35,6 +35,7 @@ import pandas as pd
 from .analyze import (
     BUCKET_COUNTS_SQL,
     KEY_ITEMS_SPARK_SQL,
+    LOG_GAPS_SQL,
     RULE_KEYS_SQL,
     SIDE_TABLE_COLUMNS,
     SIDE_TABLE_TIME_COLUMNS,
@@ -45,6 +46,7 @@ from .analyze import (
     key_rule_sql,
     load_side_table,
     load_steps,
+    log_gaps_summary,
     multi_keys_sql,
     params_row,
     quote_spark,
@@ -207,6 +209,7 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
                 "SELECT kind, count(*) AS n FROM near_misses WHERE in_window GROUP BY kind"
             ).toPandas()
             buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
+            gaps = log_gaps_summary(spark.sql(LOG_GAPS_SQL).collect())
         finally:
             if own:
                 spark.stop()
@@ -231,6 +234,7 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
             "spark": {str(k): int(n) for k, n in sorted(zip(near_kinds["kind"], near_kinds["n"], strict=True))},
         },
         "timeline_differences": len(rows(duck_timeline) ^ rows(buckets)),
+        "log_gaps": {"duckdb": summary["log_gaps"], "spark": gaps},
     }
 
 

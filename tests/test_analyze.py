@@ -1589,6 +1589,27 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_finds_the_log_gaps_duckdb_finds(tmp_path):
+    """97_log_gaps on both engines: a host whose cache files were not given, and two hours of the cache lake
+    gone, are the same gaps."""
+    logs = tmp_path / "logs"
+    simulate(logs, users=100, requests=4000, cancel_rate=0.05, seed=5, messy=True)
+    for path in logs.glob("cache-web-3*"):
+        path.unlink()
+    out = tmp_path / "out"
+    ingest([logs], out, config=logs / "incident.toml", progress=False)
+    for hour in (5, 6):
+        shutil.rmtree(out / "parquet" / "cache" / "date=2023-03-20" / f"hour={hour}")
+    result = compare(out, logs / "incident.toml")
+    gaps = result["log_gaps"]["duckdb"]
+    assert result["log_gaps"]["spark"] == gaps
+    assert [gap["host"] for gap in gaps["hosts_without_cache_calls"]] == ["web-3"]
+    assert [(gap["start"], gap["end"]) for gap in gaps["hours_without_cache_calls"]] == [
+        ("2023-03-20T05:00:00Z", "2023-03-20T07:00:00Z")
+    ]
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_spark_ends_a_since_forever_ownership_row_as_duckdb_does(tmp_path):
     """NULLs sort first in Spark and last in DuckDB: the SQL says NULLS FIRST, so both end alice's row alike."""
     cache, users, tables = _since_forever_case()

@@ -574,10 +574,20 @@ def test_a_truncated_gzip_is_a_warning_on_the_console_and_in_the_report_until_re
     report = " ".join((out / "report.md").read_text().replace("\\_", "_").split())
     assert f"1 input file could not be read to the end: cache.jsonl.gz (gzip_truncated, read to line {lines:,})" in (
         report[: report.index("## Key numbers")])  # with the headline
+    # the hours the lost lines covered show as hours of requests without a cache call
+    gaps = json.loads((out / "summary.json").read_text())["log_gaps"]
+    assert gaps["hosts_without_cache_calls"] == [] and len(gaps["hours_without_cache_calls"]) == 1
+    gap = gaps["hours_without_cache_calls"][0]
+    assert gap["end"] == "2023-03-20T12:00:00Z" and gap["requests"] >= 20
+    assert (f"warning: no cache call was logged from {gap['start']} to {gap['end']} while {gap['requests']:,} "
+            "requests were answered (a cache log missing or cut short?)") in result.output
+    assert "No cache call was logged from " in report[: report.index("## Key numbers")]
     (logs / "cache.jsonl.gz").write_bytes(whole)
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert "warning:" not in again.output and "could not be read to the end" not in (out / "report.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["log_gaps"] == {
+        "hours_without_cache_calls": [], "hosts_without_cache_calls": []}
     assert json.loads((out / "summary.json").read_text())["exposures"] == json.loads(
         (Path(SAMPLE) / "ground_truth" / "summary.json").read_text())["counts"]["exposures"]
 
@@ -595,3 +605,28 @@ def test_an_out_open_to_other_users_is_named_after_the_lists_are_written(tmp_pat
     out.chmod(0o700)
     again = CliRunner().invoke(cli, ["report", "--out", str(out)])
     assert again.exit_code == 0 and "note:" not in again.output
+
+
+def test_a_host_whose_cache_log_was_not_given_is_a_warning(tmp_path):
+    """A per-host cache file left out of the inputs looks, to every rule, like a host where nothing crossed: the
+    summary, the console and the report's head name the host that answered requests and logged no cache call."""
+    from pipeline.simulate import simulate
+
+    logs = tmp_path / "logs"
+    simulate(logs, users=200, requests=6000, cancel_rate=0.05, seed=5, messy=True)
+    whole = CliRunner().invoke(cli, ["run", str(logs), "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0 and "warning:" not in whole.output, whole.output
+    for path in logs.glob("cache-web-3*"):
+        path.unlink()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    gaps = json.loads((out / "summary.json").read_text())["log_gaps"]
+    assert gaps["hours_without_cache_calls"] == []
+    [gap] = gaps["hosts_without_cache_calls"]
+    assert gap["host"] == "web-3" and gap["requests"] > 1000
+    assert (f"warning: host web-3 answered {gap['requests']:,} requests and logged no cache call while other hosts "
+            "did (its cache log not given?)") in result.output
+    report = " ".join((out / "report.md").read_text().split())
+    assert f"Host web-3 answered {gap['requests']:,} requests and logged no cache call" in (
+        report[: report.index("## Key numbers")])
