@@ -420,7 +420,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         n = shared["digests"]
         click.echo(
             f"note: {_counted(n, 'digest')} reached {_counted(shared['reads'], 'read')} as the value of the key "
-            "asked for (their own reply, on connections whose log shows their reset and cancels) while the writes "
+            "asked for (their own reply, on connections whose log shows their reset and cancels, or under 3 "
+            "owners' keys on 3 connections) while the writes "
             f"give {'it' if n == 1 else 'them'} to another owner: values many users share (an empty list?); from "
             "then on their reads are labelled digest-ambiguous and the connection or key decides "
             "(summary.json digests_read_as_own)"

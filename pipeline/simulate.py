@@ -284,7 +284,8 @@ class _Params:
 
 
 def _params(
-    users, hours, rps, total, window, start, cancel_rate, seed, fmt, messy, warm_before_logs=False, empty_titles=0.0
+    users, hours, rps, total, window, start, cancel_rate, seed, fmt, messy, cache_warm_before_logs=False,
+    empty_titles=0.0,
 ) -> _Params:
     users = DEFAULT_USERS if users is None else int(users)
     hours = DEFAULT_HOURS if hours is None else float(hours)
@@ -340,13 +341,13 @@ def _params(
         "messy": bool(messy),
     }
     # Recorded only when asked for: the files of an incident made without them stay byte for byte as they were.
-    if warm_before_logs:
+    if cache_warm_before_logs:
         options["cache_warm_before_logs"] = True
     if empty_titles:
         options["empty_titles"] = empty_titles
     return _Params(
         users, hours, total, start_us, end_us, win[0], win[1], cancel_rate, seed, fmt, bool(messy), options,
-        bool(warm_before_logs), empty_titles,
+        bool(cache_warm_before_logs), empty_titles,
     )
 
 

@@ -159,19 +159,28 @@ def oracle(cache, requests, sessions, rules, window):
         found = [(at, o, k) for at, o, kind, k in found if o is not None or kind == "nobody"]
         return ({f[1] for f in found}, *max(found)[1:]) if found else (set(), None, None)
 
-    # a read that got its own reply since a reset or error, on a host whose log shows abandoned calls, of a digest
-    # the writes give to one owner while its key is another's (or nobody's): from then on the digest names both
+    # a read that got its own reply, on a host whose log shows abandoned calls, of a digest the writes give to one
+    # owner while its key is another's (or nobody's): from then on the digest names both, when the read came after a
+    # reset or error on its connection, or when such reads of the digest came under 3 owners' keys (nobody counts as
+    # one) on 3 connections
     witnessing = {c["host"] for lines in conns.values() for c in lines
                   if c["op"] not in RESET and c["status"] in ("cancelled", "timeout")}
-    read_as_own = {}
+    own_reads = {}  # digest -> [(ts, after a reset, key owner, connection)]
     for c in cache:
         if (c["op"] in READ and c["status"] == "ok" and c["value_sha256"] is not None and c["host"] in witnessing
-                and id(c) in after_reset and reply_of.get(id(c)) is c):
+                and reply_of.get(id(c)) is c):
             owners, o2, _ = written_digest(c)
             key_o, key_kind = rules.key_owner(c["key"], c["ts"])
             if (len(owners) == 1 and o2 is not None and key_kind in ("owner", "nobody") and key_o != o2
                     and c["value_owner"] != o2):
-                read_as_own[c["value_sha256"]] = min(read_as_own.get(c["value_sha256"], POS), c["ts"])
+                own_reads.setdefault(c["value_sha256"], []).append(
+                    (c["ts"], id(c) in after_reset, key_o, (c["host"], c["conn_id"])))
+    read_as_own = {}
+    for digest, reads in own_reads.items():
+        many = len({owner for _, _, owner, _ in reads}) >= 3 and len({conn for *_, conn in reads}) >= 3
+        times = [t for t, after_a_reset, _, _ in reads if many or after_a_reset]
+        if times:
+            read_as_own[digest] = min(times)
     exposures, outside, near, served, flagged = [], [], [], [], Counter()
     crossed_n = unknown_reads = 0
     for c in cache:
