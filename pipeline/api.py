@@ -13,7 +13,7 @@ from .config import Config, parse_window, resolve_config
 from .errors import WhosawError
 from .ingest import IngestResult, ingest
 from .manifest import locked
-from .report import report
+from .report import check_users_directory, report
 
 if TYPE_CHECKING:  # imported on first use (see __getattr__ below): `run` needs neither
     from .explore import connect
@@ -43,6 +43,8 @@ def run(
     """Ingest the logs, analyse them and write the report: the whole job in one call."""
     cfg = resolve_config(Path(out), config)
     parse_window(window)  # a bad --window fails before anything is read or written
+    if cfg.tables.get("users") is not None:  # so does a users directory the report could not read
+        check_users_directory(cfg.tables["users"])
     with contextlib.ExitStack() as stack:  # OUT's lock, held from the ingest to the report: no other stage between
         stack.enter_context(locked(Path(out), "run"))  # nothing to hold when OUT is new: ingest makes it...
         ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)

@@ -316,10 +316,15 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
             + f" FROM read_parquet({_sql_str(inputs.exposures)})"
         )
 
-    configured = inputs.users_path is not None
+    load_users_directory(con, inputs.users_path)
+
+
+def load_users_directory(con: duckdb.DuckDBPyConnection, path: Path | None) -> None:
+    """``users_dir`` (one row per user_id: its first row, whole, and ``directory_rows``) and ``directory_status``
+    (whether a directory is configured), from the users table at ``path`` (CSV or Parquet; None: no directory)."""
+    configured = path is not None
     con.execute(f"CREATE TEMP TABLE directory_status AS SELECT {str(configured).lower()} AS configured")
     if configured:
-        path = inputs.users_path
         name = path.name.lower()
         if name.endswith(".parquet"):
             source = f"read_parquet({_sql_str(path)})"
@@ -332,14 +337,14 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
             con.execute(f"CREATE TEMP TABLE users_raw AS SELECT * FROM {source}")
         except duckdb.Error as exc:
             raise WhosawError(
-                f"report: cannot read the users directory {path} ({exc.__class__.__name__}"
+                f"tables.users: cannot read the users directory {path} ({exc.__class__.__name__}"
                 + ("" if name.endswith(".parquet") else f"; {CSV_SHAPE_HINT}") + ")"
             ) from None
         # column names as the ownership and grants tables take them: case and surrounding spaces do not matter
         present = {row[0].strip().lower(): row[0] for row in con.execute("DESCRIBE users_raw").fetchall()}
         if "user_id" not in present:
             hint = "" if name.endswith(".parquet") else f"; if its header has one, {CSV_SHAPE_HINT}"
-            raise WhosawError(f"report: the users directory {path} has no user_id column{hint}")
+            raise WhosawError(f"tables.users: the users directory {path} has no user_id column{hint}")
         picks = ", ".join(
             _user_column(present[col], trim=col == "user_id") if col in present else "NULL::VARCHAR"
             for col in USER_COLUMNS
@@ -366,6 +371,16 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
             "CREATE TEMP TABLE users_dir (user_id VARCHAR, email VARCHAR, name VARCHAR, country VARCHAR, "
             "locale VARCHAR, directory_rows BIGINT)"
         )
+
+
+def check_users_directory(path: Path) -> None:
+    """Read the users directory as the report will: ``run`` refuses a broken one before its ingest and analysis,
+    not after them."""
+    con = duckdb.connect()
+    try:
+        load_users_directory(con, path)
+    finally:
+        con.close()
 
 
 def _ident(name: str) -> str:

@@ -630,3 +630,18 @@ def test_a_host_whose_cache_log_was_not_given_is_a_warning(tmp_path):
     report = " ".join((out / "report.md").read_text().split())
     assert f"Host web-3 answered {gap['requests']:,} requests and logged no cache call" in (
         report[: report.index("## Key numbers")])
+
+
+def test_run_refuses_a_users_directory_it_could_not_report_with_before_reading_the_logs(tmp_path):
+    """The users directory is read by the report, the last stage: a broken one used to fail the run after its
+    ingest and analysis (minutes at scale). run reads it first, and refuses it before writing anything."""
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLE, logs)
+    with (logs / "users.csv").open("a", encoding="utf-8") as handle:
+        handle.write("u000999,jane.secret@example.org,Smith, Jane,DE,de-DE\n")  # an unquoted comma in the name
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", str(logs / "incident.toml")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("whosaw: error: tables.users: ") and "users.csv" in result.stderr
+    assert result.stderr.count("\n") == 1 and "secret" not in result.output and "Smith" not in result.output
+    assert not out.exists()
