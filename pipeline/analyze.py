@@ -51,7 +51,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -983,11 +983,26 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         round(affected_active / active_users, 6) if active_users else None
     )
     summary["log_gaps"] = log_gaps_summary(con.execute(LOG_GAPS_SQL).fetchall())
+    summary["window_beyond_logs"] = window_beyond_logs(window_row["window_start"], window_row["window_end"], span)
     summary["generated_at"] = _iso(datetime.now(UTC).replace(microsecond=0))
     return summary
 
 
 LOG_GAPS_SQL = "SELECT gap, host, gap_start, gap_end, requests FROM log_gaps ORDER BY gap, gap_start, host"
+
+
+def window_beyond_logs(start: datetime | None, end: datetime | None, span: tuple[Any, Any]) -> list[dict[str, Any]]:
+    """The stretches of the window more than an hour before the first log line or after the last (summary.json
+    ``window_beyond_logs``): no exposure there can be seen. Logs exported short, or a window typed for another day."""
+    first, last = span
+    if first is None:
+        return []
+    stretches = []
+    if start is not None and first - start > timedelta(hours=1):
+        stretches.append({"start": _iso(start), "end": _iso(first if end is None else min(first, end))})
+    if end is not None and end - last > timedelta(hours=1):
+        stretches.append({"start": _iso(last if start is None else max(last, start)), "end": _iso(end)})
+    return stretches
 
 
 def log_gaps_summary(rows: Sequence[Sequence[Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -433,6 +433,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
             "logged connection shows the read got its own reply (a cancel the log lacks, or a value many users "
             "share?); review them (summary.json digest_exposures_on_clean_connections)"
         )
+    for stretch in summary.get("window_beyond_logs") or []:
+        click.echo(
+            f"warning: the window holds no log line from {stretch['start']} to {stretch['end']} (logs exported "
+            "short? a window meant for another day?): no exposure there can be seen (summary.json "
+            "window_beyond_logs)"
+        )
     gaps = summary.get("log_gaps") or {}
     for gap in gaps.get("hours_without_cache_calls") or []:
         click.echo(

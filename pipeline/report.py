@@ -841,9 +841,19 @@ def _damaged_warning(manifest: dict[str, Any]) -> list[Any]:
 
 
 def _log_gap_warnings(s: dict[str, Any]) -> list[Any]:
-    """Where the cache log seems missing (summary.json log_gaps), the lists cannot be complete: said up front."""
+    """Where the window holds no log line, or the cache log seems missing (summary.json window_beyond_logs,
+    log_gaps), the lists cannot be complete: said up front."""
     gaps = s.get("log_gaps") or {}
     blocks: list[Any] = []
+    for stretch in s.get("window_beyond_logs") or []:
+        blocks.append(
+            Para(
+                f"The window holds no log line from {_fmt_time(stretch['start'])} to {_fmt_time(stretch['end'])}: "
+                "the logs were exported short, or the window was meant for another day? No exposure there can be "
+                "seen, so these lists may be incomplete.",
+                "warning",
+            )
+        )
     for gap in gaps.get("hours_without_cache_calls") or []:
         blocks.append(
             Para(

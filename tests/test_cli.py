@@ -645,3 +645,25 @@ def test_run_refuses_a_users_directory_it_could_not_report_with_before_reading_t
     assert result.stderr.startswith("whosaw: error: tables.users: ") and "users.csv" in result.stderr
     assert result.stderr.count("\n") == 1 and "secret" not in result.output and "Smith" not in result.output
     assert not out.exists()
+
+
+def test_a_window_beyond_the_logs_is_a_warning(finished_run, tmp_path):
+    """A window typed for another day, or logs exported short, leave part of the window without a log line: the
+    lists there are empty because nothing was logged, not because nothing crossed. The summary, the console and
+    the report's head say which stretch; the sample's own window has none."""
+    assert json.loads((finished_run / "summary.json").read_text())["window_beyond_logs"] == []
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    span = json.loads((out / "summary.json").read_text())["data_span"]
+    for window, stretch in (
+        ("2023-03-20T01:00:00Z/2023-03-20T16:00:00Z", (span["end"], "2023-03-20T16:00:00Z")),
+        ("2023-03-21T01:00:00Z/2023-03-21T10:00:00Z", ("2023-03-21T01:00:00Z", "2023-03-21T10:00:00Z")),
+    ):
+        result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", window])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        assert [(s["start"], s["end"]) for s in summary["window_beyond_logs"]] == [stretch], window
+        assert f"warning: the window holds no log line from {stretch[0]} to {stretch[1]}" in result.output
+        report = CliRunner().invoke(cli, ["report", "--out", str(out)])
+        assert report.exit_code == 0, report.output
+        text = " ".join((out / "report.md").read_text().split())
+        assert "The window holds no log line from " in text[: text.index("## Key numbers")], window
