@@ -667,3 +667,21 @@ def test_a_window_beyond_the_logs_is_a_warning(finished_run, tmp_path):
         assert report.exit_code == 0, report.output
         text = " ".join((out / "report.md").read_text().split())
         assert "The window holds no log line from " in text[: text.index("## Key numbers")], window
+
+
+def test_no_cache_log_at_all_is_a_warning_not_a_clean_zero(tmp_path):
+    """The requests and sessions logs without the cache log: 0 exposures, because nothing that could show one was
+    given. Every hour of answered requests is an hour without a cache call, said on the console and in the report."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("requests.jsonl", "sessions.jsonl"):
+        shutil.copy(Path(SAMPLE) / name, logs / name)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", f"{SAMPLE}/incident.toml"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exposures"] == 0
+    [gap] = summary["log_gaps"]["hours_without_cache_calls"]
+    assert (gap["start"], gap["end"]) == ("2023-03-20T00:00:00Z", "2023-03-20T12:00:00Z")
+    assert f"warning: no cache call was logged from {gap['start']} to {gap['end']}" in result.output
+    assert "No cache call was logged from " in (out / "report.md").read_text()

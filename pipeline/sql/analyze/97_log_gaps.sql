@@ -6,8 +6,9 @@
 --     all: a cache log missing for those hours, or cut short.
 --   gap = 'host': a host that answered at least 20 requests and logged no cache call, while other hosts that
 --     answered requests did (the cache log names the client host, the one that answered): its cache log not given?
--- Both only where the cache is in use: the lake holds at least one cache call per two answered requests. An hour
--- with a few cache calls, a gap shorter than an hour, and a host that logs under other names do not show.
+-- Both only where the cache is in use: the lake holds at least one cache call per two answered requests, or none
+-- at all (no cache log given: every hour with requests is a gap). An hour with a few cache calls, a gap shorter
+-- than an hour, and a host that logs under other names do not show.
 CREATE OR REPLACE TEMPORARY VIEW log_gaps AS
 WITH answered_requests AS (
     SELECT ts, host
@@ -17,7 +18,8 @@ WITH answered_requests AS (
         AND (status IS NULL OR status < 400)
 ),
 cache_in_use AS (
-    SELECT (SELECT count(*) FROM cache_lines) * 2 >= (SELECT count(*) FROM answered_requests) AS in_use
+    SELECT (SELECT count(*) FROM cache_lines) = 0
+        OR (SELECT count(*) FROM cache_lines) * 2 >= (SELECT count(*) FROM answered_requests) AS in_use
 ),
 requests_per_hour AS (
     SELECT hour_us, count(*) AS requests
