@@ -1,6 +1,7 @@
 """The CLI as a whole: every verb answers --help, usage errors are one line with exit 2, and nothing is
 written when the command line is wrong."""
 
+import gzip
 import json
 import os
 import shutil
@@ -555,8 +556,6 @@ def test_a_truncated_gzip_is_a_warning_on_the_console_and_in_the_report_until_re
     """A log cut short (a copy taken while it was written) loses every line after the cut: not one rejected line
     in the method, but a warning on the console and at the head of the report. Fetched again whole and ingested
     into the same --out, it is read as grown, and the warning goes."""
-    import gzip
-
     logs = tmp_path / "logs"
     shutil.copytree(SAMPLE, logs)
     whole = gzip.compress((logs / "cache.jsonl").read_bytes())
@@ -586,9 +585,9 @@ def test_a_truncated_gzip_is_a_warning_on_the_console_and_in_the_report_until_re
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert "warning:" not in again.output and "could not be read to the end" not in (out / "report.md").read_text()
-    assert json.loads((out / "summary.json").read_text())["log_gaps"] == {
-        "hours_without_cache_calls": [], "hosts_without_cache_calls": []}
-    assert json.loads((out / "summary.json").read_text())["exposures"] == json.loads(
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["log_gaps"] == {"hours_without_cache_calls": [], "hosts_without_cache_calls": []}
+    assert summary["exposures"] == json.loads(
         (Path(SAMPLE) / "ground_truth" / "summary.json").read_text())["counts"]["exposures"]
 
 

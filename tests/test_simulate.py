@@ -69,6 +69,14 @@ def _truth_rows(folder: Path, name: str) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _truth_exposures(folder: Path) -> set[tuple]:
+    """The ground truth's exposures as reference_exposures gives them: (request, key, ts, viewer, owner, category)."""
+    return {
+        (r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"])
+        for r in _truth_rows(folder, "exposures.csv")
+    }
+
+
 def reference_exposures(folder: Path) -> tuple[set, dict]:
     """Re-derive the exposures from the logs with the design's rules only (a slow, obvious implementation)."""
     config = tomllib.loads((folder / "incident.toml").read_text(encoding="utf-8"))
@@ -311,10 +319,7 @@ def test_every_exposure_follows_an_abandoned_call_on_its_connection(small):
 def test_ground_truth_equals_a_reading_of_the_logs_by_the_design_rules(small):
     out, summary = small
     expected, near = reference_exposures(out)
-    truth = {
-        (r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"])
-        for r in _truth_rows(out, "exposures.csv")
-    }
+    truth = _truth_exposures(out)
     assert truth == expected
     by_kind = summary["near_misses"]["by_kind"]
     assert near.get("failed", 0) == by_kind["failed"]
@@ -331,10 +336,7 @@ def test_many_small_chunks_keep_the_model(tmp_path, monkeypatch):
     summary = simulate(out, users=60, requests=4000, cancel_rate=0.08, seed=21)
     assert summary["counts"]["requests"] == 4000
     expected, near = reference_exposures(out)
-    truth = {
-        (r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"])
-        for r in _truth_rows(out, "exposures.csv")
-    }
+    truth = _truth_exposures(out)
     assert truth == expected and len(truth) > 20
     assert near.get("failed", 0) == summary["near_misses"]["by_kind"]["failed"]
     assert near.get("discarded", 0) == summary["near_misses"]["by_kind"]["discarded"]
@@ -640,10 +642,7 @@ def test_a_cache_warm_before_the_logs_with_empty_lists_many_users_share(tmp_path
     named = [line for line in lines if line["value_owner"] and line["op"] in READ_OPS]
     assert len(named) > 1000  # the other titles and billing values still name their owner
     expected, _ = reference_exposures(out)
-    truth = {
-        (r["request_id"], r["key"], r["ts"], r["viewer_id"], r["owner_id"], r["category"])
-        for r in _truth_rows(out, "exposures.csv")
-    }
+    truth = _truth_exposures(out)
     assert truth == expected and len(truth) > 100
     assert '"cache_warm_before_logs": true' in (out / "incident.toml").read_text()
     assert '"empty_titles": 0.3' in (out / "incident.toml").read_text()
