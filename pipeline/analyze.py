@@ -23,7 +23,9 @@ Spark's names, defined on DuckDB as macros here (:data:`DUCKDB_MACROS`): ``regex
 Parquet lake and the side tables into the input views below, building the key-rule view (:func:`key_rule_sql`:
 the patterns must be constant literals, quoted per engine), splitting multi-key keys into their items (JSON), and
 writing the outputs with ``COPY``.
-``pipeline/spark.py`` runs the same files on a local SparkSession.
+``pipeline/spark.py`` runs the same files on a SparkSession: ``analyze(out, engine="spark")``. The summary's
+aggregates (:func:`build_summary`) are SQL both engines read, run through a :data:`Rows` function per engine; the
+output files are COPYed by DuckDB either way (from Spark's Parquet of the result views).
 
 Input views the SQL expects (registered by :func:`register_inputs`):
 ``requests_lake``, ``cache_lake``, ``sessions_lake`` (lake columns + source_file/source_line; an empty typed
@@ -49,7 +51,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -643,8 +645,7 @@ def register_inputs(
     # for a multi-key value of several), for the summary's grants_of_unknown_category: a grant of another category
     # excuses nothing.
     con.execute("CREATE OR REPLACE TEMP TABLE value_categories (category VARCHAR)")
-    con.executemany("INSERT INTO value_categories VALUES (?)",
-                    [(c,) for c in sorted({rule.category for rule in cfg.keys} | {"uncategorized", "multiple"})])
+    con.executemany("INSERT INTO value_categories VALUES (?)", value_category_rows(cfg))
     con.execute(
         "CREATE OR REPLACE TEMP TABLE cache_ops "
         "(op VARCHAR, is_read BOOLEAN, is_write BOOLEAN, is_reset BOOLEAN)"
@@ -668,6 +669,11 @@ def cache_op_rows(cfg: Config) -> list[tuple[str, bool, bool, bool]]:
         for op in names:
             ops.setdefault(op.upper(), [False, False, False])[index] = True
     return [(op, *flags) for op, flags in ops.items()]
+
+
+def value_category_rows(cfg: Config) -> list[tuple[str]]:
+    """The ``value_categories`` input, engine-neutral: the categories a served value can have."""
+    return [(c,) for c in sorted({rule.category for rule in cfg.keys} | {"uncategorized", "multiple"})]
 
 
 def params_row(window: Window, bucket_seconds: int) -> tuple[Any, Any, str, int]:
@@ -753,6 +759,22 @@ def resolve_analysis_window(window: str | Window | None, cfg: Config) -> Window:
 
 # ---------------------------------------------------------------------------------------------- outputs
 
+# One query on the analysis views, its rows as tuples (times as datetimes): the summary's only access to an engine.
+Rows = Callable[[str], list[tuple[Any, ...]]]
+
+# The chosen_window columns the summary reads (90_chosen_window.sql).
+WINDOW_COLUMNS: tuple[str, ...] = (
+    "window_method", "window_start", "window_end", "bucket_seconds", "baseline", "threshold", "buckets",
+    "run_buckets", "elevated_buckets", "crossed_in_run", "crossed_outside", "per_1000_calls_in_run",
+    "per_1000_calls_outside", "best_llr", "llr_needed", "second_llr", "stretches",
+)
+
+
+def duckdb_rows(con: duckdb.DuckDBPyConnection) -> Rows:
+    """:data:`Rows` on a DuckDB connection."""
+    return lambda sql: con.execute(sql).fetchall()
+
+
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -769,8 +791,8 @@ def _number(value: Any) -> Any:
     return int(as_float) if as_float.is_integer() else round(as_float, 6)
 
 
-def _pairs(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, int]:
-    return {str(key): int(count) for key, count in con.execute(sql).fetchall()}
+def _pairs(rows: Rows, sql: str) -> dict[str, int]:
+    return {str(key): int(count) for key, count in rows(sql)}
 
 
 _IN_WINDOW = (
@@ -822,21 +844,22 @@ def _window_description(row: dict[str, Any], span: tuple[Any, Any], crossed: int
     )
 
 
-def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """summary.json (docs/design.md "Analysis outputs"), from small aggregates over the views."""
-    cursor = con.execute("SELECT * FROM chosen_window")
-    names = [d[0] for d in cursor.description]
-    window_row = dict(zip(names, cursor.fetchone(), strict=True))
-    span = con.execute(
-        "SELECT min(ts), max(ts) FROM (SELECT ts FROM request_log UNION ALL SELECT ts FROM cache_lines)"
-    ).fetchone()
+def build_summary(rows: Rows) -> dict[str, Any]:
+    """summary.json (docs/design.md "Analysis outputs"), from small aggregates over the views, which ``rows`` queries
+    (:func:`duckdb_rows`, or Spark's: the queries are in the SQL both engines read)."""
+
+    def one(sql: str) -> tuple[Any, ...]:
+        return rows(sql)[0]
+
+    window_row = dict(zip(WINDOW_COLUMNS, one(f"SELECT {', '.join(WINDOW_COLUMNS)} FROM chosen_window"), strict=True))
+    span = one("SELECT min(ts), max(ts) FROM (SELECT ts FROM request_log UNION ALL SELECT ts FROM cache_lines)")
     summary: dict[str, Any] = {
         "window": {
             "start": _iso(window_row["window_start"]),
             "end": _iso(window_row["window_end"]),
             "method": window_row["window_method"],
             "description": _window_description(
-                window_row, span, con.execute("SELECT count(*) FROM notable_reads WHERE crossed").fetchone()[0]
+                window_row, span, one("SELECT count(*) FROM notable_reads WHERE crossed")[0]
             ),
         },
     }
@@ -864,30 +887,28 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             auto["crossed_per_1000_calls_outside_run"] = None if outside is None else _number(round(float(outside), 3))
     summary["data_span"] = {"start": _iso(span[0]), "end": _iso(span[1])}
 
-    active_users, active_sessions = con.execute(
+    active_users, active_sessions = one(
         "SELECT count(DISTINCT viewer_id), count(DISTINCT session_id) FROM window_activity"
-    ).fetchone()
+    )
     in_window = _IN_WINDOW.format(t="c")
-    requests = con.execute(
-        f"SELECT count(*) FROM request_log AS c CROSS JOIN chosen_window AS w WHERE {in_window}"
-    ).fetchone()[0]
-    served, served_unconnected = con.execute(
+    requests = one(f"SELECT count(*) FROM request_log AS c CROSS JOIN chosen_window AS w WHERE {in_window}")[0]
+    served, served_unconnected = one(
         "SELECT count(*), count(*) FILTER (WHERE c.conn_no IS NULL) FROM cache_lines AS c "
         f"CROSS JOIN chosen_window AS w WHERE c.is_read_op AND c.status = 'ok' AND {in_window}"
-    ).fetchone()
-    crossed, unknown = con.execute(
+    )
+    crossed, unknown = one(
         "SELECT count(*) FILTER (WHERE c.crossed), "
         "count(*) FILTER (WHERE c.is_served_item AND c.viewer_kind = 'unknown') "
         f"FROM notable_reads AS c CROSS JOIN chosen_window AS w WHERE {in_window}"
-    ).fetchone()
-    exposures, owners, viewers, anonymous, ambiguous, conflict, unknown_exposed = con.execute(
+    )
+    exposures, owners, viewers, anonymous, ambiguous, conflict, unknown_exposed = one(
         "SELECT count(*), count(DISTINCT owner_id), count(DISTINCT viewer_id), "
         "count(DISTINCT CASE WHEN viewer_kind = 'anonymous' "
         "THEN coalesce(session_id, 'request:' || request_id) END), "
         "count(*) FILTER (WHERE evidence = 'digest-ambiguous'), "
         "count(*) FILTER (WHERE evidence = 'conflict'), "
         "count(*) FILTER (WHERE viewer_kind = 'unknown') FROM exposures_in_window"
-    ).fetchone()
+    )
     summary.update({
         "active_users": int(active_users),
         "active_sessions": int(active_sessions),
@@ -904,15 +925,15 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     })
     for name, column in (("category", "category"), ("severity", "severity"), ("evidence", "evidence")):
         summary[f"exposures_by_{name}"] = _pairs(
-            con, f"SELECT {column}, count(*) FROM exposures_in_window GROUP BY ALL ORDER BY 1"
+            rows, f"SELECT {column}, count(*) FROM exposures_in_window GROUP BY ALL ORDER BY 1"
         )
     summary["affected_owners_by_category"] = _pairs(
-        con, "SELECT category, count(DISTINCT owner_id) FROM exposures_in_window GROUP BY ALL ORDER BY 1"
+        rows, "SELECT category, count(DISTINCT owner_id) FROM exposures_in_window GROUP BY ALL ORDER BY 1"
     )
     summary["ambiguous_rows"] = int(ambiguous)
     summary["conflict_rows"] = int(conflict)
     summary["flagged_not_exposed"] = _pairs(
-        con,
+        rows,
         "SELECT c.evidence, count(*) FROM notable_items AS c CROSS JOIN chosen_window AS w "
         "LEFT JOIN exposures_all AS e ON c.line_id = e.line_id AND c.item_no = e.item_no "
         f"WHERE {in_window} AND c.is_served_item AND e.line_id IS NULL "
@@ -920,69 +941,67 @@ def build_summary(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     )
     # Digests a read received as its own key's value while the writes give them to another owner (a value many users
     # share, an empty list): from then on labelled digest-ambiguous (42_digests_read_as_own). Whole lake, not window.
-    shared, shared_reads = con.execute("SELECT count(*), coalesce(sum(reads), 0) FROM digests_read_as_own").fetchone()
+    shared, shared_reads = one("SELECT count(*), coalesce(sum(reads), 0) FROM digests_read_as_own")
     summary["digests_read_as_own"] = {"digests": int(shared), "reads": int(shared_reads)}
     # Exposures the digest alone names while their logged connection shows the read got its own reply: a cancel the
     # log lacks, or a value many users share where the rule above could not see the connection's start or cancels.
-    summary["digest_exposures_on_clean_connections"] = con.execute(
+    summary["digest_exposures_on_clean_connections"] = one(
         "SELECT count(*) FROM exposures_in_window AS e INNER JOIN notable_reads AS n ON e.line_id = n.line_id "
         "WHERE e.evidence = 'digest' AND NOT n.crossed_by_connection AND n.host IS NOT NULL AND n.conn_id IS NOT NULL"
-    ).fetchone()[0]
+    )[0]
     summary["unknown_viewer_reads"] = int(unknown)
     # The viewer is the session's holder (SPEC), whatever user_id the request carried; where the two disagree on an
     # exposure (two users on one session id, a stale tab after a logout), the sessions log decided alone. When the
     # request's user is the owner, the request log says the user read their own data.
-    differs, own = con.execute(
+    differs, own = one(
         "SELECT count(*), count(*) FILTER (WHERE n.request_user_id = e.owner_id) FROM exposures_in_window AS e "
         "INNER JOIN notable_reads AS n ON e.line_id = n.line_id "
         "WHERE e.viewer_kind IN ('session', 'anonymous') AND n.request_user_id IS NOT NULL "
         "AND n.request_user_id IS DISTINCT FROM e.viewer_id"
-    ).fetchone()
+    )
     summary["request_user_differs"] = {"exposures": int(differs), "request_user_is_owner": int(own)}
     # A crossed reply that reached a viewer with data no tier names an owner for: its key matches no [[keys]] rule,
     # or its rule's resource is missing from tables.ownership (a family whose data is nobody's, a public key, is
     # known to be nobody's). Neither an exposure nor a near miss: a victim the lists cannot name.
-    summary["crossed_served_unknown_owner"] = con.execute(
+    summary["crossed_served_unknown_owner"] = one(
         "SELECT count(*) FROM notable_items AS c CROSS JOIN chosen_window AS w "
         "LEFT JOIN key_rule_matches AS k ON c.value_key = k.key "
         f"WHERE {in_window} AND c.crossed AND c.outcome = 'served' AND c.owner_id IS NULL "
         "AND coalesce(k.names_owner, true)"
-    ).fetchone()[0]
+    )[0]
     # A grant whose category no key rule gives (a typo, 'Conversation_Titles') silently excuses nothing.
     summary["grants_of_unknown_category"] = _pairs(
-        con,
+        rows,
         "SELECT category, count(*) FROM grants_table WHERE category IS NOT NULL AND category <> '*' "
         "AND category NOT IN (SELECT category FROM value_categories) GROUP BY ALL ORDER BY 1",
     )
-    near_total, near_outside = con.execute(
+    near_total, near_outside = one(
         "SELECT count(*) FILTER (WHERE in_window), count(*) FILTER (WHERE NOT in_window) FROM near_misses"
-    ).fetchone()
+    )
     by = "SELECT {0}, count(*) FROM near_misses WHERE in_window GROUP BY ALL ORDER BY 1"
     summary["near_misses"] = {
         "total": int(near_total),
-        "by_kind": _pairs(con, by.format("kind")),
-        "by_category": _pairs(con, by.format("category")),
+        "by_kind": _pairs(rows, by.format("kind")),
+        "by_category": _pairs(rows, by.format("category")),
         "outside_window": int(near_outside),
     }
-    outside, outside_owners = con.execute(
-        "SELECT count(*), count(DISTINCT owner_id) FROM exposures_outside_window"
-    ).fetchone()
+    outside, outside_owners = one("SELECT count(*), count(DISTINCT owner_id) FROM exposures_outside_window")
     summary["outside_window"] = {
         "exposures": int(outside),
         "affected_owners": int(outside_owners),
         "by_category": _pairs(
-            con, "SELECT category, count(*) FROM exposures_outside_window GROUP BY ALL ORDER BY 1"
+            rows, "SELECT category, count(*) FROM exposures_outside_window GROUP BY ALL ORDER BY 1"
         ),
     }
-    affected_active = con.execute(
+    affected_active = one(
         "SELECT count(DISTINCT e.owner_id) FROM exposures_in_window AS e "
         "INNER JOIN (SELECT DISTINCT viewer_id FROM window_activity) AS a ON e.owner_id = a.viewer_id"
-    ).fetchone()[0]
+    )[0]
     summary["affected_active_users"] = int(affected_active)
     summary["share_of_active_users_affected"] = (
         round(affected_active / active_users, 6) if active_users else None
     )
-    summary["log_gaps"] = log_gaps_summary(con.execute(LOG_GAPS_SQL).fetchall())
+    summary["log_gaps"] = log_gaps_summary(rows(LOG_GAPS_SQL))
     summary["window_beyond_logs"] = window_beyond_logs(window_row["window_start"], window_row["window_end"], span)
     summary["generated_at"] = _iso(datetime.now(UTC).replace(microsecond=0))
     return summary
@@ -1026,8 +1045,9 @@ def write_outputs(con: duckdb.DuckDBPyConnection, out: Path, show: bool | None =
     files = {
         "exposures.parquet": f"SELECT {exposure_select} FROM exposures_in_window {order}",
         "exposures_outside_window.parquet": f"SELECT {exposure_select} FROM exposures_outside_window {order}",
+        # a line can hold several: a failed read, and the replies its reset threw away
         "near_misses.parquet": f"SELECT {', '.join(NEAR_MISS_COLUMNS)} FROM near_misses "
-                               "ORDER BY ts, request_id, source_file, source_line",
+                               "ORDER BY ts, request_id, source_file, source_line, kind, category, owner_id",
         "timeline.parquet": f"SELECT {', '.join(TIMELINE_COLUMNS)} FROM timeline ORDER BY bucket_start",
     }
     written = {}
@@ -1082,6 +1102,7 @@ def analyze(
     memory_limit: str | None = None,
     threads: int | None = None,
     bucket_seconds: int | None = None,
+    engine: str = "duckdb",
 ) -> dict[str, Any]:
     """Find the exposures in the lake under ``out``; write the analysis outputs; return the summary.
 
@@ -1090,16 +1111,36 @@ def analyze(
     time).
     ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser when more than 10,000 of them hold cache
     calls (:func:`bucket_seconds_for`).
+    ``engine``: ``duckdb``, or ``spark``: the same SQL on the SparkSession active in this process (a cluster's),
+    else on a local one (``pip install 'whosaw[spark]'``, Java 17); the same output files (pipeline/spark.py).
+    ``memory_limit`` and ``threads`` are DuckDB's.
     """
     out = Path(out)
     if bucket_seconds is not None and bucket_seconds < 1:
         raise WhosawError("bucket_seconds must be a positive number of seconds")
+    check_engine(engine)
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
     with locked(out, "analyze"):  # which first rolls back a killed ingest: its parts may have been the whole lake
         if not (out / "parquet").is_dir():
             raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
-        return _analyze_locked(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds)
+        return _analyze_locked(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds, engine)
+
+
+ENGINES: tuple[str, ...] = ("duckdb", "spark")
+
+
+def check_engine(engine: str) -> None:
+    """An engine analyze can run on, here: Spark needs pyspark and a Java runtime."""
+    if engine not in ENGINES:
+        raise WhosawError(f"engine: expected one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "spark":
+        from .spark import spark_available
+
+        if not spark_available():
+            raise WhosawError(
+                "engine spark: pyspark and a Java runtime (17) are needed: python -m pip install 'whosaw[spark]'"
+            )
 
 
 def _analyze_locked(
@@ -1110,6 +1151,7 @@ def _analyze_locked(
     memory_limit: str | None,
     threads: int | None,
     bucket_seconds: int | None,
+    engine: str = "duckdb",
 ) -> dict[str, Any]:
     """``analyze`` once it holds ``out``'s lock: no ingest can change the lake while it reads it.
 
@@ -1119,10 +1161,16 @@ def _analyze_locked(
     made notification lists from the one and counts from the other."""
     staging = out / ".tmp" / f"analysis-{os.getpid()}"
     try:
-        with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, seconds):
+        if engine == "spark":
+            from .spark import write_analysis
+
             staging.mkdir(parents=True, exist_ok=True)
-            written = write_outputs(con, staging, progress)
-            summary = build_summary(con)
+            written, summary, seconds = write_analysis(out, cfg, chosen, staging, bucket_seconds, progress)
+        else:
+            with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, seconds):
+                staging.mkdir(parents=True, exist_ok=True)
+                written = write_outputs(con, staging, progress)
+                summary = build_summary(duckdb_rows(con))
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         for name in [*written, "summary.json"]:  # checked before anything in OUT changes
             if (out / name).is_dir() or (out / name).is_symlink():
@@ -1142,6 +1190,7 @@ def _analyze_locked(
                     "config_settings": cfg.raw,  # what the key rules said then, also for a Config built in code
                     "window": summary["window"],
                     "bucket_seconds": seconds,
+                    "engine": engine,
                     "exposures": summary["exposures"],
                     "files": sorted([*written, "summary.json"]),
                     "removed_stale_report": stale_report,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .analyze import analyze
+from .analyze import analyze, check_engine
 from .config import Config, parse_window, resolve_config
 from .errors import WhosawError
 from .ingest import IngestResult, ingest
@@ -39,10 +39,13 @@ def run(
     window: str | None = None,
     kind: str | None = None,
     progress: bool | None = None,
+    engine: str = "duckdb",
 ) -> RunResult:
-    """Ingest the logs, analyse them and write the report: the whole job in one call."""
+    """Ingest the logs, analyse them (``engine``: see :func:`analyze`) and write the report: the whole job in one
+    call."""
     cfg = resolve_config(Path(out), config)
     parse_window(window)  # a bad --window fails before anything is read or written
+    check_engine(engine)  # so does an engine this machine cannot run
     if cfg.tables.get("users") is not None:  # so does a users directory the report could not read
         check_users_directory(cfg.tables["users"])
     with contextlib.ExitStack() as stack:  # OUT's lock, held from the ingest to the report: no other stage between
@@ -55,7 +58,7 @@ def run(
                 f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
                 f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
             )
-        summary = analyze(out, config=cfg, window=window, progress=progress)
+        summary = analyze(out, config=cfg, window=window, progress=progress, engine=engine)
         files = report(out, progress=progress)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
 

@@ -151,6 +151,10 @@ progress_option = click.option(
     "--progress/--no-progress", "progress", default=None,
     help="Show progress bars (default: only on a terminal).",
 )
+engine_option = click.option(
+    "--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+    help="Run the analysis on DuckDB, or the same SQL on Apache Spark (pip install 'whosaw[spark]', Java 17).",
+)
 inputs_argument = click.argument(
     "inputs", nargs=-1, required=True, type=click.Path(path_type=Path),
 )
@@ -168,11 +172,12 @@ def cli() -> None:
 @config_option
 @window_option
 @kind_option
+@engine_option
 @progress_option
 @handle_errors
-def run(inputs, out, config, window, kind, progress) -> None:
+def run(inputs, out, config, window, kind, engine, progress) -> None:
     """Ingest INPUT logs, find the exposures and write the report (ingest + analyze + report)."""
-    result = _api().run(inputs, out, config=config, window=window, kind=kind, progress=progress)
+    result = _api().run(inputs, out, config=config, window=window, kind=kind, progress=progress, engine=engine)
     _print_ingest(result.ingest)
     _print_summary(result.summary)
     _print_files(result.out, result.files)
@@ -204,11 +209,12 @@ def ingest(inputs, out, config, kind, progress) -> None:
     help="Incident config (TOML): key rules, tables, window. Default: the one recorded in --out.",
 )
 @window_option
+@engine_option
 @progress_option
 @handle_errors
-def analyze(out, config, window, progress) -> None:
+def analyze(out, config, window, engine, progress) -> None:
     """Find the exposures in the lake under --out: exposures.parquet/.csv and summary.json."""
-    summary = _api().analyze(out, config=config, window=window, progress=progress)
+    summary = _api().analyze(out, config=config, window=window, progress=progress, engine=engine)
     _print_summary(summary)
     removed = load_manifest(out)["analysis"]["removed_stale_report"]
     if removed:

@@ -24,8 +24,12 @@ the same lake and returns the differences
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,33 +39,42 @@ import pandas as pd
 from .analyze import (
     BUCKET_COUNTS_SQL,
     KEY_ITEMS_SPARK_SQL,
-    LOG_GAPS_SQL,
     RULE_KEYS_SQL,
     SIDE_TABLE_COLUMNS,
     SIDE_TABLE_TIME_COLUMNS,
+    Rows,
     analysis_views,
     bucket_seconds_for,
     build_summary,
     cache_op_rows,
+    connect,
+    duckdb_rows,
     key_rule_sql,
     load_side_table,
     load_steps,
-    log_gaps_summary,
     multi_keys_sql,
     params_row,
     quote_spark,
     quote_spark_pattern,
     resolve_analysis_window,
     resolve_config,
+    value_category_rows,
+    write_outputs,
 )
 from .config import Config, Window
 from .manifest import locked, remove_stage_scratch
+from .progress import progress_wanted
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
 TIMELINE_COMPARED = (
     "bucket_start", "requests", "reads", "crossed_replies", "exposures", "near_misses", "in_window", "baseline",
     "threshold",
 )
+# What the analysis needs of a SparkSession: instants shown, hours and days cut, in UTC; timestamps written as
+# Parquet's TIMESTAMP (not the legacy INT96) for DuckDB to read them back.
+SESSION_SETTINGS = {"spark.sql.session.timeZone": "UTC", "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+# The views analyze writes to files (analyze.write_outputs).
+RESULT_VIEWS = ("exposures_in_window", "exposures_outside_window", "near_misses", "timeline")
 SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMESTAMPTZ": "timestamp",
                "BOOLEAN": "boolean"}
 
@@ -75,23 +88,39 @@ def spark_available() -> bool:
     return shutil.which("java") is not None
 
 
-def session(app: str = "whosaw", local_dir: str | Path | None = None):
+@contextlib.contextmanager
+def _no_pandas_version_warning() -> Iterator[None]:
+    """pyspark 4.x warns of pandas 3 when it starts; whosaw hands Spark no pandas frame of the lake."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
+        yield
+
+
+def _spark_session_class():
+    with _no_pandas_version_warning():
+        from pyspark.sql import SparkSession
+    return SparkSession
+
+
+def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: bool = False):
     """A small local SparkSession in UTC (the analysis compares instants; Spark shows them in this zone).
     ``local_dir``: Spark's scratch (shuffle and spill files, which hold log rows), else the system's temp folder;
-    it applies when this call starts Spark, not to a session already running."""
-    from pyspark.sql import SparkSession
-
+    ``progress``: Spark's stage bars on stderr. Both apply when this call starts Spark, not to a session already
+    running."""
     builder = (
-        SparkSession.builder.master("local[2]").appName(app)
-        .config("spark.sql.session.timeZone", "UTC")
+        _spark_session_class().builder.master("local[2]").appName(app)
+        .config(map=SESSION_SETTINGS)
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "2g")
+        .config("spark.log.level", "ERROR")  # not a WARN per window without PARTITION BY (the scans': a few rows)
+        .config("spark.ui.showConsoleProgress", "true" if progress else "false")
     )
     if local_dir is not None:
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         builder = builder.config("spark.local.dir", str(local_dir))
-    return builder.getOrCreate()
+    with _no_pandas_version_warning():
+        return builder.getOrCreate()
 
 
 def _lake_view(spark, out: Path, kind: str) -> None:
@@ -149,6 +178,7 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
     spark.createDataFrame(
         cache_op_rows(cfg), "op string, is_read boolean, is_write boolean, is_reset boolean",
     ).createOrReplaceTempView("cache_ops")
+    spark.createDataFrame(value_category_rows(cfg), "category string").createOrReplaceTempView("value_categories")
     spark.createDataFrame(
         [params_row(window, bucket_seconds)],
         "window_start timestamp, window_end timestamp, window_method string, bucket_seconds bigint",
@@ -157,17 +187,78 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
 
 
 def run(spark, out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
-        bucket_seconds: int | None = None) -> None:
-    """Create every analysis view on ``spark`` over the lake under ``out`` (nothing is written)."""
+        bucket_seconds: int | None = None) -> int:
+    """Create every analysis view on ``spark`` over the lake under ``out`` (nothing is written); the bucket size."""
     out = Path(out)
     cfg = resolve_config(out, config)
-    register_inputs(spark, out, cfg, resolve_analysis_window(window, cfg), bucket_seconds)
+    bucket_seconds = register_inputs(spark, out, cfg, resolve_analysis_window(window, cfg), bucket_seconds)
     for step in load_steps():
         spark.sql(step.sql)
         if step.materialize:
             # Like DuckDB's temp table: computed once, and later views see a leaf, not the whole plan again
             # (re-analysing deep inlined view trees makes Spark's analyzer crawl).
             spark.table(step.view).localCheckpoint(eager=True).createOrReplaceTempView(step.view)
+    return bucket_seconds
+
+
+def spark_rows(spark) -> Rows:
+    """:data:`~pipeline.analyze.Rows` on Spark, times as UTC datetimes (pyspark hands a timestamp over as a naive
+    datetime in the Python process's local time)."""
+    def utc(value: Any) -> Any:
+        return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+
+    return lambda sql: [tuple(utc(v) for v in row) for row in spark.sql(sql).collect()]
+
+
+@contextlib.contextmanager
+def spark_session(out: Path, progress: bool | None = None) -> Iterator[Any]:
+    """The SparkSession already active in this process (a cluster's, made by the caller), left running; else a
+    local one (:func:`session`) whose scratch is under ``OUT/.tmp``, stopped and removed afterwards."""
+    active = _spark_session_class().getActiveSession()
+    if active is not None:
+        before = {name: active.conf.get(name) for name in SESSION_SETTINGS}
+        for name, value in SESSION_SETTINGS.items():
+            active.conf.set(name, value)
+        try:
+            yield active
+        finally:
+            for name, value in before.items():
+                active.conf.set(name, value)
+        return
+    scratch = out / ".tmp" / f"spark-{os.getpid()}"  # Spark's scratch holds log rows: under OUT, as DuckDB's
+    spark = session(local_dir=scratch, progress=progress_wanted(progress))
+    try:
+        yield spark
+    finally:
+        spark.stop()
+        remove_stage_scratch(out, scratch)
+
+
+def write_analysis(out: Path, cfg: Config, window: Window, staging: Path, bucket_seconds: int | None = None,
+                   progress: bool | None = None) -> tuple[dict[str, Path], dict[str, Any], int]:
+    """``whosaw analyze --engine spark``: the analysis run on Spark, its outputs written to ``staging`` as the
+    DuckDB analysis writes them (the files written, the summary, the bucket size).
+    Spark computes every view and the summary's aggregates; it writes the four result views (a small part of the
+    lake) as Parquet, and DuckDB turns them into the output files with the code that writes DuckDB's own, so the
+    two engines' files differ only where their analyses do."""
+    with spark_session(out, progress) as spark:
+        seconds = run(spark, out, cfg, window, bucket_seconds)
+        summary = build_summary(spark_rows(spark))
+        results = staging / "spark-results"
+        for view in RESULT_VIEWS:
+            spark.table(view).write.mode("overwrite").parquet(str(results / view))
+    spill = out / ".tmp" / f"analyze-{os.getpid()}"
+    con = connect(spill)
+    try:
+        for view in RESULT_VIEWS:
+            files = str(results / view / "*.parquet").replace("'", "''")
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{files}')")
+        written = write_outputs(con, staging, progress)
+    finally:
+        con.close()
+        shutil.rmtree(results, ignore_errors=True)
+        remove_stage_scratch(out, spill)
+    return written, summary, seconds
 
 
 def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -187,6 +278,7 @@ def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
             spark=None) -> dict[str, Any]:
     """Analyse ``out``'s lake with DuckDB and with Spark; return what differs (empty lists, equal counts: same).
+    ``summary_differences``: the summary.json keys whose values differ (the whole summary is built on each engine).
     Nothing in ``out`` changes but its lock file (``.ingest.lock``): the DuckDB side is queried on its connection,
     not written. The lock keeps a concurrent ingest from changing the lake between the two engines' reads, and a
     concurrent stage's scratch clean-up from removing the DuckDB side's spill folder."""
@@ -194,47 +286,36 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
     with locked(out, "spark compare"):
         cfg = resolve_config(out, config)
         with analysis_views(out, cfg, resolve_analysis_window(window, cfg)) as (con, _):
-            summary = build_summary(con)
+            duck = build_summary(duckdb_rows(con))
             exposures = con.execute(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures_in_window").df()
             duck_rows = _normal(exposures, EXPOSURE_COLUMNS)
             duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
-        own = spark is None
-        scratch = out / ".tmp" / f"spark-{os.getpid()}"  # Spark's own scratch stays under OUT, as DuckDB's does
-        spark = spark or session(local_dir=scratch)
-        try:
+        with contextlib.ExitStack() as stack:
+            spark = spark or stack.enter_context(spark_session(out))
             run(spark, out, config, window)
-            spark_rows = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
-            window_row = spark.sql("SELECT window_start, window_end, window_method FROM chosen_window").toPandas()
-            near_kinds = spark.sql(
-                "SELECT kind, count(*) AS n FROM near_misses WHERE in_window GROUP BY kind"
-            ).toPandas()
+            theirs = build_summary(spark_rows(spark))
+            spark_rows_ = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
             buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
-            gaps = log_gaps_summary(spark.sql(LOG_GAPS_SQL).collect())
-        finally:
-            if own:
-                spark.stop()
-                remove_stage_scratch(out, scratch)
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
         return set(map(tuple, frame.values.tolist()))
 
-    spark_window = _normal(window_row, ("window_start", "window_end", "window_method")).iloc[0].tolist()
-    duck_window = [
-        _iso_or_empty(summary["window"]["start"]), _iso_or_empty(summary["window"]["end"]),
-        summary["window"]["method"],
-    ]
+    def window_of(summary: dict[str, Any]) -> list[str]:
+        return [_iso_or_empty(summary["window"]["start"]), _iso_or_empty(summary["window"]["end"]),
+                summary["window"]["method"]]
+
     return {
-        "exposures": {"duckdb": len(duck_rows), "spark": len(spark_rows)},
-        "only_duckdb": sorted(rows(duck_rows) - rows(spark_rows)),
-        "only_spark": sorted(rows(spark_rows) - rows(duck_rows)),
-        "window": {"duckdb": duck_window, "spark": spark_window},
-        "near_misses": {"duckdb": summary["near_misses"]["total"], "spark": int(near_kinds["n"].sum())},
-        "near_misses_by_kind": {
-            "duckdb": summary["near_misses"]["by_kind"],
-            "spark": {str(k): int(n) for k, n in sorted(zip(near_kinds["kind"], near_kinds["n"], strict=True))},
-        },
+        "exposures": {"duckdb": len(duck_rows), "spark": len(spark_rows_)},
+        "only_duckdb": sorted(rows(duck_rows) - rows(spark_rows_)),
+        "only_spark": sorted(rows(spark_rows_) - rows(duck_rows)),
+        "window": {"duckdb": window_of(duck), "spark": window_of(theirs)},
+        "near_misses": {"duckdb": duck["near_misses"]["total"], "spark": theirs["near_misses"]["total"]},
+        "near_misses_by_kind": {"duckdb": duck["near_misses"]["by_kind"], "spark": theirs["near_misses"]["by_kind"]},
         "timeline_differences": len(rows(duck_timeline) ^ rows(buckets)),
-        "log_gaps": {"duckdb": summary["log_gaps"], "spark": gaps},
+        "log_gaps": {"duckdb": duck["log_gaps"], "spark": theirs["log_gaps"]},
+        "summary_differences": sorted(
+            key for key in duck.keys() | theirs.keys() if key != "generated_at" and duck.get(key) != theirs.get(key)
+        ),
     }
 
 

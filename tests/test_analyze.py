@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -71,9 +74,11 @@ def compare_lake(
     tmp_path: Path, window: str = "all", keys: list[dict[str, Any]] = KEYS, tables: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """The lake run_case wrote, analysed by DuckDB and by Spark (pipeline.spark.compare) with the ``keys`` rules
-    and the side ``tables`` run_case wrote (``<name>.csv``)."""
+    and the side ``tables`` run_case wrote (``<name>.csv``); the two summaries are the same."""
     raw = {"keys": keys, "tables": {name: f"{name}.csv" for name in tables}}
-    return compare(tmp_path / "out", config_from_dict(raw, tmp_path / "incident.toml"), window=window)
+    result = compare(tmp_path / "out", config_from_dict(raw, tmp_path / "incident.toml"), window=window)
+    assert result["summary_differences"] == []  # and every figure of summary.json, in every such case
+    return result
 
 
 def pairs(exposures: pd.DataFrame) -> set[tuple]:
@@ -1611,6 +1616,66 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"]
     assert result["near_misses_by_kind"]["spark"] == result["near_misses_by_kind"]["duckdb"]
     assert result["timeline_differences"] == 0
+    assert result["summary_differences"] == []  # every figure of summary.json
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_analyze_on_spark_writes_the_files_duckdb_writes(incident, tmp_path):
+    """``--engine spark``: the analysis on Spark, the same files as on DuckDB: the console's figures, every figure of
+    summary.json, every row and column type of the four Parquet outputs, exposures.csv byte for byte, and the
+    report's lists made from them. Nothing of Spark's is left under OUT."""
+    logs, lake, _, expected = incident
+    outs = {engine: _variant(lake, tmp_path / engine, ()) for engine in ("duckdb", "spark")}
+    printed = {}
+    for engine, out in outs.items():
+        analysis = CliRunner().invoke(cli, [
+            "analyze", "--out", str(out), "--config", str(logs / "incident.toml"), "--window", "auto",
+            "--engine", engine,
+        ])
+        assert analysis.exit_code == 0, analysis.output
+        printed[engine] = analysis.output
+        report = CliRunner().invoke(cli, ["report", "--out", str(out)])
+        assert report.exit_code == 0, report.output
+    assert printed["spark"] == printed["duckdb"]
+    summaries = {engine: json.loads((out / "summary.json").read_text()) for engine, out in outs.items()}
+    assert summaries["duckdb"]["exposures"] == len(expected) > 0
+    assert summaries["duckdb"]["near_misses"]["total"] > 0
+    for summary in summaries.values():
+        del summary["generated_at"]
+    assert summaries["spark"] == summaries["duckdb"]
+    con = duckdb.connect()
+    for name in ("exposures.parquet", "exposures_outside_window.parquet", "near_misses.parquet", "timeline.parquet"):
+        duck, spark = (str(out / name) for out in outs.values())
+        assert con.execute(f"DESCRIBE SELECT * FROM '{spark}'").fetchall() == con.execute(
+            f"DESCRIBE SELECT * FROM '{duck}'"
+        ).fetchall()
+        assert con.execute(f"SELECT * FROM '{spark}'").fetchall() == con.execute(f"SELECT * FROM '{duck}'").fetchall()
+    csvs = sorted(path.relative_to(outs["duckdb"]) for path in outs["duckdb"].rglob("*.csv")
+                  if not path.is_relative_to(outs["duckdb"] / "rejects"))
+    assert {"exposures.csv", "affected_users.csv", "viewers.csv"} <= {str(path) for path in csvs}
+    for path in csvs:
+        assert (outs["spark"] / path).read_bytes() == (outs["duckdb"] / path).read_bytes(), path
+    assert load_manifest(outs["spark"])["analysis"]["engine"] == "spark"
+    assert not (outs["spark"] / ".tmp").exists()
+
+
+def test_engine_spark_without_java_is_a_one_line_error(incident, tmp_path):
+    """No Java runtime on PATH (or no pyspark): exit 2 and what to install, before the lake is touched."""
+    _, lake, _, _ = incident
+    out = _variant(lake, tmp_path / "out", ())
+    before = _mtimes_but_lock(out)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "analyze", "--out", str(out), "--engine", "spark"],
+        capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path / "nothing-here")},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "whosaw: error: engine spark: pyspark and a Java runtime (17) are needed: "
+        "python -m pip install 'whosaw[spark]'"
+    ]
+    assert _mtimes_but_lock(out) == before
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--engine", "presto"]).exit_code == 2
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
@@ -1628,6 +1693,7 @@ def test_spark_finds_the_log_gaps_duckdb_finds(tmp_path):
     result = compare(out, logs / "incident.toml")
     gaps = result["log_gaps"]["duckdb"]
     assert result["log_gaps"]["spark"] == gaps
+    assert result["summary_differences"] == []
     assert [gap["host"] for gap in gaps["hosts_without_cache_calls"]] == ["web-3"]
     assert [(gap["start"], gap["end"]) for gap in gaps["hours_without_cache_calls"]] == [
         ("2023-03-20T05:00:00Z", "2023-03-20T07:00:00Z")
@@ -2241,6 +2307,7 @@ def test_spark_splits_and_judges_multi_key_calls_as_duckdb_does(tmp_path):
     finally:
         session.stop()
     assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["summary_differences"] == []
     assert result["exposures"]["duckdb"] == result["exposures"]["spark"] > 0
     assert result["near_misses"]["duckdb"] == result["near_misses"]["spark"] == 1
     assert result["timeline_differences"] == 0
@@ -2313,6 +2380,7 @@ def test_spark_judges_star_grants_mget_public_keys_and_5xx_as_duckdb_does(tmp_pa
         assert result["window"]["spark"] == result["window"]["duckdb"], window
         assert result["near_misses"]["spark"] == result["near_misses"]["duckdb"], window
         assert result["timeline_differences"] == 0, window
+        assert result["summary_differences"] == [], window
     assert results["all"]["exposures"] == {"duckdb": 2, "spark": 2}
     assert kinds == summary["near_misses"]["by_kind"]
 
