@@ -278,6 +278,7 @@ def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
             spark=None) -> dict[str, Any]:
     """Analyse ``out``'s lake with DuckDB and with Spark; return what differs (empty lists, equal counts: same).
+    ``spark``: the session to use; None: the one active in this process, else a local one (:func:`spark_session`).
     ``summary_differences``: the summary.json keys whose values differ (the whole summary is built on each engine).
     Nothing in ``out`` changes but its lock file (``.ingest.lock``): the DuckDB side is queried on its connection,
     not written. The lock keeps a concurrent ingest from changing the lake between the two engines' reads, and a
@@ -288,13 +289,13 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
         with analysis_views(out, cfg, resolve_analysis_window(window, cfg)) as (con, _):
             duck = build_summary(duckdb_rows(con))
             exposures = con.execute(f"SELECT {', '.join(EXPOSURE_COLUMNS)} FROM exposures_in_window").df()
-            duck_rows = _normal(exposures, EXPOSURE_COLUMNS)
+            duck_exposures = _normal(exposures, EXPOSURE_COLUMNS)
             duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
         with contextlib.ExitStack() as stack:
             spark = spark or stack.enter_context(spark_session(out))
             run(spark, out, config, window)
             theirs = build_summary(spark_rows(spark))
-            spark_rows_ = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
+            spark_exposures = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)
             buckets = _normal(spark.sql("SELECT * FROM timeline").toPandas(), TIMELINE_COMPARED)
 
     def rows(frame: pd.DataFrame) -> set[tuple]:
@@ -305,9 +306,9 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
                 summary["window"]["method"]]
 
     return {
-        "exposures": {"duckdb": len(duck_rows), "spark": len(spark_rows_)},
-        "only_duckdb": sorted(rows(duck_rows) - rows(spark_rows_)),
-        "only_spark": sorted(rows(spark_rows_) - rows(duck_rows)),
+        "exposures": {"duckdb": len(duck_exposures), "spark": len(spark_exposures)},
+        "only_duckdb": sorted(rows(duck_exposures) - rows(spark_exposures)),
+        "only_spark": sorted(rows(spark_exposures) - rows(duck_exposures)),
         "window": {"duckdb": window_of(duck), "spark": window_of(theirs)},
         "near_misses": {"duckdb": duck["near_misses"]["total"], "spark": theirs["near_misses"]["total"]},
         "near_misses_by_kind": {"duckdb": duck["near_misses"]["by_kind"], "spark": theirs["near_misses"]["by_kind"]},
