@@ -133,8 +133,9 @@ def _write_report(out: Path, inputs: _Inputs, show: bool) -> dict[str, Path]:
 
     blocks = _build(inputs, facts, charts_drawn)
     title = "whosaw incident report: who saw whose data"
+    on_spark = " (run on Apache Spark)" if inputs.manifest.get("analysis", {}).get("engine") == "spark" else ""
     meta = (
-        f"Generated {_fmt_time(datetime.now(UTC))} by whosaw {__version__} from the analysis of "
+        f"Generated {_fmt_time(datetime.now(UTC))} by whosaw {__version__} from the analysis{on_spark} of "
         f"{_fmt_time(inputs.summary.get('generated_at'))}. All times UTC. "
         "This report holds counts, categories, countries and times only; the lists of people are in the CSV "
         "files."

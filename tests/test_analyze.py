@@ -1656,6 +1656,8 @@ def test_analyze_on_spark_writes_the_files_duckdb_writes(incident, tmp_path):
     for path in csvs:
         assert (outs["spark"] / path).read_bytes() == (outs["duckdb"] / path).read_bytes(), path
     assert load_manifest(outs["spark"])["analysis"]["engine"] == "spark"
+    assert "from the analysis (run on Apache Spark) of" in (outs["spark"] / "report.md").read_text()
+    assert "Apache Spark" not in (outs["duckdb"] / "report.md").read_text()
     assert not (outs["spark"] / ".tmp").exists()
 
 
