@@ -104,7 +104,8 @@ def _spark_session_class():
 
 def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: bool = False):
     """A small local SparkSession in UTC (the analysis compares instants; Spark shows them in this zone).
-    ``local_dir``: Spark's scratch (shuffle and spill files, which hold log rows), else the system's temp folder;
+    ``local_dir``: Spark's scratch (shuffle and spill files, which hold log rows; its catalog's folder), else the
+    system's temp folder (the catalog's: ``spark-warehouse`` in the current folder);
     ``progress``: Spark's stage bars on stderr. Both apply when this call starts Spark, not to a session already
     running."""
     builder = (
@@ -119,6 +120,8 @@ def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: 
     if local_dir is not None:
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         builder = builder.config("spark.local.dir", str(local_dir))
+        # the catalog's folder, which Spark makes in the current folder the first time it looks a name up there
+        builder = builder.config("spark.sql.warehouse.dir", str(Path(local_dir).resolve() / "warehouse"))
     with _no_pandas_version_warning():
         return builder.getOrCreate()
 

@@ -1661,6 +1661,21 @@ def test_analyze_on_spark_writes_the_files_duckdb_writes(incident, tmp_path):
     assert not (outs["spark"] / ".tmp").exists()
 
 
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_a_local_spark_session_keeps_its_catalog_folder_in_its_scratch(tmp_path):
+    """Spark makes ``spark-warehouse`` in the current folder the first time it looks a name up in its catalog
+    (a view the SQL misnames, say): with a scratch folder (``--engine spark``'s is under OUT/.tmp), it is there."""
+    from pipeline import spark as spark_mod
+
+    session = spark_mod.session(local_dir=tmp_path / "scratch")
+    try:
+        with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):
+            session.sql("SELECT * FROM no_such_view").collect()
+    finally:
+        session.stop()
+    assert (tmp_path / "scratch" / "warehouse").is_dir()
+
+
 def test_engine_spark_without_java_is_a_one_line_error(incident, tmp_path):
     """No Java runtime on PATH (or no pyspark): exit 2 and what to install, before the lake is touched."""
     _, lake, _, _ = incident
