@@ -65,6 +65,7 @@ from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_me
 from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
 from .safecsv import CSV_SHAPE_HINT, copy_safe_csv
 from .schema import (
+    ENGINES,
     EXPOSURE_COLUMNS,
     FLOAT_EXACT_LIMIT,
     KINDS,
@@ -1125,9 +1126,6 @@ def analyze(
         if not (out / "parquet").is_dir():
             raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
         return _analyze_locked(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds, engine)
-
-
-ENGINES: tuple[str, ...] = ("duckdb", "spark")
 
 
 def check_engine(engine: str) -> None:

@@ -21,7 +21,7 @@ import click
 from . import __version__
 from .errors import WhosawError
 from .manifest import damaged_inputs, load_manifest
-from .schema import EVIDENCE_ORDER, KINDS
+from .schema import ENGINES, EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
 
@@ -152,7 +152,7 @@ progress_option = click.option(
     help="Show progress bars (default: only on a terminal).",
 )
 engine_option = click.option(
-    "--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb", show_default=True,
+    "--engine", type=click.Choice(ENGINES), default="duckdb", show_default=True,
     help="Run the analysis on DuckDB, or the same SQL on Apache Spark (pip install 'whosaw[spark]', Java 17).",
 )
 inputs_argument = click.argument(

@@ -78,6 +78,9 @@ EXPOSURE_COLUMNS: tuple[str, ...] = (
 # Evidence tiers, strongest first, then the flags (SPEC "What counts as an exposure").
 EVIDENCE_ORDER: tuple[str, ...] = ("value_owner", "digest", "connection", "key", "digest-ambiguous", "conflict")
 
+# What the analysis can run on (analyze --engine): the same SQL files either way.
+ENGINES: tuple[str, ...] = ("duckdb", "spark")
+
 ANONYMOUS = "anonymous"
 UNCATEGORIZED = "uncategorized"
 
