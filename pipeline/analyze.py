@@ -692,11 +692,17 @@ def _memory_limit(explicit: str | None) -> str:
         return explicit
     if os.environ.get("WHOSAW_MEMORY_LIMIT"):
         return os.environ["WHOSAW_MEMORY_LIMIT"]
+    return f"{default_memory_mb()}MB"
+
+
+def default_memory_mb() -> int:
+    """The analysis' memory by default, in MiB: 60% of RAM, at most 6 GiB (4 GiB where RAM cannot be read).
+    DuckDB's memory_limit; a local Spark session's driver memory (pipeline/spark.py)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return "4GB"
-    return f"{max(1, int(min(total * 0.6, DEFAULT_MEMORY_CAP) / 2**20))}MB"
+        return 4096
+    return max(1, int(min(total * 0.6, DEFAULT_MEMORY_CAP) / 2**20))
 
 
 def _threads(explicit: int | None) -> int:
