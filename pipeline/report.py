@@ -411,7 +411,8 @@ def _write_csvs(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> tuple[dict[s
     if not exposures_csv.is_file():  # the analysis writes it; write it here only when it is missing
         present = {row[0] for row in con.execute("DESCRIBE exposures").fetchall()}
         columns = ", ".join(_ident(c) for c in EXPOSURE_COLUMNS if c in present)
-        copy_safe_csv(con, f"SELECT {columns} FROM exposures ORDER BY ts, request_id, key", exposures_csv)
+        order = "ts, request_id, key, source_file, source_line, value_key"  # the analysis' (its item_no aside)
+        copy_safe_csv(con, f"SELECT {columns} FROM exposures ORDER BY {order}", exposures_csv)
     files["exposures.csv"] = exposures_csv  # listed either way: it is the evidence behind the lists
 
     notify = out / "notify"

@@ -1288,3 +1288,15 @@ def test_the_window_paragraph_is_one_sentence_per_fact(tmp_path, window, says, n
     paragraph = text.split("### The window\n\n", 1)[1].split("\n", 1)[0] + "\n"
     assert paragraph.endswith(says), paragraph
     assert never not in paragraph
+
+
+def test_a_missing_exposures_csv_is_written_again_as_the_analysis_wrote_it(sample_run, tmp_path):
+    """exposures.csv is the evidence behind the lists: a report of a folder that lost it writes it again from
+    exposures.parquet, byte for byte the analysis' file (the same columns, the same order, the same cell rule)."""
+    out, _ = sample_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (copy / "exposures.csv").unlink()
+    result = CliRunner().invoke(cli, ["report", "--out", str(copy), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (copy / "exposures.csv").read_bytes() == (out / "exposures.csv").read_bytes()
