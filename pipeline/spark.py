@@ -72,8 +72,13 @@ TIMELINE_COMPARED = (
     "threshold",
 )
 # What the analysis needs of a SparkSession: instants shown, hours and days cut, in UTC; timestamps written as
-# Parquet's TIMESTAMP (not the legacy INT96) for DuckDB to read them back.
-SESSION_SETTINGS = {"spark.sql.session.timeZone": "UTC", "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+# Parquet's TIMESTAMP (not the legacy INT96) for DuckDB to read them back; ANSI SQL, as DuckDB's (a bad cast or an
+# overflow is an error, not a NULL), and the default from Spark 4 on, where the parity tests run.
+SESSION_SETTINGS = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.ansi.enabled": "true",
+}
 # The views analyze writes to files (analyze.write_outputs).
 RESULT_VIEWS = ("exposures_in_window", "exposures_outside_window", "near_misses", "timeline")
 SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMESTAMPTZ": "timestamp",
