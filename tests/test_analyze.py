@@ -1678,20 +1678,26 @@ def test_a_local_spark_session_keeps_its_catalog_folder_in_its_scratch(tmp_path)
 
 def test_engine_spark_without_java_is_a_one_line_error(incident, tmp_path):
     """No Java runtime on PATH (or no pyspark): exit 2 and what to install, before the lake is touched."""
-    _, lake, _, _ = incident
+    logs, lake, _, _ = incident
     out = _variant(lake, tmp_path / "out", ())
     before = _mtimes_but_lock(out)
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "analyze", "--out", str(out), "--engine", "spark"],
-        capture_output=True, text=True, env={**os.environ, "PATH": str(tmp_path / "nothing-here")},
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "whosaw: error: engine spark: pyspark and a Java runtime (17) are needed: "
-        "python -m pip install 'whosaw[spark]'"
-    ]
+
+    def without_java(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args, "--engine", "spark"], capture_output=True, text=True,
+            env={**os.environ, "PATH": str(tmp_path / "nothing-here")}, cwd=Path(__file__).resolve().parents[1],
+        )
+
+    # run: before its ingest, so nothing is written
+    new = tmp_path / "new"
+    for result in (without_java("analyze", "--out", str(out)), without_java("run", str(logs), "--out", str(new))):
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "whosaw: error: engine spark: pyspark and a Java runtime (17) are needed: "
+            "python -m pip install 'whosaw[spark]'"
+        ]
     assert _mtimes_but_lock(out) == before
+    assert not new.exists()
     assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--engine", "presto"]).exit_code == 2
 
 
