@@ -1,4 +1,4 @@
-"""The same analysis SQL on Apache Spark (local mode), and a check that it agrees with DuckDB.
+"""The same analysis SQL on Apache Spark: ``analyze --engine spark``, and a check that it agrees with DuckDB.
 
 The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spark SQL share (see
 ``pipeline/analyze.py``). This module is the Spark side of the few engine-specific parts:
@@ -16,10 +16,11 @@ The files in ``pipeline/sql/analyze/`` are written in the subset DuckDB and Spar
 * ``regexp_like``, ``unix_micros``, ``timestamp_micros`` are native (``percentile_cont`` is not used: it
   interpolates in floating point differently per engine; 90_chosen_window spells the baseline out).
 
-``compare(out)`` runs DuckDB's analysis (queried, not written: ``out`` is left as it is) and the Spark run on
-the same lake and returns the differences
-(exposures row by row, the window, near-miss and timeline counts). pyspark is optional
-(``pip install pyspark``; it needs Java 17); without it :func:`spark_available` is False.
+``write_analysis`` is ``analyze(out, engine="spark")``: the views and the summary on Spark, the output files
+written from Spark's result views by DuckDB's own writer. ``compare(out)`` runs DuckDB's analysis (queried, not
+written: ``out`` is left as it is) and the Spark run on the same lake and returns the differences (exposures row
+by row, the whole summary, the timeline). pyspark is optional (``pip install pyspark``; it needs Java 17);
+without it :func:`spark_available` is False.
 """
 
 from __future__ import annotations
