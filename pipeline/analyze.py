@@ -1165,14 +1165,13 @@ def _analyze_locked(
     made notification lists from the one and counts from the other."""
     staging = out / ".tmp" / f"analysis-{os.getpid()}"
     try:
+        staging.mkdir(parents=True, exist_ok=True)
         if engine == "spark":
             from .spark import write_analysis
 
-            staging.mkdir(parents=True, exist_ok=True)
             written, summary, seconds = write_analysis(out, cfg, chosen, staging, bucket_seconds, progress)
         else:
             with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, seconds):
-                staging.mkdir(parents=True, exist_ok=True)
                 written = write_outputs(con, staging, progress)
                 summary = build_summary(duckdb_rows(con))
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
