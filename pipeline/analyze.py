@@ -1110,6 +1110,7 @@ def analyze(
     threads: int | None = None,
     bucket_seconds: int | None = None,
     engine: str = "duckdb",
+    spark_master: str | None = None,
 ) -> dict[str, Any]:
     """Find the exposures in the lake under ``out``; write the analysis outputs; return the summary.
 
@@ -1119,32 +1120,39 @@ def analyze(
     ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser when more than 10,000 of them hold cache
     calls (:func:`bucket_seconds_for`).
     ``engine``: ``duckdb``, or ``spark``: the same SQL on the SparkSession active in this process (a cluster's),
-    else on a local one (``pip install 'whosaw[spark]'``, Java 17); the same output files (pipeline/spark.py).
+    else on one started on ``spark_master`` (a master URL; None: local, 2 cores) (``pip install 'whosaw[spark]'``,
+    Java 17); the same output files (pipeline/spark.py). ``out`` must then be at the same path on every executor.
     ``memory_limit`` and ``threads`` are DuckDB's.
     """
     out = Path(out)
     if bucket_seconds is not None and bucket_seconds < 1:
         raise WhosawError("bucket_seconds must be a positive number of seconds")
-    check_engine(engine)
+    check_engine(engine, spark_master)
     cfg = resolve_config(out, config)
     chosen = resolve_analysis_window(window, cfg)
     with locked(out, "analyze"):  # which first rolls back a killed ingest: its parts may have been the whole lake
         if not (out / "parquet").is_dir():
             raise WhosawError(f"{out}: no lake (parquet/) here; run 'whosaw ingest' first")
-        return _analyze_locked(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds, engine)
+        return _analyze_locked(
+            out, cfg, chosen, progress, memory_limit, threads, bucket_seconds, engine, spark_master
+        )
 
 
-def check_engine(engine: str) -> None:
-    """An engine analyze can run on, here: Spark needs pyspark and a Java runtime."""
+def check_engine(engine: str, spark_master: str | None = None) -> None:
+    """An engine analyze can run on, here: Spark needs pyspark and a Java runtime; a master URL, Spark."""
     if engine not in ENGINES:
         raise WhosawError(f"engine: expected one of {', '.join(ENGINES)}, not {engine!r}")
+    if spark_master is not None and engine != "spark":
+        raise WhosawError("spark master: a master URL needs the Spark engine (--engine spark)")
     if engine == "spark":
-        from .spark import spark_available
+        from .spark import check_master, spark_available
 
         if not spark_available():
             raise WhosawError(
                 "engine spark: pyspark and a Java runtime (17) are needed: python -m pip install 'whosaw[spark]'"
             )
+        if spark_master is not None:
+            check_master(spark_master)
 
 
 def _analyze_locked(
@@ -1156,6 +1164,7 @@ def _analyze_locked(
     threads: int | None,
     bucket_seconds: int | None,
     engine: str = "duckdb",
+    spark_master: str | None = None,
 ) -> dict[str, Any]:
     """``analyze`` once it holds ``out``'s lock: no ingest can change the lake while it reads it.
 
@@ -1169,7 +1178,9 @@ def _analyze_locked(
         if engine == "spark":
             from .spark import write_analysis
 
-            written, summary, seconds = write_analysis(out, cfg, chosen, staging, bucket_seconds, progress)
+            written, summary, seconds, spark_master = write_analysis(
+                out, cfg, chosen, staging, bucket_seconds, progress, spark_master
+            )
         else:
             with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, seconds):
                 written = write_outputs(con, staging, progress)
@@ -1194,6 +1205,7 @@ def _analyze_locked(
                     "window": summary["window"],
                     "bucket_seconds": seconds,
                     "engine": engine,
+                    "spark_master": spark_master if engine == "spark" else None,
                     "exposures": summary["exposures"],
                     "files": sorted([*written, "summary.json"]),
                     "removed_stale_report": stale_report,

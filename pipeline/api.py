@@ -40,12 +40,13 @@ def run(
     kind: str | None = None,
     progress: bool | None = None,
     engine: str = "duckdb",
+    spark_master: str | None = None,
 ) -> RunResult:
-    """Ingest the logs, analyse them (``engine``: see :func:`analyze`) and write the report: the whole job in one
-    call."""
+    """Ingest the logs, analyse them (``engine``, ``spark_master``: see :func:`analyze`) and write the report: the
+    whole job in one call."""
     cfg = resolve_config(Path(out), config)
     parse_window(window)  # a bad --window fails before anything is read or written
-    check_engine(engine)  # so does an engine this machine cannot run
+    check_engine(engine, spark_master)  # so does an engine this machine cannot run
     if cfg.tables.get("users") is not None:  # so does a users directory the report could not read
         check_users_directory(cfg.tables["users"])
     with contextlib.ExitStack() as stack:  # OUT's lock, held from the ingest to the report: no other stage between
@@ -58,7 +59,9 @@ def run(
                 f"nothing to analyse: no record was kept of the {t['lines']:,} lines read ({t['rejected']:,} "
                 f"rejected, {t['duplicates']:,} duplicates; the reasons are in {Path(out) / 'rejects'})"
             )
-        summary = analyze(out, config=cfg, window=window, progress=progress, engine=engine)
+        summary = analyze(
+            out, config=cfg, window=window, progress=progress, engine=engine, spark_master=spark_master
+        )
         files = report(out, progress=progress)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
 

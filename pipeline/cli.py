@@ -155,6 +155,11 @@ engine_option = click.option(
     "--engine", type=click.Choice(ENGINES), default="duckdb", show_default=True,
     help="Run the analysis on DuckDB, or the same SQL on Apache Spark (pip install 'whosaw[spark]', Java 17).",
 )
+spark_master_option = click.option(
+    "--spark-master", "spark_master", metavar="URL",
+    help="With --engine spark: the master to run on (spark://HOST:PORT, yarn, k8s://..., local[N]); default "
+    "local[2]. --out must be at the same path on every executor (a shared file system).",
+)
 inputs_argument = click.argument(
     "inputs", nargs=-1, required=True, type=click.Path(path_type=Path),
 )
@@ -173,11 +178,15 @@ def cli() -> None:
 @window_option
 @kind_option
 @engine_option
+@spark_master_option
 @progress_option
 @handle_errors
-def run(inputs, out, config, window, kind, engine, progress) -> None:
+def run(inputs, out, config, window, kind, engine, spark_master, progress) -> None:
     """Ingest INPUT logs, find the exposures and write the report (ingest + analyze + report)."""
-    result = _api().run(inputs, out, config=config, window=window, kind=kind, progress=progress, engine=engine)
+    result = _api().run(
+        inputs, out, config=config, window=window, kind=kind, progress=progress, engine=engine,
+        spark_master=spark_master,
+    )
     _print_ingest(result.ingest)
     _print_summary(result.summary)
     _print_files(result.out, result.files)
@@ -210,11 +219,14 @@ def ingest(inputs, out, config, kind, progress) -> None:
 )
 @window_option
 @engine_option
+@spark_master_option
 @progress_option
 @handle_errors
-def analyze(out, config, window, engine, progress) -> None:
+def analyze(out, config, window, engine, spark_master, progress) -> None:
     """Find the exposures in the lake under --out: exposures.parquet/.csv and summary.json."""
-    summary = _api().analyze(out, config=config, window=window, progress=progress, engine=engine)
+    summary = _api().analyze(
+        out, config=config, window=window, progress=progress, engine=engine, spark_master=spark_master
+    )
     _print_summary(summary)
     removed = load_manifest(out)["analysis"]["removed_stale_report"]
     if removed:

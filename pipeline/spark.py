@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ from .analyze import (
     write_outputs,
 )
 from .config import Config, Window
+from .errors import WhosawError
 from .manifest import locked, remove_stage_scratch
 from .progress import progress_wanted
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
@@ -80,6 +82,9 @@ SESSION_SETTINGS = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.ansi.enabled": "true",
 }
+# The master of the Spark that whosaw starts when none is running: this machine, two cores.
+LOCAL_MASTER = "local[2]"
+_MASTER_URL = re.compile(r"local(\[(\d+|\*)(, *\d+)?\])?|local-cluster\[\d+, *\d+, *\d+\]|yarn|(spark|k8s)://\S+")
 # The views analyze writes to files (analyze.write_outputs).
 RESULT_VIEWS = ("exposures_in_window", "exposures_outside_window", "near_misses", "timeline")
 SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMESTAMPTZ": "timestamp",
@@ -109,29 +114,53 @@ def _spark_session_class():
     return SparkSession
 
 
-def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: bool = False):
-    """A local SparkSession in UTC (the analysis compares instants; Spark shows them in this zone), 2 cores, the
-    memory DuckDB's analysis gets by default (60% of RAM, at most 6 GB).
+def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: bool = False,
+            master: str = LOCAL_MASTER):
+    """A SparkSession in UTC (the analysis compares instants; Spark shows them in this zone) on ``master``: by
+    default local, 2 cores, the memory DuckDB's analysis gets by default (60% of RAM, at most 6 GB) for the driver.
     ``local_dir``: Spark's scratch (shuffle and spill files, which hold log rows; its catalog's folder), else the
-    system's temp folder (the catalog's: ``spark-warehouse`` in the current folder);
-    ``progress``: Spark's stage bars on stderr. Both apply when this call starts Spark, not to a session already
-    running."""
+    system's temp folder (the catalog's: ``spark-warehouse`` in the current folder); a cluster's executors may keep
+    theirs where their cluster manager says;
+    ``progress``: Spark's stage bars on stderr. All apply when this call starts Spark, not to a session already
+    running. A master Spark cannot start on is a :class:`WhosawError` of one line."""
+    check_master(master)
     builder = (
-        _spark_session_class().builder.master("local[2]").appName(app)
+        _spark_session_class().builder.master(master).appName(app)
         .config(map=SESSION_SETTINGS)
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", f"{default_memory_mb()}m")  # DuckDB's default; 2 GB: 18% slower at 1M
         .config("spark.log.level", "ERROR")  # not a WARN per window without PARTITION BY (the scans': a few rows)
         .config("spark.ui.showConsoleProgress", "true" if progress else "false")
     )
+    if master == "local" or master.startswith("local["):  # this machine's cores; a cluster keeps its own partitions
+        builder = builder.config("spark.sql.shuffle.partitions", "4")
     if local_dir is not None:
         Path(local_dir).mkdir(parents=True, exist_ok=True)
         builder = builder.config("spark.local.dir", str(local_dir))
         # the catalog's folder, which Spark makes in the current folder the first time it looks a name up there
         builder = builder.config("spark.sql.warehouse.dir", str(Path(local_dir).resolve() / "warehouse"))
-    with _no_pandas_version_warning():
-        return builder.getOrCreate()
+    try:
+        with _no_pandas_version_warning():
+            return builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - pyspark's and py4j's errors share no base class but Exception
+        raise WhosawError(f"engine spark: Spark did not start on master {master!r}: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of what went wrong: the Java exception's, when Java's side failed (py4j's own message only
+    names the call)."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString() if java is not None else exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def check_master(master: str) -> None:
+    """A master URL Spark accepts (Spark's own check comes later, as a Java stack trace on stderr)."""
+    if not _MASTER_URL.fullmatch(master):
+        raise WhosawError(
+            f"spark master: {master!r} is not a Spark master URL: expected local[N], spark://HOST:PORT, yarn or "
+            "k8s://https://HOST:PORT"
+        )
 
 
 def _lake_view(spark, out: Path, kind: str) -> None:
@@ -222,11 +251,15 @@ def spark_rows(spark) -> Rows:
 
 
 @contextlib.contextmanager
-def spark_session(out: Path, progress: bool | None = None) -> Iterator[Any]:
-    """The SparkSession already active in this process (a cluster's, made by the caller), left running; else a
-    local one (:func:`session`) whose scratch is under ``OUT/.tmp``, stopped and removed afterwards."""
+def spark_session(out: Path, progress: bool | None = None, master: str | None = None) -> Iterator[Any]:
+    """The SparkSession already active in this process (a cluster's, made by the caller), left running; else one
+    started on ``master`` (:func:`session`; None: :data:`LOCAL_MASTER`) whose scratch is under ``OUT/.tmp``, stopped
+    and removed afterwards. ``master`` names another than the active session's: a :class:`WhosawError`."""
     active = _spark_session_class().getActiveSession()
     if active is not None:
+        running = active.sparkContext.master
+        if master is not None and master != running:
+            raise WhosawError(f"spark master: this process already runs Spark on {running!r}, not {master!r}")
         before = {name: active.conf.get(name) for name in SESSION_SETTINGS}
         for name, value in SESSION_SETTINGS.items():
             active.conf.set(name, value)
@@ -237,7 +270,11 @@ def spark_session(out: Path, progress: bool | None = None) -> Iterator[Any]:
                 active.conf.set(name, value)
         return
     scratch = out / ".tmp" / f"spark-{os.getpid()}"  # Spark's scratch holds log rows: under OUT, as DuckDB's
-    spark = session(local_dir=scratch, progress=progress_wanted(progress))
+    try:
+        spark = session(local_dir=scratch, progress=progress_wanted(progress), master=master or LOCAL_MASTER)
+    except WhosawError:
+        remove_stage_scratch(out, scratch)
+        raise
     try:
         yield spark
     finally:
@@ -246,13 +283,15 @@ def spark_session(out: Path, progress: bool | None = None) -> Iterator[Any]:
 
 
 def write_analysis(out: Path, cfg: Config, window: Window, staging: Path, bucket_seconds: int | None = None,
-                   progress: bool | None = None) -> tuple[dict[str, Path], dict[str, Any], int]:
+                   progress: bool | None = None, master: str | None = None,
+                   ) -> tuple[dict[str, Path], dict[str, Any], int, str]:
     """``whosaw analyze --engine spark``: the analysis run on Spark, its outputs written to ``staging`` as the
-    DuckDB analysis writes them (the files written, the summary, the bucket size).
+    DuckDB analysis writes them (the files written, the summary, the bucket size, the master it ran on).
     Spark computes every view and the summary's aggregates; it writes the four result views (a small part of the
     lake) as Parquet, and DuckDB turns them into the output files with the code that writes DuckDB's own, so the
     two engines' files differ only where their analyses do."""
-    with spark_session(out, progress) as spark:
+    with spark_session(out, progress, master) as spark:
+        ran_on = spark.sparkContext.master
         seconds = run(spark, out, cfg, window, bucket_seconds)
         summary = build_summary(spark_rows(spark))
         results = staging / "spark-results"
@@ -269,7 +308,7 @@ def write_analysis(out: Path, cfg: Config, window: Window, staging: Path, bucket
         con.close()
         shutil.rmtree(results, ignore_errors=True)
         remove_stage_scratch(out, spill)
-    return written, summary, seconds
+    return written, summary, seconds, ran_on
 
 
 def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -1662,6 +1662,81 @@ def test_analyze_on_spark_writes_the_files_duckdb_writes(incident, tmp_path):
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_analyze_on_a_spark_cluster_writes_the_files_duckdb_writes(incident, tmp_path):
+    """``--spark-master``: the analysis on a Spark cluster, here a local one (``local-cluster``: a master and two
+    workers, each executor its own JVM reading the lake and writing the results by path, with Spark's default
+    shuffle partitions), writes what DuckDB writes; the manifest names the master."""
+    logs, lake, _, expected = incident
+    outs = {engine: _variant(lake, tmp_path / engine, ()) for engine in ("duckdb", "spark")}
+    master = "local-cluster[2,1,1024]"
+    import pyspark
+
+    workers = Path(pyspark.__file__).parent / "work"  # where local-cluster's workers keep their executors' logs
+    before = set(workers.glob("app-*"))
+    try:
+        for engine, out in outs.items():
+            extra = ["--spark-master", master] if engine == "spark" else []
+            analysis = CliRunner().invoke(cli, [
+                "analyze", "--out", str(out), "--config", str(logs / "incident.toml"), "--window", "auto",
+                "--engine", engine, *extra,
+            ])
+            assert analysis.exit_code == 0, analysis.output
+    finally:
+        for app in set(workers.glob("app-*")) - before:
+            shutil.rmtree(app, ignore_errors=True)
+    summaries = {engine: json.loads((out / "summary.json").read_text()) for engine, out in outs.items()}
+    assert summaries["duckdb"]["exposures"] == len(expected) > 0
+    for summary in summaries.values():
+        del summary["generated_at"]
+    assert summaries["spark"] == summaries["duckdb"]
+    con = duckdb.connect()
+    for name in ("exposures.parquet", "exposures_outside_window.parquet", "near_misses.parquet", "timeline.parquet"):
+        duck, spark = (str(out / name) for out in outs.values())
+        assert con.execute(f"SELECT * FROM '{spark}'").fetchall() == con.execute(f"SELECT * FROM '{duck}'").fetchall()
+    assert (outs["spark"] / "exposures.csv").read_bytes() == (outs["duckdb"] / "exposures.csv").read_bytes()
+    manifests = {engine: load_manifest(out)["analysis"] for engine, out in outs.items()}
+    assert (manifests["spark"]["engine"], manifests["spark"]["spark_master"]) == ("spark", master)
+    assert (manifests["duckdb"]["engine"], manifests["duckdb"]["spark_master"]) == ("duckdb", None)
+    assert not (outs["spark"] / ".tmp").exists()
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_a_spark_master_spark_cannot_run_on_is_one_line(incident, tmp_path):
+    """A master URL Spark would refuse (with a Java stack trace), or a master without ``--engine spark``: exit 2
+    and one line before the lake is read, ``run``'s --out never made. A master Spark fails to start on: exit 2, the
+    Java exception's first line last on stderr (after Spark's own log lines), nothing left in OUT/.tmp."""
+    logs, lake, _, _ = incident
+    out = _variant(lake, tmp_path / "out", ())
+    before = _mtimes_but_lock(out)
+    new = tmp_path / "new"
+    for args, error in [
+        (["--engine", "spark", "--spark-master", "spark:/typo"],
+         "spark master: 'spark:/typo' is not a Spark master URL: expected local[N], spark://HOST:PORT, yarn or "
+         "k8s://https://HOST:PORT"),
+        (["--spark-master", "local[2]"], "spark master: a master URL needs the Spark engine (--engine spark)"),
+    ]:
+        for command in (["analyze", "--out", str(out)], ["run", str(logs), "--out", str(new)]):
+            result = CliRunner().invoke(cli, [*command, *args])
+            assert result.exit_code == 2, result.output
+            assert result.output.strip().splitlines() == [f"whosaw: error: {error}"]
+    assert _mtimes_but_lock(out) == before
+    assert not new.exists()
+    too_small = "local-cluster[1,1,1]"  # 1 MB workers: Spark's context refuses to start
+    failed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "analyze", "--out", str(out), "--engine", "spark", "--spark-master",
+         too_small], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"whosaw: error: engine spark: Spark did not start on master '{too_small}': org.apache.spark.SparkException: "
+        "Asked to launch cluster with 1 MiB/worker but requested 1024 MiB/executor"
+    )
+    assert "Traceback" not in failed.stderr
+    assert _mtimes_but_lock(out) == before
+    assert not (out / ".tmp").exists()
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_a_local_spark_session_keeps_its_catalog_folder_in_its_scratch(tmp_path):
     """Spark makes ``spark-warehouse`` in the current folder the first time it looks a name up in its catalog
     (a view the SQL misnames, say): with a scratch folder (``--engine spark``'s is under OUT/.tmp), it is there."""
@@ -2339,6 +2414,33 @@ def test_spark_splits_and_judges_multi_key_calls_as_duckdb_does(tmp_path):
     assert {k for k, _, _ in spark_items} - set(MULTI_KEY_FORMS) == {
         ALICE_MGET, '["user:dave:titles","conv:c9"]', '["user:erin:titles","user:carol:titles","conv:c9"]',
         '["user:fay:titles","billing:gus"]'}
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_analyze_on_spark_uses_the_session_the_caller_started(tmp_path):
+    """``analyze(out, engine="spark")`` in a process that runs Spark (a cluster's session, made by the caller) uses
+    that session, sets its time zone to UTC while it runs and back after, and leaves it running; a ``spark_master``
+    naming another master is an error, not a second Spark."""
+    from pipeline import spark as spark_mod
+
+    cache, users, tables = _mget_parity_case()
+    duck, _ = run_case(tmp_path, cache, users, tables=tables)
+    out = tmp_path / "out"
+    cfg = config_from_dict({"keys": KEYS, "tables": {"ownership": "ownership.csv", "grants": "grants.csv"}},
+                           tmp_path / "incident.toml")
+    session = spark_mod.session()
+    try:
+        session.conf.set("spark.sql.session.timeZone", "America/New_York")
+        with pytest.raises(WhosawError, match=r"^spark master: this process already runs Spark on 'local\[2\]', not "):
+            analyze(out, cfg, window="all", engine="spark", spark_master="spark://elsewhere:7077")
+        on_spark = analyze(out, cfg, window="all", engine="spark")
+        assert session.range(3).count() == 3  # still running
+        assert session.conf.get("spark.sql.session.timeZone") == "America/New_York"
+    finally:
+        session.stop()
+    del on_spark["generated_at"], duck["generated_at"]
+    assert on_spark == duck
+    assert load_manifest(out)["analysis"]["spark_master"] == "local[2]"
 
 
 def _star_grants_mget_public_5xx_case():

@@ -415,7 +415,9 @@ def test_an_analysis_interrupted_while_writing_leaves_the_previous_one_whole(fin
     out = _damaged(finished_run, tmp_path, lambda out: None)
     before = {p.name: p.read_bytes() for p in (out / "exposures.parquet", out / "exposures.csv", out / "summary.json")}
     done = _run_stopped(
-        out, "pipeline.analyze", "copy_safe_csv", "lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)",
+        # raise_signal: to this thread, handled before the next line (os.kill's may reach a DuckDB thread first,
+        # and arrive once the analysis is moving its files, a moment a real Ctrl-C would find copy_safe_csv done)
+        out, "pipeline.analyze", "copy_safe_csv", "lambda *a, **k: signal.raise_signal(signal.SIGINT)",
         "module.analyze(sys.argv[1], window='2023-03-20T02:00Z/2023-03-20T03:00Z')",
     )
     assert "KeyboardInterrupt" in done.stderr, done.stderr

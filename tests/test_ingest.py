@@ -14,7 +14,6 @@ import importlib
 import json
 import os
 import signal
-import time
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1167,8 +1166,7 @@ def test_ctrl_c_while_the_lake_changes_waits_until_the_manifest_says_so():
     try:
         with pytest.raises(KeyboardInterrupt):
             with ctrl_c_waits():
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.05)  # the signal is handled here, inside the block
+                signal.raise_signal(signal.SIGINT)  # to this thread: handled here, inside the block
                 finished.append(True)
         assert finished == [True]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
