@@ -126,6 +126,8 @@ def _run_stopped(out: Path, module: str, name: str, replacement: str, call: str)
     signal at the moment the test chooses."""
     script = (
         "import importlib, os, signal, sys\n"
+        # Python's Ctrl-C handler, as in a terminal: a child of a runner that ignores SIGINT would ignore it too
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"module = importlib.import_module({module!r})\n"
         f"original = module.{name}\n"
         f"module.{name} = {replacement}\n"
@@ -415,8 +417,7 @@ def test_an_analysis_interrupted_while_writing_leaves_the_previous_one_whole(fin
     out = _damaged(finished_run, tmp_path, lambda out: None)
     before = {p.name: p.read_bytes() for p in (out / "exposures.parquet", out / "exposures.csv", out / "summary.json")}
     done = _run_stopped(
-        # raise_signal: to this thread, handled before the next line (os.kill's may reach a DuckDB thread first,
-        # and arrive once the analysis is moving its files, a moment a real Ctrl-C would find copy_safe_csv done)
+        # raise_signal: to this thread, handled before the next line (os.kill's may reach another thread first)
         out, "pipeline.analyze", "copy_safe_csv", "lambda *a, **k: signal.raise_signal(signal.SIGINT)",
         "module.analyze(sys.argv[1], window='2023-03-20T02:00Z/2023-03-20T03:00Z')",
     )
