@@ -1120,8 +1120,9 @@ def analyze(
     ``bucket_seconds``: the timeline's bucket; None: 5 minutes, coarser when more than 10,000 of them hold cache
     calls (:func:`bucket_seconds_for`).
     ``engine``: ``duckdb``, or ``spark``: the same SQL on the SparkSession active in this process (a cluster's),
-    else on one started on ``spark_master`` (a master URL; None: local, 2 cores) (``pip install 'whosaw[spark]'``,
-    Java 17); the same output files (pipeline/spark.py). ``out`` must then be at the same path on every executor.
+    else on one started on ``spark_master`` (a master URL; None: local, 2 cores). Spark needs ``pip install
+    'whosaw[spark]'`` and Java 17; it writes the same output files (pipeline/spark.py), and on a cluster ``out``
+    must be at the same path on every executor.
     ``memory_limit`` and ``threads`` are DuckDB's.
     """
     out = Path(out)
