@@ -1619,6 +1619,23 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     assert result["summary_differences"] == []  # every figure of summary.json
 
 
+def _assert_same_analysis(outs: dict[str, Path], exposures: int) -> None:
+    """The analyses in ``outs["duckdb"]`` and ``outs["spark"]`` wrote the same summary.json (but ``generated_at``;
+    ``exposures`` of them, some near misses), and the same column types and rows, in order, in the four Parquet
+    outputs."""
+    summaries = {engine: json.loads((out / "summary.json").read_text()) for engine, out in outs.items()}
+    assert summaries["duckdb"]["exposures"] == exposures > 0
+    assert summaries["duckdb"]["near_misses"]["total"] > 0
+    for summary in summaries.values():
+        del summary["generated_at"]
+    assert summaries["spark"] == summaries["duckdb"]
+    con = duckdb.connect()
+    for name in ("exposures.parquet", "exposures_outside_window.parquet", "near_misses.parquet", "timeline.parquet"):
+        for query in ("DESCRIBE SELECT * FROM '{}'", "SELECT * FROM '{}'"):
+            duck, spark = (con.execute(query.format(out / name)).fetchall() for out in (outs["duckdb"], outs["spark"]))
+            assert spark == duck, (name, query)
+
+
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
 def test_analyze_on_spark_writes_the_files_duckdb_writes(incident, tmp_path):
     """``--engine spark``: the analysis on Spark, the same files as on DuckDB: the console's figures, every figure of
@@ -1637,19 +1654,7 @@ def test_analyze_on_spark_writes_the_files_duckdb_writes(incident, tmp_path):
         report = CliRunner().invoke(cli, ["report", "--out", str(out)])
         assert report.exit_code == 0, report.output
     assert printed["spark"] == printed["duckdb"]
-    summaries = {engine: json.loads((out / "summary.json").read_text()) for engine, out in outs.items()}
-    assert summaries["duckdb"]["exposures"] == len(expected) > 0
-    assert summaries["duckdb"]["near_misses"]["total"] > 0
-    for summary in summaries.values():
-        del summary["generated_at"]
-    assert summaries["spark"] == summaries["duckdb"]
-    con = duckdb.connect()
-    for name in ("exposures.parquet", "exposures_outside_window.parquet", "near_misses.parquet", "timeline.parquet"):
-        duck, spark = (str(out / name) for out in outs.values())
-        assert con.execute(f"DESCRIBE SELECT * FROM '{spark}'").fetchall() == con.execute(
-            f"DESCRIBE SELECT * FROM '{duck}'"
-        ).fetchall()
-        assert con.execute(f"SELECT * FROM '{spark}'").fetchall() == con.execute(f"SELECT * FROM '{duck}'").fetchall()
+    _assert_same_analysis(outs, len(expected))
     csvs = sorted(path.relative_to(outs["duckdb"]) for path in outs["duckdb"].rglob("*.csv")
                   if not path.is_relative_to(outs["duckdb"] / "rejects"))
     assert {"exposures.csv", "affected_users.csv", "viewers.csv"} <= {str(path) for path in csvs}
@@ -1684,15 +1689,7 @@ def test_analyze_on_a_spark_cluster_writes_the_files_duckdb_writes(incident, tmp
     finally:
         for app in set(workers.glob("app-*")) - before:
             shutil.rmtree(app, ignore_errors=True)
-    summaries = {engine: json.loads((out / "summary.json").read_text()) for engine, out in outs.items()}
-    assert summaries["duckdb"]["exposures"] == len(expected) > 0
-    for summary in summaries.values():
-        del summary["generated_at"]
-    assert summaries["spark"] == summaries["duckdb"]
-    con = duckdb.connect()
-    for name in ("exposures.parquet", "exposures_outside_window.parquet", "near_misses.parquet", "timeline.parquet"):
-        duck, spark = (str(out / name) for out in outs.values())
-        assert con.execute(f"SELECT * FROM '{spark}'").fetchall() == con.execute(f"SELECT * FROM '{duck}'").fetchall()
+    _assert_same_analysis(outs, len(expected))
     assert (outs["spark"] / "exposures.csv").read_bytes() == (outs["duckdb"] / "exposures.csv").read_bytes()
     manifests = {engine: load_manifest(out)["analysis"] for engine, out in outs.items()}
     assert (manifests["spark"]["engine"], manifests["spark"]["spark_master"]) == ("spark", master)
