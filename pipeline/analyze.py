@@ -1206,7 +1206,7 @@ def _analyze_locked(
                     "window": summary["window"],
                     "bucket_seconds": seconds,
                     "engine": engine,
-                    "spark_master": spark_master if engine == "spark" else None,
+                    "spark_master": spark_master,  # None for DuckDB: check_engine refuses a master there
                     "exposures": summary["exposures"],
                     "files": sorted([*written, "summary.json"]),
                     "removed_stale_report": stale_report,
