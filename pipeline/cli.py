@@ -20,7 +20,7 @@ import click
 
 from . import __version__
 from .errors import WhosawError
-from .manifest import damaged_inputs, load_manifest
+from .manifest import damaged_inputs, load_manifest, rejected_inputs
 from .schema import ENGINES, EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
@@ -346,6 +346,10 @@ def _print_ingest(result) -> None:
             f"note: {_counted(count, f'{kind} file')} without {names} in any line (a field map that misses a "
             "column? see manifest.json files[].empty_fields)"
         )
+    read_now = {entry["path"] for entry in result.manifest.get("files", []) if entry.get("run") == run_id}
+    for entry in rejected_inputs(result.manifest):
+        if entry["path"] in read_now:
+            click.echo(f"warning: {_rejected_text(entry)}")
     for entry in damaged_inputs(result.manifest):
         again = (
             "fetch the whole file again and ingest it into this --out (the lines read count as duplicates)"
@@ -477,6 +481,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"rule gives ({', '.join(unknown)}): {'it excuses' if n == 1 else 'they excuse'} nothing (categories "
             "match exactly)"
         )
+
+
+def _rejected_text(entry: dict[str, Any]) -> str:
+    """A file that had more lines rejected than kept (manifest.rejected_inputs), with its commonest reasons."""
+    kind, reasons = entry["kind"], list(entry["reject_reasons"].items())[:2]
+    why = f" ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})" if reasons else ""
+    return (
+        f"{entry['path']}: {entry['rejected']:,} of its {entry['kept'] + entry['rejected']:,} lines rejected{why}: "
+        f"is it a {kind} log, with the fields [sources.{kind}] names? Those lines are missing from the analysis "
+        f"(rejects/{kind}.csv)"
+    )
 
 
 def _counted(n: int, noun: str) -> str:

@@ -202,6 +202,7 @@ class _Input:
     kept: int = 0
     duplicates: int = 0
     rejected: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)  # this run's rejected lines by reason
     empty_fields: list[str] = field(default_factory=list)  # EVIDENCE_FIELDS that no kept line of the file has
     differing_duplicates: int = 0  # request lines whose request_id repeats with another session or user
     coarse_repeats: int = 0  # cache lines repeating a line of their own file whose times are whole milliseconds
@@ -221,6 +222,7 @@ class _Input:
             "kept": self.kept,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            **({"reject_reasons": self.reject_reasons} if self.reject_reasons else {}),
             **({"empty_fields": self.empty_fields} if self.empty_fields else {}),
             **({"differing_duplicates": self.differing_duplicates} if self.differing_duplicates else {}),
             **({"coarse_repeats": self.coarse_repeats} if self.coarse_repeats else {}),
@@ -1210,10 +1212,12 @@ def _ingest_kind(
         con.executemany("INSERT INTO new_rejects VALUES (?, ?, ?, ?, ?)", extra)
     for path, count in _drop_known_rejects(con, kind, out):
         by_path[path].duplicates += count
-    for path, count in con.execute(
-        "SELECT source_file, count(*) FROM new_rejects WHERE kind = ? GROUP BY 1", [kind]
+    for path, reason, count in con.execute(
+        "SELECT source_file, reason, count(*) FROM new_rejects WHERE kind = ? GROUP BY 1, 2 ORDER BY 3 DESC, 2",
+        [kind],
     ).fetchall():
-        by_path[path].rejected = count
+        by_path[path].reject_reasons[reason] = count
+        by_path[path].rejected += count
 
     staged = [p for parts in record_files.values() for p in parts]
     if staged:

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import threading
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,31 @@ def damaged_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ``--out`` is read as grown, and its new entry is not damaged."""
     latest = {entry.get("path"): entry for entry in manifest.get("files") or [] if isinstance(entry, dict)}
     return [entry for entry in latest.values() if entry.get("damaged")]
+
+
+def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input files that had more lines rejected than kept, summed over their readings (a file that grew is read
+    again; each reading counts its new lines): a file of another kind, a field map naming none of its fields, or
+    not a log at all. Their lines are missing from the analysis. Each: ``path``, ``kind``, ``kept``, ``rejected``,
+    ``reject_reasons`` (commonest first; empty for a manifest written before files listed them). A damaged file is
+    :func:`damaged_inputs`' to tell of, not this."""
+    damaged = {entry.get("path") for entry in damaged_inputs(manifest)}
+    totals: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("files") or []:
+        if not isinstance(entry, dict) or entry.get("path") in damaged:
+            continue
+        path = str(entry.get("path"))
+        total = totals.setdefault(
+            path, {"path": path, "kind": entry.get("kind"), "kept": 0, "rejected": 0, "reject_reasons": Counter()}
+        )
+        total["kept"] += int(entry.get("kept") or 0)
+        total["rejected"] += int(entry.get("rejected") or 0)
+        total["reject_reasons"].update(entry.get("reject_reasons") or {})
+    return [
+        {**total, "reject_reasons": dict(sorted(total["reject_reasons"].items(), key=lambda item: (-item[1], item[0])))}
+        for total in totals.values()
+        if total["rejected"] > total["kept"]
+    ]
 
 
 def update_manifest(out: Path, drop: Sequence[str] = (), **sections: Any) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from .manifest import (
     load_manifest,
     locked,
     read_json_object,
+    rejected_inputs,
     remove_stage_outputs,
     update_manifest,
 )
@@ -798,6 +799,7 @@ def _build(inputs: _Inputs, facts: _Facts, charts: dict[str, bytes]) -> list[Any
     blocks: list[Any] = []
     blocks += _headline(s, facts)
     blocks += _damaged_warning(inputs.manifest)
+    blocks += _rejected_warning(inputs.manifest)
     blocks += _log_gap_warnings(s)
     failed = [text for text, ok in facts.checks if not ok]
     if failed:
@@ -836,6 +838,32 @@ def _damaged_warning(manifest: dict[str, Any]) -> list[Any]:
                 f" could not be read to the end: {named}. The lines after the damage were never read, so any exposure "
                 "among them is missing from these lists. Fetch the whole file again and ingest it (a truncated one "
                 "into the same --out, where the lines already read count as duplicates), then analyse again.",
+            ],
+            "warning",
+        )
+    ]
+
+
+def _rejected_warning(manifest: dict[str, Any]) -> list[Any]:
+    """An input most of whose lines were rejected (read as the wrong kind, a field map naming none of its fields)
+    adds little or nothing to the lake: the lists lack what it held. Said before the numbers."""
+    files = rejected_inputs(manifest)
+    if not files:
+        return []
+    named = "; ".join(
+        f"{Path(entry['path']).name} ({entry['rejected']:,} of {entry['kept'] + entry['rejected']:,} lines, read as "
+        f"a {entry['kind']} log"
+        + (f"; commonest reason {next(iter(entry['reject_reasons']))}" if entry["reject_reasons"] else "")
+        + ")"
+        for entry in files
+    )
+    return [
+        Para(
+            [
+                *_count(len(files), "input file"),
+                f" had more lines rejected than kept: {named}. What those lines hold is missing from these lists. "
+                "The reasons are in rejects/; if a file is another kind of log than it was read as, or the config's "
+                "[sources] names other fields than it has, correct the config and ingest into a new --out.",
             ],
             "warning",
         )

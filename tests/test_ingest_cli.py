@@ -64,6 +64,52 @@ def test_a_file_without_user_id_or_connection_in_any_line_is_pointed_out(tmp_pat
     assert said in report
 
 
+def test_a_file_with_more_lines_rejected_than_kept_is_a_warning(tmp_path):
+    """An over-broad `match` glob reads the requests log as cache: every line is rejected, and with it every viewer
+    is lost. Counted by reason in the manifest, and a warning on the console and at the head of the report. A file
+    with a few bad lines, a damaged .gz (its own warning) and a file whose rejects its later, grown reading
+    outweighs are not."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "requests.jsonl").write_text("".join(line(f"r{i}") + "\n" for i in range(3)))
+    calls = [{"ts": "2023-03-20T01:00:00Z", "request_id": f"r{i}", "op": "GET", "key": f"user:{i}:titles"} for i in
+             range(3)]
+    (folder / "cache.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls) + "{broken " + SECRET + "\n")
+    (folder / "cache-2.jsonl.gz").write_bytes(b"\x1f\x8bgarbage-not-deflate")
+    config = tmp_path / "incident.toml"
+    config.write_text('[sources.cache]\nmatch = ["*.jsonl*"]\n')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(folder), "--out", str(out), "--config", str(config),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    warnings = [text for text in result.stdout.splitlines() if text.startswith("warning:")]
+    assert warnings[0] == (
+        f"warning: {folder / 'requests.jsonl'}: 3 of its 3 lines rejected (missing_field:op 3): is it a cache log, "
+        "with the fields [sources.cache] names? Those lines are missing from the analysis (rejects/cache.csv)"
+    )
+    assert len(warnings) == 2 and "cache-2.jsonl.gz is damaged (gzip_corrupt)" in warnings[1]
+    assert SECRET not in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {Path(f["path"]).name: f.get("reject_reasons") for f in manifest["files"]} == {
+        "requests.jsonl": {"missing_field:op": 3}, "cache.jsonl": {"invalid_json": 1},
+        "cache-2.jsonl.gz": {"gzip_corrupt": 1},
+    }
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert ("1 input file had more lines rejected than kept: requests.jsonl (3 of 3 lines, read as a cache log; "
+            "commonest reason missing\\_field:op).") in report
+
+    late = tmp_path / "late"  # two bad lines, then the file grows by three good ones: read again, summed
+    late.mkdir()
+    (late / "cache-9.jsonl").write_text("{}\n{}\n")
+    first = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--no-progress"])
+    assert f"warning: {late / 'cache-9.jsonl'}: 2 of its 2 lines rejected (missing_field:ts 2)" in first.stdout
+    with (late / "cache-9.jsonl").open("a") as handle:
+        handle.write("".join(json.dumps({**c, "ts": "2023-03-20T02:00:00Z"}) + "\n" for c in calls))
+    grown = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--no-progress"])
+    assert grown.exit_code == 0, grown.output
+    assert "cache-9.jsonl" not in grown.stdout and "lines rejected" not in grown.stdout
+
+
 def test_late_logs_read_with_an_edited_field_map_or_zone_are_pointed_out(tmp_path):
     """The config file edited between two ingests (a zone, a field map): the new files are read differently from
     the earlier ones. The manifest keeps the config of every run, and the CLI says so."""
