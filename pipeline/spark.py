@@ -26,6 +26,7 @@ without it :func:`spark_available` is False.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -85,6 +86,8 @@ SESSION_SETTINGS = {
 # The master of the Spark that whosaw starts when none is running: this machine, two cores.
 LOCAL_MASTER = "local[2]"
 _MASTER_URL = re.compile(r"local(\[(\d+|\*)(, *\d+)?\])?|local-cluster\[\d+, *\d+, *\d+\]|yarn|(spark|k8s)://\S+")
+# Spark's own log turned off, for a Spark whosaw starts (quiet_logging).
+LOG_CONFIG = Path(__file__).with_name("spark_log4j2.properties")
 # The views analyze writes to files (analyze.write_outputs).
 RESULT_VIEWS = ("exposures_in_window", "exposures_outside_window", "near_misses", "timeline")
 SPARK_TYPES = {"VARCHAR": "string", "INTEGER": "int", "BIGINT": "bigint", "TIMESTAMPTZ": "timestamp",
@@ -129,9 +132,13 @@ def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: 
         .config(map=SESSION_SETTINGS)
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", f"{default_memory_mb()}m")  # DuckDB's default; 2 GB: 18% slower at 1M
-        .config("spark.log.level", "ERROR")  # not a WARN per window without PARTITION BY (the scans': a few rows)
         .config("spark.ui.showConsoleProgress", "true" if progress else "false")
     )
+    quiet = quiet_logging()
+    if quiet is not None:
+        builder = builder.config("spark.driver.extraJavaOptions", quiet)
+    else:  # the user's logging: at least no WARN per window without PARTITION BY (the scans': a few rows)
+        builder = builder.config("spark.log.level", "ERROR")
     if master == "local" or master.startswith("local["):  # this machine's cores; a cluster keeps its own partitions
         builder = builder.config("spark.sql.shuffle.partitions", "4")
     if local_dir is not None:
@@ -144,6 +151,35 @@ def session(app: str = "whosaw", local_dir: str | Path | None = None, progress: 
             return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - pyspark's and py4j's errors share no base class but Exception
         raise WhosawError(f"engine spark: Spark did not start on master {master!r}: {_reason(exc)}") from None
+
+
+def quiet_logging() -> str | None:
+    """The driver's Java option that turns Spark's own log off (:data:`LOG_CONFIG`) in a Spark whosaw starts: its
+    start-up notes and a failed start's Java stack would bury whosaw's one line. None (Spark's log as configured)
+    with ``WHOSAW_DEBUG`` set, or where the user configures Spark's logging or the driver's Java options
+    (``PYSPARK_SUBMIT_ARGS``, ``log4j2.properties`` or ``spark-defaults.conf`` in Spark's conf folder): this
+    option would replace theirs."""
+    if os.environ.get("WHOSAW_DEBUG"):
+        return None
+    if any(word in os.environ.get("PYSPARK_SUBMIT_ARGS", "") for word in ("extraJavaOptions", "driver-java-options")):
+        return None
+    for folder in _spark_conf_folders():
+        defaults = folder / "spark-defaults.conf"
+        if (folder / "log4j2.properties").exists() or (
+            defaults.is_file() and "spark.driver.extraJavaOptions" in defaults.read_text(errors="replace")
+        ):
+            return None
+    return f"-Dlog4j2.configurationFile={LOG_CONFIG.resolve().as_uri()}"
+
+
+def _spark_conf_folders() -> list[Path]:
+    """Where spark-submit looks for its configuration: $SPARK_CONF_DIR, else $SPARK_HOME/conf, else pyspark's."""
+    if os.environ.get("SPARK_CONF_DIR"):
+        return [Path(os.environ["SPARK_CONF_DIR"])]
+    if os.environ.get("SPARK_HOME"):
+        return [Path(os.environ["SPARK_HOME"]) / "conf"]
+    spec = importlib.util.find_spec("pyspark")
+    return [Path(spec.origin).parent / "conf"] if spec is not None and spec.origin else []
 
 
 def _reason(exc: Exception) -> str:

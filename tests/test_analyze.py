@@ -1701,7 +1701,8 @@ def test_analyze_on_a_spark_cluster_writes_the_files_duckdb_writes(incident, tmp
 def test_a_spark_master_spark_cannot_run_on_is_one_line(incident, tmp_path):
     """A master URL Spark would refuse (with a Java stack trace), or a master without ``--engine spark``: exit 2
     and one line before the lake is read, ``run``'s --out never made. A master Spark fails to start on: exit 2, the
-    Java exception's first line last on stderr (after Spark's own log lines), nothing left in OUT/.tmp."""
+    Java exception's first line the only line on stderr but the JVM's own note (Spark's log is off: no start-up
+    notes, no Java stack), nothing left in OUT/.tmp; with WHOSAW_DEBUG=1 Spark's log is there too."""
     logs, lake, _, _ = incident
     out = _variant(lake, tmp_path / "out", ())
     before = _mtimes_but_lock(out)
@@ -1719,18 +1720,53 @@ def test_a_spark_master_spark_cannot_run_on_is_one_line(incident, tmp_path):
     assert _mtimes_but_lock(out) == before
     assert not new.exists()
     too_small = "local-cluster[1,1,1]"  # 1 MB workers: Spark's context refuses to start
-    failed = subprocess.run(
-        [sys.executable, "-m", "pipeline", "analyze", "--out", str(out), "--engine", "spark", "--spark-master",
-         too_small], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
-    )
-    assert failed.returncode == 2
-    assert failed.stderr.strip().splitlines()[-1] == (
+    line = (
         f"whosaw: error: engine spark: Spark did not start on master '{too_small}': org.apache.spark.SparkException: "
         "Asked to launch cluster with 1 MiB/worker but requested 1024 MiB/executor"
     )
-    assert "Traceback" not in failed.stderr
-    assert _mtimes_but_lock(out) == before
-    assert not (out / ".tmp").exists()
+    for debug in ("", "1"):
+        env = {**os.environ, "WHOSAW_DEBUG": debug}
+        failed = subprocess.run(
+            [sys.executable, "-m", "pipeline", "analyze", "--out", str(out), "--engine", "spark", "--spark-master",
+             too_small], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], env=env,
+        )
+        assert failed.returncode == 2
+        said = [text for text in failed.stderr.strip().splitlines() if not text.startswith("WARNING: Using incubator")]
+        if debug:
+            assert said[-1] == line
+            assert "ERROR SparkContext" in failed.stderr and "\tat org.apache.spark" in failed.stderr
+        else:
+            assert said == [line], failed.stderr
+        assert _mtimes_but_lock(out) == before
+        assert not (out / ".tmp").exists()
+
+
+def test_spark_log_is_off_unless_asked_for_or_configured_by_the_user(tmp_path, monkeypatch):
+    """The Spark whosaw starts gets the driver option that turns Spark's own log off, but not with WHOSAW_DEBUG,
+    nor where the user configures Spark's logging or the driver's Java options: that option would replace theirs."""
+    from pipeline import spark as spark_mod
+
+    for name in ("WHOSAW_DEBUG", "PYSPARK_SUBMIT_ARGS", "SPARK_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    monkeypatch.setenv("SPARK_CONF_DIR", str(conf))
+    option = spark_mod.quiet_logging()
+    assert option == f"-Dlog4j2.configurationFile={spark_mod.LOG_CONFIG.resolve().as_uri()}"
+    assert "rootLogger.level = off" in spark_mod.LOG_CONFIG.read_text()
+    (conf / "spark-defaults.conf").write_text("spark.executor.memory 4g\n")
+    assert spark_mod.quiet_logging() == option
+    monkeypatch.setenv("WHOSAW_DEBUG", "1")
+    assert spark_mod.quiet_logging() is None
+    monkeypatch.delenv("WHOSAW_DEBUG")
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", '--conf "spark.driver.extraJavaOptions=-Dx=1" pyspark-shell')
+    assert spark_mod.quiet_logging() is None
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
+    (conf / "spark-defaults.conf").write_text("spark.driver.extraJavaOptions -Dx=1\n")
+    assert spark_mod.quiet_logging() is None
+    (conf / "spark-defaults.conf").unlink()
+    (conf / "log4j2.properties").write_text("rootLogger.level = info\n")
+    assert spark_mod.quiet_logging() is None
 
 
 @pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
