@@ -261,7 +261,7 @@ def report(out, progress) -> None:
               help="When the traffic starts (ISO-8601; default 2023-03-20T00:00:00Z).")
 @click.option("--cancel-rate", "cancel_rate", type=click.FloatRange(0, 1), default=None,
               help="Share of cache calls abandoned (cancelled or timed out) after they were sent (default 0.02).")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Random seed (default 0): the same seed gives byte-identical output.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "jsonl.gz", "csv"]), default=None,
               help="Log file format (default jsonl).")

@@ -64,6 +64,11 @@ DEFAULT_RPS = 2.0
 DEFAULT_CANCEL_RATE = 0.02
 DEFAULT_SEED = 0
 FORMATS = ("jsonl", "jsonl.gz", "csv")
+# Bounds that keep a typo from filling the disk or the memory (the time stamps are built once per second of a
+# chunk's span), and the traffic in the years ingest reads (1990..2100: other times are rejected as bad_ts).
+MAX_HOURS = 366 * 24
+MAX_REQUESTS = 1_000_000_000
+READABLE_YEARS = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2101, 1, 1, tzinfo=UTC))
 
 SEC = 1_000_000  # microseconds
 MS = 1_000
@@ -296,6 +301,10 @@ def _params(
         raise WhosawError("simulate: --users must be at least 2")
     if not hours > 0:
         raise WhosawError("simulate: --hours must be positive")
+    if not hours <= MAX_HOURS:
+        raise WhosawError(f"simulate: --hours must be at most {MAX_HOURS:,} (a year)")
+    if seed < 0:
+        raise WhosawError("simulate: --seed must be 0 or more")
     if not 0 <= cancel_rate <= 1:
         raise WhosawError("simulate: --cancel-rate must be between 0 and 1")
     empty_titles = float(empty_titles or 0.0)
@@ -313,6 +322,11 @@ def _params(
     total = int(total)
     if total < 1:
         raise WhosawError("simulate: at least one request is needed")
+    if total > MAX_REQUESTS:
+        raise WhosawError(
+            f"simulate: {total:,} requests are more than the simulator writes ({MAX_REQUESTS:,} at most): fewer "
+            "--hours, a lower --requests-per-second, or --requests"
+        )
     if isinstance(start, datetime):
         start_dt = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
     else:
@@ -320,6 +334,10 @@ def _params(
     start_us = _to_us(start_dt)
     start_us -= start_us % MS
     end_us = start_us + int(round(hours * HOUR))
+    if not _to_us(READABLE_YEARS[0]) <= start_us <= end_us <= _to_us(READABLE_YEARS[1]):
+        raise WhosawError(
+            "simulate: the traffic (--start, --hours) must lie between 1990 and 2100, the years ingest reads"
+        )
     if window is None:
         win = (start_us + HOUR, start_us + 10 * HOUR)
     else:

@@ -650,6 +650,30 @@ def test_a_cache_warm_before_the_logs_with_empty_lists_many_users_share(tmp_path
     assert bad.exit_code == 2 and "--empty-titles" in bad.output
 
 
+@pytest.mark.parametrize(("args", "error"), [
+    (["--hours", "inf"], "simulate: --hours must be at most 8,784 (a year)"),
+    (["--requests", "10", "--hours", "1e6"], "simulate: --hours must be at most 8,784 (a year)"),
+    (["--hours", "8784", "--requests-per-second", "1e6"],
+     "simulate: 31,622,400,000,000 requests are more than the simulator writes (1,000,000,000 at most): fewer "
+     "--hours, a lower --requests-per-second, or --requests"),
+    (["--start", "9999-12-31T00:00:00Z"],
+     "simulate: the traffic (--start, --hours) must lie between 1990 and 2100, the years ingest reads"),
+    (["--start", "1989-12-31T23:00:00Z"],
+     "simulate: the traffic (--start, --hours) must lie between 1990 and 2100, the years ingest reads"),
+    (["--seed", "-1"], "Invalid value for '--seed': -1 is not in the range x>=0. (see 'whosaw simulate --help')"),
+])
+def test_options_that_would_fill_the_disk_or_crash_are_one_line(tmp_path, args, error):
+    """An infinite or centuries-long span (a time stamp table per second of it: out of memory), trillions of
+    requests (the disk), traffic ingest would reject as bad_ts, a negative seed (numpy refuses it): exit 2, one
+    line, nothing written. Each was an internal error, or a run that never ends."""
+    result = CliRunner().invoke(cli, ["simulate", "--out", str(tmp_path / "x"), *args], prog_name="whosaw")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"whosaw: error: {error}"]
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(WhosawError, match="--seed must be 0 or more"):
+        simulate(tmp_path / "y", seed=-1)
+
+
 def test_refuses_a_folder_with_other_logs_but_replaces_its_own(tmp_path):
     simulate(tmp_path / "a", users=20, requests=200, seed=1, messy=True)
     simulate(tmp_path / "a", users=20, requests=200, seed=1)  # an earlier simulation is replaced
