@@ -141,7 +141,8 @@ config_option = click.option(
 )
 window_option = click.option(
     "--window", "window", metavar="START/END|auto|all",
-    help="Exposure window: an ISO-8601 interval, 'auto' (found from the data) or 'all'. Wins over the config.",
+    help="Exposure window: an ISO-8601 interval (START/END, START/PT9H, PT9H/END), 'auto' (found from the data) or "
+    "'all'. Wins over the config.",
 )
 kind_option = click.option(
     "--kind", "kind", type=click.Choice(KINDS),

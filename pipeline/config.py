@@ -12,7 +12,7 @@ import re
 import tomllib
 import warnings
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,6 +52,12 @@ _VALUE_FIELDS_NOTE = {
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
 _PATH_PART = re.compile(r'"([^"]+)"|([^."]+)')  # one part of a field path: a quoted name, or a name without dots
+# An ISO-8601 duration of fixed length: weeks, or days and a time of hours, minutes, seconds (a decimal fraction on
+# the seconds). Not pandas' Timedelta, which reads P1M as a minute, PT1H30 as an hour and P1.5D as five days.
+_DURATION = re.compile(
+    r"P(?:(?P<weeks>\d+)W|(?=\d|T\d)(?:(?P<days>\d+)D)?"
+    r"(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:[.,]\d{1,6})?)S)?)?)"
+)
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,8 @@ def parse_timestamp(text: str, what: str = "time") -> datetime:
 
 
 def parse_window(text: str | None, source: str = "cli") -> Window | None:
-    """``START/END`` (ISO-8601), ``auto``, or None (no window given)."""
+    """An ISO-8601 interval: ``START/END``, ``START/DURATION`` or ``DURATION/END`` (``PT9H``, ``P1DT2H``, ``P2W``);
+    ``auto``, ``all``, or None (no window given)."""
     if text is None:
         return None
     text = text.strip()
@@ -201,11 +208,46 @@ def parse_window(text: str | None, source: str = "cli") -> Window | None:
     if text.count("/") != 1:
         raise WhosawError("window: expected START/END (ISO-8601), 'auto' or 'all'")
     start_text, end_text = text.split("/")
-    start = parse_timestamp(start_text, "window start")
-    end = parse_timestamp(end_text, "window end")
+    if _is_duration(start_text) and _is_duration(end_text):
+        raise WhosawError("window: an interval of two durations has no time: write START/END or START/DURATION")
+    if _is_duration(end_text):
+        start = parse_timestamp(start_text, "window start")
+        end = _add(start, parse_duration(end_text, "window end"), "window end")
+    elif _is_duration(start_text):
+        end = parse_timestamp(end_text, "window end")
+        start = _add(end, -parse_duration(start_text, "window start"), "window start")
+    else:
+        start = parse_timestamp(start_text, "window start")
+        end = parse_timestamp(end_text, "window end")
     if end <= start:
         raise WhosawError("window: the end must come after the start")
     return Window(start=start, end=end, source=source)
+
+
+def _is_duration(text: str) -> bool:
+    return text.strip().upper().startswith("P")
+
+
+def parse_duration(text: str, what: str) -> timedelta:
+    """An ISO-8601 duration of fixed length (:data:`_DURATION`); years and months, whose length varies, are an error."""
+    value = text.strip().upper()
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        if re.fullmatch(r"P(\d+Y)?(\d+M)?(\d+D)?(T.*)?", value) and re.search(r"\d[YM]", value.split("T")[0]):
+            raise WhosawError(f"{what}: {text!r} counts years or months, whose length varies: write days (P30D)")
+        raise WhosawError(f"{what}: {text!r} is not an ISO-8601 duration such as PT9H, P1DT2H or P2W")
+    parts = {name: float(number.replace(",", ".")) for name, number in match.groupdict().items() if number}
+    try:
+        return timedelta(**parts)
+    except OverflowError:
+        raise WhosawError(f"{what}: {text!r} reaches past the years a time can have") from None
+
+
+def _add(moment: datetime, duration: timedelta, what: str) -> datetime:
+    try:
+        return moment + duration
+    except OverflowError:
+        raise WhosawError(f"{what}: the duration reaches past the years a time can have") from None
 
 
 # ------------------------------------------------------------------------------ the TOML values' types

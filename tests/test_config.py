@@ -26,6 +26,39 @@ def test_bad_window_is_one_line_error(text):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("text", "start", "end"), [
+    ("2023-03-20T01:00Z/PT9H", (2023, 3, 20, 1), (2023, 3, 20, 10)),
+    ("PT9H/2023-03-20T10:00Z", (2023, 3, 20, 1), (2023, 3, 20, 10)),
+    ("2023-03-20T01:00-07:00/p1dt2h30m", (2023, 3, 20, 8), (2023, 3, 21, 10, 30)),
+    ("2023-03-20T01:00Z/P2W", (2023, 3, 20, 1), (2023, 4, 3, 1)),
+    ("2023-03-20T01:00Z/PT1,5S", (2023, 3, 20, 1), (2023, 3, 20, 1, 0, 1, 500000)),
+])
+def test_a_window_of_a_start_or_end_and_a_duration(text, start, end):
+    """ISO-8601's other interval forms: START/DURATION and DURATION/END (a bug window known by its length)."""
+    window = parse_window(text)
+    assert (window.start, window.end) == (datetime(*start, tzinfo=UTC), datetime(*end, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("2023-03-20T01:00Z/P1M", "window end: 'P1M' counts years or months, whose length varies: write days (P30D)"),
+    ("P1Y/2023-03-20T01:00Z", "window start: 'P1Y' counts years or months, whose length varies: write days (P30D)"),
+    # what pandas' Timedelta reads as an hour and as five days and a second
+    ("2023-03-20T01:00Z/PT1H30", "window end: 'PT1H30' is not an ISO-8601 duration such as PT9H, P1DT2H or P2W"),
+    ("2023-03-20T01:00Z/P1.5D", "window end: 'P1.5D' is not an ISO-8601 duration such as PT9H, P1DT2H or P2W"),
+    ("2023-03-20T01:00Z/PT", "window end: 'PT' is not an ISO-8601 duration such as PT9H, P1DT2H or P2W"),
+    ("2023-03-20T01:00Z/P0D", "window: the end must come after the start"),
+    ("PT1H/PT2H", "window: an interval of two durations has no time: write START/END or START/DURATION"),
+    ("2023-03-20T01:00Z/P99999999999999D", "window end: 'P99999999999999D' reaches past the years a time can have"),
+    ("P1D/0001-01-01T00:00Z", "window start: the duration reaches past the years a time can have"),
+])
+def test_a_duration_a_window_cannot_use_is_one_line(text, error):
+    with pytest.raises(WhosawError) as err:
+        parse_window(text)
+    assert str(err.value) == error
+    result = CliRunner().invoke(cli, ["analyze", "--out", "nowhere", "--window", text])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [f"whosaw: error: {error}"]
+
+
 def test_cli_window_wins_over_config(tmp_path):
     cfg = config_from_dict({"window": {"start": "2023-03-20T01:00Z", "end": "2023-03-20T10:00Z"}})
     assert resolve_window(None, cfg).source == "config"
