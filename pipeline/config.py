@@ -208,12 +208,13 @@ def parse_window(text: str | None, source: str = "cli") -> Window | None:
     if text.count("/") != 1:
         raise WhosawError("window: expected START/END (ISO-8601), 'auto' or 'all'")
     start_text, end_text = text.split("/")
-    if _is_duration(start_text) and _is_duration(end_text):
+    start_is_duration, end_is_duration = (part.strip().upper().startswith("P") for part in (start_text, end_text))
+    if start_is_duration and end_is_duration:
         raise WhosawError("window: an interval of two durations has no time: write START/END or START/DURATION")
-    if _is_duration(end_text):
+    if end_is_duration:
         start = parse_timestamp(start_text, "window start")
         end = _add(start, parse_duration(end_text, "window end"), "window end")
-    elif _is_duration(start_text):
+    elif start_is_duration:
         end = parse_timestamp(end_text, "window end")
         start = _add(end, -parse_duration(start_text, "window start"), "window start")
     else:
@@ -224,16 +225,12 @@ def parse_window(text: str | None, source: str = "cli") -> Window | None:
     return Window(start=start, end=end, source=source)
 
 
-def _is_duration(text: str) -> bool:
-    return text.strip().upper().startswith("P")
-
-
 def parse_duration(text: str, what: str) -> timedelta:
     """An ISO-8601 duration of fixed length (:data:`_DURATION`); years and months, whose length varies, are an error."""
     value = text.strip().upper()
     match = _DURATION.fullmatch(value)
     if match is None:
-        if re.fullmatch(r"P(\d+Y)?(\d+M)?(\d+D)?(T.*)?", value) and re.search(r"\d[YM]", value.split("T")[0]):
+        if re.search(r"\d[YM]", value.split("T")[0]):  # a number of years or months before any time part
             raise WhosawError(f"{what}: {text!r} counts years or months, whose length varies: write days (P30D)")
         raise WhosawError(f"{what}: {text!r} is not an ISO-8601 duration such as PT9H, P1DT2H or P2W")
     parts = {name: float(number.replace(",", ".")) for name, number in match.groupdict().items() if number}
