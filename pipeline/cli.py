@@ -20,7 +20,7 @@ import click
 
 from . import __version__
 from .errors import WhosawError
-from .manifest import damaged_inputs, load_manifest, rejected_inputs
+from .manifest import damaged_inputs, kept_report, load_manifest, rejected_inputs
 from .schema import ENGINES, EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
@@ -190,6 +190,7 @@ def run(inputs, out, config, window, kind, engine, spark_master, progress) -> No
     )
     _print_ingest(result.ingest)
     _print_summary(result.summary)
+    _print_changes(result.out)
     _print_files(result.out, result.files)
 
 
@@ -206,9 +207,11 @@ def ingest(inputs, out, config, kind, progress) -> None:
     _print_ingest(result)
     removed = result.manifest["ingest"]["removed_stale_outputs"]
     if removed:
+        kept = kept_report(removed)
         click.echo(
-            f"removed the analysis and report of the lake before this ingest ({len(removed)} files): "
-            f"run 'whosaw analyze --out {out}' and 'whosaw report --out {out}' again"
+            f"removed the analysis and report of the lake before this ingest ({len(removed)} files"
+            + (f"; the report is kept in {kept}/" if kept else "")
+            + f"): run 'whosaw analyze --out {out}' and 'whosaw report --out {out}' again"
         )
 
 
@@ -231,9 +234,12 @@ def analyze(out, config, window, engine, spark_master, progress) -> None:
     _print_summary(summary)
     removed = load_manifest(out)["analysis"]["removed_stale_report"]
     if removed:
+        kept = kept_report(removed)
         click.echo(
-            f"removed the report of the previous analysis ({len(removed)} files): "
-            f"run 'whosaw report --out {out}' for one of this analysis"
+            (f"moved the report of the previous analysis to {kept}/" if kept else
+             f"removed the report of the previous analysis ({len(removed)} files)")
+            + f": run 'whosaw report --out {out}' for one of this analysis"
+            + (" (its changes.csv lists what changed)" if kept else "")
         )
 
 
@@ -244,6 +250,7 @@ def analyze(out, config, window, engine, spark_master, progress) -> None:
 def report(out, progress) -> None:
     """Write the affected-user report and the CSV exports from an analysed --out folder."""
     files = _api().report(out, progress=progress)
+    _print_changes(out)
     _print_files(out, files)
 
 
@@ -498,6 +505,24 @@ def _rejected_text(entry: dict[str, Any]) -> str:
 def _counted(n: int, noun: str) -> str:
     """``1 exposure``, ``2 exposures``."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _print_changes(out: Path) -> None:
+    """What changed in the notification lists since the report kept in history/, when there is one."""
+    changes = (load_manifest(out).get("report") or {}).get("changes")
+    if not changes:
+        return
+    since = f"since the report in {changes['previous_report']}/"
+    if changes["unreadable"]:
+        click.echo(f"warning: the lists of the report in {changes['previous_report']}/ could not be compared: "
+                   f"{changes['unreadable']}")
+    elif changes["added"] or changes["removed"]:
+        click.echo(
+            f"{'changes':<16} {changes['added']:,} added to the notification lists, {changes['removed']:,} removed "
+            f"{since} (changes.csv)"
+        )
+    else:
+        click.echo(f"{'changes':<16} none to the notification lists {since}")
 
 
 def _print_files(out: Path, files: dict[str, Path]) -> None:

@@ -24,6 +24,7 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from .errors import WhosawError
 
 MANIFEST_NAME = "manifest.json"
 PENDING_NAME = ".ingest-pending"  # an ingest's commit in progress: see begin_ingest_commit
+HISTORY_DIR = "history"  # the reports that later data or a later analysis replaced: see remove_stage_outputs
+HISTORY_STAMP = "%Y%m%dT%H%M%S.%fZ"  # history/report-<when it was made, UTC>: names that sort by time
 LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage now takes it
 _CHUNK = 1 << 20
 _held: dict[Path, tuple[int, int]] = {}  # folders this process holds the lock of: (thread, depth) (run = 3 stages)
@@ -314,7 +317,8 @@ def update_manifest(out: Path, drop: Sequence[str] = (), **sections: Any) -> dic
 def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
     """Delete the files that ``stages`` (manifest sections: ``analysis``, ``report``) list as theirs (``files``, and
     ``patterns`` under OUT: a report records what it may write before it writes), and their ``folders`` once empty;
-    return the files.
+    return the files. A finished report is not deleted but moved to ``history/report-<generated_at>/``
+    (:func:`_keep_in_history`); its files are returned under their new names.
 
     A stage whose inputs change makes the later stages' files stale: a notification list or an exposures file
     made from an earlier analysis or an earlier lake would name people the current data does not. The stage
@@ -328,6 +332,8 @@ def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
         section = manifest.get(stage)
         if not isinstance(section, dict):
             continue
+        if stage == "report" and section.get("complete"):
+            removed += _keep_in_history(out, section)
         listed = [out / str(name) for name in section.get("files") or []]
         listed += [path for pattern in section.get("patterns") or [] for path in sorted(out.glob(str(pattern)))]
         for path in listed:
@@ -340,6 +346,63 @@ def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
                 with contextlib.suppress(OSError):
                     folder.rmdir()  # only when empty
     return sorted(removed)
+
+
+def _keep_in_history(out: Path, section: dict[str, Any]) -> list[str]:
+    """Move a finished report's files (``section``: the manifest's ``report``) into ``history/report-<its time>/``,
+    under the same names; return their new names. The lists people were sent stay, with the report they came
+    with, for the next report to say what changed (``changes.csv``) and for whoever must answer what was known
+    when. Not kept either (the caller removes them): a report that never finished, and one whose lists are those
+    of the newest kept report byte for byte (``whosaw run`` again on the same logs), which history already holds."""
+    inside = out.resolve()
+    files = [
+        name for name in (str(n) for n in section.get("files") or [])
+        if (out / name).is_file() and not (out / name).is_symlink() and (out / name).resolve().is_relative_to(inside)
+    ]
+    newest = newest_kept_report(out)
+    if not files or (newest is not None and _lists(out, files) == _lists(newest)):
+        return []
+    history = out / HISTORY_DIR
+    if history.is_symlink() or (history.exists() and not history.is_dir()):
+        raise WhosawError(f"cannot keep the report being replaced in {history}: a file or link is in the way")
+    try:
+        made = datetime.fromisoformat(str(section.get("generated_at"))).astimezone(UTC)
+    except ValueError:  # a manifest edited by hand: named by now, so that it still sorts as the newest
+        made = datetime.now(UTC)
+    base = out / HISTORY_DIR / f"report-{made:{HISTORY_STAMP}}"
+    folder, n = base, 2
+    while folder.exists():
+        folder, n = base.with_name(f"{base.name}-{n}"), n + 1
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out / name, folder / name)
+    return [(folder / name).relative_to(out).as_posix() for name in files]
+
+
+def newest_kept_report(out: Path) -> Path | None:
+    """The newest report kept in ``OUT/history/`` (:func:`_keep_in_history`), or None."""
+    history = Path(out) / HISTORY_DIR
+    if not history.is_dir() or history.is_symlink():
+        return None
+    kept = sorted(path for path in history.glob("report-*") if path.is_dir() and not path.is_symlink())
+    return kept[-1] if kept else None
+
+
+def _lists(folder: Path, names: Sequence[str] | None = None) -> dict[str, bytes]:
+    """The lists of people of the report in ``folder`` (of its files ``names``, default all): name -> bytes."""
+    if names is None:
+        names = [path.relative_to(folder).as_posix() for path in folder.rglob("*.csv") if path.is_file()]
+    return {
+        name: (folder / name).read_bytes()
+        for name in names
+        if name in ("affected_users.csv", "viewers.csv") or (name.startswith("notify/") and name.endswith(".csv"))
+    }
+
+
+def kept_report(removed: Sequence[str]) -> str | None:
+    """The ``history/`` folder :func:`remove_stage_outputs` moved a finished report to, from the names it returned."""
+    kept = [name for name in removed if name.startswith(HISTORY_DIR + "/")]
+    return "/".join(kept[0].split("/")[:2]) if kept else None
 
 
 def output_hashes(

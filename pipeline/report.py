@@ -6,6 +6,7 @@ Reads the analysis outputs in ``OUT`` (``exposures.parquet``, ``timeline.parquet
 - ``affected_users.csv``: one row per owner whose data was exposed, joined with the users directory;
 - ``viewers.csv``: one row per viewer shown someone else's data (anonymous sessions by a hash of the session);
 - ``notify/<category>.csv``: one notification list per category of data;
+- ``changes.csv``: what changed in those lists since the previous report, kept in ``history/`` (when there is one);
 - ``exposures.csv`` only if the analysis did not write it;
 - ``charts/*.png``, ``report.html`` (self-contained: images inline, no network) and ``report.md``.
 
@@ -37,17 +38,19 @@ from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import (
+    HISTORY_STAMP,
     ctrl_c_waits,
     damaged_inputs,
     load_manifest,
     locked,
+    newest_kept_report,
     read_json_object,
     rejected_inputs,
     remove_stage_outputs,
     update_manifest,
 )
 from .progress import execute, progress_wanted
-from .safecsv import CSV_SHAPE_HINT, copy_safe_csv
+from .safecsv import CSV_SHAPE_HINT, copy_safe_csv, sql_restore
 from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS, id_text
 
 __all__ = ["report"]
@@ -97,7 +100,7 @@ def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
 # What a report may write, recorded in the manifest before it writes anything: a report killed half-way is then
 # removed whole by the next analysis or ingest (manifest.remove_stage_outputs), not left beside it.
 REPORT_OUTPUTS = {
-    "files": ["affected_users.csv", "report.html", "report.md", "viewers.csv"],
+    "files": ["affected_users.csv", "changes.csv", "report.html", "report.md", "viewers.csv"],
     "patterns": ["charts/*.png", "notify/*.csv"],
     "folders": ["charts", "notify"],
 }
@@ -169,6 +172,7 @@ def _write_report(out: Path, inputs: _Inputs, show: bool) -> dict[str, Path]:
             "users_directory": str(inputs.users_path) if inputs.users_path else None,
             "missing_from_directory": facts.missing_from_directory,
             "without_email": facts.without_email,
+            "changes": facts.changes.record() if facts.changes else None,
             "checks": [{"check": text, "ok": ok} for text, ok in facts.checks],
         },
     )
@@ -189,13 +193,18 @@ def _tables(inputs: _Inputs, show: bool, charts: ChartWorker) -> tuple[dict[str,
         charts.draw_timeline(inputs.summary, _timeline(con, inputs.timeline))
         con.execute(f"SET temp_directory = {_sql_str(temp_dir)}")
         _register(con, inputs)
+        previous = newest_kept_report(out)
+        unreadable = _register_previous_lists(con, previous)
         for sql_file in _sql_files():
             execute(con, sql_file.read_text(encoding="utf-8"), f"report: {sql_file.stem[3:]}", show)
         facts = _facts(con, inputs)
         charts.draw_facts(
             ChartFacts(facts.severity_by_category, facts.countries, facts.owners_seen_hist, facts.viewer_count_hist)
         )
-        files, facts.notify_files = _write_csvs(con, inputs)
+        if previous is not None:
+            facts.changes = _changes(con, out, previous, unreadable)
+            facts.checks += facts.changes.checks()
+        files, facts.notify_files = _write_csvs(con, inputs, facts.changes)
     finally:
         con.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -398,7 +407,9 @@ def _slug(category: str) -> str:
     return slug[:80] or "category"
 
 
-def _write_csvs(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> tuple[dict[str, Path], dict[str, str]]:
+def _write_csvs(
+    con: duckdb.DuckDBPyConnection, inputs: _Inputs, changes: _Changes | None
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Write the CSVs; return the files and, per category, its notify/ file name."""
     out = inputs.out
     names: dict[str, str] = {}
@@ -407,6 +418,11 @@ def _write_csvs(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> tuple[dict[s
     files["affected_users.csv"] = out / "affected_users.csv"
     copy_safe_csv(con, "SELECT * FROM viewers", out / "viewers.csv")
     files["viewers.csv"] = out / "viewers.csv"
+    if changes is not None and changes.unreadable is None:
+        copy_safe_csv(con, "SELECT * FROM notify_changes", out / "changes.csv")
+        files["changes.csv"] = out / "changes.csv"
+    else:  # one an earlier report of this analysis wrote, when history/ had a report then
+        (out / "changes.csv").unlink(missing_ok=True)
 
     exposures_csv = out / "exposures.csv"
     if not exposures_csv.is_file():  # the analysis writes it; write it here only when it is missing
@@ -437,6 +453,114 @@ def _write_csvs(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> tuple[dict[s
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Changes since the previous report
+
+
+def _register_previous_lists(con: duckdb.DuckDBPyConnection, folder: Path | None) -> str | None:
+    """Table ``previous_notify`` (category, owner_id): the rows of the notification lists of the report kept in
+    ``folder`` (empty without one, or when it named no one). Returns why they could not be read, if so."""
+    con.execute("CREATE TEMP TABLE previous_notify (category VARCHAR, owner_id VARCHAR)")
+    lists = sorted((folder / "notify").glob("*.csv")) if folder is not None else []
+    if not lists:
+        return None
+    source = (
+        f"read_csv([{', '.join(_sql_str(path) for path in lists)}], header = true, delim = ',', quote = '\"', "
+        "escape = '\"', all_varchar = true, union_by_name = true)"
+    )
+    try:
+        con.execute(
+            f"INSERT INTO previous_notify SELECT {sql_restore('category')}, {sql_restore('owner_id')} FROM {source}"
+        )
+        if con.execute("SELECT count(*) FROM previous_notify WHERE owner_id IS NULL").fetchone()[0]:
+            raise WhosawError("a row without an owner_id")
+    except (duckdb.Error, WhosawError):  # not what whosaw wrote (edited, saved by a spreadsheet): nothing printed
+        con.execute("DELETE FROM previous_notify")
+        return "its notify/ lists are not as whosaw wrote them (a category and an owner_id on every row)"
+    return None
+
+
+@dataclass
+class _Changes:
+    """What changed in the notification lists since the report kept in ``folder`` (table ``notify_changes``)."""
+
+    folder: str  # history/report-<time>, relative to OUT
+    generated_at: datetime | None
+    unreadable: str | None = None  # why its lists could not be compared: then no changes.csv
+    # (category, rows before, added, removed, rows now), by category; the uncategorized list's category is None
+    by_category: list[tuple[str | None, int, int, int, int]] = field(default_factory=list)
+    owners_new: int = 0  # owners on a list now who were on none before
+    owners_gone: int = 0  # owners on a list before who are on none now
+
+    @property
+    def added(self) -> int:
+        return sum(row[2] for row in self.by_category)
+
+    @property
+    def removed(self) -> int:
+        return sum(row[3] for row in self.by_category)
+
+    def record(self) -> dict[str, Any]:
+        """For the manifest's ``report.changes``."""
+        made = self.generated_at.isoformat().replace("+00:00", "Z") if self.generated_at else None
+        return {
+            "previous_report": self.folder,
+            "previous_generated_at": made,
+            "unreadable": self.unreadable,
+            "added": self.added,
+            "removed": self.removed,
+            "owners_new": self.owners_new,
+            "owners_gone": self.owners_gone,
+        }
+
+    def checks(self) -> list[tuple[str, bool]]:
+        if self.unreadable:
+            return []
+        return [
+            (
+                "each notification list is the previous report's, plus the rows changes.csv adds, less those it "
+                "removes",
+                all(before + added - removed == now for _, before, added, removed, now in self.by_category),
+            )
+        ]
+
+
+def _changes(con: duckdb.DuckDBPyConnection, out: Path, folder: Path, unreadable: str | None) -> _Changes:
+    """Count the changes of each list (table ``notify_changes``) against the lists before and now."""
+    try:
+        made = datetime.strptime(folder.name.removeprefix("report-")[:23], HISTORY_STAMP).replace(tzinfo=UTC)
+    except ValueError:  # a folder someone renamed
+        made = None
+    changes = _Changes(folder.relative_to(out).as_posix(), made, unreadable)
+    if unreadable:
+        return changes
+    changes.by_category = con.execute(
+        """
+        WITH before AS (SELECT category, count(DISTINCT owner_id) AS n FROM previous_notify GROUP BY ALL),
+             now AS (SELECT category, count(*) AS n FROM notify GROUP BY ALL),
+             changed AS (SELECT category, count(*) FILTER (WHERE change = 'added') AS added,
+                                count(*) FILTER (WHERE change = 'removed') AS removed
+                         FROM notify_changes GROUP BY ALL),
+             categories AS (SELECT category FROM before UNION SELECT category FROM now)
+        SELECT c.category, coalesce(b.n, 0), coalesce(ch.added, 0), coalesce(ch.removed, 0), coalesce(n.n, 0)
+        FROM categories AS c
+        LEFT JOIN before AS b ON b.category IS NOT DISTINCT FROM c.category
+        LEFT JOIN now AS n ON n.category IS NOT DISTINCT FROM c.category
+        LEFT JOIN changed AS ch ON ch.category IS NOT DISTINCT FROM c.category
+        ORDER BY c.category NULLS FIRST
+        """
+    ).fetchall()
+    changes.owners_new, changes.owners_gone = con.execute(
+        """
+        SELECT count(DISTINCT owner_id) FILTER (WHERE owner_id NOT IN (SELECT owner_id FROM previous_notify)),
+               (SELECT count(DISTINCT owner_id) FROM previous_notify
+                WHERE owner_id NOT IN (SELECT owner_id FROM notify))
+        FROM notify
+        """
+    ).fetchone()
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Facts: the small aggregates the report and the charts show
 
 
@@ -464,6 +588,7 @@ class _Facts:
     has_raw_sessions: bool = False
     rejects: list[tuple[str, str, str | None, int]] = field(default_factory=list)  # kind, reason, detail, lines
     checks: list[tuple[str, bool]] = field(default_factory=list)
+    changes: _Changes | None = None  # since the previous report, when history/ keeps one
 
 
 def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
@@ -813,12 +938,57 @@ def _build(inputs: _Inputs, facts: _Facts, charts: dict[str, bytes]) -> list[Any
                 "warning",
             )
         )
+    blocks += _changes_section(facts.changes)
     blocks += _numbers(s, facts)
     blocks += _by_category(s, facts)
     blocks += _charts_section(s)
     blocks += _countries_section(facts)
     blocks += _method(inputs, facts)
     blocks += _files_section(facts)
+    return blocks
+
+
+def _changes_section(changes: _Changes | None) -> list[Any]:
+    """What changed in the notification lists since the previous report: the first thing whoever acted on that
+    report needs from this one."""
+    if changes is None:
+        return []
+    kept = f"made {_fmt_time(changes.generated_at)}, kept with its lists in {changes.folder}/"
+    blocks: list[Any] = [Heading(2, "Changes since the previous report")]
+    if changes.unreadable:
+        return blocks + [
+            Para(
+                f"The previous report ({kept}) could not be compared with this one: {changes.unreadable}. These "
+                "lists are complete on their own; compare them with the lists sent before by hand.",
+                "warning",
+            )
+        ]
+    if not changes.added and not changes.removed:
+        return blocks + [Para(f"The notification lists are the same as in the previous report ({kept}).")]
+    blocks.append(
+        Para(
+            [
+                f"Since the previous report ({kept}): ",
+                Num(changes.added),
+                f" {_verb(changes.added, 'row', 'rows')} added to the notification lists and ",
+                Num(changes.removed),
+                " removed, each in ",
+                Code("changes.csv"),
+                " with the list it changed. ",
+                *_count(changes.owners_new, "owner"),
+                f" {_verb(changes.owners_new, 'is', 'are')} on a list for the first time, and ",
+                *_count(changes.owners_gone, "owner"),
+                f" {_verb(changes.owners_gone, 'is', 'are')} on none any more. A row goes when this analysis no "
+                "longer finds that exposure (later logs showed the viewer held the owner's session, or a grant; "
+                "another window or config): someone removed may have been told already.",
+            ]
+        )
+    )
+    rows = [
+        [Code(category or ""), Num(before), Num(added), Num(removed), Num(now)]
+        for category, before, added, removed, now in changes.by_category
+    ]
+    blocks.append(Table(["list (category)", "rows before", "added", "removed", "rows now"], rows, numeric=(1, 2, 3, 4)))
     return blocks
 
 
@@ -1723,6 +1893,15 @@ def _files_section(facts: _Facts) -> list[Any]:
             Num(facts.exposure_rows),
         ],
     ]
+    if facts.changes is not None and not facts.changes.unreadable:
+        rows.append(
+            [
+                Code("changes.csv"),
+                f"the rows added to or removed from the notification lists since the report in "
+                f"{facts.changes.folder}/",
+                Num(facts.changes.added + facts.changes.removed),
+            ]
+        )
     for category, name in sorted(facts.notify_files.items()):
         rows.append(
             [

@@ -60,6 +60,11 @@ def sql_neutralise(expr: str) -> str:
     return f"CASE WHEN {risky} THEN '''' || {expr} ELSE {expr} END"
 
 
+def sql_restore(expr: str) -> str:
+    """The inverse rule (:func:`restore`) as a DuckDB SQL expression over a text expression."""
+    return f"CASE WHEN starts_with({expr}, '''') THEN substr({expr}, 2) ELSE {expr} END"
+
+
 def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path) -> None:
     """Write the rows of ``relation_sql`` to ``path`` as UTF-8 CSV (with a byte order mark) with every text cell
     neutralised.

@@ -2,6 +2,7 @@
 written when the command line is wrong."""
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 
 from pipeline import __version__
 from pipeline.cli import cli
-from pipeline.safecsv import CSV_SHAPE_HINT
+from pipeline.safecsv import CSV_SHAPE_HINT, read_safe_csv
 
 SAMPLE = str(Path(__file__).resolve().parents[1] / "sample_logs")
 VERBS = ["run", "ingest", "analyze", "report", "simulate"]
@@ -154,6 +155,8 @@ def _junk(path: Path) -> None:
      "did not finish (summary.json and manifest.json disagree)"),  # an analysis killed before its manifest
     ("analyze", lambda out: ((out / "exposures.parquet").unlink(), (out / "exposures.parquet").mkdir()),
      "exposures.parquet: a folder or link is in the way"),  # the analysis cannot be moved in there
+    ("analyze", lambda out: (out / "history").write_text("mine\n"),
+     "cannot keep the report being replaced in"),  # nor the report it replaces kept
 ])
 def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, verb, damage, says):
     """Whatever was left in --out (a damaged manifest, lake file or analysis output): one line naming it, exit 2."""
@@ -175,7 +178,7 @@ def test_a_new_analysis_removes_the_report_of_the_old_one(finished_run, tmp_path
     assert all((out / name).is_file() for name in REPORT_FILES) and any((out / "notify").iterdir())
     result = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "2023-03-20T00:00Z/2023-03-20T00:01Z"])
     assert result.exit_code == 0, result.output
-    assert "removed the report of the previous analysis (" in result.output
+    assert "moved the report of the previous analysis to history/report-" in result.output
     assert not any((out / name).exists() for name in (*REPORT_FILES, "notify", "charts"))
     assert (out / "exposures.csv").is_file() and (out / "my_notes.csv").is_file()  # the analysis's, the user's
     manifest = json.loads((out / "manifest.json").read_text())
@@ -186,7 +189,95 @@ def test_a_new_analysis_removes_the_report_of_the_old_one(finished_run, tmp_path
     assert result.exit_code == 0, result.output
     assert (out / "affected_users.csv").read_text(encoding="utf-8-sig").count("\n") == 1  # a header: no one
     result = CliRunner().invoke(cli, ["analyze", "--out", str(out)])
-    assert "removed the report" in result.output and not (out / "affected_users.csv").exists()
+    assert "moved the report" in result.output and not (out / "affected_users.csv").exists()
+
+
+def _listed(folder: Path) -> set[tuple[str, str]]:
+    """The (category, owner_id) rows of the notification lists in ``folder``/notify."""
+    return {
+        (row.category, row.owner_id)
+        for path in (folder / "notify").glob("*.csv")
+        for row in read_safe_csv(path).itertuples()
+    }
+
+
+def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_run, tmp_path):
+    """Legal acts on a report; a later analysis (another window, late logs) changes the lists. The report it
+    replaces is kept whole in history/, and the next report lists, in changes.csv and its first section, the rows
+    added to and removed from each notification list since: exactly the difference of the two reports' lists."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    sent = {name: (out / name).read_bytes() for name in ("affected_users.csv", "report.md")}
+    sent.update({f"notify/{p.name}": p.read_bytes() for p in (out / "notify").glob("*.csv")})
+    before = _listed(out)
+
+    window = ["--window", "2023-03-20T03:00Z/2023-03-20T06:00Z"]
+    narrower = CliRunner().invoke(cli, ["analyze", "--out", str(out), *window])
+    assert narrower.exit_code == 0, narrower.output
+    (kept,) = (out / "history").iterdir()
+    assert f"moved the report of the previous analysis to history/{kept.name}/" in narrower.output
+    assert {name: (kept / name).read_bytes() for name in sent} == sent  # what was sent, byte for byte
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["outputs"][f"history/{kept.name}/affected_users.csv"] == hashlib.sha256(
+        sent["affected_users.csv"]
+    ).hexdigest()
+
+    for _ in range(2):  # a report made again of the same analysis compares with the same kept report
+        result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        now = _listed(out)
+        gone = before - now
+        assert gone and not now - before  # a narrower window: only removals
+        assert (
+            f"changes          0 added to the notification lists, {len(gone)} removed since the report in "
+            f"history/{kept.name}/ (changes.csv)" in result.output
+        )
+        changes = read_safe_csv(out / "changes.csv")
+        assert set(changes["change"]) == {"removed"}
+        assert set(zip(changes["category"], changes["owner_id"], strict=True)) == gone
+        assert changes["email"].notna().all() and changes["exposure_count"].isna().all()  # contact, no exposure
+        assert "@" not in result.output
+        assert len(list((out / "history").iterdir())) == 1
+    md = (out / "report.md").read_text()
+    assert "## Changes since the previous report" in md and f"{len(gone)} removed" in md
+    assert "FAILED" not in md and "passed: each notification list is the previous report's" in md
+
+    wider = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--config", f"{SAMPLE}/incident.toml"])
+    assert wider.exit_code == 0, wider.output
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert len(list((out / "history").iterdir())) == 2  # the newest kept report is the one compared with
+    assert f"{len(gone)} added to the notification lists, 0 removed" in result.output
+    changes = read_safe_csv(out / "changes.csv")
+    assert set(zip(changes["category"], changes["owner_id"], strict=True)) == gone and _listed(out) == before
+    assert (changes["exposure_count"].astype(int) > 0).all()
+
+    # The same analysis again: the report it replaces is kept once, and lists that are the newest kept ones'
+    # byte for byte (the same logs run again) are not kept twice.
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out)]).exit_code == 0
+    newest = sorted((out / "history").iterdir())[-1]
+    assert len(list((out / "history").iterdir())) == 3 and (newest / "changes.csv").is_file()
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert f"changes          none to the notification lists since the report in history/{newest.name}/" in (
+        result.output
+    )
+    assert read_safe_csv(out / "changes.csv").empty
+    again = CliRunner().invoke(cli, ["analyze", "--out", str(out)])
+    assert "removed the report of the previous analysis (" in again.output
+    assert len(list((out / "history").iterdir())) == 3
+
+
+def test_a_kept_report_that_cannot_be_compared_is_a_warning(finished_run, tmp_path):
+    """A kept list someone edited (a spreadsheet saved over it) cannot be compared: the report is still made,
+    without changes.csv, and says so; nothing from the file is printed."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "all"]).exit_code == 0
+    (kept,) = (out / "history").iterdir()
+    edited = next((kept / "notify").glob("*.csv"))
+    edited.write_text("Owner;Category\nsecret@example.com;x\n")
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: the lists of the report in history/{kept.name}/ could not be compared" in result.output
+    assert "secret" not in result.output and not (out / "changes.csv").exists()
+    assert "could not be compared with this one" in (out / "report.md").read_text()
 
 
 def test_a_report_killed_half_way_goes_with_the_next_analysis(finished_run, tmp_path):
@@ -217,8 +308,11 @@ def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, t
     result = CliRunner().invoke(cli, ["ingest", str(late), "--out", str(out), "--kind", "requests"])
     assert result.exit_code == 0, result.output
     assert "removed the analysis and report of the lake before this ingest (" in result.output
+    assert "; the report is kept in history/report-" in result.output
     left = sorted(p.name for p in out.iterdir())
-    assert left == [".ingest.lock", "manifest.json", "parquet", "rejects"], left
+    assert left == [".ingest.lock", "history", "manifest.json", "parquet", "rejects"], left
+    (kept,) = (out / "history").iterdir()  # the report, whole; not the analysis
+    assert {p.relative_to(kept).as_posix() for p in kept.rglob("*.*")} == set(first["report"]["files"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert not {"analysis", "report", "window"} & set(manifest)
     assert manifest["config"] == first["config"]  # late logs without --config: the lake's config, not the defaults
