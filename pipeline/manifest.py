@@ -35,6 +35,7 @@ MANIFEST_NAME = "manifest.json"
 PENDING_NAME = ".ingest-pending"  # an ingest's commit in progress: see begin_ingest_commit
 HISTORY_DIR = "history"  # the reports that later data or a later analysis replaced: see remove_stage_outputs
 HISTORY_STAMP = "%Y%m%dT%H%M%S.%fZ"  # history/report-<when it was made, UTC>: names that sort by time
+KEPT_NAME = "kept.json"  # in a kept report's folder: when it was made, and the SHA-256 of the lists it wrote
 LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage now takes it
 _CHUNK = 1 << 20
 _held: dict[Path, tuple[int, int]] = {}  # folders this process holds the lock of: (thread, depth) (run = 3 stages)
@@ -360,7 +361,7 @@ def _keep_in_history(out: Path, section: dict[str, Any]) -> list[str]:
         if (out / name).is_file() and not (out / name).is_symlink() and (out / name).resolve().is_relative_to(inside)
     ]
     newest = newest_kept_report(out)
-    if not files or (newest is not None and _lists(out, files) == _lists(newest)):
+    if not files or (newest is not None and list_hashes(out, files) == list_hashes(newest)):
         return []
     history = out / HISTORY_DIR
     if history.is_symlink() or (history.exists() and not history.is_dir()):
@@ -376,7 +377,11 @@ def _keep_in_history(out: Path, section: dict[str, Any]) -> list[str]:
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         os.replace(out / name, folder / name)
-    return [(folder / name).relative_to(out).as_posix() for name in files]
+    # What the report wrote, for the comparison to check that the kept lists are still those (not saved over by a
+    # spreadsheet, before or after they were kept): the hashes the report recorded when it wrote them.
+    about = {"generated_at": section.get("generated_at"), "lists_sha256": section.get("lists_sha256")}
+    (folder / KEPT_NAME).write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
+    return [(folder / name).relative_to(out).as_posix() for name in [*files, KEPT_NAME]]
 
 
 def newest_kept_report(out: Path) -> Path | None:
@@ -388,13 +393,14 @@ def newest_kept_report(out: Path) -> Path | None:
     return kept[-1] if kept else None
 
 
-def _lists(folder: Path, names: Sequence[str] | None = None) -> dict[str, bytes]:
-    """The lists of people of the report in ``folder`` (of its files ``names``, default all): name -> bytes."""
+def list_hashes(folder: Path, names: Sequence[str] | None = None) -> dict[str, str]:
+    """The SHA-256 of each list of people of the report in ``folder`` (``affected_users.csv``, ``viewers.csv``,
+    ``notify/*.csv``; of its files ``names``, default all there)."""
     if names is None:
         names = [path.relative_to(folder).as_posix() for path in folder.rglob("*.csv") if path.is_file()]
     return {
-        name: (folder / name).read_bytes()
-        for name in names
+        name: sha256_file(folder / name)
+        for name in sorted(names)
         if name in ("affected_users.csv", "viewers.csv") or (name.startswith("notify/") and name.endswith(".csv"))
     }
 

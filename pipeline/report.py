@@ -39,8 +39,10 @@ from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import (
     HISTORY_STAMP,
+    KEPT_NAME,
     ctrl_c_waits,
     damaged_inputs,
+    list_hashes,
     load_manifest,
     locked,
     newest_kept_report,
@@ -172,6 +174,7 @@ def _write_report(out: Path, inputs: _Inputs, show: bool) -> dict[str, Path]:
             "users_directory": str(inputs.users_path) if inputs.users_path else None,
             "missing_from_directory": facts.missing_from_directory,
             "without_email": facts.without_email,
+            "lists_sha256": list_hashes(out, list(files)),  # kept with the lists when a later stage replaces them
             "changes": facts.changes.record() if facts.changes else None,
             "checks": [{"check": text, "ok": ok} for text, ok in facts.checks],
         },
@@ -458,25 +461,42 @@ def _write_csvs(
 
 def _register_previous_lists(con: duckdb.DuckDBPyConnection, folder: Path | None) -> str | None:
     """Table ``previous_notify`` (category, owner_id): the rows of the notification lists of the report kept in
-    ``folder`` (empty without one, or when it named no one). Returns why they could not be read, if so."""
+    ``folder`` (empty without one, or when it named no one). Returns why they cannot be compared, if so: then the
+    table is empty."""
     con.execute("CREATE TEMP TABLE previous_notify (category VARCHAR, owner_id VARCHAR)")
-    lists = sorted((folder / "notify").glob("*.csv")) if folder is not None else []
+    if folder is None:
+        return None
+    changed = _changed_since_written(folder)
+    if changed:
+        return changed
+    lists = sorted((folder / "notify").glob("*.csv"))
     if not lists:
         return None
     source = (
         f"read_csv([{', '.join(_sql_str(path) for path in lists)}], header = true, delim = ',', quote = '\"', "
         "escape = '\"', all_varchar = true, union_by_name = true)"
     )
-    try:
-        con.execute(
-            f"INSERT INTO previous_notify SELECT {sql_restore('category')}, {sql_restore('owner_id')} FROM {source}"
-        )
-        if con.execute("SELECT count(*) FROM previous_notify WHERE owner_id IS NULL").fetchone()[0]:
-            raise WhosawError("a row without an owner_id")
-    except (duckdb.Error, WhosawError):  # not what whosaw wrote (edited, saved by a spreadsheet): nothing printed
-        con.execute("DELETE FROM previous_notify")
-        return "its notify/ lists are not as whosaw wrote them (a category and an owner_id on every row)"
+    restored = f"{sql_restore('category')}, {sql_restore('owner_id')}"
+    con.execute(f"INSERT INTO previous_notify SELECT {restored} FROM {source}")
     return None
+
+
+def _changed_since_written(folder: Path) -> str | None:
+    """Why the lists kept in ``folder`` are not those the report wrote (by the SHA-256 it recorded), if so: a list
+    saved over by a spreadsheet (a row deleted once its person was told, ids that lost their leading zeros) would
+    make changes.csv name people wrongly."""
+    try:
+        recorded = json.loads((folder / KEPT_NAME).read_text(encoding="utf-8")).get("lists_sha256")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return f"it has no {KEPT_NAME} with the SHA-256 of the lists it wrote"
+    found = list_hashes(folder)
+    changed = sorted(name for name in set(recorded) | set(found) if recorded.get(name) != found.get(name))
+    if not changed:
+        return None
+    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+    return f"{changed[0]}{more} changed since whosaw wrote it (saved over by a spreadsheet? moved?)"
 
 
 @dataclass

@@ -265,21 +265,32 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     assert len(list((out / "history").iterdir())) == 3
 
 
-def test_a_kept_report_that_cannot_be_compared_is_a_warning(finished_run, tmp_path):
-    """A kept list someone edited (a spreadsheet saved over it) cannot be compared: the report is still made,
-    without changes.csv, and says so; nothing from the file is printed."""
+@pytest.mark.parametrize("when", ["before it was kept", "after it was kept"])
+def test_a_kept_list_changed_since_whosaw_wrote_it_is_not_compared(finished_run, tmp_path, when):
+    """A list saved over by a spreadsheet (a row deleted once its person was told) would make changes.csv name that
+    person as added again. The report records the SHA-256 of every list it writes, a kept report carries them, and
+    a comparison with lists that differ is refused: the report is still made, without changes.csv, and says so;
+    nothing from the file is printed."""
     out = _damaged(finished_run, tmp_path, lambda out: None)
+    if when == "before it was kept":
+        edited = out / "notify" / "payment_info.csv"
+        edited.write_text("".join(edited.read_text(encoding="utf-8").splitlines(keepends=True)[:-1]), encoding="utf-8")
     assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--window", "all"]).exit_code == 0
     (kept,) = (out / "history").iterdir()
-    edited = next((kept / "notify").glob("*.csv"))
-    edited.write_text("Owner;Category\nsecret@example.com;x\n")
+    assert set(json.loads((kept / "kept.json").read_text())["lists_sha256"]) == {
+        "affected_users.csv", "viewers.csv", *(f"notify/{p.name}" for p in (kept / "notify").iterdir())
+    }
+    if when == "after it was kept":
+        edited = kept / "notify" / "payment_info.csv"
+        edited.write_text("Owner;Category\nsecret@example.com;x\n")
     result = CliRunner().invoke(cli, ["report", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"warning: the lists of the report in history/{kept.name}/ could not be compared" in result.output
-    assert "secret" not in result.output and not (out / "changes.csv").exists()
+    assert (
+        f"warning: the lists of the report in history/{kept.name}/ could not be compared: notify/payment_info.csv "
+        "changed since whosaw wrote it" in result.output
+    )
+    assert "secret" not in result.output and "@" not in result.output and not (out / "changes.csv").exists()
     assert "could not be compared with this one" in (out / "report.md").read_text()
-
-
 def test_a_report_killed_half_way_goes_with_the_next_analysis(finished_run, tmp_path):
     """A report records what it may write before it writes: the notification lists of one killed after its first
     list were never listed as its files, and outlived the next analysis."""
@@ -312,7 +323,7 @@ def test_new_logs_remove_the_analysis_and_report_of_the_old_lake(finished_run, t
     left = sorted(p.name for p in out.iterdir())
     assert left == [".ingest.lock", "history", "manifest.json", "parquet", "rejects"], left
     (kept,) = (out / "history").iterdir()  # the report, whole; not the analysis
-    assert {p.relative_to(kept).as_posix() for p in kept.rglob("*.*")} == set(first["report"]["files"])
+    assert {p.relative_to(kept).as_posix() for p in kept.rglob("*.*")} == {*first["report"]["files"], "kept.json"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert not {"analysis", "report", "window"} & set(manifest)
     assert manifest["config"] == first["config"]  # late logs without --config: the lake's config, not the defaults
