@@ -38,7 +38,6 @@ from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import (
-    HISTORY_STAMP,
     KEPT_NAME,
     ctrl_c_waits,
     damaged_inputs,
@@ -197,16 +196,19 @@ def _tables(inputs: _Inputs, show: bool, charts: ChartWorker) -> tuple[dict[str,
         con.execute(f"SET temp_directory = {_sql_str(temp_dir)}")
         _register(con, inputs)
         previous = newest_kept_report(out)
-        unreadable = _register_previous_lists(con, previous)
+        changes = _Changes.since(out, previous) if previous is not None else None
+        _register_previous_lists(con, out, changes)
         for sql_file in _sql_files():
             execute(con, sql_file.read_text(encoding="utf-8"), f"report: {sql_file.stem[3:]}", show)
         facts = _facts(con, inputs)
         charts.draw_facts(
             ChartFacts(facts.severity_by_category, facts.countries, facts.owners_seen_hist, facts.viewer_count_hist)
         )
-        if previous is not None:
-            facts.changes = _changes(con, out, previous, unreadable)
-            facts.checks += facts.changes.checks()
+        if changes is not None:
+            if not changes.unreadable:
+                _count_changes(con, changes)
+            facts.changes = changes
+            facts.checks += changes.checks()
         files, facts.notify_files = _write_csvs(con, inputs, facts.changes)
     finally:
         con.close()
@@ -459,57 +461,39 @@ def _write_csvs(
 # Changes since the previous report
 
 
-def _register_previous_lists(con: duckdb.DuckDBPyConnection, folder: Path | None) -> str | None:
-    """Table ``previous_notify`` (category, owner_id): the rows of the notification lists of the report kept in
-    ``folder`` (empty without one, or when it named no one). Returns why they cannot be compared, if so: then the
-    table is empty."""
-    con.execute("CREATE TEMP TABLE previous_notify (category VARCHAR, owner_id VARCHAR)")
-    if folder is None:
-        return None
-    changed = _changed_since_written(folder)
-    if changed:
-        return changed
-    lists = sorted((folder / "notify").glob("*.csv"))
-    if not lists:
-        return None
-    source = (
-        f"read_csv([{', '.join(_sql_str(path) for path in lists)}], header = true, delim = ',', quote = '\"', "
-        "escape = '\"', all_varchar = true, union_by_name = true)"
-    )
-    restored = f"{sql_restore('category')}, {sql_restore('owner_id')}"
-    con.execute(f"INSERT INTO previous_notify SELECT {restored} FROM {source}")
-    return None
-
-
-def _changed_since_written(folder: Path) -> str | None:
-    """Why the lists kept in ``folder`` are not those the report wrote (by the SHA-256 it recorded), if so: a list
-    saved over by a spreadsheet (a row deleted once its person was told, ids that lost their leading zeros) would
-    make changes.csv name people wrongly."""
-    try:
-        recorded = json.loads((folder / KEPT_NAME).read_text(encoding="utf-8")).get("lists_sha256")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
-    if not isinstance(recorded, dict):
-        return f"it has no {KEPT_NAME} with the SHA-256 of the lists it wrote"
-    found = list_hashes(folder)
-    changed = sorted(name for name in set(recorded) | set(found) if recorded.get(name) != found.get(name))
-    if not changed:
-        return None
-    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-    return f"{changed[0]}{more} changed since whosaw wrote it (saved over by a spreadsheet? moved?)"
-
-
 @dataclass
 class _Changes:
-    """What changed in the notification lists since the report kept in ``folder`` (table ``notify_changes``)."""
+    """What changed in the notification lists since the newest report kept in ``history/`` (table
+    ``notify_changes``)."""
 
     folder: str  # history/report-<time>, relative to OUT
-    generated_at: datetime | None
-    unreadable: str | None = None  # why its lists could not be compared: then no changes.csv
-    # (category, rows before, added, removed, rows now), by category; the uncategorized list's category is None
+    generated_at: Any  # when that report was made (its kept.json), None when unknown
+    unreadable: str | None = None  # why its lists cannot be compared: then no changes.csv
+    # (category, rows before, added, removed, rows now), by category
     by_category: list[tuple[str | None, int, int, int, int]] = field(default_factory=list)
     owners_new: int = 0  # owners on a list now who were on none before
     owners_gone: int = 0  # owners on a list before who are on none now
+
+    @classmethod
+    def since(cls, out: Path, folder: Path) -> _Changes:
+        """The kept report in ``folder``, checked: its lists must be those it wrote, by the SHA-256 it recorded
+        (kept.json). A list saved over by a spreadsheet (a row deleted once its person was told, ids that lost
+        their leading zeros) would make changes.csv name people wrongly."""
+        try:
+            kept = json.loads((folder / KEPT_NAME).read_text(encoding="utf-8"))
+            recorded = kept.get("lists_sha256")
+        except (OSError, ValueError, AttributeError):
+            kept, recorded = {}, None
+        changes = cls(folder.relative_to(out).as_posix(), kept.get("generated_at"))
+        if not isinstance(recorded, dict):
+            changes.unreadable = f"{KEPT_NAME} holds no SHA-256 of its lists (made by an earlier whosaw?)"
+            return changes
+        found = list_hashes(folder)
+        changed = sorted(name for name in set(recorded) | set(found) if recorded.get(name) != found.get(name))
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            changes.unreadable = f"{changed[0]}{more} changed since whosaw wrote it (saved over by a spreadsheet?)"
+        return changes
 
     @property
     def added(self) -> int:
@@ -521,10 +505,9 @@ class _Changes:
 
     def record(self) -> dict[str, Any]:
         """For the manifest's ``report.changes``."""
-        made = self.generated_at.isoformat().replace("+00:00", "Z") if self.generated_at else None
         return {
             "previous_report": self.folder,
-            "previous_generated_at": made,
+            "previous_generated_at": self.generated_at,
             "unreadable": self.unreadable,
             "added": self.added,
             "removed": self.removed,
@@ -544,15 +527,22 @@ class _Changes:
         ]
 
 
-def _changes(con: duckdb.DuckDBPyConnection, out: Path, folder: Path, unreadable: str | None) -> _Changes:
-    """Count the changes of each list (table ``notify_changes``) against the lists before and now."""
-    try:
-        made = datetime.strptime(folder.name.removeprefix("report-")[:23], HISTORY_STAMP).replace(tzinfo=UTC)
-    except ValueError:  # a folder someone renamed
-        made = None
-    changes = _Changes(folder.relative_to(out).as_posix(), made, unreadable)
-    if unreadable:
-        return changes
+def _register_previous_lists(con: duckdb.DuckDBPyConnection, out: Path, changes: _Changes | None) -> None:
+    """Table ``previous_notify`` (category, owner_id): the rows of the notification lists of the kept report
+    ``changes`` compares with (empty without one, when it named no one, or when its lists cannot be compared)."""
+    con.execute("CREATE TEMP TABLE previous_notify (category VARCHAR, owner_id VARCHAR)")
+    lists = sorted((out / changes.folder / "notify").glob("*.csv")) if changes and not changes.unreadable else []
+    if lists:
+        source = (
+            f"read_csv([{', '.join(_sql_str(path) for path in lists)}], header = true, delim = ',', quote = '\"', "
+            "escape = '\"', all_varchar = true, union_by_name = true)"
+        )
+        con.execute(f"INSERT INTO previous_notify SELECT {sql_restore('category')}, {sql_restore('owner_id')} "
+                    f"FROM {source}")
+
+
+def _count_changes(con: duckdb.DuckDBPyConnection, changes: _Changes) -> None:
+    """Each list's rows before, added, removed and now, and the owners new to the lists or gone from them."""
     changes.by_category = con.execute(
         """
         WITH before AS (SELECT category, count(DISTINCT owner_id) AS n FROM previous_notify GROUP BY ALL),
@@ -577,7 +567,6 @@ def _changes(con: duckdb.DuckDBPyConnection, out: Path, folder: Path, unreadable
         FROM notify
         """
     ).fetchone()
-    return changes
 
 
 # ------------------------------------------------------------------------------------------------------------
