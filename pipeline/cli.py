@@ -245,11 +245,16 @@ def analyze(out, config, window, engine, spark_master, progress) -> None:
 
 @cli.command(short_help="Write the report and the CSV lists of an analysed --out.")
 @reported_out_option
+@click.option(
+    "--since", "since", metavar="FOLDER",
+    help="List in changes.csv what changed since the report kept in FOLDER (in --out's history/: the lists that "
+    "were sent). Default: the newest report kept there.",
+)
 @progress_option
 @handle_errors
-def report(out, progress) -> None:
+def report(out, since, progress) -> None:
     """Write the affected-user report and the CSV exports from an analysed --out folder."""
-    files = _api().report(out, progress=progress)
+    files = _api().report(out, progress=progress, since=since)
     _print_changes(out)
     _print_files(out, files)
 

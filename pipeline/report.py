@@ -38,6 +38,7 @@ from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
 from .errors import WhosawError, first_unreadable_parquet
 from .manifest import (
+    HISTORY_DIR,
     KEPT_NAME,
     ctrl_c_waits,
     damaged_inputs,
@@ -86,16 +87,18 @@ NEAR_MISS_TEXT = {
 # The entry point
 
 
-def report(out: str | Path, progress: bool | None = None) -> dict[str, Path]:
+def report(out: str | Path, progress: bool | None = None, since: str | Path | None = None) -> dict[str, Path]:
     """Write the CSV exports, charts and reports for the analysed folder ``out``; return the files written.
 
     The keys of the returned dict are the files' paths relative to ``out`` (POSIX form). ``exposures.csv`` is
     listed too: the analysis writes it (the report writes it only when it is missing), and it is the evidence
     behind the lists. The charts are drawn in a thread while DuckDB runs the report's SQL and writes the CSVs.
+    ``changes.csv`` compares the notification lists with those of the report kept in ``since`` (a folder of
+    ``OUT/history/``, by path or name: the lists that were sent), by default the newest one kept there.
     """
     out = Path(out)
     with locked(out, "report"):
-        return _report_locked(out, progress_wanted(progress))
+        return _report_locked(out, progress_wanted(progress), since)
 
 
 # What a report may write, recorded in the manifest before it writes anything: a report killed half-way is then
@@ -107,9 +110,10 @@ REPORT_OUTPUTS = {
 }
 
 
-def _report_locked(out: Path, show: bool) -> dict[str, Path]:
+def _report_locked(out: Path, show: bool, since: str | Path | None) -> dict[str, Path]:
     """``report`` once it holds ``out``'s lock: no analyze or ingest can replace the exposures it reads."""
     inputs = _Inputs.load(out)
+    inputs.previous = _kept_report(out, since)
     update_manifest(out, report={**REPORT_OUTPUTS, "complete": False})
     try:
         return _write_report(out, inputs, show)
@@ -195,8 +199,7 @@ def _tables(inputs: _Inputs, show: bool, charts: ChartWorker) -> tuple[dict[str,
         charts.draw_timeline(inputs.summary, _timeline(con, inputs.timeline))
         con.execute(f"SET temp_directory = {_sql_str(temp_dir)}")
         _register(con, inputs)
-        previous = newest_kept_report(out)
-        changes = _Changes.since(out, previous) if previous is not None else None
+        changes = _Changes.since(out, inputs.previous) if inputs.previous is not None else None
         _register_previous_lists(con, out, changes)
         for sql_file in _sql_files():
             execute(con, sql_file.read_text(encoding="utf-8"), f"report: {sql_file.stem[3:]}", show)
@@ -241,6 +244,7 @@ class _Inputs:
     timeline: Path | None
     users_path: Path | None
     users_note: str
+    previous: Path | None = None  # the kept report whose lists changes.csv compares with
 
     @classmethod
     def load(cls, out: Path) -> _Inputs:
@@ -461,6 +465,17 @@ def _write_csvs(
 # Changes since the previous report
 
 
+def _kept_report(out: Path, since: str | Path | None) -> Path | None:
+    """The kept report to compare with: ``since`` (a path, or a folder name in ``OUT/history/``), else the newest
+    one kept (None when there is none)."""
+    if since is None:
+        return newest_kept_report(out)
+    for folder in (Path(since), out / HISTORY_DIR / Path(since).name):
+        if (folder / KEPT_NAME).is_file():
+            return folder
+    raise WhosawError(f"report: --since {since} is not a report kept in {out / HISTORY_DIR} (no {KEPT_NAME} there)")
+
+
 @dataclass
 class _Changes:
     """What changed in the notification lists since the newest report kept in ``history/`` (table
@@ -484,7 +499,9 @@ class _Changes:
             recorded = kept.get("lists_sha256")
         except (OSError, ValueError, AttributeError):
             kept, recorded = {}, None
-        changes = cls(folder.relative_to(out).as_posix(), kept.get("generated_at"))
+        inside = folder.resolve().is_relative_to(out.resolve())
+        name = folder.resolve().relative_to(out.resolve()).as_posix() if inside else str(folder)
+        changes = cls(name, kept.get("generated_at"))
         if not isinstance(recorded, dict):
             changes.unreadable = f"{KEPT_NAME} holds no SHA-256 of its lists (made by an earlier whosaw?)"
             return changes

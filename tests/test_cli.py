@@ -249,6 +249,13 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     changes = read_safe_csv(out / "changes.csv")
     assert set(zip(changes["category"], changes["owner_id"], strict=True)) == gone and _listed(out) == before
     assert (changes["exposure_count"].astype(int) > 0).all()
+    # --since: against the lists that were sent, not the newest kept (by name here; a path works too)
+    result = CliRunner().invoke(cli, ["report", "--out", str(out), "--since", kept.name])
+    assert f"changes          none to the notification lists since the report in history/{kept.name}/" in (
+        result.output
+    )
+    result = CliRunner().invoke(cli, ["report", "--out", str(out), "--since", str(out / "notify")])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "is not a report kept in" in result.stderr
 
     # The same analysis again: the report it replaces is kept once, and lists that are the newest kept ones'
     # byte for byte (the same logs run again) are not kept twice.
