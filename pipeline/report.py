@@ -478,10 +478,9 @@ def _kept_report(out: Path, since: str | Path | None) -> Path | None:
 
 @dataclass
 class _Changes:
-    """What changed in the notification lists since the newest report kept in ``history/`` (table
-    ``notify_changes``)."""
+    """What changed in the notification lists since a report kept in ``history/`` (table ``notify_changes``)."""
 
-    folder: str  # history/report-<time>, relative to OUT
+    folder: str  # history/report-<time>, relative to OUT (or the path --since gave, outside OUT)
     generated_at: Any  # when that report was made (its kept.json), None when unknown
     unreadable: str | None = None  # why its lists cannot be compared: then no changes.csv
     # (category, rows before, added, removed, rows now), by category
@@ -499,9 +498,9 @@ class _Changes:
             recorded = kept.get("lists_sha256")
         except (OSError, ValueError, AttributeError):
             kept, recorded = {}, None
-        inside = folder.resolve().is_relative_to(out.resolve())
-        name = folder.resolve().relative_to(out.resolve()).as_posix() if inside else str(folder)
-        changes = cls(name, kept.get("generated_at"))
+        where = folder.resolve()
+        shown = where.relative_to(out.resolve()).as_posix() if where.is_relative_to(out.resolve()) else str(folder)
+        changes = cls(shown, kept.get("generated_at"))
         if not isinstance(recorded, dict):
             changes.unreadable = f"{KEPT_NAME} holds no SHA-256 of its lists (made by an earlier whosaw?)"
             return changes
