@@ -372,24 +372,26 @@ def _keep_in_history(out: Path, section: dict[str, Any]) -> list[str]:
         made = datetime.now(UTC)
     base = out / HISTORY_DIR / f"report-{made:{HISTORY_STAMP}}"
     folder, n = base, 2
-    while folder.exists():
+    while (folder / KEPT_NAME).exists() or (folder.exists() and not folder.is_dir()):  # without it: a move cut short
         folder, n = base.with_name(f"{base.name}-{n}"), n + 1
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         os.replace(out / name, folder / name)
     # What the report wrote, for the comparison to check that the kept lists are still those (not saved over by a
-    # spreadsheet, before or after they were kept): the hashes the report recorded when it wrote them.
+    # spreadsheet, before or after they were kept): the hashes the report recorded when it wrote them. Written last:
+    # a folder without it is a move that was cut short (the process killed), finished by the next stage.
     about = {"generated_at": section.get("generated_at"), "lists_sha256": section.get("lists_sha256")}
     (folder / KEPT_NAME).write_text(json.dumps(about, indent=2) + "\n", encoding="utf-8")
     return [(folder / name).relative_to(out).as_posix() for name in [*files, KEPT_NAME]]
 
 
 def newest_kept_report(out: Path) -> Path | None:
-    """The newest report kept in ``OUT/history/`` (:func:`_keep_in_history`), or None."""
+    """The newest report kept whole in ``OUT/history/`` (:func:`_keep_in_history`; its ``kept.json`` written), or
+    None."""
     history = Path(out) / HISTORY_DIR
     if not history.is_dir() or history.is_symlink():
         return None
-    kept = sorted(path for path in history.glob("report-*") if path.is_dir() and not path.is_symlink())
+    kept = sorted(path.parent for path in history.glob(f"report-*/{KEPT_NAME}") if not path.parent.is_symlink())
     return kept[-1] if kept else None
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -270,6 +271,36 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     again = CliRunner().invoke(cli, ["analyze", "--out", str(out)])
     assert "removed the report of the previous analysis (" in again.output
     assert len(list((out / "history").iterdir())) == 3
+
+
+def test_a_report_move_cut_short_is_finished_by_the_next_stage(finished_run, tmp_path):
+    """A process killed while it moved a replaced report into history/ left part of it there, without kept.json
+    (written last): that folder is no kept report to compare with, and the next stage that replaces the report
+    moves the rest into it."""
+    from pipeline.manifest import HISTORY_STAMP
+
+    def cut_short(out: Path) -> Path:
+        made = datetime.fromisoformat(json.loads((out / "manifest.json").read_text())["report"]["generated_at"])
+        partial = out / "history" / f"report-{made:{HISTORY_STAMP}}"
+        partial.mkdir(parents=True)
+        os.replace(out / "affected_users.csv", partial / "affected_users.csv")
+        return partial
+
+    out = _damaged(finished_run, tmp_path / "a", cut_short)
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert result.exit_code == 0 and not (out / "changes.csv").exists()
+    assert "changes " not in result.output and "warning" not in result.output
+
+    out = _damaged(finished_run, tmp_path / "b", lambda out: None)
+    sent = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.glob("**/*.csv") if "notify" in p.parts}
+    partial = cut_short(out)
+    window = ["--window", "2023-03-20T03:00Z/2023-03-20T06:00Z"]
+    result = CliRunner().invoke(cli, ["analyze", "--out", str(out), *window])
+    assert f"moved the report of the previous analysis to history/{partial.name}/" in result.output
+    assert list((out / "history").iterdir()) == [partial] and (partial / "kept.json").is_file()
+    assert all((partial / name).read_bytes() == data for name, data in sent.items())
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    assert "0 added to the notification lists" in result.output and "warning" not in result.output
 
 
 @pytest.mark.parametrize("when", ["before it was kept", "after it was kept"])
