@@ -1006,7 +1006,8 @@ def _changes_section(changes: _Changes | None) -> list[Any]:
                 f" {_verb(changes.owners_gone, 'is', 'are')} on none any more. A row goes when this analysis no "
                 "longer finds that exposure (later logs showed the viewer held the owner's session, or a grant; "
                 "another window or config): someone removed may have been told already.",
-            ]
+            ],
+            "warning" if changes.removed else "",  # someone may have been told of an exposure that does not stand
         )
     )
     rows = [

@@ -241,6 +241,7 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     md = (out / "report.md").read_text()
     assert "## Changes since the previous report" in md and f"{len(gone)} removed" in md
     assert "FAILED" not in md and "passed: each notification list is the previous report's" in md
+    assert '<div class="warning">Since the previous report' in (out / "report.html").read_text()  # people removed
 
     wider = CliRunner().invoke(cli, ["analyze", "--out", str(out), "--config", f"{SAMPLE}/incident.toml"])
     assert wider.exit_code == 0, wider.output
@@ -250,6 +251,7 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     changes = read_safe_csv(out / "changes.csv")
     assert set(zip(changes["category"], changes["owner_id"], strict=True)) == gone and _listed(out) == before
     assert (changes["exposure_count"].astype(int) > 0).all()
+    assert "<p>Since the previous report" in (out / "report.html").read_text()  # only added: no warning
     # --since: against the lists that were sent, not the newest kept (by name here; a path works too)
     result = CliRunner().invoke(cli, ["report", "--out", str(out), "--since", kept.name])
     assert f"changes          none to the notification lists since the report in history/{kept.name}/" in (
