@@ -333,14 +333,18 @@ def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
         section = manifest.get(stage)
         if not isinstance(section, dict):
             continue
-        if stage == "report" and section.get("complete"):
-            removed += _keep_in_history(out, section)
         listed = [out / str(name) for name in section.get("files") or []]
         listed += [path for pattern in section.get("patterns") or [] for path in sorted(out.glob(str(pattern)))]
-        for path in listed:
-            if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside):
-                path.unlink()
-                removed.append(path.relative_to(out).as_posix())
+        files = [
+            path.relative_to(out).as_posix()
+            for path in dict.fromkeys(listed)
+            if path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside)
+        ]
+        kept = _keep_in_history(out, section, files) if stage == "report" and section.get("complete") else []
+        if not kept:
+            for name in files:
+                (out / name).unlink()
+        removed += kept or files
         for name in section.get("folders") or []:
             folder = out / str(name)
             if folder.resolve().is_relative_to(inside):
@@ -349,17 +353,13 @@ def remove_stage_outputs(out: Path, *stages: str) -> list[str]:
     return sorted(removed)
 
 
-def _keep_in_history(out: Path, section: dict[str, Any]) -> list[str]:
-    """Move a finished report's files (``section``: the manifest's ``report``) into ``history/report-<its time>/``,
-    under the same names; return their new names. The lists people were sent stay, with the report they came
-    with, for the next report to say what changed (``changes.csv``) and for whoever must answer what was known
-    when. Not kept either (the caller removes them): a report that never finished, and one whose lists are those
-    of the newest kept report byte for byte (``whosaw run`` again on the same logs), which history already holds."""
-    inside = out.resolve()
-    files = [
-        name for name in (str(n) for n in section.get("files") or [])
-        if (out / name).is_file() and not (out / name).is_symlink() and (out / name).resolve().is_relative_to(inside)
-    ]
+def _keep_in_history(out: Path, section: dict[str, Any], files: list[str]) -> list[str]:
+    """Move a finished report's ``files`` (``section``: the manifest's ``report``) into
+    ``history/report-<its time>/``, under the same names; return their new names. The lists people were sent stay,
+    with the report they came with, for the next report to say what changed (``changes.csv``) and for whoever must
+    answer what was known when. Not kept either (nothing is moved, the caller removes them): a report that never
+    finished, and one whose lists are those of the newest kept report byte for byte (``whosaw run`` again on the
+    same logs), which history already holds."""
     newest = newest_kept_report(out)
     if not files or (newest is not None and list_hashes(out, files) == list_hashes(newest)):
         return []
