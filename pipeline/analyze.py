@@ -62,7 +62,15 @@ import duckdb
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
 from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
-from .manifest import ctrl_c_waits, locked, remove_stage_outputs, remove_stage_scratch, update_manifest
+from .manifest import (
+    ctrl_c_waits,
+    locked,
+    refuse_pattern_characters,
+    remove_stage_outputs,
+    remove_stage_scratch,
+    sha256_file,
+    update_manifest,
+)
 from .safecsv import CSV_SHAPE_HINT, copy_safe_csv
 from .schema import (
     ENGINES,
@@ -982,6 +990,25 @@ def build_summary(rows: Rows) -> dict[str, Any]:
         "SELECT category, count(*) FROM grants_table WHERE category IS NOT NULL AND category <> '*' "
         "AND category NOT IN (SELECT category FROM value_categories) GROUP BY ALL ORDER BY 1",
     )
+    # What the grants excused (55_granted_reads): items that would be exposures (60_exposures_all's rule) but that a
+    # grant covers; not exposures, counted so a reader sees the grants were applied and what they took off the lists.
+    granted_items = (
+        "FROM notable_items AS c INNER JOIN granted_reads AS g ON c.line_id = g.line_id AND c.item_no = g.item_no "
+        f"CROSS JOIN chosen_window AS w WHERE {in_window} AND c.outcome = 'served' AND c.owner_id IS NOT NULL "
+        "AND (c.viewer_kind <> 'unknown' OR c.owner_by_key IS NULL OR c.owner_id <> c.owner_by_key)"
+    )
+    granted, granted_owners, granted_crossed = one(
+        f"SELECT count(*), count(DISTINCT c.owner_id), count(*) FILTER (WHERE c.crossed) {granted_items}"
+    )
+    summary["granted_views"] = {
+        "items": int(granted),
+        "owners": int(granted_owners),
+        "crossed_replies": int(granted_crossed),
+        "by_category": _pairs(rows, f"SELECT c.category, count(*) {granted_items} GROUP BY ALL ORDER BY 1"),
+    }
+    summary["tables"] = {
+        name: {"rows": int(one(f"SELECT count(*) FROM {name}_table")[0])} for name in ("ownership", "grants")
+    }
     near_total, near_outside = one(
         "SELECT count(*) FILTER (WHERE in_window), count(*) FILTER (WHERE NOT in_window) FROM near_misses"
     )
@@ -1126,6 +1153,7 @@ def analyze(
     ``memory_limit`` and ``threads`` are DuckDB's.
     """
     out = Path(out)
+    refuse_pattern_characters(out)
     if bucket_seconds is not None and bucket_seconds < 1:
         raise WhosawError("bucket_seconds must be a positive number of seconds")
     check_engine(engine, spark_master)
@@ -1186,6 +1214,9 @@ def _analyze_locked(
             with analysis_views(out, cfg, chosen, progress, memory_limit, threads, bucket_seconds) as (con, seconds):
                 written = write_outputs(con, staging, progress)
                 summary = build_summary(duckdb_rows(con))
+        for name, table in summary["tables"].items():  # which version of each table this analysis applied
+            path = cfg.tables.get(name)
+            table.update(path=str(path) if path else None, sha256=sha256_file(path) if path else None)
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         for name in [*written, "summary.json"]:  # checked before anything in OUT changes
             if (out / name).is_dir() or (out / name).is_symlink():

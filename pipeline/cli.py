@@ -522,9 +522,11 @@ def _print_changes(out: Path) -> None:
         click.echo(f"warning: the lists of the report in {changes['previous_report']}/ could not be compared: "
                    f"{changes['unreadable']}")
     elif changes["added"] or changes["removed"]:
+        outside = changes.get("removed_outside_window") or 0
+        still = f" ({outside:,} of them still exposed, outside this window)" if outside else ""
         click.echo(
-            f"{'changes':<16} {changes['added']:,} added to the notification lists, {changes['removed']:,} removed "
-            f"{since} (changes.csv)"
+            f"{'changes':<16} {changes['added']:,} added to the notification lists, {changes['removed']:,} removed"
+            f"{still} {since} (changes.csv)"
         )
     else:
         click.echo(f"{'changes':<16} none to the notification lists {since}")

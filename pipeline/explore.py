@@ -55,7 +55,7 @@ from .analyze import (
 from .config import Window, analysis_config
 from .errors import WhosawError
 from .ingest import PhysicalLines, format_of
-from .manifest import MANIFEST_NAME, locked, sha256_file
+from .manifest import MANIFEST_NAME, locked, refuse_pattern_characters, sha256_file
 from .safecsv import write_safe_csv
 from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, id_text
 
@@ -147,6 +147,7 @@ def _output_folder(out: str | Path) -> Path:
     other folder (the logs' folder, a typo'd empty one) would give empty views and helpers that find nothing,
     which reads as 'no exposures'."""
     out = Path(out).resolve()
+    refuse_pattern_characters(out)
     if not out.is_dir():
         raise WhosawError(f"{out} is not a whosaw output folder")
     if not (out / MANIFEST_NAME).is_file():

@@ -80,13 +80,15 @@ import pyarrow as pa
 from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, SourceConfig, resolve_config, strptime_specifiers
-from .errors import WhosawError, out_of_memory, set_memory_limit
+from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
 from .manifest import (
+    MANIFEST_NAME,
     begin_ingest_commit,
     ctrl_c_waits,
     end_ingest_commit,
     load_manifest,
     locked,
+    refuse_pattern_characters,
     remove_stage_outputs,
     remove_stage_scratch,
     sha256_file,
@@ -158,7 +160,8 @@ REASONS: dict[str, str] = {
     "blank_line": "the line is empty",
     "invalid_json": "the line is not valid JSON",
     "not_an_object": "the line is JSON but not an object",
-    "csv_quote": "the line's CSV quoting is broken (a stray or unterminated quote)",
+    "csv_quote": "the line's CSV quoting is broken (a stray or unterminated quote; a quoted field cannot hold a "
+                 "line break: every line is a record)",
     "csv_columns": "the CSV line has more or fewer fields than the header",
     "csv_header_missing": "the CSV's first line, taken as its header, names none of the required fields: no header?",
     "csv_header_unreadable": "the CSV's first line, taken as its header, cannot be parsed (a lone CR: Mac line ends?)",
@@ -247,6 +250,7 @@ def ingest(
         inputs = [inputs]
     if not inputs:
         raise WhosawError("no inputs given")
+    refuse_pattern_characters(out)
     out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise WhosawError(f"--out {out} is not a folder")
@@ -260,6 +264,7 @@ def ingest(
     out.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new --out is its owner's only: it will hold what leaked
     with locked(out, "ingest"):
         manifest = load_manifest(out)
+        _refuse_a_damaged_out(out, manifest)
         todo, already = _recognise(files, manifest.get("files", []))
         _refuse_grown_read_otherwise(todo, manifest, cfg)
         run_id = started_at.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -277,7 +282,7 @@ def ingest(
                 kind_files = [f for f in todo if f.kind == kind_name]
                 if kind_files:
                     t0 = time.monotonic()
-                    known = {e["path"] for e in manifest.get("files", []) if e.get("kind") == kind_name}
+                    known = _earlier_empty_fields(manifest, kind_name)
                     moves += _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress, known)
                     timings[kind_name] = round(time.monotonic() - t0, 3)
             with ctrl_c_waits():  # the lake, the rejects and the manifest change together
@@ -302,6 +307,26 @@ def ingest(
                 con.close()
             remove_stage_scratch(out, scratch)
     return IngestResult(out=out, manifest=written, totals=written["ingest"]["totals"])
+
+
+def _refuse_a_damaged_out(out: Path, manifest: dict[str, Any]) -> None:
+    """Late logs go into an ``--out`` whose earlier rejects this ingest rewrites and whose lake it checks for
+    duplicates: a rejects file that is no Parquet any more, or a lake the manifest does not know (the manifest
+    replaced or emptied: every line of the same files would count as a duplicate), is a damaged ``--out``, found
+    before anything is written."""
+    lake = out / "parquet"
+    if not manifest.get("files") and lake.is_dir() and next(lake.rglob("*.parquet"), None) is not None:
+        raise WhosawError(
+            f"{out / MANIFEST_NAME} lists no input files, but the lake in {lake} holds rows: the manifest was "
+            "replaced or emptied; ingest into a new --out"
+        )
+    con = duckdb.connect()
+    try:
+        damaged = first_unreadable_parquet(con, sorted((out / "rejects").glob("*.parquet")))
+    finally:
+        con.close()
+    if damaged is not None:
+        raise WhosawError(f"the rejects are damaged: {damaged} is not readable Parquet")
 
 
 def _finish(
@@ -674,6 +699,21 @@ def _parquet_column_for(named: list[tuple[str, str]], name: str) -> str | None:
     if chosen is None or own.count(chosen) > 1:
         return None
     return named[own.index(chosen)][1]
+
+
+def _earlier_empty_fields(manifest: dict[str, Any], kind: str) -> dict[str, set[str] | None]:
+    """The paths of ``kind`` the manifest lists (earlier readings), each with the fields empty in every line those
+    readings kept (``files[].empty_fields``; a reading that kept none tells nothing): a grown file read again keeps
+    only its new lines."""
+    earlier: dict[str, set[str] | None] = {}
+    for entry in manifest.get("files", []):
+        if entry.get("kind") == kind:
+            path = entry["path"]
+            earlier.setdefault(path, None)
+            if entry.get("kept"):
+                empty = set(entry.get("empty_fields") or [])
+                earlier[path] = empty if earlier[path] is None else earlier[path] & empty
+    return earlier
 
 
 def _recognise(files: list[_Input], known: list[dict[str, Any]]) -> tuple[list[_Input], list[dict[str, str]]]:
@@ -1150,7 +1190,7 @@ def _ingest_kind(
     scratch: Path,
     run_id: str,
     show: bool | None,
-    known: set[str],
+    known: dict[str, set[str] | None],
 ) -> list[tuple[Path, Path]]:
     """Stage every file of one kind, drop duplicates and count; returns the moves of the new parts into the lake
     (made only once every kind is staged, so a failure leaves the lake as it was)."""
@@ -1232,7 +1272,11 @@ def _ingest_kind(
         counts = con.execute(f"SELECT source_file, count(*), {present} FROM {new} GROUP BY 1").fetchall()
         for path, count, *filled in counts:
             by_path[path].kept = count
-            by_path[path].empty_fields = [name for name, n in zip(fields, filled, strict=True) if not n]
+            # a grown file keeps its new lines only: a field is empty in the file if its earlier lines lacked it too
+            earlier = known.get(path)
+            by_path[path].empty_fields = [
+                name for name, n in zip(fields, filled, strict=True) if not n and (earlier is None or name in earlier)
+            ]
         # counted once the duplicates are dropped: a grown file read again places its earlier lines again
         placed = [p for p in staged if p.parent.parent.name == "g-repeated"]
         if placed:
@@ -1458,7 +1502,7 @@ def _stage_parquet(
         file_row_number="false" if clash else "true",
     )
     ts_type = dtypes.get(source.field_spec("ts").path, "")  # a timestamp column is a time already
-    records = _records_sql(cfg, kind, fields_sql, ts_text=not ts_type.startswith("TIMESTAMP"))
+    records = _records_sql(cfg, kind, fields_sql, ts_text=not _is_timestamp(ts_type))
     select = _stage_sql(kind, records, [str(item.path)], "CAST(to_json(raw) AS VARCHAR)")
     try:
         if clash:  # row_number() OVER () then numbers the rows in the file's order
@@ -1480,19 +1524,24 @@ def _stage_parquet(
         raise
 
 
+def _is_timestamp(dtype: str) -> bool:
+    """A Parquet column of times (any unit, with or without a zone), not a list or an array of them."""
+    return dtype.startswith("TIMESTAMP") and not dtype.endswith("]")
+
+
 def _as_text(expr: str, dtype: str) -> str:
     """A typed Parquet value as the text the ingest rules read (timestamps as ISO-8601). A column with a zone, in
     any unit (DuckDB names nanoseconds ``TIMESTAMPTZ_NS``: pandas' default), is written in UTC with its ``Z``: as
     wall time in the source's zone, the hour repeated when clocks go back would be read as the later one."""
-    if dtype.startswith("TIMESTAMP") and (dtype.startswith("TIMESTAMPTZ") or dtype.endswith("WITH TIME ZONE")):
-        return f"strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ')"
-    if dtype.startswith("TIMESTAMP"):
-        return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%f')"
     if dtype.endswith("]") or dtype.startswith(("STRUCT", "MAP", "UNION")):
         # a nested value as the JSON logs give it (JSON text): a list column of keys is a multi-key call's key,
         # '["user:alice:titles","billing:alice"]'; DuckDB's own cast wrote "[user:alice:titles, billing:alice]",
-        # a plain key no rule matches (docs/design.md "Multi-key calls")
+        # a plain key no rule matches (docs/design.md "Multi-key calls"). A list of times is no time (bad_ts).
         return f"CAST(to_json({expr}) AS VARCHAR)"
+    if _is_timestamp(dtype) and (dtype.startswith("TIMESTAMPTZ") or dtype.endswith("WITH TIME ZONE")):
+        return f"strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ')"
+    if _is_timestamp(dtype):
+        return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%S.%f')"
     if dtype in ("FLOAT", "DOUBLE"):  # a whole number as an integer: pandas stores an id column with gaps as float64,
         # and user 42 read as '42.0' would be another user than the '42' of the JSON logs and of key user:42:...
         # From 2**53 on it may be another number than was meant: its text, as pandas' CSV and the side tables give it.
@@ -1562,7 +1611,15 @@ def _drop_duplicates(
         return  # the common case, settled with one pass over one column (a GROUP BY, which can spill)
     con.execute("CREATE OR REPLACE TEMP TABLE file_order (source_file VARCHAR, file_order INTEGER)")
     con.executemany("INSERT INTO file_order VALUES (?, ?)", [(str(f.path), f.order) for f in files])
-    con.execute(_sql("duplicate_keys.sql", new=new, old=old, key_expr=key_expr))
+    try:
+        con.execute(_sql("duplicate_keys.sql", new=new, old=old, key_expr=key_expr))
+    except (duckdb.InterruptException, duckdb.OutOfMemoryException):
+        raise
+    except duckdb.Error:
+        damaged = first_unreadable_parquet(con, old_files)
+        if damaged is None:
+            raise
+        raise WhosawError(f"the lake is damaged: {damaged} is not readable Parquet") from None
     if not con.execute("SELECT count(*) FROM dup_keys").fetchone()[0]:
         return
     differs = " OR ".join(f"first_value({c}) OVER w IS DISTINCT FROM {c}" for c in _VIEWER_FIELDS.get(kind, ()))

@@ -133,6 +133,21 @@ def _remove_scratch(out: Path) -> None:
             scratch.rmdir()
 
 
+_PATTERN_CHARACTERS = "*?[]{}\\"
+
+
+def refuse_pattern_characters(out: Path) -> None:
+    """DuckDB and Spark read the lake by file patterns (``OUT/parquet/<kind>/**/*.parquet``), in which these
+    characters are wildcards or escapes: the analysis of ``--out case[1]`` read the lake of a folder ``case1`` beside
+    it. Such an ``--out`` is refused (one line, exit 2) by every stage that reads the lake so."""
+    found = [c for c in _PATTERN_CHARACTERS if c in os.path.abspath(out)]
+    if found:
+        raise WhosawError(
+            f"--out {out}: its path holds {' '.join(found)}, a wildcard in the file patterns the lake is read by "
+            "(another folder's lake could be read); choose a folder whose path has none of * ? [ ] { } \\"
+        )
+
+
 def sha256_file(path: Path, size: int | None = None) -> str:
     """The file's SHA-256, or that of its first ``size`` bytes (what an earlier run of a live log hashed)."""
     digest = hashlib.sha256()
@@ -144,12 +159,25 @@ def sha256_file(path: Path, size: int | None = None) -> str:
     return digest.hexdigest()
 
 
+_MANIFEST_LISTS = ("files", "ingest_runs")  # of objects, when present
+_MANIFEST_OBJECTS = ("outputs", "output_stats", "config", "ingest", "window", "analysis", "report")
+
+
 def load_manifest(out: Path) -> dict[str, Any]:
-    """The manifest in ``out``, or an empty one."""
+    """The manifest in ``out``, or an empty one. One whose sections are not of their shape (edited by hand, or
+    another tool's file) is a damaged ``--out``: one line, exit 2, rather than a stage failing half-way on it."""
     path = Path(out) / MANIFEST_NAME
     if not path.exists():
         return {"tool": "whosaw", "version": __version__, "files": [], "skipped": [], "outputs": {}}
-    return read_json_object(path, "a whosaw manifest")
+    manifest = read_json_object(path, "a whosaw manifest")
+    for key in _MANIFEST_LISTS:
+        value = manifest.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(e, dict) for e in value)):
+            raise WhosawError(f"{path} is damaged: its {key!r} is not a list of objects")
+    for key in _MANIFEST_OBJECTS:
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise WhosawError(f"{path} is damaged: its {key!r} is not an object")
+    return manifest
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:

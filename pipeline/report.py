@@ -49,6 +49,7 @@ from .manifest import (
     read_json_object,
     rejected_inputs,
     remove_stage_outputs,
+    sha256_file,
     update_manifest,
 )
 from .progress import execute, progress_wanted
@@ -175,6 +176,7 @@ def _write_report(out: Path, inputs: _Inputs, show: bool) -> dict[str, Path]:
             "affected_users": facts.affected_rows,
             "viewers": facts.viewer_rows,
             "users_directory": str(inputs.users_path) if inputs.users_path else None,
+            "users_directory_sha256": facts.directory_sha256,
             "missing_from_directory": facts.missing_from_directory,
             "without_email": facts.without_email,
             "lists_sha256": list_hashes(out, list(files)),  # kept with the lists when a later stage replaces them
@@ -242,6 +244,7 @@ class _Inputs:
     manifest: dict[str, Any]
     exposures: Path
     timeline: Path | None
+    exposures_outside: Path | None  # exposures_outside_window.parquet: why a removed list row went
     users_path: Path | None
     users_note: str
     previous: Path | None = None  # the kept report whose lists changes.csv compares with
@@ -273,6 +276,7 @@ class _Inputs:
             manifest=manifest,
             exposures=exposures,
             timeline=optional("timeline.parquet"),
+            exposures_outside=optional("exposures_outside_window.parquet"),
             users_path=users_path,
             users_note=users_note,
         )
@@ -336,6 +340,11 @@ def _register(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> None:
             + f" FROM read_parquet({_sql_str(inputs.exposures)})"
         )
 
+    outside = f"read_parquet({_sql_str(inputs.exposures_outside)})" if inputs.exposures_outside else "exposures"
+    con.execute(
+        f"CREATE TEMP VIEW exposures_outside AS SELECT category, owner_id, ts FROM {outside} "
+        + ("" if inputs.exposures_outside else "WHERE false")
+    )
     load_users_directory(con, inputs.users_path)
 
 
@@ -487,6 +496,7 @@ class _Changes:
     by_category: list[tuple[str | None, int, int, int, int]] = field(default_factory=list)
     owners_new: int = 0  # owners on a list now who were on none before
     owners_gone: int = 0  # owners on a list before who are on none now
+    removed_outside_window: int = 0  # removed rows still exposed, outside this analysis' window
 
     @classmethod
     def since(cls, out: Path, folder: Path) -> _Changes:
@@ -529,6 +539,7 @@ class _Changes:
             "removed": self.removed,
             "owners_new": self.owners_new,
             "owners_gone": self.owners_gone,
+            "removed_outside_window": self.removed_outside_window,
         }
 
     def checks(self) -> list[tuple[str, bool]]:
@@ -575,11 +586,12 @@ def _count_changes(con: duckdb.DuckDBPyConnection, changes: _Changes) -> None:
         ORDER BY c.category NULLS FIRST
         """
     ).fetchall()
-    changes.owners_new, changes.owners_gone = con.execute(
+    changes.owners_new, changes.owners_gone, changes.removed_outside_window = con.execute(
         """
         SELECT count(DISTINCT owner_id) FILTER (WHERE owner_id NOT IN (SELECT owner_id FROM previous_notify)),
                (SELECT count(DISTINCT owner_id) FROM previous_notify
-                WHERE owner_id NOT IN (SELECT owner_id FROM notify))
+                WHERE owner_id NOT IN (SELECT owner_id FROM notify)),
+               (SELECT count(*) FROM notify_changes WHERE reason = 'outside_window')
         FROM notify
         """
     ).fetchone()
@@ -597,6 +609,8 @@ class _Facts:
     missing_from_directory: int = 0
     without_email: int = 0  # in the directory, but with no email address to write to
     directory_configured: bool = False
+    directory_file_rows: int | None = None  # rows of the users directory file, as read
+    directory_sha256: str | None = None
     directory_duplicates: int = 0
     affected_duplicates: int = 0  # affected users among them
     owners_by_category: dict[str, int] = field(default_factory=dict)
@@ -629,6 +643,9 @@ def _facts(con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> _Facts:
         "FROM exposures"
     )
     facts.directory_configured = inputs.users_path is not None
+    if facts.directory_configured:
+        facts.directory_file_rows = one("SELECT count(*) FROM users_raw")[0]
+        facts.directory_sha256 = sha256_file(inputs.users_path)
     facts.directory_duplicates, facts.affected_duplicates = one(
         "SELECT count(*), (SELECT count(*) FROM affected_users WHERE directory_rows > 1) FROM users_dir "
         "WHERE directory_rows > 1"
@@ -1003,9 +1020,9 @@ def _changes_section(changes: _Changes | None) -> list[Any]:
                 *_count(changes.owners_new, "owner"),
                 f" {_verb(changes.owners_new, 'is', 'are')} on a list for the first time, and ",
                 *_count(changes.owners_gone, "owner"),
-                f" {_verb(changes.owners_gone, 'is', 'are')} on none any more. A row goes when this analysis no "
-                "longer finds that exposure (later logs showed the viewer held the owner's session, or a grant; "
-                "another window or config): someone removed may have been told already.",
+                f" {_verb(changes.owners_gone, 'is', 'are')} on none any more. Someone removed may have been told "
+                "already.",
+                *_removed_reasons(changes),
             ],
             "warning" if changes.removed else "",  # someone may have been told of an exposure that does not stand
         )
@@ -1016,6 +1033,25 @@ def _changes_section(changes: _Changes | None) -> list[Any]:
     ]
     blocks.append(Table(["list (category)", "rows before", "added", "removed", "rows now"], rows, numeric=(1, 2, 3, 4)))
     return blocks
+
+
+def _removed_reasons(changes: _Changes) -> list[Any]:
+    """Why the removed rows went (changes.csv, column reason): a narrower window, or no exposure at all."""
+    outside, gone = changes.removed_outside_window, changes.removed - changes.removed_outside_window
+    parts: list[Any] = []
+    if outside:
+        parts += [
+            " ", Num(outside), f" removed {_verb(outside, 'row is', 'rows are')} still exposed, only outside this "
+            "analysis' window (reason outside_window: first_exposed and last_exposed say when; the exposures are in "
+            "exposures_outside_window.parquet).",
+        ]
+    if gone:
+        parts += [
+            " For ", Num(gone), f" removed {_verb(gone, 'row', 'rows')} this analysis finds no exposure at all "
+            "(reason not_found: later logs showed the viewer held the owner's session, a grant covers it, or "
+            "another config).",
+        ]
+    return parts
 
 
 def _damaged_warning(manifest: dict[str, Any]) -> list[Any]:
@@ -1154,7 +1190,7 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
         blocks.append(
             Para(
                 [
-                    Bold("No user's data was shown to anyone else"),
+                    Bold("No user's data was served to anyone else"),
                     f" {when}: ",
                     *_count(s.get("exposures", 0), "exposure", ("exposures",)),
                     "; ",
@@ -1167,8 +1203,10 @@ def _headline(s: dict[str, Any], facts: _Facts) -> list[Any]:
         return blocks + _outside_warning(s, "exposure")  # "no one" is only true of the window
     parts: list[Any] = [
         Bold(_count(affected, "user", ("affected_owners",))),
-        " had their data shown to someone else ",
+        " had their data served to someone else ",
         when,
+        " (a window found from the data, around the crossed replies: not necessarily the incident's start and end)"
+        if window.get("method") == "auto" else "",
         ". ",
     ]
     affected_active = s.get("affected_active_users")
@@ -1502,6 +1540,56 @@ def _countries_section(facts: _Facts) -> list[Any]:
     return blocks
 
 
+_TABLE_PURPOSE = {
+    "ownership": "the owner of each resource (key families that name a resource)",
+    "grants": "who may see whose data (shared links, team spaces, support access): not exposures",
+    "users": "contact details for the lists",
+}
+
+
+def _config_and_tables(inputs: _Inputs, facts: _Facts) -> tuple[str | None, list[tuple[Any, ...]]]:
+    """The analysis' config, and (table, file, what it gives, rows, SHA-256) for the side tables: ownership and
+    grants as the analysis applied them (summary.json ``tables``), the users directory as this report read it."""
+    config = (inputs.manifest.get("analysis") or {}).get("config")
+    recorded = inputs.summary.get("tables") or {}
+    tables: list[tuple[Any, ...]] = []
+    for name in ("ownership", "grants"):
+        table = recorded.get(name) or {}
+        rows = Num(table["rows"], key=("tables", name, "rows")) if table.get("path") else None
+        tables.append((f"tables.{name}", table.get("path"), _TABLE_PURPOSE[name], rows, table.get("sha256")))
+    users = str(inputs.users_path) if inputs.users_path else None
+    tables.append(
+        ("tables.users", users, _TABLE_PURPOSE["users"],
+         Num(facts.directory_file_rows) if users else None, facts.directory_sha256)
+    )
+    return config, tables
+
+
+def _granted_para(s: dict[str, Any]) -> list[Any]:
+    """What the grants took off the lists (summary.json ``granted_views``)."""
+    granted = s.get("granted_views")
+    if granted is None or not ((s.get("tables") or {}).get("grants") or {}).get("path"):
+        return []
+    n = granted["items"]
+    if not n:
+        return [Para("No view of another user's data in the window was covered by a grant.")]
+    by_category = ", ".join(f"{category} {count:,}" for category, count in granted["by_category"].items())
+    return [
+        Para(
+            [
+                *_count(n, "view", ("granted_views", "items")),
+                " of another user's data in the window (",
+                *_count(granted["owners"], "owner", ("granted_views", "owners")),
+                f"; {by_category}) {_verb(n, 'was', 'were')} covered by a grant, so {_verb(n, 'it is', 'they are')} "
+                f"not exposures; ",
+                Num(granted["crossed_replies"], key=("granted_views", "crossed_replies")),
+                f" of them {_verb(granted['crossed_replies'], 'was a crossed reply', 'were crossed replies')}. "
+                "A grant wider than meant takes people off the lists: check the grants table's rows.",
+            ]
+        )
+    ]
+
+
 def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
     s, manifest = inputs.summary, inputs.manifest
     blocks: list[Any] = [Heading(2, "Method")]
@@ -1601,30 +1689,48 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 numeric=(3,),
             )
         )
+    config_path, tables = _config_and_tables(inputs, facts)
     skipped = manifest.get("skipped") or []
     if skipped:
+        # not logs, but perhaps the config or one of its tables: those were read, by the analysis or this report
+        read_as = {str(Path(path).resolve()): role for role, path, *_ in tables if path}
+        if config_path:
+            read_as[str(Path(config_path).resolve())] = "the config"
         items = []
         for entry in skipped[:_MAX_LISTED]:
             if isinstance(entry, dict):
-                items.append([Code(str(entry.get("path", ""))), f": {entry.get('reason', 'skipped')}"])
+                path = str(entry.get("path", ""))
+                role = read_as.get(str(Path(path).resolve())) if path else None
+                reason = f"not a log: {role}, read below" if role else entry.get("reason", "skipped")
+                items.append([Code(path), f": {reason}"])
             else:
                 items.append(Code(str(entry)))
         if len(skipped) > _MAX_LISTED:
             items.append(f"and {len(skipped) - _MAX_LISTED:,} more (manifest.json, skipped)")
-        blocks.append(Para("Files found but not read:"))
+        blocks.append(Para("Files found but not read as logs:"))
         blocks.append(Bullets(items))
-    config = manifest.get("config") or {}
     blocks.append(
         Para(
             [
                 "Config: ",
-                Code(str(config.get("path"))) if config.get("path") else "none (defaults)",
-                ". ",
-                inputs.users_note[:1].upper() + inputs.users_note[1:],
-                ".",
+                Code(config_path) if config_path else "none (defaults)",
+                ". " if inputs.users_path else f". No users directory: {inputs.users_note}. ",
+                "The tables the figures and lists rest on, as they were read (their SHA-256 shows a later edit):",
             ]
         )
     )
+    blocks.append(
+        Table(
+            ["table", "what it gives", "file", "rows", "SHA-256"],
+            [
+                [role, purpose, Code(path) if path else "none", "" if rows is None else rows,
+                 Code(sha) if sha else ""]
+                for role, path, purpose, rows, sha in tables
+            ],
+            numeric=(3,),
+        )
+    )
+    blocks += _granted_para(inputs.summary)
 
     # Window
     window = s.get("window") or {}
@@ -1891,7 +1997,13 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 "crossed reply at all.",
                 "Who sat behind an anonymous session, or behind a signed-in session shared on one device.",
                 "Where the data went next: browser caches, screenshots, forwarded pages, downstream systems.",
-                "Exposures outside the window, and before or after the logs begin or end.",
+                "Exposures outside the window, and before or after the logs begin or end."
+                + (
+                    " The window was found from the data: it runs from the first to the last crossed reply of the "
+                    "stretch where they rise above the quiet level, and the fault may have begun earlier or ended "
+                    "later without a logged reply crossing then: it is not the incident's start and end."
+                    if (s.get("window") or {}).get("method") == "auto" else ""
+                ),
                 "Times are the servers' log times (converted to UTC); clock skew between hosts is not "
                 "corrected.",
             ]

@@ -67,7 +67,7 @@ from .analyze import (
 )
 from .config import Config, Window
 from .errors import WhosawError
-from .manifest import locked, remove_stage_scratch
+from .manifest import locked, refuse_pattern_characters, remove_stage_scratch
 from .progress import progress_wanted
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
 
@@ -370,6 +370,7 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
     not written. The lock keeps a concurrent ingest from changing the lake between the two engines' reads, and a
     concurrent stage's scratch clean-up from removing the DuckDB side's spill folder."""
     out = Path(out)
+    refuse_pattern_characters(out)
     with locked(out, "spark compare"):
         cfg = resolve_config(out, config)
         with analysis_views(out, cfg, resolve_analysis_window(window, cfg)) as (con, _):

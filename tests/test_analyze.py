@@ -4,9 +4,11 @@ docs/design.md, then the simulator's incidents (through the real ingest) against
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -1543,6 +1545,39 @@ def test_a_small_memory_limit_is_obeyed_and_gives_the_same_answer(incident, tmp_
     analyze(out, logs / "incident.toml", progress=False, memory_limit="64MB", threads=1)
     assert _rows(pd.read_parquet(out / "exposures.parquet")) == _rows(expected)
     assert not (out / ".tmp").exists()  # the spill folder is removed afterwards
+
+def test_the_summary_counts_what_the_grants_excused_and_names_the_tables_applied(incident, tmp_path):
+    """granted_views: the views of another's data a grant covers, which are not exposures: over the whole log, the
+    simulator's share-link views and its crossed replies that a grant covered, exactly. tables: the version of each
+    side table the analysis applied (path, SHA-256, rows), so a later edit of grants.csv shows."""
+    logs, lake, truth, _ = incident
+    out = _variant(lake, tmp_path / "out", ())
+    summary = analyze(out, logs / "incident.toml", window="all", progress=False)
+    shares = truth["requests"]["share_link_views"] + truth["requests"]["anonymous_share_views"]
+    granted = summary["granted_views"]
+    assert granted["items"] == shares + truth["crossed"]["served_granted"] > 0
+    assert granted["crossed_replies"] == truth["crossed"]["served_granted"]
+    assert granted["by_category"] == {"conversation_content": granted["items"]}  # the simulator shares conversations
+    grants = pd.read_csv(logs / "grants.csv", dtype=str)
+    assert 0 < granted["owners"] <= grants.owner_id.nunique()
+    for name in ("grants", "ownership"):
+        path = logs / f"{name}.csv"
+        assert summary["tables"][name] == {
+            "path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "rows": len(pd.read_csv(path, dtype=str)),
+        }
+    assert json.loads((out / "summary.json").read_text())["tables"] == summary["tables"]
+
+    # Without a grants table the same views are exposures: exactly those the grants excused.
+    config = (logs / "incident.toml").read_text()
+    bare = tmp_path / "no-grants.toml"
+    bare.write_text(re.sub(r'^(\w+)\s*= "(\w+\.csv)"$', rf'\1 = "{logs}/\2"', config, flags=re.M)
+                    .replace(f'grants = "{logs}/grants.csv"', ""))
+    without = analyze(out, bare, window="all", progress=False)
+    assert without["tables"]["grants"] == {"path": None, "sha256": None, "rows": 0}
+    assert without["granted_views"]["items"] == 0
+    assert without["exposures"] == summary["exposures"] + granted["items"]
+
 
 def test_a_share_link_excuses_its_one_conversation_in_the_truth_and_the_analysis(tmp_path):
     """The simulator's share links are grants of one conversation (resource_id): a crossed reply that brings the

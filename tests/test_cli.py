@@ -14,11 +14,14 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+import pipeline
 from pipeline import __version__
 from pipeline.cli import cli
+from pipeline.errors import WhosawError
 from pipeline.safecsv import CSV_SHAPE_HINT, read_safe_csv
 
 SAMPLE = str(Path(__file__).resolve().parents[1] / "sample_logs")
@@ -110,6 +113,23 @@ def finished_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.parametrize("name", ["case[1]", "case?", "case*", "case{1}", "case\\1"])
+def test_an_out_whose_path_is_a_file_pattern_is_refused_not_read_as_another(finished_run, tmp_path, name):
+    """DuckDB (and Spark) read the lake by file patterns: the analysis of --out 'case[1]' read the lake of the
+    folder 'case1' beside it, another incident's. Every stage that reads the lake so refuses such a path."""
+    shutil.copytree(finished_run, tmp_path / "case1")  # the other incident, beside it
+    out = tmp_path / name
+    for verb, args in (("run", [SAMPLE]), ("ingest", [SAMPLE]), ("analyze", [])):
+        result = CliRunner().invoke(cli, [verb, *args, "--out", str(out)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, (verb, result.output)
+        assert "a wildcard in the file patterns the lake is read by" in result.stderr
+        assert not out.exists()
+    shutil.copytree(finished_run, out)  # made by hand (a copy): analysed or explored, still refused
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out)]).exit_code == 2
+    with pytest.raises(WhosawError, match="wildcard"):
+        pipeline.connect(out)
+
+
 def _damaged(finished_run: Path, tmp_path: Path, damage) -> Path:
     out = tmp_path / "out"
     shutil.copytree(finished_run, out)
@@ -158,13 +178,25 @@ def _junk(path: Path) -> None:
      "exposures.parquet: a folder or link is in the way"),  # the analysis cannot be moved in there
     ("analyze", lambda out: (out / "history").write_text("mine\n"),
      "cannot keep the report being replaced in"),  # nor the report it replaces kept
+    ("analyze", lambda out: _edit_manifest(out, report=[]), "is damaged: its 'report' is not an object"),
+    # late logs, checked for duplicates against the lake and added to the rejects
+    ("ingest-late", lambda out: _junk(sorted((out / "parquet" / "requests").rglob("*.parquet"))[0]),
+     "the lake is damaged: "),
+    ("ingest-late", lambda out: (out / "rejects" / "requests.parquet").write_text("junk\n"),
+     "the rejects are damaged: "),
+    ("ingest-late", lambda out: _edit_manifest(out, files="x"), "is damaged: its 'files' is not a list of objects"),
+    ("ingest-late", lambda out: (out / "manifest.json").write_text("{}"), "lists no input files, but the lake"),
 ])
 def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, verb, damage, says):
     """Whatever was left in --out (a damaged manifest, lake file or analysis output): one line naming it, exit 2."""
     out = _damaged(finished_run, tmp_path, damage)
     config = ["--config", f"{SAMPLE}/incident.toml"]
-    args = {"ingest": [SAMPLE, *config], "analyze": config, "report": []}[verb]
-    result = CliRunner().invoke(cli, [verb, *args, "--out", str(out)])
+    late = tmp_path / "late" / "requests-late.jsonl"  # new requests, one of them malformed
+    late.parent.mkdir()
+    records = [json.loads(line) for line in Path(SAMPLE, "requests.jsonl").read_text().splitlines()[:3]]
+    late.write_text("".join(json.dumps({**r, "request_id": f"late-{r['request_id']}"}) + "\n" for r in records) + "{\n")
+    args = {"ingest": [SAMPLE, *config], "ingest-late": [str(late), *config], "analyze": config, "report": []}[verb]
+    result = CliRunner().invoke(cli, [verb.removesuffix("-late"), *args, "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
     assert "Traceback" not in result.output and "internal error" not in result.output
@@ -229,17 +261,25 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
         gone = before - now
         assert gone and not now - before  # a narrower window: only removals
         assert (
-            f"changes          0 added to the notification lists, {len(gone)} removed since the report in "
-            f"history/{kept.name}/ (changes.csv)" in result.output
+            f"changes          0 added to the notification lists, {len(gone)} removed ({len(gone)} of them still "
+            f"exposed, outside this window) since the report in history/{kept.name}/ (changes.csv)" in result.output
         )
         changes = read_safe_csv(out / "changes.csv")
-        assert set(changes["change"]) == {"removed"}
+        assert set(changes["change"]) == {"removed"} and set(changes["reason"]) == {"outside_window"}
         assert set(zip(changes["category"], changes["owner_id"], strict=True)) == gone
-        assert changes["email"].notna().all() and changes["exposure_count"].isna().all()  # contact, no exposure
+        assert changes["email"].notna().all() and changes["viewer_count"].isna().all()  # contact, no list columns
+        # when: the exposures that the narrower window left outside, owner by owner
+        outside = pd.read_parquet(out / "exposures_outside_window.parquet").groupby(["category", "owner_id"]).ts
+        when = changes.set_index(["category", "owner_id"])
+        assert (when["exposure_count"].astype(int) == outside.count().reindex(when.index)).all()
+        for column, agg in (("first_exposed", "min"), ("last_exposed", "max")):
+            assert (pd.to_datetime(when[column]) == outside.agg(agg).reindex(when.index)).all()
         assert "@" not in result.output
         assert len(list((out / "history").iterdir())) == 1
     md = (out / "report.md").read_text()
     assert "## Changes since the previous report" in md and f"{len(gone)} removed" in md
+    assert f"{len(gone)} removed rows are still exposed, only outside this analysis' window" in md
+    assert "reason not\\_found" not in md
     assert "FAILED" not in md and "passed: each notification list is the previous report's" in md
     assert '<div class="warning">Since the previous report' in (out / "report.html").read_text()  # people removed
 
@@ -250,7 +290,7 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     assert f"{len(gone)} added to the notification lists, 0 removed" in result.output
     changes = read_safe_csv(out / "changes.csv")
     assert set(zip(changes["category"], changes["owner_id"], strict=True)) == gone and _listed(out) == before
-    assert (changes["exposure_count"].astype(int) > 0).all()
+    assert (changes["exposure_count"].astype(int) > 0).all() and changes["reason"].isna().all()
     assert "<p>Since the previous report" in (out / "report.html").read_text()  # only added: no warning
     # --since: against the lists that were sent, not the newest kept (by name here; a path works too)
     result = CliRunner().invoke(cli, ["report", "--out", str(out), "--since", kept.name])
@@ -273,6 +313,35 @@ def test_a_replaced_report_is_kept_and_the_next_one_says_what_changed(finished_r
     again = CliRunner().invoke(cli, ["analyze", "--out", str(out)])
     assert "removed the report of the previous analysis (" in again.output
     assert len(list((out / "history").iterdir())) == 3
+
+
+def test_a_row_removed_because_nothing_exposes_it_any_more_says_so(finished_run, tmp_path):
+    """Another config (here: no key rule for billing keys, so no value is payment_info) removes the payment_info
+    list: each of its rows goes with reason not_found and no exposure columns (its owners come onto the uncategorized
+    list: value_owner still names them)."""
+    out = _damaged(finished_run, tmp_path, lambda out: None)
+    listed = _listed(out)
+    paid = {(category, owner) for category, owner in listed if category == "payment_info"}
+    assert paid
+    config = (Path(SAMPLE) / "incident.toml").read_text()
+    start = config.index("[[keys]]\npattern  = '^billing:")
+    edited = tmp_path / "no-billing.toml"
+    edited.write_text(config[:start] + config[config.index("[[keys]]", start + 1):])
+    for name in ("ownership", "grants", "users"):  # beside the edited config, as its [tables] name them
+        shutil.copy(Path(SAMPLE) / f"{name}.csv", tmp_path / f"{name}.csv")
+    assert CliRunner().invoke(cli, ["analyze", "--out", str(out), "--config", str(edited)]).exit_code == 0
+    result = CliRunner().invoke(cli, ["report", "--out", str(out)])
+    n = len(paid)
+    assert f"{n} added to the notification lists, {n} removed since the report in history/" in result.output
+    changes = read_safe_csv(out / "changes.csv")
+    removed, added = changes[changes["change"] == "removed"], changes[changes["change"] == "added"]
+    assert set(zip(removed["category"], removed["owner_id"], strict=True)) == paid == listed - _listed(out)
+    assert set(removed["reason"]) == {"not_found"} and added["reason"].isna().all()
+    assert removed[["first_exposed", "last_exposed", "exposure_count"]].isna().all().all()
+    assert set(added["category"]) == {"uncategorized"} and set(added["owner_id"]) == set(removed["owner_id"])
+    md = (out / "report.md").read_text()
+    assert f"For {len(paid)} removed rows this analysis finds no exposure at all (reason not\\_found" in md
+    assert "still exposed, only outside" not in md
 
 
 def test_a_report_move_cut_short_is_finished_by_the_next_stage(finished_run, tmp_path):

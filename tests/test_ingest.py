@@ -1074,6 +1074,18 @@ def test_parquet_times_with_a_zone_keep_their_instant_in_any_unit(tmp_path, unit
     assert [r["ts"] for r in lake(tmp_path / "out", "requests")] == moments
 
 
+@pytest.mark.parametrize("zone", [None, "UTC"])
+def test_a_parquet_ts_column_of_lists_of_times_is_rejected_not_a_crash(tmp_path, zone):
+    """A list of times is no time: a `TIMESTAMP[]` column was cast as one time and the ingest died (exit 1)."""
+    moment = datetime(2023, 3, 20, 1, tzinfo=UTC if zone else None)
+    path = tmp_path / "requests.parquet"
+    times = pa.array([[moment], [moment, moment]], pa.list_(pa.timestamp("us", tz=zone)))
+    pq.write_table(pa.table({"ts": times, "request_id": ["r1", "r2"]}), path)
+    result = run(path, tmp_path / "out")
+    assert rejects(tmp_path / "out", "requests") == [("requests.parquet", n, "bad_ts") for n in (1, 2)]
+    assert (entry(result, path)["lines"], entry(result, path)["rejected"]) == (2, 2)
+
+
 def test_csv_and_parquet_columns_named_in_another_case_are_read(tmp_path):
     """A header `User_ID` silently lacked user_id: every request was anonymous. A column named in another case is
     the field; an exact name wins over one in another case."""

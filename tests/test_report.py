@@ -9,6 +9,7 @@ Two kinds of input:
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import json
 import re
@@ -483,16 +484,22 @@ def _lookup(summary: dict, path: list[str]):
     return value
 
 
-def check_numbers_match_summary(out: Path) -> int:
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+def _summary_numbers(out: Path) -> list[tuple[list[str], str]]:
+    """(summary path, shown text) of every number of report.html that comes from summary.json."""
     parser = _SummaryNumbers()
     parser.feed((out / "report.html").read_text(encoding="utf-8"))
-    assert parser.found, "the report shows no numbers from summary.json"
-    for path, shown in parser.found:
+    return parser.found
+
+
+def check_numbers_match_summary(out: Path) -> int:
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    found = _summary_numbers(out)
+    assert found, "the report shows no numbers from summary.json"
+    for path, shown in found:
         value = _lookup(summary, path)
         expected = fmt_share(value) if path[-1].startswith("share") else fmt_int(value)
         assert shown == expected, (path, shown, value)
-    keys = {tuple(path) for path, _ in parser.found}
+    keys = {tuple(path) for path, _ in found}
     for must in [
         ("exposures",),
         ("affected_owners",),
@@ -509,7 +516,7 @@ def check_numbers_match_summary(out: Path) -> int:
         assert ("affected_owners_by_category", category) in keys
     for evidence in summary["exposures_by_evidence"]:
         assert ("exposures_by_evidence", evidence) in keys
-    return len(parser.found)
+    return len(found)
 
 
 def test_report_numbers_equal_summary(built):
@@ -517,7 +524,7 @@ def test_report_numbers_equal_summary(built):
     assert check_numbers_match_summary(out) > 20
     md = (out / "report.md").read_text(encoding="utf-8")
     summary = json.loads((out / "summary.json").read_text())
-    headline = f"**{summary['affected_owners']} users** had their data shown to someone else"
+    headline = f"**{summary['affected_owners']} users** had their data served to someone else"
     assert headline in md
     assert fmt_share(summary["share_of_active_users_affected"]) in md
     assert "passed: " in md and "FAILED" not in md
@@ -693,7 +700,7 @@ def test_no_exposures_still_reports(tmp_path):
     assert read_safe_csv(out / "viewers.csv").empty
     assert not any(name.startswith("notify/") for name in files)
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "No user's data was shown to anyone else" in md
+    assert "No user's data was served to anyone else" in md
     check_numbers_match_summary(out)
     assert_charts_whole(out / "charts")  # empty charts keep their size
 
@@ -976,6 +983,31 @@ def test_sample_affected_users_match_ground_truth(sample_run):
     assert (ours.loc[present, "in_directory"] == "true").all()
 
 
+def test_sample_report_names_each_table_it_rests_on_and_what_the_grants_excused(sample_run):
+    """The method names the version of every side table (file, rows, SHA-256: the analysis' ownership and grants,
+    the report's users directory), says how many views the grants excused, and no longer lists the config and the
+    tables as files not read; the manifest keeps the directory's hash."""
+    out, _ = sample_run
+    md = (out / "report.md").read_text(encoding="utf-8")
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("ownership", "grants", "users"):
+        path = SAMPLE / f"{name}.csv"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        rows = len(pd.read_csv(path, dtype=str))
+        assert f"| tables.{name} | " in md and f"| `{path}` | {rows:,} | `{digest}` |" in md, name
+        assert f"- `{path}`: not a log: tables.{name}, read below" in md
+    assert f"- `{SAMPLE / 'incident.toml'}`: not a log: the config, read below" in md
+    assert summary["tables"]["grants"]["rows"] == len(pd.read_csv(SAMPLE / "grants.csv", dtype=str))
+    granted = summary["granted_views"]
+    assert granted["items"] > 0
+    assert (f"{granted['items']} views of another user's data in the window ({granted['owners']} owners; "
+            in md.replace("\\_", "_"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["report"]["users_directory_sha256"] == digest  # the users directory's, the last of the loop
+    keys = {tuple(path) for path, _ in _summary_numbers(out)}
+    assert {("granted_views", "items"), ("tables", "grants", "rows"), ("tables", "ownership", "rows")} <= keys
+
+
 def test_sample_viewers_match_ground_truth(sample_run):
     out, _ = sample_run
     ours = read_safe_csv(out / "viewers.csv")
@@ -1098,7 +1130,7 @@ def test_no_exposure_in_the_window_headline_still_warns_of_those_outside(tmp_pat
     assert summary["exposures"] == 0 and summary["outside_window"]["exposures"] > 0
     md = (out / "report.md").read_text(encoding="utf-8")
     headline = md.split("## Headline", 1)[1].split("## Key numbers", 1)[0]
-    assert "No user's data was shown to anyone else" in headline
+    assert "No user's data was served to anyone else" in headline
     outside = summary["outside_window"]
     assert (
         f"Not included: {outside['exposures']} exposures of {outside['affected_owners']} owners outside the window"
