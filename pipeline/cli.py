@@ -349,6 +349,13 @@ def _print_ingest(result) -> None:
             "clocks go back: placed by their file's order of lines (see manifest.json "
             "files[].placed_in_repeated_hour; lines it cannot place are rejected as ambiguous_local_ts)"
         )
+    superseded = this_run("superseded_rejects")
+    if superseded:
+        click.echo(
+            f"note: {_counted(superseded, 'line')} an earlier reading rejected (a live log's last line, cut short "
+            f"then) {'was' if superseded == 1 else 'were'} read whole now: rejects/ no longer lists "
+            f"{'it' if superseded == 1 else 'them'} (manifest.json files[].superseded_rejects)"
+        )
     lacking: Counter[tuple[str, str]] = Counter(
         (entry["kind"], ", ".join(entry["empty_fields"]))
         for entry in result.manifest.get("files", [])

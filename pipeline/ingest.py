@@ -210,6 +210,7 @@ class _Input:
     differing_duplicates: int = 0  # request lines whose request_id repeats with another session or user
     coarse_repeats: int = 0  # cache lines repeating a line of their own file whose times are whole milliseconds
     placed_in_repeated_hour: int = 0  # kept lines whose wall time the zone repeats, placed by the file's order
+    superseded_rejects: int = 0  # an earlier reading's rejects of lines this one read anew (a cut last line, whole)
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
     damage_raw: str = ""
@@ -230,6 +231,7 @@ class _Input:
             **({"differing_duplicates": self.differing_duplicates} if self.differing_duplicates else {}),
             **({"coarse_repeats": self.coarse_repeats} if self.coarse_repeats else {}),
             **({"placed_in_repeated_hour": self.placed_in_repeated_hour} if self.placed_in_repeated_hour else {}),
+            **({"superseded_rejects": self.superseded_rejects} if self.superseded_rejects else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
         }
@@ -277,6 +279,7 @@ def ingest(
                 "CREATE TEMP TABLE new_rejects (kind VARCHAR, source_file VARCHAR, source_line BIGINT, "
                 "reason VARCHAR, raw VARCHAR)"
             )
+            con.execute("CREATE TEMP TABLE superseded_rejects (kind VARCHAR, source_file VARCHAR, source_line BIGINT)")
             moves: list[tuple[Path, Path]] = []
             for kind_name in KINDS:
                 kind_files = [f for f in todo if f.kind == kind_name]
@@ -1286,6 +1289,10 @@ def _ingest_kind(
             ).fetchall():
                 by_path[path].placed_in_repeated_hour = count
 
+    again = [str(f.path) for f in files if str(f.path) in known]
+    for path, count in _supersede_earlier_rejects(con, kind, again, staged, out):
+        by_path[path].superseded_rejects = count
+
     for f in files:  # checked before the lake is touched: a mismatch is a bug, never a user error
         if f.lines != f.kept + f.duplicates + f.rejected:
             raise RuntimeError(f"ingest: counts do not reconcile for {f.path}")
@@ -1690,12 +1697,42 @@ def _drop_known_rejects(con: duckdb.DuckDBPyConnection, kind: str, out: Path) ->
     return counts
 
 
+def _supersede_earlier_rejects(
+    con: duckdb.DuckDBPyConnection, kind: str, again: list[str], staged: list[Path], out: Path
+) -> list[tuple[str, int]]:
+    """A grown file read again whole: the last line of its earlier reading, cut short then and rejected, is whole
+    now, and kept or rejected for another reason. The earlier reject no longer describes the file: it leaves
+    ``rejects/`` (table ``superseded_rejects``, which :func:`_write_rejects` reads), and is counted per file, so
+    the rejected lines the manifest totals are those ``rejects/`` lists. (An identical reject is a duplicate:
+    :func:`_drop_known_rejects`.)"""
+    earlier = out / "rejects" / f"{kind}.parquet"
+    if not again or not earlier.is_file():
+        return []
+    read_now = [f"SELECT source_file, source_line FROM new_rejects WHERE kind = {_lit(kind)}"]
+    if staged:
+        read_now.append(
+            f"SELECT source_file, source_line FROM read_parquet({_list([str(p) for p in staged])}, "
+            "hive_partitioning = false)"
+        )
+    con.execute(
+        f"INSERT INTO superseded_rejects SELECT DISTINCT {_lit(kind)}, e.source_file, e.source_line "
+        f"FROM read_parquet({_lit(str(earlier))}) AS e SEMI JOIN ({' UNION ALL '.join(read_now)}) AS n "
+        "ON e.source_file = n.source_file AND e.source_line = n.source_line "
+        f"WHERE e.source_file IN ({', '.join(_lit(path) for path in again)})"
+    )
+    return con.execute(
+        f"SELECT source_file, count(*) FROM superseded_rejects WHERE kind = {_lit(kind)} GROUP BY 1"
+    ).fetchall()
+
+
 def _write_rejects(con: duckdb.DuckDBPyConnection, out: Path) -> None:
-    """rejects/<kind>.parquet and .csv (spreadsheet-safe): earlier runs' rejects plus this run's."""
+    """rejects/<kind>.parquet and .csv (spreadsheet-safe): earlier runs' rejects, less those this run superseded,
+    plus this run's."""
     folder = out / "rejects"
     folder.mkdir(parents=True, exist_ok=True)
     counts = dict(con.execute("SELECT kind, count(*) FROM new_rejects GROUP BY 1").fetchall())
-    if not counts:
+    superseded = dict(con.execute("SELECT kind, count(*) FROM superseded_rejects GROUP BY 1").fetchall())
+    if not counts and not superseded:
         return
     detail = "CASE " + " ".join(f"WHEN reason = {_lit(code)} THEN {_lit(text)}" for code, text in REASONS.items())
     detail += (
@@ -1705,12 +1742,16 @@ def _write_rejects(con: duckdb.DuckDBPyConnection, out: Path) -> None:
         "not a value: map the field inside it (a dotted path, e.g. user.id)' END"
     )
     for kind in KINDS:
-        if not counts.get(kind):
+        if not counts.get(kind) and not superseded.get(kind):
             continue
         target = folder / f"{kind}.parquet"
         rows = f"SELECT source_file, source_line, reason, raw FROM new_rejects WHERE kind = {_lit(kind)}"
         if target.exists():
-            rows += f" UNION ALL SELECT source_file, source_line, reason, raw FROM read_parquet({_lit(str(target))})"
+            rows += (
+                f" UNION ALL SELECT source_file, source_line, reason, raw FROM read_parquet({_lit(str(target))}) "
+                f"ANTI JOIN (SELECT source_file, source_line FROM superseded_rejects WHERE kind = {_lit(kind)}) "
+                "USING (source_file, source_line)"
+            )
         select = _sql("rejects.sql", rows=rows, detail=detail)
         con.execute(f"CREATE OR REPLACE TEMP TABLE rejects_out AS {select}")
         tmp = target.with_suffix(".parquet.tmp")

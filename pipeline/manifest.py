@@ -307,7 +307,8 @@ def damaged_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The input files that had more lines rejected than kept, summed over their readings (a file that grew is read
-    again; each reading counts its new lines): a file of another kind, a field map naming none of its fields, or
+    again; each reading counts its new lines, less the earlier rejects it superseded: a cut last line read whole
+    later): a file of another kind, a field map naming none of its fields, or
     not a log at all. Their lines are missing from the analysis. Each: ``path``, ``kind``, ``kept``, ``rejected``,
     ``reject_reasons`` (commonest first; empty for a manifest written before files listed them). A damaged file is
     :func:`damaged_inputs`' to tell of, not this."""
@@ -321,7 +322,7 @@ def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             path, {"path": path, "kind": entry.get("kind"), "kept": 0, "rejected": 0, "reject_reasons": Counter()}
         )
         total["kept"] += int(entry.get("kept") or 0)
-        total["rejected"] += int(entry.get("rejected") or 0)
+        total["rejected"] += int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
         total["reject_reasons"].update(entry.get("reject_reasons") or {})
     return [
         {**total, "reject_reasons": dict(sorted(total["reject_reasons"].items(), key=lambda item: (-item[1], item[0])))}

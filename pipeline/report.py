@@ -1319,8 +1319,8 @@ def _category_order(s: dict[str, Any], facts: _Facts) -> list[str]:
 
 _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     # label, path in summary.json, kind
-    ("users active in the window", ("active_users",), "int"),
-    ("sessions active in the window", ("active_sessions",), "int"),
+    ("users active in the window (signed-in users who made a request in it)", ("active_users",), "int"),
+    ("sessions active in the window (the signed-in sessions of those requests)", ("active_sessions",), "int"),
     ("requests in the window", ("requests",), "int"),
     ("cache values served", ("served_items",), "int"),
     ("... of them with no host or conn_id logged (the connection tier cannot see them)",
@@ -1329,7 +1329,8 @@ _KEY_NUMBERS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("exposures (a value served to someone other than its owner)", ("exposures",), "int"),
     ("affected users (owners whose data was exposed)", ("affected_owners",), "int"),
     ("affected users who were active in the window", ("affected_active_users",), "int"),
-    ("share of active users affected", ("share_of_active_users_affected",), "share"),
+    ("share of active users affected (affected and active, of the active users)",
+     ("share_of_active_users_affected",), "share"),
     ("signed-in viewers shown someone else's data", ("viewers",), "int"),
     ("anonymous sessions shown someone else's data", ("anonymous_viewer_sessions",), "int"),
     ("exposures to a viewer the logs cannot name", ("unknown_viewer_exposures",), "int"),
@@ -1662,6 +1663,13 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
             "warning",
         )
         blocks += _files_count_para(
+            files, "superseded_rejects", "line", ("was", "were"),
+            "rejected by an earlier reading of a file that grew since, its last line then, cut short, and read whole "
+            "by a later reading (manifest.json, files[].superseded_rejects): the later reading's verdict stands, and "
+            "rejects/ no longer lists the earlier one. The rejected column counts each reading's own verdicts.",
+            "note",
+        )
+        blocks += _files_count_para(
             files, "placed_in_repeated_hour", "log line", ("gives", "give"),
             "a wall time without an offset in the hour its source's time zone repeats when the clocks go back "
             "(manifest.json, files[].placed_in_repeated_hour). Each was placed at the first or the second of its two "
@@ -1822,8 +1830,9 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 *_count(s.get("ambiguous_rows", 0), "row", ("ambiguous_rows",)),
                 f" {_verb(s.get('ambiguous_rows', 0), 'rests', 'rest')} on ambiguous evidence and ",
                 Num(s.get("conflict_rows", 0), key=("conflict_rows",)),
-                " on conflicting evidence; they are kept and labelled (evidence column, flagged_rows in "
-                "affected_users.csv) rather than guessed.",
+                " on conflicting evidence; they are kept and labelled for review (evidence column, flagged_rows in "
+                "affected_users.csv): the owner on such a row is the next or the strongest tier's, as the table "
+                "says, never the digest's guess between several owners.",
             ]
         )
     )
@@ -1982,7 +1991,10 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         )
     )
     blocks.append(Heading(3, "What the logs cannot show"))
-    total_rejected = sum(int(entry.get("rejected") or 0) for entry in manifest.get("files") or [])
+    total_rejected = sum(  # as rejects/ lists them: less the earlier rejects a later reading superseded
+        int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
+        for entry in manifest.get("files") or []
+    )
     blocks.append(
         Bullets(
             [
@@ -2010,6 +2022,37 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         )
     )
     return blocks
+
+
+_LISTS = "affected_users, notify"
+_COLUMNS: tuple[tuple[str, str, str], ...] = (  # the columns of the lists, for whoever receives them with this report
+    ("owner_id", f"{_LISTS}, changes", "the user whose data was served to someone else (the data's owner)"),
+    ("email, name, country, locale", f"{_LISTS}, changes",
+     "as the users directory (tables.users) gives them; country is the directory's, not a checked place of residence"),
+    ("in_directory", f"{_LISTS}, changes", "whether the users directory has the user (empty: no directory)"),
+    ("directory_rows", f"{_LISTS}, changes", "the directory's rows for the user; more than 1: the first was used"),
+    ("categories, category", f"{_LISTS}, viewers, changes",
+     "the kind of data served (categories: every kind, joined with ';')"),
+    ("exposure_count", f"{_LISTS}, viewers",
+     "exposures: values served to someone else, one per value (one page view can serve several)"),
+    ("viewer_count", _LISTS, "the different viewers who were served the owner's data (an anonymous session: one)"),
+    ("first_exposed, last_exposed", f"{_LISTS}, changes", "the first and the last exposure of the owner's data (UTC)"),
+    ("max_severity, severity", f"{_LISTS}, viewers",
+     "the highest severity among those exposures: the incident config's rating per kind of data (low < medium < "
+     "high < critical), not a legal classification"),
+    ("strongest_evidence", _LISTS,
+     "how the owner is known, for the best-evidenced of those exposures (Method, Evidence)"),
+    ("flagged_rows", "affected_users, viewers",
+     "exposures labelled digest-ambiguous or conflict: review them before relying on the row"),
+    ("evidence_counts", "affected_users", "exposures per kind of evidence (value_owner=2;digest=1)"),
+    ("viewer_id, viewer_kind, session", "viewers",
+     "who was served someone else's data: a signed-in user (user), an anonymous session named by the SHA-256 of "
+     "its id (anonymous), or a request missing from the requests log (unknown)"),
+    ("owners_seen, first_seen, last_seen", "viewers", "the different owners whose data the viewer was served; when"),
+    ("change, reason", "changes",
+     "added to or removed from a list since the previous report; why a row went: outside_window (still exposed, "
+     "outside this window) or not_found (no such exposure any more)"),
+)
 
 
 def _files_section(facts: _Facts) -> list[Any]:
@@ -2059,6 +2102,8 @@ def _files_section(facts: _Facts) -> list[Any]:
             "(categories) are joined with ';'.",
             "note",
         ),
+        Heading(3, "What the columns mean"),
+        Table(["column", "in", "meaning"], [[Code(column), where, meaning] for column, where, meaning in _COLUMNS]),
         Heading(3, "Checks"),
         Bullets([("passed: " if ok else "FAILED: ") + text for text, ok in facts.checks]),
     ]

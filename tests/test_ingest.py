@@ -810,6 +810,46 @@ def test_a_log_that_grew_lists_its_old_bad_lines_once(tmp_path):
     assert len(csv_lines) == 1 + 4
 
 
+@pytest.mark.parametrize("whole", ["kept", "rejected otherwise"])
+def test_a_live_logs_cut_last_line_read_whole_later_leaves_the_rejects(tmp_path, whole):
+    """A live log copied while it was written ends in half a line (a reject). Copied again, grown, that line is
+    whole: kept (or rejected for what it says now). The first reading's reject no longer describes the file: it
+    leaves rejects/, and the later reading counts it, so the rejected lines the manifest totals are rejects/'."""
+    out = tmp_path / "out"
+    last = req("r3") if whole == "kept" else req("r3", ts="soon")
+    path = write(tmp_path / "requests.jsonl", [req("r1"), req("r2"), last[:12]], final_newline=False)
+    run(path, out)
+    assert rejects(out, "requests") == [("requests.jsonl", 3, "invalid_json")]
+    write(path, [req("r1"), req("r2"), last, req("r4")])
+    result = run(path, out)
+    files = [f for f in result.manifest["files"] if f["path"] == str(path.absolute())]
+    kept = 2 if whole == "kept" else 1
+    assert [(f["lines"], f["kept"], f["duplicates"], f["rejected"]) for f in files] == [
+        (3, 2, 0, 1), (4, kept, 2, 2 - kept),
+    ]
+    assert files[1]["superseded_rejects"] == 1
+    assert rejects(out, "requests") == ([] if whole == "kept" else [("requests.jsonl", 3, "bad_ts")])
+    in_lake = sorted(r["request_id"] for r in lake(out, "requests"))
+    assert in_lake == (["r1", "r2", "r3", "r4"] if whole == "kept" else ["r1", "r2", "r4"])
+    total = sum(f["rejected"] - f.get("superseded_rejects", 0) for f in result.manifest["files"])
+    assert total == len(rejects(out, "requests"))
+
+
+def test_a_grown_file_lacks_a_field_only_if_its_earlier_lines_did_too(tmp_path):
+    """A grown file keeps its new lines only: new lines without host were noted as a file without host in any line,
+    though its earlier lines had one."""
+    out = tmp_path / "out"
+    path = write(tmp_path / "cache.jsonl", [cache("k1"), cache("k2")])
+    run(path, out)
+    bare = json.dumps({k: v for k, v in json.loads(cache("k3")).items() if k not in ("host", "conn_id")})
+    write(path, [cache("k1"), cache("k2"), bare])
+    assert "empty_fields" not in run(path, out).manifest["files"][-1]
+    other = write(tmp_path / "cache-2.jsonl", [bare])  # no earlier reading: every line lacks them
+    run(other, out)
+    write(other, [bare, bare.replace("k3", "k4")])
+    assert run(other, out).manifest["files"][-1]["empty_fields"][:2] == ["host", "conn_id"]
+
+
 def test_the_same_file_twice_in_one_run_is_read_once(tmp_path):
     a = write(tmp_path / "a" / "requests.jsonl", [req("r1")])
     b = tmp_path / "b" / "requests.jsonl"

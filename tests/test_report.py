@@ -1008,6 +1008,23 @@ def test_sample_report_names_each_table_it_rests_on_and_what_the_grants_excused(
     assert {("granted_views", "items"), ("tables", "grants", "rows"), ("tables", "ownership", "rows")} <= keys
 
 
+def test_every_column_of_the_lists_is_explained_in_the_report(sample_run):
+    """Legal and comms receive the lists with the report, not the README: each column of each list has a meaning
+    in the report's 'What the columns mean', which names the list it is in."""
+    from pipeline.report import _COLUMNS
+
+    out, _ = sample_run
+    explained = {name: where for names, where, _ in _COLUMNS for name in names.split(", ")}
+    lists = [("affected_users", out / "affected_users.csv"), ("viewers", out / "viewers.csv")]
+    lists += [("notify", path) for path in (out / "notify").glob("*.csv")]
+    for name, path in lists:
+        for column in read_safe_csv(path).columns:
+            assert name in explained.get(column, ""), (name, column)
+    assert "changes" in explained["change"] and "changes" in explained["reason"]
+    md = (out / "report.md").read_text(encoding="utf-8").replace("\\_", "_")
+    assert "### What the columns mean" in md and "| `strongest_evidence` | affected_users, notify |" in md
+
+
 def test_sample_viewers_match_ground_truth(sample_run):
     out, _ = sample_run
     ours = read_safe_csv(out / "viewers.csv")
