@@ -285,8 +285,10 @@ def ingest(
                 kind_files = [f for f in todo if f.kind == kind_name]
                 if kind_files:
                     t0 = time.monotonic()
-                    known = _earlier_empty_fields(manifest, kind_name)
-                    moves += _ingest_kind(con, cfg, kind_name, kind_files, out, scratch, run_id, progress, known)
+                    read_before = _read_before(manifest, kind_name)
+                    moves += _ingest_kind(
+                        con, cfg, kind_name, kind_files, out, scratch, run_id, progress, read_before
+                    )
                     timings[kind_name] = round(time.monotonic() - t0, 3)
             with ctrl_c_waits():  # the lake, the rejects and the manifest change together
                 t0 = time.monotonic()
@@ -704,7 +706,7 @@ def _parquet_column_for(named: list[tuple[str, str]], name: str) -> str | None:
     return named[own.index(chosen)][1]
 
 
-def _earlier_empty_fields(manifest: dict[str, Any], kind: str) -> dict[str, set[str] | None]:
+def _read_before(manifest: dict[str, Any], kind: str) -> dict[str, set[str] | None]:
     """The paths of ``kind`` the manifest lists (earlier readings), each with the fields empty in every line those
     readings kept (``files[].empty_fields``; a reading that kept none tells nothing): a grown file read again keeps
     only its new lines."""
@@ -1193,10 +1195,11 @@ def _ingest_kind(
     scratch: Path,
     run_id: str,
     show: bool | None,
-    known: dict[str, set[str] | None],
+    read_before: dict[str, set[str] | None],
 ) -> list[tuple[Path, Path]]:
     """Stage every file of one kind, drop duplicates and count; returns the moves of the new parts into the lake
-    (made only once every kind is staged, so a failure leaves the lake as it was)."""
+    (made only once every kind is staged, so a failure leaves the lake as it was). ``read_before``: the paths of
+    the kind the manifest lists (a file among them grew since), each with the fields its earlier lines lack."""
     source = cfg.sources[kind]
     groups: list[tuple[str, list[_Input]]] = []
     json_files = [f for f in files if f.fmt == "json"]
@@ -1228,9 +1231,9 @@ def _ingest_kind(
                 _stage_text(con, cfg, kind, fmt, group, dest, label, show)
 
     by_path = {str(f.path): f for f in files}
+    again = [str(f.path) for f in files if str(f.path) in read_before]  # grown files, read again whole
     repeated = sorted(stage_root.glob("g*/pkey=-2/*.parquet"))
     if repeated:
-        again = [str(f.path) for f in files if str(f.path) in known]
         _place_repeated_hour(con, kind, source, stage_root, repeated, again, out)
     record_files: dict[int, list[Path]] = {}
     reject_files: list[Path] = []
@@ -1265,7 +1268,7 @@ def _ingest_kind(
     staged = [p for parts in record_files.values() for p in parts]
     if staged:
         _drop_duplicates(con, kind, files, staged, record_files, out)  # may empty (and drop) staged files
-    _refuse_names_taken(con, kind, [f for f in files if str(f.path) in known], staged, out)
+    _refuse_names_taken(con, kind, [by_path[path] for path in again], staged, out)
     if staged:
         new = f"read_parquet({_list([str(p) for p in staged])}, hive_partitioning = false)"
         # the evidence fields, and every field the config maps to a path: a path no line has is a mistyped map
@@ -1276,7 +1279,7 @@ def _ingest_kind(
         for path, count, *filled in counts:
             by_path[path].kept = count
             # a grown file keeps its new lines only: a field is empty in the file if its earlier lines lacked it too
-            earlier = known.get(path)
+            earlier = read_before.get(path)
             by_path[path].empty_fields = [
                 name for name, n in zip(fields, filled, strict=True) if not n and (earlier is None or name in earlier)
             ]
@@ -1289,7 +1292,6 @@ def _ingest_kind(
             ).fetchall():
                 by_path[path].placed_in_repeated_hour = count
 
-    again = [str(f.path) for f in files if str(f.path) in known]
     for path, count in _supersede_earlier_rejects(con, kind, again, staged, out):
         by_path[path].superseded_rejects = count
 
