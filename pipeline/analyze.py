@@ -978,8 +978,9 @@ def build_summary(rows: Rows) -> dict[str, Any]:
     # A crossed reply that reached a viewer with data no tier names an owner for: its key matches no [[keys]] rule,
     # or its rule's resource is missing from tables.ownership (a family whose data is nobody's, a public key, is
     # known to be nobody's). Neither an exposure nor a near miss: a victim the lists cannot name.
+    # Counted per call, as crossed replies are (a multi-key reply's items are one reply: docs/design.md).
     summary["crossed_served_unknown_owner"] = one(
-        "SELECT count(*) FROM notable_items AS c CROSS JOIN chosen_window AS w "
+        "SELECT count(DISTINCT c.line_id) FROM notable_items AS c CROSS JOIN chosen_window AS w "
         "LEFT JOIN key_rule_matches AS k ON c.value_key = k.key "
         f"WHERE {in_window} AND c.crossed AND c.outcome = 'served' AND c.owner_id IS NULL "
         "AND coalesce(k.names_owner, true)"
@@ -997,8 +998,9 @@ def build_summary(rows: Rows) -> dict[str, Any]:
         f"CROSS JOIN chosen_window AS w WHERE {in_window} AND c.outcome = 'served' AND c.owner_id IS NOT NULL "
         "AND (c.viewer_kind <> 'unknown' OR c.owner_by_key IS NULL OR c.owner_id <> c.owner_by_key)"
     )
-    granted, granted_owners, granted_crossed = one(
-        f"SELECT count(*), count(DISTINCT c.owner_id), count(*) FILTER (WHERE c.crossed) {granted_items}"
+    granted, granted_owners, granted_crossed = one(  # items; crossed replies per call, as everywhere
+        "SELECT count(*), count(DISTINCT c.owner_id), count(DISTINCT CASE WHEN c.crossed THEN c.line_id END) "
+        f"{granted_items}"
     )
     summary["granted_views"] = {
         "items": int(granted),

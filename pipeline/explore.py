@@ -28,6 +28,7 @@ The helpers take the output folder or such a connection (``out_or_con``) and ret
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -35,7 +36,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,20 @@ from .analyze import (
     analyze,
     load_steps,
     register_inputs,
+    resolve_analysis_window,
     run_steps,
 )
-from .config import Window, analysis_config
-from .errors import WhosawError
+from .config import Window, analysis_config, as_config
+from .errors import WhosawError, first_unreadable_parquet
 from .ingest import PhysicalLines, format_of
-from .manifest import MANIFEST_NAME, locked, refuse_pattern_characters, sha256_file
+from .manifest import (
+    MANIFEST_NAME,
+    REANALYSIS_MARK,
+    load_manifest,
+    locked,
+    refuse_pattern_characters,
+    sha256_file,
+)
 from .safecsv import write_safe_csv
 from .schema import KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS, id_text
 
@@ -111,8 +120,7 @@ def _rejects_sql(out: Path) -> str:
 
 
 def _manifest_files_sql(out: Path) -> str:
-    path = out / "manifest.json"
-    files = json.loads(path.read_text(encoding="utf-8")).get("files", []) if path.exists() else []
+    files = load_manifest(out).get("files", [])  # a damaged manifest: one clear error
     if not files:
         return _empty_select(MANIFEST_FILE_COLUMNS)
     rows = []
@@ -161,18 +169,28 @@ def _output_folder(out: str | Path) -> Path:
 def connect(out: str | Path, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views over everything a run wrote to ``out`` (see the module docstring)."""
     out = _output_folder(out)
+    manifest_files = _manifest_files_sql(out)
     con = duckdb.connect(database)
-    _spill_into(con, out)
-    _progress_bar_off(con)
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET VARIABLE {_OUT_VARIABLE} = {_quote(out)}")
-    for kind in KINDS:
-        con.execute(f"CREATE OR REPLACE VIEW {kind} AS {lake_relation_sql(out, kind)}")
-    con.execute(f"CREATE OR REPLACE VIEW rejects AS {_rejects_sql(out)}")
-    con.execute(f"CREATE OR REPLACE VIEW manifest_files AS {_manifest_files_sql(out)}")
-    for view, name in RESULT_FILES.items():
-        if (out / name).exists():
-            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet({_quote(out / name)})")
+    try:
+        _spill_into(con, out)
+        _progress_bar_off(con)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET VARIABLE {_OUT_VARIABLE} = {_quote(out)}")
+        con.execute(f"CREATE OR REPLACE VIEW manifest_files AS {manifest_files}")
+        for kind in KINDS:
+            con.execute(f"CREATE OR REPLACE VIEW {kind} AS {lake_relation_sql(out, kind)}")
+        con.execute(f"CREATE OR REPLACE VIEW rejects AS {_rejects_sql(out)}")
+        for view, name in RESULT_FILES.items():
+            if (out / name).exists():
+                con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet({_quote(out / name)})")
+    except duckdb.Error:  # a view's files no longer read: name the damaged one, as the CLI does
+        results = [out / name for name in RESULT_FILES.values() if (out / name).exists()]
+        lake = sorted((out / "parquet").rglob("*.parquet")) + sorted((out / "rejects").glob("*.parquet"))
+        damaged = first_unreadable_parquet(con, results + lake)
+        con.close()
+        if damaged is None:
+            raise
+        raise WhosawError(f"{out} is damaged: {damaged} is not readable Parquet") from None
     return con
 
 
@@ -181,6 +199,8 @@ def results_dir(out_or_con: OutOrCon) -> Path:
     if isinstance(out_or_con, duckdb.DuckDBPyConnection):
         try:
             value = out_or_con.execute(f"SELECT getvariable('{_OUT_VARIABLE}')").fetchall()[0][0]
+        except duckdb.ConnectionException:
+            raise WhosawError("this connection is closed; open another with pipeline.connect(out)") from None
         except duckdb.Error:
             value = None
         if not value:
@@ -191,8 +211,10 @@ def results_dir(out_or_con: OutOrCon) -> Path:
 
 @contextmanager
 def _opened(out_or_con: OutOrCon) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The connection given, or one opened on the folder given (and closed afterwards)."""
+    """The connection given (one :func:`connect` made, still open), or one opened on the folder given (and closed
+    afterwards)."""
     if isinstance(out_or_con, duckdb.DuckDBPyConnection):
+        results_dir(out_or_con)  # closed, or not made by connect: one clear error, not an empty answer
         yield out_or_con
         return
     con = connect(out_or_con)
@@ -314,9 +336,28 @@ def _needed_steps(steps: Sequence[Any], targets: Iterable[str]) -> list[Any]:
     return [step for step in steps if step.view in wanted]
 
 
-def _as_utc(value: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
+def _as_utc(value: Any, name: str = "around") -> pd.Timestamp:
+    """A time (ISO-8601 text, a datetime or a Timestamp; without a zone: UTC), else one clear error: a number
+    (seconds? nanoseconds?) or NaT would silently find nothing."""
+    try:
+        ts = pd.Timestamp(value) if isinstance(value, str | datetime) else None
+    except ValueError:
+        ts = None
+    if ts is None or pd.isna(ts):
+        raise WhosawError(f"{name}: expected a time (ISO-8601 text, a datetime or a Timestamp), not {value!r}")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _duration(value: Any, name: str) -> pd.Timedelta:
+    """A duration (text such as '2min', a timedelta or a Timedelta), else one clear error: a bare number would
+    be nanoseconds to pandas."""
+    try:
+        span = pd.Timedelta(value) if isinstance(value, str | timedelta) else None
+    except ValueError:
+        span = None
+    if span is None or pd.isna(span) or span < pd.Timedelta(0):
+        raise WhosawError(f"{name}: expected a duration such as '2min' or a timedelta, not {value!r}")
+    return span
 
 
 def connection_timeline(
@@ -324,8 +365,8 @@ def connection_timeline(
     host: str,
     conn_id: str | int,
     around: str | datetime | pd.Timestamp | None = None,
-    before: str | pd.Timedelta = "2min",
-    after: str | pd.Timedelta = "2min",
+    before: str | timedelta = "2min",
+    after: str | timedelta = "2min",
 ) -> pd.DataFrame:
     """Every cache line of the pooled connection ``(host, conn_id)`` in ``[around - before, around + after]``
     (the whole connection when ``around`` is None), in call order, with what the FIFO rule says of it.
@@ -353,6 +394,8 @@ def connection_timeline(
     config the run used.
     """
     out = results_dir(out_or_con)
+    focus = None if around is None else _as_utc(around)
+    span_before, span_after = _duration(before, "before"), _duration(after, "after")
     cfg = analysis_config(out)  # the key rules the exposures were found with, not only the ingest's
     con = duckdb.connect(":memory:")
     try:
@@ -371,19 +414,18 @@ def connection_timeline(
         con.execute("CREATE OR REPLACE TEMPORARY VIEW cache_lake AS SELECT * FROM whosaw_connection_lake")
         run_steps(con, _needed_steps(load_steps(), _TIMELINE_VIEWS), show=False)
         _register_findings(con, out)
-        if around is None:
+        if focus is None:
             span = "true"
             params: list[Any] = []
         else:
-            focus = _as_utc(around)
             span = "ts BETWEEN ? AND ?"
-            params = [focus - pd.Timedelta(before), focus + pd.Timedelta(after)]
+            params = [focus - span_before, focus + span_after]
         frame = con.execute(_TIMELINE_SQL.format(span=span), params).df()
     finally:
         con.close()
     frame.insert(0, "host", str(host))
     frame.insert(1, "conn_id", str(conn_id))
-    frame["focus"] = False if around is None else frame["ts"] == _as_utc(around)
+    frame["focus"] = False if focus is None else frame["ts"] == focus
     frame["note"] = [_note(row) for row in frame.itertuples(index=False)]
     return frame
 
@@ -561,25 +603,44 @@ def _note(row: Any) -> str:
 SOURCE_LINE_KINDS = ("cache", "request", "session")
 
 
+def _row_dict(row: Any) -> dict[str, Any]:
+    """One row as a dict: a Series, a mapping, or a row of ``DataFrame.itertuples()`` (a named tuple)."""
+    if isinstance(row, pd.Series | Mapping):
+        return dict(row)
+    if isinstance(row, tuple) and hasattr(row, "_asdict"):
+        return row._asdict()
+    raise WhosawError(
+        "source_lines: rows must be a DataFrame, one row (a Series, a dict, a row of itertuples()) or a list of "
+        f"them, not {type(row).__name__}"
+    )
+
+
 def _rows_frame(rows: Any) -> pd.DataFrame:
     if isinstance(rows, pd.DataFrame):
         frame = rows
-    elif isinstance(rows, pd.Series | Mapping):
-        frame = pd.DataFrame([dict(rows)])
+    elif isinstance(rows, pd.Series | Mapping) or (isinstance(rows, tuple) and hasattr(rows, "_asdict")):
+        frame = pd.DataFrame([_row_dict(rows)])
+    elif isinstance(rows, Iterable) and not isinstance(rows, str | bytes):
+        frame = pd.DataFrame([_row_dict(row) for row in rows])
     else:
-        frame = pd.DataFrame([dict(row) for row in rows])
+        frame = pd.DataFrame([_row_dict(rows)])
     if "source_file" not in frame.columns or "source_line" not in frame.columns:
         raise WhosawError("source_lines needs rows with source_file and source_line (e.g. exposures rows)")
+    try:
+        line_numbers = pd.to_numeric(frame["source_line"]).astype("Int64").reset_index(drop=True)
+        ts = frame["ts"] if "ts" in frame.columns else pd.Series([pd.NaT] * len(frame))
+        times = pd.to_datetime(ts, utc=True).reset_index(drop=True)
+    except (ValueError, TypeError):
+        raise WhosawError("source_lines: source_line must be whole line numbers, and ts times") from None
     columns = {
         "input_row": pd.Series(range(len(frame)), dtype="int64"),
         "source_file": frame["source_file"].astype("string").reset_index(drop=True),
-        "source_line": pd.to_numeric(frame["source_line"]).astype("Int64").reset_index(drop=True),
+        "source_line": line_numbers,
     }
     for name in ("request_id", "session_id"):
         series = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
         columns[name] = series.astype("string").reset_index(drop=True)
-    ts = frame["ts"] if "ts" in frame.columns else pd.Series([pd.NaT] * len(frame))
-    columns["ts"] = pd.to_datetime(ts, utc=True).reset_index(drop=True)
+    columns["ts"] = times
     return pd.DataFrame(columns)
 
 
@@ -591,7 +652,8 @@ def source_lines(
     verify: bool = True,
 ) -> pd.DataFrame:
     """The raw input lines behind ``rows`` (exposures, near misses, timeline rows: anything with
-    ``source_file`` and ``source_line``; a DataFrame, one row, or a list of rows).
+    ``source_file`` and ``source_line``; a DataFrame, one row (a Series, a dict, a row of ``itertuples()``), or a
+    list of rows). ``lines``: the kinds of line wanted (below), or one of them.
 
     For each row (``input_row`` = its position in ``rows``), one output row per line found, ``line_kind``:
 
@@ -605,7 +667,7 @@ def source_lines(
     still has the SHA-256 the manifest recorded when it was ingested (None: not checked or not listed);
     ``note`` says why a line could not be read.
     """
-    wanted_kinds = tuple(lines)
+    wanted_kinds = (lines,) if isinstance(lines, str) else tuple(lines)  # lines="cache": one kind, not c, a, ...
     unknown = [kind for kind in wanted_kinds if kind not in SOURCE_LINE_KINDS]
     if unknown:
         raise WhosawError(f"source_lines: unknown line kind {unknown[0]!r} (cache, request, session)")
@@ -751,11 +813,21 @@ def _read_parquet_rows(path: Path, numbers: set[int], gz: bool, scratch_root: Pa
 def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` to ``path`` as spreadsheet-safe CSV (times ISO-8601 UTC; folders created); the path.
     A named index is written as columns first: a crosstab's or a groupby's rows are named by it (the viewer, the
-    owner), and the writer reads columns only. An unnamed one (a filtered frame's row numbers) is left out."""
+    owner), and the writer reads columns only. An unnamed one (a filtered frame's row numbers) is left out, and
+    so is one that is a column already. Two levels of column names (several aggregations, a pivot) are joined
+    with ``_``: ``ts_min``."""
     path = Path(path)
+    if path.is_dir():
+        raise WhosawError(f"export_csv: {path} is a folder; name the CSV file to write")
+    if isinstance(frame.columns, pd.MultiIndex):  # .agg(["min", "max"]), a pivot: ('ts', 'min') -> ts_min
+        frame = frame.set_axis(
+            ["_".join(str(part) for part in parts if str(part) != "") for parts in frame.columns], axis=1
+        )
+    # named index levels first, but once: one that is a column too (set_index(..., drop=False)) is that column
+    missing = [name for name in frame.index.names if name is not None and name not in frame.columns]
+    if missing:
+        frame = frame.reset_index(level=missing)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if any(name is not None for name in frame.index.names):
-        frame = frame.reset_index()
     write_safe_csv(frame, path)
     return path
 
@@ -784,8 +856,12 @@ def reanalyze(
         raise WhosawError("reanalyze: dest must be a folder outside out (and not holding it)")
     if not (out / "parquet").is_dir():
         raise WhosawError(f"{out}: no lake (parquet/) here; run pipeline.ingest first")
+    unknown = sorted(set(options) - set(inspect.signature(analyze).parameters) - {"out", "config", "window"})
+    if unknown:
+        raise WhosawError(f"reanalyze: unknown option {unknown[0]!r} (pipeline.analyze's options are taken)")
     with locked(out, "reanalyze"):  # which rolls back what a killed ingest left half-committed, as analyze does
-        cfg = analysis_config(out) if config is None else config
+        cfg = analysis_config(out) if config is None else as_config(config)
+        resolve_analysis_window(window, cfg)  # a bad window or config is refused before dest's results are replaced
         return _reanalyze_locked(out, dest, window, cfg, options)
 
 
@@ -793,11 +869,11 @@ def _reanalyze_locked(
     out: Path, dest: Path, window: str | None, config: Any, options: dict[str, Any]
 ) -> dict[str, Any]:
     if dest.exists():
-        if not (dest / ".whosaw-reanalysis").exists():
+        if not (dest / REANALYSIS_MARK).exists():
             raise WhosawError(f"reanalyze: {dest} exists and was not made by reanalyze; choose a new folder")
         shutil.rmtree(dest)
     dest.mkdir(parents=True, mode=0o700)  # like a new --out: its owner's only
-    (dest / ".whosaw-reanalysis").write_text(str(out) + "\n", encoding="utf-8")
+    (dest / REANALYSIS_MARK).write_text(str(out) + "\n", encoding="utf-8")
     for folder in ("parquet", "rejects"):
         if not (out / folder).is_dir():
             continue

@@ -83,6 +83,7 @@ from .config import Config, FieldSpec, SourceConfig, resolve_config, strptime_sp
 from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
 from .manifest import (
     MANIFEST_NAME,
+    REANALYSIS_MARK,
     begin_ingest_commit,
     ctrl_c_waits,
     end_ingest_commit,
@@ -256,6 +257,11 @@ def ingest(
     out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise WhosawError(f"--out {out} is not a folder")
+    if (out / REANALYSIS_MARK).exists() or (out / "parquet").is_symlink():
+        raise WhosawError(
+            f"--out {out} is a reanalysis of another folder's lake (pipeline.reanalyze): its lake is that folder's, "
+            "so ingest late logs into that --out, then reanalyze again"
+        )
     cfg = resolve_config(out, config)  # late logs into a lake: the config its first ingest recorded
 
     files, skipped = _discover(inputs, out, cfg, kind)

@@ -36,6 +36,7 @@ PENDING_NAME = ".ingest-pending"  # an ingest's commit in progress: see begin_in
 HISTORY_DIR = "history"  # the reports that later data or a later analysis replaced: see remove_stage_outputs
 HISTORY_STAMP = "%Y%m%dT%H%M%S.%fZ"  # history/report-<when it was made, UTC>: names that sort by time
 KEPT_NAME = "kept.json"  # in a kept report's folder: when it was made, and the SHA-256 of the lists it wrote
+REANALYSIS_MARK = ".whosaw-reanalysis"  # in a folder explore.reanalyze made: its lake is another --out's
 LOCK_NAME = ".ingest.lock"  # the name an ingest has always locked: every stage now takes it
 _CHUNK = 1 << 20
 _held: dict[Path, tuple[int, int]] = {}  # folders this process holds the lock of: (thread, depth) (run = 3 stages)

@@ -265,8 +265,8 @@ def simulate(
         cache_warm_before_logs, empty_titles,
     )
     out = Path(out)
-    _prepare_out(out)
-    sim = _Simulation(params, out)
+    others = _prepare_out(out)
+    sim = _Simulation(params, out, others)
     return sim.run()
 
 
@@ -383,10 +383,14 @@ def _iso_us(us: int) -> str:
 GENERATED_MARK = "whosaw simulate"
 
 
-def _prepare_out(out: Path) -> None:
-    """Refuse to mix a simulation into a folder of other logs; replace an earlier simulation's files."""
+def _prepare_out(out: Path) -> set[str]:
+    """Refuse to mix a simulation into a folder of other logs or into a whosaw output folder; replace an earlier
+    simulation's files (those its summary lists: the files it wrote). Returns the files left there, the user's,
+    which this simulation neither lists nor, when it is replaced in turn, removes."""
     if out.exists() and not out.is_dir():
         raise WhosawError(f"simulate: {out} is not a folder")
+    if (out / "manifest.json").is_file():
+        raise WhosawError(f"simulate: {out} is a whosaw output folder (it holds manifest.json); choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     summary = out / "ground_truth" / "summary.json"
     earlier: list[str] = []
@@ -406,6 +410,7 @@ def _prepare_out(out: Path) -> None:
             raise WhosawError(f"simulate: {out} already holds logs ({path.name}); choose an empty folder")
     if (out / "ground_truth").is_dir():
         shutil.rmtree(out / "ground_truth")
+    return {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1172,8 +1177,9 @@ def _len(a: dict[str, np.ndarray]) -> int:
 class _Simulation:
     """Generates traffic chunk by chunk, resolves which reply each call read, writes logs and the truth."""
 
-    def __init__(self, p: _Params, out: Path) -> None:
+    def __init__(self, p: _Params, out: Path, others: set[str] = frozenset()) -> None:
         self.p, self.out = p, out
+        self.others = others  # files in OUT before this simulation: not its own
         root = np.random.SeedSequence(p.seed)
         world_ss, traffic_ss, messy_ss, values_ss = root.spawn(4)  # children 0-2 as they were before values_ss
         self.rng = np.random.default_rng(traffic_ss)
@@ -2054,11 +2060,11 @@ class _Simulation:
             "crossed_replies": c["crossed_replies"],
             "log_lines": c["requests"] + c["cache_lines"] + c["session_events"],
         }
-        files = {}
+        files = {}  # what this simulation wrote (the next one into OUT removes these, and only these)
         for path in sorted(out.rglob("*")):
             if path.is_file() and path.name != "README.md":
                 rel = path.relative_to(out).as_posix()
-                if rel != "ground_truth/summary.json":
+                if rel != "ground_truth/summary.json" and rel not in self.others:
                     files[rel] = path.stat().st_size
         summary: dict[str, Any] = {
             "generator": {"tool": GENERATED_MARK, "version": __version__, "options": p.options},

@@ -2187,6 +2187,25 @@ def test_a_crossed_mget_reply_exposes_every_item_of_it(tmp_path):
         assert list(notify.owner_id) == ["alice"], name
 
 
+def test_a_crossed_mget_reply_counts_once_among_the_crossed_replies_granted_or_owned_by_no_one(tmp_path):
+    """Crossed replies are counted per call, exposures per item: a crossed MGET reply of two items whose keys no
+    rule names an owner for was two 'crossed replies served with data no evidence names an owner for', and one of
+    two items a grant covers two granted crossed replies: more than the crossed replies in all."""
+    cache = [
+        call(T(0, 0), "ra", '["misc:a","misc:b"]', "cancelled", op="MGET", conn="1"),
+        call(T(0, 1), "rb", "user:bob:titles", conn="1"),  # reads the misc items: nobody's known
+        call(T(0, 0), "ra", ALICE_MGET, "cancelled", op="MGET", conn="2"),
+        call(T(0, 2), "rc", "user:carol:titles", conn="2"),  # reads alice's items: her grant to carol covers them
+    ]
+    grants = {"owner_id": ["alice"], "viewer_id": ["carol"], "category": ["*"]}
+    summary, exp = run_case(tmp_path, cache, {"ra": "alice", "rb": "bob", "rc": "carol"}, tables={"grants": grants})
+    assert exp.empty and summary["crossed_replies"] == 2
+    assert summary["crossed_served_unknown_owner"] == 1
+    assert summary["granted_views"] == {
+        "items": 2, "owners": 1, "crossed_replies": 1, "by_category": {"conversation_titles": 1, "payment_info": 1},
+    }
+
+
 def test_a_crossed_single_key_reply_read_by_an_mget_is_that_key(tmp_path):
     cache = [
         call(T(0, 1), "ra", "user:alice:titles", "cancelled"),

@@ -10,6 +10,7 @@ import gzip
 import json
 import shutil
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -168,6 +169,25 @@ def test_reanalyze_flags_outside_window_and_leaves_out_untouched(out: Path, tmp_
     with pytest.raises(WhosawError, match="not made by reanalyze"):
         reanalyze(out, tmp_path, window="auto")
 
+    # A bad window, config or option is refused before dest's results are replaced.
+    def results(folder: Path) -> dict[Path, bytes]:
+        files = [p for p in folder.rglob("*") if p.is_file() and "parquet" not in p.parts]
+        return {p.relative_to(folder): p.read_bytes() for p in files}
+
+    made = results(dest)
+    for bad, match in (({"window": "2023-03-20T01:00Z-PT2H"}, "window"), ({"config": tmp_path / "nope.toml"}, "nope"),
+                       ({"windw": "auto"}, "unknown option 'windw'")):
+        with pytest.raises(WhosawError, match=match):
+            reanalyze(out, dest, progress=False, **bad)
+    assert results(dest) == made
+    # Its lake is out's (a link): late logs go into out, never into it, which would change out's lake.
+    late = tmp_path / "late" / "requests-late.jsonl"
+    late.parent.mkdir()
+    late.write_text(json.dumps({"ts": "2023-03-20T02:00:00Z", "request_id": "late-1", "session_id": "s"}) + "\n")
+    with pytest.raises(WhosawError, match="is a reanalysis of another folder's lake"):
+        pipeline.ingest([late], dest, progress=False)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
 
 # ---------------------------------------------------------------------------------------------- connection_timeline
 
@@ -230,6 +250,14 @@ def test_connection_timeline_whole_connection_and_errors(con: duckdb.DuckDBPyCon
     assert set(on_conn["request_id"]) <= shown
     with pytest.raises(WhosawError, match="no cache lines"):
         connection_timeline(con, "no-such-host", "0")
+    # times an analyst may mistype: one clear error, not pandas' (or, for a bare number, nanoseconds: nothing found)
+    for bad in ({"around": "yesterday-ish"}, {"around": 5}, {"around": pd.NaT}, {"before": 120},
+                {"before": "two minutes"}, {"after": "-1min"}):
+        with pytest.raises(WhosawError, match="expected a"):
+            connection_timeline(con, row["host"], row["conn_id"], **({"around": row["ts"]} | bad))
+    around = connection_timeline(con, row["host"], row["conn_id"], around=pd.Timestamp(row["ts"]),
+                                 before=timedelta(minutes=1))
+    assert around["focus"].sum() >= 1
 
 
 # ---------------------------------------------------------------------------------------------- source_lines
@@ -273,6 +301,15 @@ def test_source_lines_accepts_one_row_and_a_choice_of_lines(con: duckdb.DuckDBPy
         source_lines(con, exposure, lines=("audit",))
     with pytest.raises(WhosawError, match="source_file"):
         source_lines(con, [{"request_id": "x"}])
+    # rows as an analyst has them: itertuples() rows, one of them, a kind named alone
+    frame = con.execute("SELECT * FROM exposures ORDER BY ts LIMIT 2").df()
+    whole = source_lines(con, frame, lines="cache")
+    assert list(whole["line_kind"]) == ["cache", "cache"]
+    assert source_lines(con, list(frame.itertuples()), lines="cache")["raw"].tolist() == whole["raw"].tolist()
+    assert source_lines(con, next(frame.itertuples()), lines="cache")["raw"].tolist() == whole["raw"].tolist()[:1]
+    for bad in ([("a", 1)], frame.assign(source_line="abc"), frame.assign(source_line=3.5), 5):
+        with pytest.raises(WhosawError, match="source_lines: "):
+            source_lines(con, bad)
 
 
 def test_source_lines_from_gzip_inputs(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
@@ -353,6 +390,20 @@ def test_export_csv_is_spreadsheet_safe(tmp_path: Path, con: duckdb.DuckDBPyConn
     assert back["ts"].str.endswith("Z").all()
 
 
+def test_export_csv_takes_the_frames_of_groupby_and_pivot(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    """Several aggregations or a pivot give two levels of column names, written as "('ts', 'min')"; an index kept as
+    a column too (set_index(drop=False)) failed; a folder for the path failed with IsADirectoryError."""
+    exposures = con.execute("SELECT * FROM exposures").df()
+    by_owner = exposures.groupby(["owner_id", "category"]).agg({"ts": ["min", "max"], "viewer_id": "nunique"})
+    back = read_safe_csv(export_csv(by_owner, tmp_path / "by_owner.csv"))
+    assert list(back.columns) == ["owner_id", "category", "ts_min", "ts_max", "viewer_id_nunique"]
+    assert len(back) == len(by_owner)
+    kept = read_safe_csv(export_csv(exposures.set_index("owner_id", drop=False), tmp_path / "kept.csv"))
+    assert list(kept.columns) == list(exposures.columns) and list(kept["owner_id"]) == list(exposures["owner_id"])
+    with pytest.raises(WhosawError, match="is a folder"):
+        export_csv(exposures, tmp_path)
+
+
 def test_the_package_exports_the_helpers() -> None:
     for name in ("connect", "user_trail", "connection_timeline", "source_lines", "export_csv", "reanalyze",
                  "ingest", "analyze", "report", "run", "simulate"):
@@ -391,6 +442,27 @@ def test_connect_refuses_a_folder_whosaw_did_not_write(out: Path, tmp_path: Path
             connection_timeline(folder, "web-1", "1")
         with pytest.raises(WhosawError, match="not a whosaw output folder"):
             user_trail(folder, "u000027")
+
+
+def test_a_closed_or_foreign_connection_and_a_damaged_folder_are_one_clear_error(out: Path, tmp_path: Path) -> None:
+    """The notebook's last cell closes its connection; a cell run again after it gave DuckDB's own error, or said
+    the connection was not connect()'s. A cut-short result file or a broken manifest gave a raw error too."""
+    closed = connect(out)
+    closed.close()
+    for helper in (lambda c: user_trail(c, "u000027"), lambda c: connection_timeline(c, "web-1", "1"),
+                   lambda c: source_lines(c, [{"source_file": "x", "source_line": 1}])):
+        with pytest.raises(WhosawError, match="this connection is closed"):
+            helper(closed)
+        with pytest.raises(WhosawError, match="not made by pipeline.connect"):
+            helper(duckdb.connect())
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    (damaged / "exposures.parquet").write_bytes((out / "exposures.parquet").read_bytes()[:100])
+    with pytest.raises(WhosawError, match="exposures.parquet is not readable Parquet"):
+        connect(damaged)
+    (damaged / "manifest.json").write_text("{bad")
+    with pytest.raises(WhosawError, match="manifest.json"):
+        connect(damaged)
 
 
 def test_user_trail_of_an_id_the_logs_never_name(con: duckdb.DuckDBPyConnection) -> None:

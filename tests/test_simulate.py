@@ -684,6 +684,29 @@ def test_refuses_a_folder_with_other_logs_but_replaces_its_own(tmp_path):
         simulate(tmp_path / "b", users=20, requests=200, seed=1)
 
 
+def test_a_simulation_replaced_in_a_folder_takes_only_its_own_files(tmp_path):
+    """The summary listed every file in the folder as the simulator's, and the next simulation there removed them
+    all: the user's notes, or a whosaw output folder's lists and manifest."""
+    folder = tmp_path / "sim"
+    (folder / "analysis").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine\n")
+    (folder / "analysis" / "findings.csv").write_text("mine\n")
+    first = simulate(folder, users=20, requests=200, seed=1)
+    (folder / "later.txt").write_text("mine too\n")  # written between two simulations
+    second = simulate(folder, users=20, requests=200, seed=2)
+    for name in ("notes.txt", "analysis/findings.csv", "later.txt"):
+        assert (folder / name).read_text().startswith("mine"), name
+        assert name not in first["files"] and name not in second["files"]
+    assert set(first["files"]) == set(second["files"]) and all((folder / name).is_file() for name in second["files"])
+
+    out = tmp_path / "out"
+    CliRunner().invoke(cli, ["ingest", str(folder), "--out", str(out)])
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(WhosawError, match="is a whosaw output folder"):
+        simulate(out, users=20, requests=200, seed=1)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_window_option_moves_the_crossing(tmp_path):
     summary = simulate(
         tmp_path / "w",
