@@ -852,6 +852,7 @@ def reanalyze(
     is running makes this refuse at once.
     """
     out, dest = Path(out).resolve(), Path(dest).resolve()
+    refuse_pattern_characters(dest)  # before anything in dest changes (analyze would refuse it after)
     if dest == out or out in dest.parents or dest in out.parents:
         raise WhosawError("reanalyze: dest must be a folder outside out (and not holding it)")
     if not (out / "parquet").is_dir():

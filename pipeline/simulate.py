@@ -381,6 +381,7 @@ def _iso_us(us: int) -> str:
 
 
 GENERATED_MARK = "whosaw simulate"
+SIDE_FILES = ("incident.toml", "users.csv", "ownership.csv", "grants.csv")  # written beside the logs
 
 
 def _prepare_out(out: Path) -> set[str]:
@@ -408,8 +409,13 @@ def _prepare_out(out: Path) -> set[str]:
     for path in out.iterdir():
         if path.is_file() and path.name.startswith(("requests", "cache", "sessions")):
             raise WhosawError(f"simulate: {out} already holds logs ({path.name}); choose an empty folder")
-    if (out / "ground_truth").is_dir():
+    if earlier and (out / "ground_truth").is_dir():
         shutil.rmtree(out / "ground_truth")
+    taken = [name for name in (*SIDE_FILES, "ground_truth") if (out / name).exists()]
+    if taken:  # not an earlier simulation's: the user's, which a simulation would overwrite
+        raise WhosawError(
+            f"simulate: {out} already holds {taken[0]}, which a simulation writes; choose an empty folder"
+        )
     return {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
 
 

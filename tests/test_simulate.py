@@ -699,6 +699,16 @@ def test_a_simulation_replaced_in_a_folder_takes_only_its_own_files(tmp_path):
         assert name not in first["files"] and name not in second["files"]
     assert set(first["files"]) == set(second["files"]) and all((folder / name).is_file() for name in second["files"])
 
+    mine = tmp_path / "mine"  # the user's own files of the names a simulation writes are not overwritten
+    (mine / "ground_truth").mkdir(parents=True)
+    with pytest.raises(WhosawError, match="already holds ground_truth"):
+        simulate(mine, users=20, requests=200, seed=1)
+    (mine / "ground_truth").rmdir()
+    (mine / "users.csv").write_text("mine\n")
+    with pytest.raises(WhosawError, match="already holds users.csv"):
+        simulate(mine, users=20, requests=200, seed=1)
+    assert (mine / "users.csv").read_text() == "mine\n"
+
     out = tmp_path / "out"
     CliRunner().invoke(cli, ["ingest", str(folder), "--out", str(out)])
     before = sorted(p.name for p in out.iterdir())
