@@ -603,12 +603,14 @@ def _note(row: Any) -> str:
 SOURCE_LINE_KINDS = ("cache", "request", "session")
 
 
+def _is_row(value: Any) -> bool:
+    """One row: a Series, a mapping, or a row of ``DataFrame.itertuples()`` (a named tuple)."""
+    return isinstance(value, pd.Series | Mapping) or (isinstance(value, tuple) and hasattr(value, "_asdict"))
+
+
 def _row_dict(row: Any) -> dict[str, Any]:
-    """One row as a dict: a Series, a mapping, or a row of ``DataFrame.itertuples()`` (a named tuple)."""
-    if isinstance(row, pd.Series | Mapping):
-        return dict(row)
-    if isinstance(row, tuple) and hasattr(row, "_asdict"):
-        return row._asdict()
+    if _is_row(row):
+        return row._asdict() if isinstance(row, tuple) else dict(row)
     raise WhosawError(
         "source_lines: rows must be a DataFrame, one row (a Series, a dict, a row of itertuples()) or a list of "
         f"them, not {type(row).__name__}"
@@ -618,12 +620,10 @@ def _row_dict(row: Any) -> dict[str, Any]:
 def _rows_frame(rows: Any) -> pd.DataFrame:
     if isinstance(rows, pd.DataFrame):
         frame = rows
-    elif isinstance(rows, pd.Series | Mapping) or (isinstance(rows, tuple) and hasattr(rows, "_asdict")):
-        frame = pd.DataFrame([_row_dict(rows)])
-    elif isinstance(rows, Iterable) and not isinstance(rows, str | bytes):
-        frame = pd.DataFrame([_row_dict(row) for row in rows])
+    elif _is_row(rows) or not isinstance(rows, Iterable) or isinstance(rows, str | bytes):
+        frame = pd.DataFrame([_row_dict(rows)])  # one row (or not rows at all: one clear error)
     else:
-        frame = pd.DataFrame([_row_dict(rows)])
+        frame = pd.DataFrame([_row_dict(row) for row in rows])
     if "source_file" not in frame.columns or "source_line" not in frame.columns:
         raise WhosawError("source_lines needs rows with source_file and source_line (e.g. exposures rows)")
     try:
