@@ -714,18 +714,19 @@ def default_memory_mb() -> int:
 
 
 def _threads(explicit: int | None) -> int:
-    if explicit:
-        return int(explicit)
-    value = os.environ.get("WHOSAW_THREADS")
-    if value:
-        if not re.fullmatch(r"\s*[0-9]+\s*", value) or int(value) < 1:
-            raise WhosawError(f"WHOSAW_THREADS: expected a whole number of threads, 1 or more, not {value!r}")
-        most = max(MAX_THREADS_FLOOR, 4 * (os.cpu_count() or 1))
-        if int(value) > most:  # DuckDB takes 100000 and then spends the run switching between them
-            raise WhosawError(f"WHOSAW_THREADS: at most {most} threads on this machine ({os.cpu_count()} cores), "
-                              f"not {int(value)}")
-        return int(value)
-    return os.cpu_count() or 1
+    """The analysis' threads: ``threads`` given, else ``WHOSAW_THREADS``, else every core; a value DuckDB cannot
+    take, or more than it should (100000 it takes, and spends the run switching between them), is one line."""
+    name, value = "threads", explicit
+    if explicit is None:
+        name, value = "WHOSAW_THREADS", os.environ.get("WHOSAW_THREADS")
+    if value is None or value == "":
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not re.fullmatch(r"\s*[0-9]+\s*", str(value)) or int(value) < 1:
+        raise WhosawError(f"{name}: expected a whole number of threads, 1 or more, not {value!r}")
+    most = max(MAX_THREADS_FLOOR, 4 * (os.cpu_count() or 1))
+    if int(value) > most:
+        raise WhosawError(f"{name}: at most {most} threads on this machine ({os.cpu_count()} cores), not {int(value)}")
+    return int(value)
 
 
 def connect(temp_dir: Path, memory_limit: str | None = None, threads: int | None = None):

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -85,6 +86,8 @@ REJECT_COLUMNS = {
 MANIFEST_FILE_COLUMNS = {
     "path": "VARCHAR", "kind": "VARCHAR", "format": "VARCHAR", "bytes": "BIGINT", "sha256": "VARCHAR",
     "lines": "BIGINT", "kept": "BIGINT", "duplicates": "BIGINT", "rejected": "BIGINT", "run": "VARCHAR",
+    # earlier rejects this reading superseded (a cut last line, read whole): rejected - these = rows in rejects
+    "superseded_rejects": "BIGINT",
 }
 _OUT_VARIABLE = "whosaw_out"
 OutOrCon = str | Path | duckdb.DuckDBPyConnection
@@ -127,7 +130,7 @@ def _manifest_files_sql(out: Path) -> str:
     for entry in files:
         values = []
         for name, dtype in MANIFEST_FILE_COLUMNS.items():
-            value = entry.get(name)
+            value = entry.get(name, 0 if name == "superseded_rejects" else None)
             literal = "NULL" if value is None else (_quote(value) if dtype == "VARCHAR" else str(int(value)))
             values.append(f"CAST({literal} AS {dtype})")
         rows.append("(" + ", ".join(values) + ")")
@@ -340,7 +343,7 @@ def _as_utc(value: Any, name: str = "around") -> pd.Timestamp:
     """A time (ISO-8601 text, a datetime or a Timestamp; without a zone: UTC), else one clear error: a number
     (seconds? nanoseconds?) or NaT would silently find nothing."""
     try:
-        ts = pd.Timestamp(value) if isinstance(value, str | datetime) else None
+        ts = pd.Timestamp(value) if isinstance(value, str | datetime | np.datetime64) else None
     except ValueError:
         ts = None
     if ts is None or pd.isna(ts):
@@ -352,7 +355,7 @@ def _duration(value: Any, name: str) -> pd.Timedelta:
     """A duration (text such as '2min', a timedelta or a Timedelta), else one clear error: a bare number would
     be nanoseconds to pandas."""
     try:
-        span = pd.Timedelta(value) if isinstance(value, str | timedelta) else None
+        span = pd.Timedelta(value) if isinstance(value, str | timedelta | np.timedelta64) else None
     except ValueError:
         span = None
     if span is None or pd.isna(span) or span < pd.Timedelta(0):
@@ -823,8 +826,15 @@ def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
         frame = frame.set_axis(
             ["_".join(str(part) for part in parts if str(part) != "") for parts in frame.columns], axis=1
         )
-    # named index levels first, but once: one that is a column too (set_index(..., drop=False)) is that column
-    missing = [name for name in frame.index.names if name is not None and name not in frame.columns]
+    # named index levels first, but once: one that is a column too (set_index(..., drop=False)) is that column;
+    # a column of its name with other values (groupby("owner_id").agg({"owner_id": "count"})) would hide it
+    named = [name for name in frame.index.names if name is not None]
+    for name in named:
+        if name in frame.columns and not pd.Series(frame.index.get_level_values(name)).equals(
+            frame[name].reset_index(drop=True)
+        ):
+            raise WhosawError(f"export_csv: the index {name!r} and a column of that name differ; rename one")
+    missing = [name for name in named if name not in frame.columns]
     if missing:
         frame = frame.reset_index(level=missing)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -869,19 +879,28 @@ def reanalyze(
 def _reanalyze_locked(
     out: Path, dest: Path, window: str | None, config: Any, options: dict[str, Any]
 ) -> dict[str, Any]:
-    if dest.exists():
-        if not (dest / REANALYSIS_MARK).exists():
-            raise WhosawError(f"reanalyze: {dest} exists and was not made by reanalyze; choose a new folder")
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, mode=0o700)  # like a new --out: its owner's only
-    (dest / REANALYSIS_MARK).write_text(str(out) + "\n", encoding="utf-8")
-    for folder in ("parquet", "rejects"):
-        if not (out / folder).is_dir():
-            continue
-        try:
-            os.symlink(out / folder, dest / folder, target_is_directory=True)
-        except OSError:
-            shutil.copytree(out / folder, dest / folder)
-    if (out / "manifest.json").exists():
-        shutil.copy2(out / "manifest.json", dest / "manifest.json")
-    return analyze(dest, config=config, window=window, **options)
+    """The reanalysis is made in a scratch folder beside ``dest`` and takes its place only once it succeeded: a
+    value the analysis refuses (a bucket size, an engine, a memory limit) leaves ``dest``'s earlier results."""
+    if dest.exists() and not (dest / REANALYSIS_MARK).exists():
+        raise WhosawError(f"reanalyze: {dest} exists and was not made by reanalyze; choose a new folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = dest.parent / f".{dest.name}.reanalysis-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    scratch.mkdir(mode=0o700)  # like a new --out: its owner's only
+    try:
+        (scratch / REANALYSIS_MARK).write_text(str(out) + "\n", encoding="utf-8")
+        for folder in ("parquet", "rejects"):
+            if not (out / folder).is_dir():
+                continue
+            try:
+                os.symlink(out / folder, scratch / folder, target_is_directory=True)
+            except OSError:
+                shutil.copytree(out / folder, scratch / folder)
+        if (out / "manifest.json").exists():
+            shutil.copy2(out / "manifest.json", scratch / "manifest.json")
+        summary = analyze(scratch, config=config, window=window, **options)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(scratch, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return summary

@@ -1348,12 +1348,13 @@ def _place_repeated_hour(
         con.execute(_sql("repeated_hour.sql", repeated=lines, records=context))
     lake = out / "parquet" / kind
     if again and any(lake.glob("*/*/*.parquet")):
-        con.execute(
-            "UPDATE repeated_hour_placed AS p SET placed_ts = l.ts, placement = 'read_before' FROM ("
-            f"SELECT source_file, source_line, ts FROM read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, "
-            f"hive_partitioning = false) WHERE source_file IN ({', '.join(_lit(path) for path in again)})) AS l "
-            "WHERE p.source_file = l.source_file AND p.source_line = l.source_line"
-        )
+        with _reading_lake(con, lake):
+            con.execute(
+                "UPDATE repeated_hour_placed AS p SET placed_ts = l.ts, placement = 'read_before' FROM ("
+                f"SELECT source_file, source_line, ts FROM read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, "
+                f"hive_partitioning = false) WHERE source_file IN ({', '.join(_lit(path) for path in again)})) AS l "
+                "WHERE p.source_file = l.source_file AND p.source_line = l.source_line"
+            )
     placed = (
         f"SELECT l.* REPLACE (p.placed_ts AS ts) FROM {lines} AS l "
         "INNER JOIN repeated_hour_placed AS p ON l.source_file = p.source_file AND l.source_line = p.source_line "
@@ -1585,17 +1586,33 @@ def _refuse_names_taken(
         files = _list([str(p) for p in staged])
         names.append(f"SELECT source_file, source_line FROM read_parquet({files}, hive_partitioning = false) "
                      f"WHERE source_file IN {paths}")
-    taken = con.execute(
-        f"SELECT source_file FROM ({' UNION ALL '.join(names)}) AS n SEMI JOIN ("
-        f"SELECT source_file, source_line FROM read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, "
-        f"hive_partitioning = false) WHERE source_file IN {paths}) AS l USING (source_file, source_line) LIMIT 1"
-    ).fetchall()
+    with _reading_lake(con, lake):
+        taken = con.execute(
+            f"SELECT source_file FROM ({' UNION ALL '.join(names)}) AS n SEMI JOIN ("
+            f"SELECT source_file, source_line FROM read_parquet({_lit(str(lake / '*' / '*' / '*.parquet'))}, "
+            f"hive_partitioning = false) WHERE source_file IN {paths}) AS l USING (source_file, source_line) LIMIT 1"
+        ).fetchall()
     if taken:
         raise WhosawError(
             f"input {taken[0][0]} holds other lines than when it was ingested (rotated or rewritten in place? its "
             "last line cut then?): its line numbers would name two lines; copy a rotated file under a name of its "
             "own, else ingest into a new --out"
         )
+
+
+@contextlib.contextmanager
+def _reading_lake(con: duckdb.DuckDBPyConnection, lake: Path) -> Iterator[None]:
+    """A statement that reads the lake of a kind (``lake``): a file of it no longer readable (damaged by hand, a
+    disk error) is a damaged ``--out``, named in one line, not an internal error."""
+    try:
+        yield
+    except (duckdb.InterruptException, duckdb.OutOfMemoryException):
+        raise
+    except duckdb.Error:
+        damaged = first_unreadable_parquet(con, sorted(lake.rglob("*.parquet")))
+        if damaged is None:
+            raise
+        raise WhosawError(f"the lake is damaged: {damaged} is not readable Parquet") from None
 
 
 def _drop_duplicates(
@@ -1626,15 +1643,8 @@ def _drop_duplicates(
         return  # the common case, settled with one pass over one column (a GROUP BY, which can spill)
     con.execute("CREATE OR REPLACE TEMP TABLE file_order (source_file VARCHAR, file_order INTEGER)")
     con.executemany("INSERT INTO file_order VALUES (?, ?)", [(str(f.path), f.order) for f in files])
-    try:
+    with _reading_lake(con, lake):
         con.execute(_sql("duplicate_keys.sql", new=new, old=old, key_expr=key_expr))
-    except (duckdb.InterruptException, duckdb.OutOfMemoryException):
-        raise
-    except duckdb.Error:
-        damaged = first_unreadable_parquet(con, old_files)
-        if damaged is None:
-            raise
-        raise WhosawError(f"the lake is damaged: {damaged} is not readable Parquet") from None
     if not con.execute("SELECT count(*) FROM dup_keys").fetchone()[0]:
         return
     differs = " OR ".join(f"first_value({c}) OVER w IS DISTINCT FROM {c}" for c in _VIEWER_FIELDS.get(kind, ()))

@@ -1036,7 +1036,8 @@ def _changes_section(changes: _Changes | None) -> list[Any]:
 
 
 def _removed_reasons(changes: _Changes) -> list[Any]:
-    """Why the removed rows went (changes.csv, column reason): a narrower window, or no exposure at all."""
+    """Why the removed rows went (changes.csv, column reason): a narrower window, or no exposure of the owner's
+    data in that category at all."""
     outside, gone = changes.removed_outside_window, changes.removed - changes.removed_outside_window
     parts: list[Any] = []
     if outside:
@@ -1047,9 +1048,10 @@ def _removed_reasons(changes: _Changes) -> list[Any]:
         ]
     if gone:
         parts += [
-            " For ", Num(gone), f" removed {_verb(gone, 'row', 'rows')} this analysis finds no exposure at all "
-            "(reason not_found: later logs showed the viewer held the owner's session, a grant covers it, or "
-            "another config).",
+            " For ", Num(gone), f" removed {_verb(gone, 'row', 'rows')} this analysis finds no exposure of the owner's "
+            "data in that category at all (reason not_found: later logs showed the viewer held the owner's session, "
+            "a grant covers it, or another config gives the data another category: the owner may be on another "
+            "list now).",
         ]
     return parts
 
@@ -1541,6 +1543,7 @@ def _countries_section(facts: _Facts) -> list[Any]:
     return blocks
 
 
+_NOT_RECORDED = "not recorded (an analysis by an earlier whosaw)"
 _TABLE_PURPOSE = {
     "ownership": "the owner of each resource (key families that name a resource)",
     "grants": "who may see whose data (shared links, team spaces, support access): not exposures",
@@ -1552,9 +1555,12 @@ def _config_and_tables(inputs: _Inputs, facts: _Facts) -> tuple[str | None, list
     """The analysis' config, and (table, file, what it gives, rows, SHA-256) for the side tables: ownership and
     grants as the analysis applied them (summary.json ``tables``), the users directory as this report read it."""
     config = (inputs.manifest.get("analysis") or {}).get("config")
-    recorded = inputs.summary.get("tables") or {}
+    recorded = inputs.summary.get("tables")
     tables: list[tuple[Any, ...]] = []
     for name in ("ownership", "grants"):
+        if recorded is None:  # an analysis by an earlier whosaw: which tables it applied is not known here
+            tables.append((f"tables.{name}", _NOT_RECORDED, _TABLE_PURPOSE[name], None, None))
+            continue
         table = recorded.get(name) or {}
         rows = Num(table["rows"], key=("tables", name, "rows")) if table.get("path") else None
         tables.append((f"tables.{name}", table.get("path"), _TABLE_PURPOSE[name], rows, table.get("sha256")))
@@ -1573,13 +1579,13 @@ def _granted_para(s: dict[str, Any]) -> list[Any]:
         return []
     n = granted["items"]
     if not n:
-        return [Para("No view of another user's data in the window was covered by a grant.")]
+        return [Para("No item of another user's data served in the window was covered by a grant.")]
     by_category = ", ".join(f"{category} {count:,}" for category, count in granted["by_category"].items())
     return [
         Para(
             [
-                *_count(n, "view", ("granted_views", "items")),
-                " of another user's data in the window (",
+                *_count(n, "item", ("granted_views", "items")),
+                " of another user's data served in the window (",
                 *_count(granted["owners"], "owner", ("granted_views", "owners")),
                 f"; {by_category}) {_verb(n, 'was', 'were')} covered by a grant, so {_verb(n, 'it is', 'they are')} "
                 f"not exposures; ",
@@ -1701,7 +1707,7 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
     skipped = manifest.get("skipped") or []
     if skipped:
         # not logs, but perhaps the config or one of its tables: those were read, by the analysis or this report
-        read_as = {str(Path(path).resolve()): role for role, path, *_ in tables if path}
+        read_as = {str(Path(path).resolve()): role for role, path, *_ in tables if path and path != _NOT_RECORDED}
         if config_path:
             read_as[str(Path(config_path).resolve())] = "the config"
         items = []
@@ -1731,8 +1737,8 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         Table(
             ["table", "what it gives", "file", "rows", "SHA-256"],
             [
-                [role, purpose, Code(path) if path else "none", "" if rows is None else rows,
-                 Code(sha) if sha else ""]
+                [role, purpose, path if path == _NOT_RECORDED else Code(path) if path else "none",
+                 "" if rows is None else rows, Code(sha) if sha else ""]
                 for role, path, purpose, rows, sha in tables
             ],
             numeric=(3,),
@@ -2039,7 +2045,7 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (  # the columns of the lists, for 
     ("first_exposed, last_exposed", f"{_LISTS}, changes", "the first and the last exposure of the owner's data (UTC)"),
     ("max_severity, severity", f"{_LISTS}, viewers",
      "the highest severity among those exposures: the incident config's rating per kind of data (low < medium < "
-     "high < critical), not a legal classification"),
+     "high < critical; unknown: no key rule rates the data), not a legal classification"),
     ("strongest_evidence", _LISTS,
      "how the owner is known, for the best-evidenced of those exposures (Method, Evidence)"),
     ("flagged_rows", "affected_users, viewers",
@@ -2051,7 +2057,7 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (  # the columns of the lists, for 
     ("owners_seen, first_seen, last_seen", "viewers", "the different owners whose data the viewer was served; when"),
     ("change, reason", "changes",
      "added to or removed from a list since the previous report; why a row went: outside_window (still exposed, "
-     "outside this window) or not_found (no such exposure any more)"),
+     "outside this window) or not_found (no exposure of the owner's data in that category any more)"),
 )
 
 

@@ -36,7 +36,6 @@ import io
 import itertools
 import json
 import math
-import shutil
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -382,41 +381,45 @@ def _iso_us(us: int) -> str:
 
 GENERATED_MARK = "whosaw simulate"
 SIDE_FILES = ("incident.toml", "users.csv", "ownership.csv", "grants.csv")  # written beside the logs
+GROUND_TRUTH_FILES = (  # written in ground_truth/
+    "exposures.csv", "near_misses.csv", "affected_owners.csv", "viewers.csv", "messy.json", "summary.json",
+)
 
 
 def _prepare_out(out: Path) -> set[str]:
-    """Refuse to mix a simulation into a folder of other logs or into a whosaw output folder; replace an earlier
-    simulation's files (those its summary lists: the files it wrote). Returns the files left there, the user's,
-    which this simulation neither lists nor, when it is replaced in turn, removes."""
+    """Refuse to mix a simulation into a folder of other logs, of files of the names it writes, or into a whosaw
+    output folder; then replace an earlier simulation's files (those its summary lists: the files it wrote, and
+    only those). Every check runs before anything is removed. Returns the files left there, the user's, which this
+    simulation neither lists nor, when it is replaced in turn, removes."""
     if out.exists() and not out.is_dir():
         raise WhosawError(f"simulate: {out} is not a folder")
     if (out / "manifest.json").is_file():
         raise WhosawError(f"simulate: {out} is a whosaw output folder (it holds manifest.json); choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
     summary = out / "ground_truth" / "summary.json"
-    earlier: list[str] = []
+    earlier: set[str] = set()
     if summary.is_file():
         try:
             meta = json.loads(summary.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
         if meta.get("generator", {}).get("tool") == GENERATED_MARK:
-            earlier = list(meta.get("files", {}))
-    for name in earlier:
-        path = out / name
-        if path.is_file() and path.resolve().is_relative_to(out.resolve()):
-            path.unlink()
-    for path in out.iterdir():
-        if path.is_file() and path.name.startswith(("requests", "cache", "sessions")):
-            raise WhosawError(f"simulate: {out} already holds logs ({path.name}); choose an empty folder")
-    if earlier and (out / "ground_truth").is_dir():
-        shutil.rmtree(out / "ground_truth")
-    taken = [name for name in (*SIDE_FILES, "ground_truth") if (out / name).exists()]
+            earlier = set(meta.get("files", {})) | {"ground_truth/summary.json"}
+    present = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()} if out.is_dir() else set()
+    others = present - earlier
+    logs = sorted(name for name in others if "/" not in name and name.startswith(("requests", "cache", "sessions")))
+    if logs:
+        raise WhosawError(f"simulate: {out} already holds logs ({logs[0]}); choose an empty folder")
+    taken = sorted(others & {*SIDE_FILES, *(f"ground_truth/{name}" for name in GROUND_TRUTH_FILES)})
     if taken:  # not an earlier simulation's: the user's, which a simulation would overwrite
         raise WhosawError(
             f"simulate: {out} already holds {taken[0]}, which a simulation writes; choose an empty folder"
         )
-    return {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
+    out.mkdir(parents=True, exist_ok=True)
+    for name in sorted(earlier & present):
+        path = out / name
+        if path.is_file() and path.resolve().is_relative_to(out.resolve()):
+            path.unlink()
+    return others
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -340,7 +340,8 @@ def test_a_row_removed_because_nothing_exposes_it_any_more_says_so(finished_run,
     assert removed[["first_exposed", "last_exposed", "exposure_count"]].isna().all().all()
     assert set(added["category"]) == {"uncategorized"} and set(added["owner_id"]) == set(removed["owner_id"])
     md = (out / "report.md").read_text()
-    assert f"For {len(paid)} removed rows this analysis finds no exposure at all (reason not\\_found" in md
+    assert f"For {len(paid)} removed rows this analysis finds no exposure of the owner's data in that category" in md
+    assert "the owner may be on another list now" in md
     assert "still exposed, only outside" not in md
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from lakes import held_by_another_thread
@@ -176,10 +177,13 @@ def test_reanalyze_flags_outside_window_and_leaves_out_untouched(out: Path, tmp_
 
     made = results(dest)
     for bad, match in (({"window": "2023-03-20T01:00Z-PT2H"}, "window"), ({"config": tmp_path / "nope.toml"}, "nope"),
-                       ({"windw": "auto"}, "unknown option 'windw'")):
+                       ({"windw": "auto"}, "unknown option 'windw'"), ({"bucket_seconds": 0}, "bucket_seconds"),
+                       ({"engine": "nope"}, "engine"), ({"memory_limit": "lots"}, "memory limit"),
+                       ({"threads": -3}, "threads")):
         with pytest.raises(WhosawError, match=match):
             reanalyze(out, dest, progress=False, **bad)
     assert results(dest) == made
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch left beside it
     # Its lake is out's (a link): late logs go into out, never into it, which would change out's lake.
     late = tmp_path / "late" / "requests-late.jsonl"
     late.parent.mkdir()
@@ -258,6 +262,9 @@ def test_connection_timeline_whole_connection_and_errors(con: duckdb.DuckDBPyCon
     around = connection_timeline(con, row["host"], row["conn_id"], around=pd.Timestamp(row["ts"]),
                                  before=timedelta(minutes=1))
     assert around["focus"].sum() >= 1
+    numpy_times = connection_timeline(con, row["host"], row["conn_id"], around=pd.Timestamp(row["ts"]).to_datetime64(),
+                                      before=np.timedelta64(1, "m"))  # a frame's .values
+    assert numpy_times["source_line"].tolist() == around["source_line"].tolist()
 
 
 # ---------------------------------------------------------------------------------------------- source_lines
@@ -402,6 +409,9 @@ def test_export_csv_takes_the_frames_of_groupby_and_pivot(tmp_path: Path, con: d
     assert list(kept.columns) == list(exposures.columns) and list(kept["owner_id"]) == list(exposures["owner_id"])
     with pytest.raises(WhosawError, match="is a folder"):
         export_csv(exposures, tmp_path)
+    counted = exposures.groupby("owner_id").agg({"owner_id": "count", "ts": "min"})  # the ids would be lost
+    with pytest.raises(WhosawError, match="the index 'owner_id' and a column of that name differ"):
+        export_csv(counted, tmp_path / "counted.csv")
 
 
 def test_the_package_exports_the_helpers() -> None:

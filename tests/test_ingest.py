@@ -835,6 +835,20 @@ def test_a_live_logs_cut_last_line_read_whole_later_leaves_the_rejects(tmp_path,
     assert total == len(rejects(out, "requests"))
 
 
+def test_a_damaged_lake_file_is_named_when_a_grown_file_is_read_again(tmp_path):
+    """Reading a grown file checks its lines against the whole lake of its kind: a damaged file there, in an hour
+    the new lines do not touch, was an internal error (exit 1), not the damaged --out it is."""
+    out = tmp_path / "out"
+    early = write(tmp_path / "cache-a.jsonl", [cache("k1", ts="2023-03-20T00:10:00Z")])
+    grown = write(tmp_path / "cache-b.jsonl", [cache("k2", ts="2023-03-20T05:10:00Z")])
+    run([early, grown], out)
+    (damaged,) = (out / "parquet" / "cache" / "date=2023-03-20" / "hour=0").glob("*.parquet")
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    write(grown, [cache("k2", ts="2023-03-20T05:10:00Z"), cache("k3", ts="2023-03-20T05:20:00Z")])
+    with pytest.raises(WhosawError, match=f"the lake is damaged: {damaged}"):
+        run(grown, out)
+
+
 def test_a_grown_file_lacks_a_field_only_if_its_earlier_lines_did_too(tmp_path):
     """A grown file keeps its new lines only: new lines without host were noted as a file without host in any line,
     though its earlier lines had one."""

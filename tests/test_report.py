@@ -1000,7 +1000,7 @@ def test_sample_report_names_each_table_it_rests_on_and_what_the_grants_excused(
     assert summary["tables"]["grants"]["rows"] == len(pd.read_csv(SAMPLE / "grants.csv", dtype=str))
     granted = summary["granted_views"]
     assert granted["items"] > 0
-    assert (f"{granted['items']} views of another user's data in the window ({granted['owners']} owners; "
+    assert (f"{granted['items']} items of another user's data served in the window ({granted['owners']} owners; "
             in md.replace("\\_", "_"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["report"]["users_directory_sha256"] == digest  # the users directory's, the last of the loop

@@ -693,17 +693,25 @@ def test_a_simulation_replaced_in_a_folder_takes_only_its_own_files(tmp_path):
     (folder / "analysis" / "findings.csv").write_text("mine\n")
     first = simulate(folder, users=20, requests=200, seed=1)
     (folder / "later.txt").write_text("mine too\n")  # written between two simulations
+    (folder / "ground_truth" / "review.md").write_text("mine: checked\n")  # beside the truth
+    (folder / "sessions-notes.txt").write_text("mine\n")  # a name like a log's: refused, and nothing removed
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(WhosawError, match="already holds logs"):
+        simulate(folder, users=20, requests=200, seed=2)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    (folder / "sessions-notes.txt").unlink()
     second = simulate(folder, users=20, requests=200, seed=2)
-    for name in ("notes.txt", "analysis/findings.csv", "later.txt"):
+    for name in ("notes.txt", "analysis/findings.csv", "later.txt", "ground_truth/review.md"):
         assert (folder / name).read_text().startswith("mine"), name
         assert name not in first["files"] and name not in second["files"]
     assert set(first["files"]) == set(second["files"]) and all((folder / name).is_file() for name in second["files"])
 
     mine = tmp_path / "mine"  # the user's own files of the names a simulation writes are not overwritten
     (mine / "ground_truth").mkdir(parents=True)
-    with pytest.raises(WhosawError, match="already holds ground_truth"):
+    (mine / "ground_truth" / "viewers.csv").write_text("mine\n")
+    with pytest.raises(WhosawError, match="already holds ground_truth/viewers.csv"):
         simulate(mine, users=20, requests=200, seed=1)
-    (mine / "ground_truth").rmdir()
+    (mine / "ground_truth" / "viewers.csv").unlink()
     (mine / "users.csv").write_text("mine\n")
     with pytest.raises(WhosawError, match="already holds users.csv"):
         simulate(mine, users=20, requests=200, seed=1)

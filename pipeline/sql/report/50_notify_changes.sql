@@ -5,7 +5,7 @@
 --   'removed': an owner on a list before who is not on it now (perhaps told already), with the users directory's
 --              contact columns and a reason: 'outside_window' when the owner's data of that category is still
 --              exposed, but only outside this analysis' window (exposures_outside), with first_exposed,
---              last_exposed and exposure_count of those exposures; else 'not_found' (no exposure at all).
+--              last_exposed and exposure_count of those exposures; else 'not_found' (no exposure of that category at all).
 -- A NULL category is the uncategorized list.
 CREATE OR REPLACE TEMP TABLE notify_changes AS
 WITH previous_rows AS (
