@@ -306,6 +306,12 @@ def damaged_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for entry in latest.values() if entry.get("damaged")]
 
 
+def still_rejected(entry: dict[str, Any]) -> int:
+    """A manifest file entry's rejected lines that ``rejects/`` still lists: less the earlier rejects this reading
+    superseded (a live log's cut last line, read whole)."""
+    return int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
+
+
 def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The input files that had more lines rejected than kept, summed over their readings (a file that grew is read
     again; each reading counts its new lines, less the earlier rejects it superseded: a cut last line read whole
@@ -323,7 +329,7 @@ def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             path, {"path": path, "kind": entry.get("kind"), "kept": 0, "rejected": 0, "reject_reasons": Counter()}
         )
         total["kept"] += int(entry.get("kept") or 0)
-        total["rejected"] += int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
+        total["rejected"] += still_rejected(entry)
         total["reject_reasons"].update(entry.get("reject_reasons") or {})
     return [
         {**total, "reject_reasons": dict(sorted(total["reject_reasons"].items(), key=lambda item: (-item[1], item[0])))}

@@ -50,6 +50,7 @@ from .manifest import (
     rejected_inputs,
     remove_stage_outputs,
     sha256_file,
+    still_rejected,
     update_manifest,
 )
 from .progress import execute, progress_wanted
@@ -1997,10 +1998,7 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
         )
     )
     blocks.append(Heading(3, "What the logs cannot show"))
-    total_rejected = sum(  # as rejects/ lists them: less the earlier rejects a later reading superseded
-        int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
-        for entry in manifest.get("files") or []
-    )
+    total_rejected = sum(still_rejected(entry) for entry in manifest.get("files") or [])  # as rejects/ lists them
     blocks.append(
         Bullets(
             [
