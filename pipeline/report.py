@@ -60,7 +60,6 @@ from .schema import EVIDENCE_ORDER, EXPOSURE_COLUMNS, id_text
 __all__ = ["report"]
 
 SQL_DIR = "sql/report"
-FLAGGED_EVIDENCE = ("digest-ambiguous", "conflict")
 USER_COLUMNS = ("user_id", "email", "name", "country", "locale")
 _MAX_LISTED = 25  # files listed one by one in the report before "and N more"
 

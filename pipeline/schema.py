@@ -51,8 +51,6 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 SESSION_EVENTS: tuple[str, ...] = ("login", "refresh", "logout", "expire")
-# Events after which the session is held by its user; the others end the holding.
-SESSION_HOLDING_EVENTS: tuple[str, ...] = ("login", "refresh")
 
 CACHE_STATUSES: tuple[str, ...] = ("ok", "cancelled", "timeout", "error")
 
@@ -81,7 +79,6 @@ EVIDENCE_ORDER: tuple[str, ...] = ("value_owner", "digest", "connection", "key",
 # What the analysis can run on (analyze --engine): the same SQL files either way.
 ENGINES: tuple[str, ...] = ("duckdb", "spark")
 
-ANONYMOUS = "anonymous"
 UNCATEGORIZED = "uncategorized"
 
 
