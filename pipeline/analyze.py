@@ -36,7 +36,9 @@ the items of multi-key keys included), ``multi_keys`` (key, key_no: every distin
 of strings, a multi-key call's, :func:`multi_key_pattern`) and ``key_items`` (key_no, item_no, item_key: its items
 in array order from 1; built with each engine's JSON functions),
 ``ownership_table`` (resource_id, owner_id, valid_from, valid_to), ``grants_table`` (owner_id, viewer_id,
-category, valid_from, valid_to, resource_id), ``cache_ops`` (op, is_read, is_write, is_reset) and ``params`` (one row:
+category, valid_from, valid_to, resource_id), ``cache_ops`` (op, is_read, is_write, is_reset),
+``value_categories`` (category: every category a served value can have, for the summary's grants of an unknown
+category) and ``params`` (one row:
 window_start, window_end, window_method, bucket_seconds).
 
 Resources: DuckDB runs with an explicit ``memory_limit`` (``WHOSAW_MEMORY_LIMIT`` or 60% of RAM, at most

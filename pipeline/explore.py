@@ -8,7 +8,8 @@ works (DuckDB's progress bar is off, times are UTC):
 ``sessions``                   ``source_line``, ``date``, ``hour``; an empty typed view for a kind with no rows
 ``rejects``                    every rejected input line: ``kind, source_file, source_line, reason, detail, raw``
 ``manifest_files``             the manifest's input files: ``path, kind, format, bytes, sha256, lines, kept,
-                               duplicates, rejected, run`` (lines = kept + duplicates + rejected)
+                               duplicates, rejected, superseded_rejects, run`` (lines = kept + duplicates +
+                               rejected; superseded_rejects: earlier rejects a later reading kept)
 ``exposures``,                 the analysis outputs of the same names (present once ``analyze`` has run)
 ``exposures_outside_window``,
 ``near_misses``, ``timeline``

@@ -81,6 +81,8 @@ NEAR_MISS_TEXT = {
     "discarded": "the stale reply was discarded before anyone read it as data (connection reset)",
     "not-data": "the stale reply was not data (e.g. the 'OK' of a write), or the reading call returns "
     "no data",
+    "background": "the stale reply was read by background work (a call on behalf of no request), so it was "
+    "shown to no one",
 }
 
 
@@ -1949,7 +1951,7 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
     text.append(
         ": stale replies (left on a connection by an abandoned call) that, as far as the logs show, reached no one "
         "as data: read by a call that failed, by background work or as something other than data, or thrown away "
-        "unread (so they are more than the crossed replies, which are reads). "
+        "unread (so they can be more than the crossed replies, which are reads). "
     )
     if near_outside:
         text += ["They are not exposures; near_misses.parquet holds all ", Num(near_total + near_outside),
@@ -2015,8 +2017,9 @@ def _method(inputs: _Inputs, facts: _Facts) -> list[Any]:
                 "Exposures outside the window, and before or after the logs begin or end."
                 + (
                     " The window was found from the data: it runs from the first to the last crossed reply of the "
-                    "stretch where they rise above the quiet level, and the fault may have begun earlier or ended "
-                    "later without a logged reply crossing then: it is not the incident's start and end."
+                    "stretch (or two stretches joined) whose rate of crossed replies stands out from the rest of the "
+                    "log (a scan statistic), and the fault may have begun earlier or ended later without a logged "
+                    "reply crossing then: it is not the incident's start and end."
                     if (s.get("window") or {}).get("method") == "auto" else ""
                 ),
                 "Times are the servers' log times (converted to UTC); clock skew between hosts is not "

@@ -1259,12 +1259,28 @@ def test_near_misses_outside_the_window_are_counted_beside_those_in_it(tmp_path)
     text = _report_text(out, near_misses={**near, "outside_window": 2})
     assert ("3 near misses in the window (2 more outside it): stale replies (left on a connection by an abandoned "
             "call) that, as far as the logs show, reached no one as data: read by a call that failed, by background "
-            "work or as something other than data, or thrown away unread (so they are more than the crossed "
+            "work or as something other than data, or thrown away unread (so they can be more than the crossed "
             "replies, which are reads). They are not exposures; near_misses.parquet holds all 5 (column in_window)."
             ) in text
     check_numbers_match_summary(out)
     text = _report_text(out, near_misses={**near, "outside_window": 0})
     assert "3 near misses: stale replies (left on" in text and "more outside it" not in text
+
+
+def test_every_kind_of_near_miss_the_analysis_writes_is_explained(tmp_path):
+    """The report explains each kind of near miss it counts: the kinds are read from the SQL that assigns them
+    (the outcome of a crossed read, and 'discarded'), so a kind added there without a text fails here."""
+    sql = (ROOT / "pipeline" / "sql" / "analyze" / "50_notable_reads.sql").read_text(encoding="utf-8")
+    before_outcome = sql[: sql.index("END AS outcome")]
+    outcome_case = before_outcome[before_outcome.rindex("CASE"):]
+    kinds = set(re.findall(r"THEN '([a-z-]+)'", outcome_case)) - {"served"} | {"discarded"}
+    assert {"failed", "not-data", "background", "discarded"} <= kinds
+    out = build_analysis(tmp_path / "out")
+    by_kind = {kind: 1 for kind in sorted(kinds)}
+    text = _report_text(out, near_misses={"total": len(kinds), "by_kind": by_kind, "by_category": {}})
+    for kind in kinds:
+        line = next(line for line in text.splitlines() if line.startswith(f"- `{kind}`: 1"))
+        assert len(line.split(" — ", 1)[1]) > 20, line
 
 
 def test_counts_of_one_take_the_singular(tmp_path):
@@ -1337,6 +1353,21 @@ def test_the_window_paragraph_is_one_sentence_per_fact(tmp_path, window, says, n
     paragraph = text.split("### The window\n\n", 1)[1].split("\n", 1)[0] + "\n"
     assert paragraph.endswith(says), paragraph
     assert never not in paragraph
+
+
+def test_the_limits_describe_the_auto_window_by_the_rule_that_chose_it(tmp_path):
+    """An auto window is found by a scan statistic (85_window_scan.sql), not by a level the crossed replies rise
+    above: the limits say how it was found, and that it is not the incident's start and end."""
+    out = build_analysis(tmp_path / "out")
+    window = {"start": T0, "end": T1, "method": "auto", "description": "auto: the stretch of buckets"}
+    limit = next(line for line in _report_text(out, window=window).splitlines()
+                 if line.startswith("- Exposures outside the window"))
+    assert "stands out from the rest of the log (a scan statistic)" in limit, limit
+    assert "it is not the incident's start and end" in limit and "level" not in limit
+    window = {"start": T0, "end": T1, "method": "cli", "description": "given with --window"}
+    limit = next(line for line in _report_text(out, window=window).splitlines()
+                 if line.startswith("- Exposures outside the window"))
+    assert limit == "- Exposures outside the window, and before or after the logs begin or end."
 
 
 def test_a_missing_exposures_csv_is_written_again_as_the_analysis_wrote_it(sample_run, tmp_path):
