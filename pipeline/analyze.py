@@ -63,7 +63,7 @@ import duckdb
 
 from . import progress as progress_mod
 from .config import Config, KeyRule, Window, resolve_config, resolve_window
-from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
+from .errors import NO_SPILL, WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
 from .manifest import (
     ctrl_c_waits,
     locked,
@@ -344,7 +344,7 @@ def _fold_change(re2: str) -> tuple[str, str]:
 @functools.cache
 def _code_points() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB holding every character of planes 0 and 1 (surrogates excepted), for :func:`_fold_change`."""
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config=NO_SPILL)
     con.execute(
         "CREATE TABLE code_points AS SELECT CAST(i AS INTEGER) AS cp, chr(CAST(i AS INTEGER)) AS ch "
         f"FROM range({_CASE_PLANES}) AS t(i) WHERE i NOT BETWEEN 55296 AND 57343"
@@ -508,6 +508,26 @@ def _lake_select(con: duckdb.DuckDBPyConnection, out: Path, kind: str) -> str:
         for name, dtype in columns.items()
     )
     return f"SELECT {select} FROM {source}"
+
+
+def mistyped_lake_column(con: duckdb.DuckDBPyConnection, out: Path) -> tuple[Path, str, str] | None:
+    """The first lake file, column and type where a value does not convert to the lake's type (a file replaced
+    by another tool's): for naming the culprit once the analysis failed converting one. Values are never shown."""
+    for kind in KINDS:
+        columns = {**LAKE_COLUMNS[kind], **PROVENANCE_COLUMNS}
+        for path in sorted((out / "parquet" / kind).rglob("*.parquet")):
+            present = {row[0] for row in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()}
+            for name, dtype in columns.items():
+                if dtype == "VARCHAR" or name not in present:
+                    continue
+                bad = con.execute(
+                    f"SELECT count(*) FROM read_parquet(?) WHERE {name} IS NOT NULL "
+                    f"AND TRY_CAST({name} AS {dtype}) IS NULL",
+                    [str(path)],
+                ).fetchone()[0]
+                if bad:
+                    return path, name, dtype
+    return None
 
 
 SIDE_TABLE_COLUMNS = {
@@ -1126,6 +1146,12 @@ def analysis_views(
         yield con, bucket_seconds
     except duckdb.OutOfMemoryException:
         raise out_of_memory("analysis", _memory_limit(memory_limit), out / ".tmp") from None
+    except duckdb.ConversionException:
+        mistyped = mistyped_lake_column(con, out) if con is not None else None
+        if mistyped is None:
+            raise
+        path, name, dtype = mistyped
+        raise WhosawError(f"the lake is damaged: {path} holds {name} values that are not {dtype}") from None
     finally:
         if con is not None:
             con.close()

@@ -488,18 +488,25 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"{_counted(gap['requests'], 'request')} were answered (a cache log missing or cut short?): no exposure "
             "there can be seen (summary.json log_gaps)"
         )
-    for gap in gaps.get("hosts_without_cache_calls") or []:
+    # Hosts and grant categories are read from the logs and tables, which may hold anything: the console gives
+    # their count, the report and summary.json (under --out) their names.
+    silent_hosts = gaps.get("hosts_without_cache_calls") or []
+    if silent_hosts:
+        one = len(silent_hosts) == 1
         click.echo(
-            f"warning: host {gap['host']} answered {_counted(gap['requests'], 'request')} and logged no cache call "
-            "while other hosts did (its cache log not given?): no exposure on it can be seen (summary.json log_gaps)"
+            f"warning: {_counted(len(silent_hosts), 'host')} answered "
+            f"{_counted(sum(gap['requests'] for gap in silent_hosts), 'request')} and logged no cache call while "
+            f"other hosts did ({'its cache log' if one else 'their cache logs'} not given?): no exposure on "
+            f"{'it' if one else 'them'} can be seen (the report and summary.json log_gaps name "
+            f"{'it' if one else 'them'})"
         )
     unknown = summary.get("grants_of_unknown_category") or {}
     if unknown:
         n = sum(unknown.values())
         click.echo(
             f"note: {_counted(n, 'grant')} of the grants table name{'s' if n == 1 else ''} a category no [[keys]] "
-            f"rule gives ({', '.join(unknown)}): {'it excuses' if n == 1 else 'they excuse'} nothing (categories "
-            "match exactly)"
+            f"rule gives: {'it excuses' if n == 1 else 'they excuse'} nothing (categories match exactly; the report "
+            "and summary.json grants_of_unknown_category name them)"
         )
 
 

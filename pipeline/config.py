@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import WhosawError
+from .errors import NO_SPILL, WhosawError
 from .manifest import load_manifest
 from .schema import (
     CACHE_STATUSES,
@@ -439,7 +439,7 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceC
         return
     import duckdb  # here, not at the top: the CLI starts without DuckDB
 
-    with duckdb.connect() as con:
+    with duckdb.connect(config=NO_SPILL) as con:
         for rule in rules:
             group = max(rule.owner_group, rule.resource_group)
             try:

@@ -24,6 +24,12 @@ def first_unreadable_parquet(con: Any, paths: Iterable[Path]) -> Path | None:
     return None
 
 
+# DuckDB's config for a connection that must not spill: in memory, DuckDB's default spill folder is ./.tmp in the
+# working directory, outside --out, and what it would spill there (a users directory, a result) is personal data.
+# Connections with large work set a temp_directory under --out instead.
+NO_SPILL = {"temp_directory": ""}
+
+
 def set_memory_limit(con: Any, limit: str) -> None:
     """SET DuckDB's ``memory_limit`` on ``con``, a connection being set up. A size DuckDB cannot read
     (``WHOSAW_MEMORY_LIMIT=lots``) is bad usage, one line and exit 2, not an internal error: ``con`` is closed."""

@@ -793,9 +793,8 @@ def _read_parquet_rows(path: Path, numbers: set[int], gz: bool, scratch_root: Pa
             source = Path(scratch) / "input.parquet"
             with gzip.open(path, "rb") as src, open(source, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        con = duckdb.connect()
+        con = duckdb.connect(config={"temp_directory": str(Path(scratch) / "spill")})
         try:
-            con.execute(f"SET temp_directory = {_quote(Path(scratch) / 'spill')}")
             wanted = ", ".join(str(int(n) - 1) for n in sorted(numbers))
             rows = con.execute(
                 "SELECT file_row_number + 1, CAST(to_json(p) AS VARCHAR) FROM ("

@@ -80,7 +80,7 @@ import pyarrow as pa
 from . import __version__
 from . import progress as _progress
 from .config import Config, FieldSpec, SourceConfig, resolve_config, strptime_specifiers
-from .errors import WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
+from .errors import NO_SPILL, WhosawError, first_unreadable_parquet, out_of_memory, set_memory_limit
 from .manifest import (
     MANIFEST_NAME,
     REANALYSIS_MARK,
@@ -331,7 +331,7 @@ def _refuse_a_damaged_out(out: Path, manifest: dict[str, Any]) -> None:
             f"{out / MANIFEST_NAME} lists no input files, but the lake in {lake} holds rows: the manifest was "
             "replaced or emptied; ingest into a new --out"
         )
-    con = duckdb.connect()
+    con = duckdb.connect(config=NO_SPILL)
     try:
         damaged = first_unreadable_parquet(con, sorted((out / "rejects").glob("*.parquet")))
     finally:

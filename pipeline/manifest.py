@@ -162,6 +162,7 @@ def sha256_file(path: Path, size: int | None = None) -> str:
 
 _MANIFEST_LISTS = ("files", "ingest_runs")  # of objects, when present
 _MANIFEST_OBJECTS = ("outputs", "output_stats", "config", "ingest", "window", "analysis", "report")
+_FILE_COUNTS = ("bytes", "lines", "kept", "duplicates", "rejected", "superseded_rejects")  # whole numbers
 
 
 def load_manifest(out: Path) -> dict[str, Any]:
@@ -178,6 +179,11 @@ def load_manifest(out: Path) -> dict[str, Any]:
     for key in _MANIFEST_OBJECTS:
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             raise WhosawError(f"{path} is damaged: its {key!r} is not an object")
+    for entry in manifest.get("files") or []:
+        for key in _FILE_COUNTS:
+            value = entry.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise WhosawError(f"{path} is damaged: a file's {key!r} is not a count")
     return manifest
 
 

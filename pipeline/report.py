@@ -36,7 +36,7 @@ import duckdb
 from . import __version__
 from .charts import ChartFacts, ChartWorker, utc
 from .config import SEVERITIES, config_from_dict, load_config
-from .errors import WhosawError, first_unreadable_parquet
+from .errors import NO_SPILL, WhosawError, first_unreadable_parquet
 from .manifest import (
     HISTORY_DIR,
     KEPT_NAME,
@@ -194,14 +194,13 @@ def _tables(inputs: _Inputs, show: bool, charts: ChartWorker) -> tuple[dict[str,
     the chart worker as soon as they are known."""
     out = inputs.out
     temp_dir = out / ".tmp" / f"report-{os.getpid()}"  # where big aggregations spill; removed at the end
-    con = duckdb.connect()
+    con = duckdb.connect(config={"temp_directory": str(temp_dir)})
     try:
         damaged = first_unreadable_parquet(con, [p for p in (inputs.exposures, inputs.timeline) if p is not None])
         if damaged is not None:
             raise WhosawError(f"report: {damaged} is not readable Parquet; rerun 'whosaw analyze'")
         con.execute("SET TimeZone = 'UTC'")
         charts.draw_timeline(inputs.summary, _timeline(con, inputs.timeline))
-        con.execute(f"SET temp_directory = {_sql_str(temp_dir)}")
         _register(con, inputs)
         changes = _Changes.since(out, inputs.previous) if inputs.previous is not None else None
         _register_previous_lists(con, out, changes)
@@ -366,6 +365,8 @@ def load_users_directory(con: duckdb.DuckDBPyConnection, path: Path | None) -> N
             )
         try:
             con.execute(f"CREATE TEMP TABLE users_raw AS SELECT * FROM {source}")
+        except duckdb.OutOfMemoryException:
+            raise WhosawError(f"tables.users: the users directory {path} does not fit in memory") from None
         except duckdb.Error as exc:
             raise WhosawError(
                 f"tables.users: cannot read the users directory {path} ({exc.__class__.__name__}"
@@ -407,7 +408,7 @@ def load_users_directory(con: duckdb.DuckDBPyConnection, path: Path | None) -> N
 def check_users_directory(path: Path) -> None:
     """Read the users directory as the report will: ``run`` refuses a broken one before its ingest and analysis,
     not after them."""
-    con = duckdb.connect()
+    con = duckdb.connect(config=NO_SPILL)
     try:
         load_users_directory(con, path)
     finally:

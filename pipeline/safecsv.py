@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from .errors import NO_SPILL
+
 if TYPE_CHECKING:  # pandas costs half a second to import; only the DataFrame helpers below need it
     import pandas as pd
 
@@ -118,7 +120,7 @@ def copy_safe_csv(con: duckdb.DuckDBPyConnection, relation_sql: str, path: Path)
 
 def write_safe_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write a (small) DataFrame with the same rule and writer as :func:`copy_safe_csv`."""
-    con = duckdb.connect()
+    con = duckdb.connect(config=NO_SPILL)  # the frame is in memory already
     con.register("frame_to_write", frame)
     copy_safe_csv(con, "SELECT * FROM frame_to_write", path)
     con.close()

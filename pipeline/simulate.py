@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .config import parse_timestamp, parse_window
-from .errors import WhosawError
+from .errors import NO_SPILL, WhosawError
 
 # ----------------------------------------------------------------------------------------------------
 # Defaults and the fixed shape of the simulated service
@@ -1194,7 +1194,7 @@ class _Simulation:
         self.rng = np.random.default_rng(traffic_ss)
         self.values_rng = np.random.default_rng(values_ss)
         self.world = _World(p, np.random.default_rng(world_ss))
-        self.con = duckdb.connect()
+        self.con = duckdb.connect(config=NO_SPILL)
         self.con.execute("SET threads = 2")
         self.con.execute("SET preserve_insertion_order = true")  # digests come back in input order
         w = self.world

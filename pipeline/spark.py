@@ -66,7 +66,7 @@ from .analyze import (
     write_outputs,
 )
 from .config import Config, Window
-from .errors import WhosawError
+from .errors import NO_SPILL, WhosawError
 from .manifest import locked, refuse_pattern_characters, remove_stage_scratch
 from .progress import progress_wanted
 from .schema import EXPOSURE_COLUMNS, KINDS, LAKE_COLUMNS, PROVENANCE_COLUMNS
@@ -242,7 +242,7 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
     spark.sql(KEY_ITEMS_SPARK_SQL).localCheckpoint(eager=True).createOrReplaceTempView("key_items")
     rules = key_rule_sql(cfg.keys, quote_spark, quote_pattern=quote_spark_pattern, keys_sql=RULE_KEYS_SQL)
     spark.sql(rules).createOrReplaceTempView("key_rule_matches")
-    con = duckdb.connect()
+    con = duckdb.connect(config=NO_SPILL)
     con.execute("SET TimeZone = 'UTC'")
     for name, spec in SIDE_TABLE_COLUMNS.items():
         table = load_side_table(con, name, cfg.tables.get(name))

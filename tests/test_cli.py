@@ -15,6 +15,8 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -164,6 +166,21 @@ def _junk(path: Path) -> None:
     path.write_text("junk\n")
 
 
+def _text_times(path: Path) -> None:
+    """A lake file replaced by readable Parquet whose ts column holds text (another tool's file)."""
+    table = pq.read_table(path)
+    where = table.schema.get_field_index("ts")
+    table = table.set_column(where, "ts", pa.array(["someone@example.com"] * table.num_rows))
+    path.unlink()
+    pq.write_table(table, path)
+
+
+def _count_as_text(out: Path) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"][0]["lines"] = "someone@example.com"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(("verb", "damage", "says"), [
     ("analyze", lambda out: (out / "manifest.json").write_text("{bad"), "manifest.json (JSONDecodeError)"),
     ("ingest", lambda out: (out / "manifest.json").write_text("[1, 2]"), "is not a whosaw manifest"),
@@ -179,6 +196,9 @@ def _junk(path: Path) -> None:
     ("analyze", lambda out: (out / "history").write_text("mine\n"),
      "cannot keep the report being replaced in"),  # nor the report it replaces kept
     ("analyze", lambda out: _edit_manifest(out, report=[]), "is damaged: its 'report' is not an object"),
+    ("analyze", lambda out: _text_times(sorted((out / "parquet" / "cache").rglob("*.parquet"))[0]),
+     "holds ts values that are not TIMESTAMPTZ"),
+    ("report", _count_as_text, "is damaged: a file's 'lines' is not a count"),
     # late logs, checked for duplicates against the lake and added to the rejects
     ("ingest-late", lambda out: _junk(sorted((out / "parquet" / "requests").rglob("*.parquet"))[0]),
      "the lake is damaged: "),
@@ -200,6 +220,7 @@ def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, ver
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
     assert "Traceback" not in result.output and "internal error" not in result.output
+    assert "someone@" not in result.output  # what the damaged file holds is not shown
 
 
 REPORT_FILES = ("affected_users.csv", "viewers.csv", "report.html", "report.md")
@@ -759,8 +780,10 @@ def test_a_grant_of_a_category_no_key_rule_gives_is_named_on_the_console_and_in_
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", str(logs / "incident.toml")])
     assert result.exit_code == 0, result.output
-    assert ("note: 2 grants of the grants table name a category no [[keys]] rule gives (Conversation_Titles, "
-            "conversation_titels): they excuse nothing") in result.output
+    assert ("note: 2 grants of the grants table name a category no [[keys]] rule gives: they excuse nothing "
+            "(categories match exactly; the report and summary.json grants_of_unknown_category name them)"
+            ) in result.output
+    assert "titels" not in result.output and "Conversation_Titles" not in result.output  # table contents: not here
     summary = json.loads((out / "summary.json").read_text())
     assert summary["grants_of_unknown_category"] == {"Conversation_Titles": 1, "conversation_titels": 1}
     assert "a category no key rule gives (Conversation_Titles, conversation_titels)" in " ".join(
@@ -842,8 +865,10 @@ def test_a_host_whose_cache_log_was_not_given_is_a_warning(tmp_path):
     assert gaps["hours_without_cache_calls"] == []
     [gap] = gaps["hosts_without_cache_calls"]
     assert gap["host"] == "web-3" and gap["requests"] > 1000
-    assert (f"warning: host web-3 answered {gap['requests']:,} requests and logged no cache call while other hosts "
-            "did (its cache log not given?)") in result.output
+    assert (f"warning: 1 host answered {gap['requests']:,} requests and logged no cache call while other hosts "
+            "did (its cache log not given?): no exposure on it can be seen (the report and summary.json log_gaps "
+            "name it)") in result.output
+    assert "web-3" not in result.output  # a value of the logs: named under --out, not on the console
     report = " ".join((out / "report.md").read_text().split())
     assert f"Host web-3 answered {gap['requests']:,} requests and logged no cache call" in (
         report[: report.index("## Key numbers")])

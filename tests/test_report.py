@@ -1380,3 +1380,31 @@ def test_a_missing_exposures_csv_is_written_again_as_the_analysis_wrote_it(sampl
     result = CliRunner().invoke(cli, ["report", "--out", str(copy), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (copy / "exposures.csv").read_bytes() == (out / "exposures.csv").read_bytes()
+
+
+def test_a_users_directory_too_large_for_memory_is_one_error_not_a_spill_outside_out(tmp_path, monkeypatch):
+    """Reading the users directory before a run (its check) has no --out to spill into: in memory, DuckDB would
+    spill names and emails into ./.tmp of the working directory. It must not spill at all: a directory that does
+    not fit is one clear error, and the working directory stays empty. (The memory is made tight by lowering
+    DuckDB's limit on every connection.)"""
+    from pipeline.report import check_users_directory
+
+    users = tmp_path / "users.csv"
+    frame = pd.DataFrame({"user_id": [f"u{i:07d}" for i in range(400_000)]})
+    frame["email"] = frame["user_id"] + "@example.com"
+    frame["name"] = "Name " + frame["user_id"] + " " + "x" * 40
+    frame.to_csv(users, index=False)
+    real_connect = duckdb.connect
+
+    def tight_connect(*args, **kwargs):
+        con = real_connect(*args, **kwargs)
+        con.execute("SET memory_limit = '20MB'")
+        return con
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(duckdb, "connect", tight_connect)
+    with pytest.raises(pipeline.errors.WhosawError, match=r"^tables.users: the users directory .* does not fit in"):
+        check_users_directory(users)
+    assert list(cwd.iterdir()) == []
