@@ -213,6 +213,7 @@ def ingest(inputs, out, config, kind, progress) -> None:
             + (f"; the report is kept in {kept}/" if kept else "")
             + f"): run 'whosaw analyze --out {out}' and 'whosaw report --out {out}' again"
         )
+    _note_if_open(out, "the log lines in its lake and rejects")
 
 
 @cli.command(short_help="Find who saw whose data in the lake of an ingested --out.")
@@ -241,6 +242,7 @@ def analyze(out, config, window, engine, spark_master, progress) -> None:
             + f": run 'whosaw report --out {out}' for one of this analysis"
             + (" (its changes.csv lists what changed)" if kept else "")
         )
+    _note_if_open(out, "the exposures")
 
 
 @cli.command(short_help="Write the report and the CSV lists of an analysed --out.")
@@ -574,11 +576,16 @@ def _print_files(out: Path, files: dict[str, Path]) -> None:
         else:
             for rest in sorted(names):
                 click.echo(f"  {folder}/{rest}")
+    _note_if_open(out, "the lists of people")
+
+
+def _note_if_open(out: Path, what: str) -> None:
+    """A --out that existed before whosaw keeps its mode (a new one is 0700): say so when others can read it."""
     mode = stat.S_IMODE(os.stat(out).st_mode)
-    if mode & 0o077:  # a folder that existed before whosaw keeps its mode; a new one is 0700
+    if mode & 0o077:
         click.echo(
-            f"note: {out} is open to other users of this machine (mode {mode:o}), and so are the lists of people in "
-            f"it: 'chmod 700 {out}' keeps them to you"
+            f"note: {out} is open to other users of this machine (mode {mode:o}), and so are {what} in it: "
+            f"'chmod 700 {out}' keeps them to you"
         )
 
 

@@ -842,9 +842,16 @@ def test_an_out_open_to_other_users_is_named_after_the_lists_are_written(tmp_pat
     assert result.exit_code == 0, result.output
     assert result.output.endswith(f"note: {out} is open to other users of this machine (mode 755), and so are the "
                                   f"lists of people in it: 'chmod 700 {out}' keeps them to you\n")
+    for verb, holds in (("ingest", "the log lines in its lake and rejects"), ("analyze", "the exposures")):
+        args = [SAMPLE] if verb == "ingest" else []
+        alone = CliRunner().invoke(cli, [verb, *args, "--out", str(out)])
+        assert alone.exit_code == 0, alone.output
+        assert alone.output.endswith(f"note: {out} is open to other users of this machine (mode 755), and so are "
+                                     f"{holds} in it: 'chmod 700 {out}' keeps them to you\n")
     out.chmod(0o700)
-    again = CliRunner().invoke(cli, ["report", "--out", str(out)])
-    assert again.exit_code == 0 and "note:" not in again.output
+    for args in (["report"], ["analyze"], ["ingest", SAMPLE]):
+        again = CliRunner().invoke(cli, [*args, "--out", str(out)])
+        assert again.exit_code == 0 and "note:" not in again.output, again.output
 
 
 def test_a_host_whose_cache_log_was_not_given_is_a_warning(tmp_path):
