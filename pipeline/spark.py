@@ -32,7 +32,7 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,9 @@ def _lake_view(spark, out: Path, kind: str) -> None:
     folder = out / "parquet" / kind
     files = list(folder.rglob("*.parquet")) if folder.is_dir() else []
     if files:
-        frame = spark.read.option("basePath", str(folder)).parquet(str(folder))
+        # mergeSchema: every file's columns, as DuckDB's union_by_name (else Spark takes one file's footer, and a
+        # column missing from that file reads as NULL in them all)
+        frame = spark.read.option("basePath", str(folder)).option("mergeSchema", "true").parquet(str(folder))
         present = set(frame.columns)
     else:
         frame = spark.range(0)
@@ -277,13 +279,28 @@ def run(spark, out: str | Path, config: str | Path | Config | None = None, windo
     return bucket_seconds
 
 
-def spark_rows(spark) -> Rows:
-    """:data:`~pipeline.analyze.Rows` on Spark, times as UTC datetimes (pyspark hands a timestamp over as a naive
-    datetime in the Python process's local time)."""
-    def utc(value: Any) -> Any:
-        return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-    return lambda sql: [tuple(utc(v) for v in row) for row in spark.sql(sql).collect()]
+
+def spark_rows(spark) -> Rows:
+    """:data:`~pipeline.analyze.Rows` on Spark, times as UTC datetimes. A timestamp comes over as microseconds since
+    the epoch: pyspark's own conversion makes a naive datetime in the Python process's local time, which fails for
+    an instant whose local year is outside 1-9999 (a window from 0001-01-01, or to 9999-12-31 east of UTC)."""
+    from pyspark.sql.types import TimestampType
+
+    def rows(sql: str) -> list[tuple]:
+        frame = spark.sql(sql)
+        names = [f"c{i}" for i in range(len(frame.columns))]  # by position: a result may repeat a name
+        frame = frame.toDF(*names)
+        times = [isinstance(field.dataType, TimestampType) for field in frame.schema.fields]
+        frame = frame.selectExpr(*(f"unix_micros({n})" if t else n for n, t in zip(names, times, strict=True)))
+        return [
+            tuple(_EPOCH + timedelta(microseconds=v) if t and v is not None else v
+                  for v, t in zip(row, times, strict=True))
+            for row in frame.collect()
+        ]
+
+    return rows
 
 
 @contextlib.contextmanager

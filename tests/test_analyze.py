@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1652,6 +1653,35 @@ def test_spark_runs_the_same_sql_files_with_identical_results(incident, tmp_path
     assert result["near_misses_by_kind"]["spark"] == result["near_misses_by_kind"]["duckdb"]
     assert result["timeline_differences"] == 0
     assert result["summary_differences"] == []  # every figure of summary.json
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_reads_every_files_columns_and_the_widest_window_as_duckdb_does(incident, tmp_path):
+    """Spark takes the lake's columns from all its files, as DuckDB does: a cache file without value_owner (another
+    tool's, or an older lake's) does not hide the column in the others (Spark reads one footer unless told to merge
+    them: here the first file's). And the widest window, from year 1 to year 9999, comes back from Spark as it went
+    in, in a process east of UTC too (pyspark's own conversion to local time fails there)."""
+    logs, lake, _, _ = incident
+    out = _variant(lake, tmp_path / "out", ())
+    con = duckdb.connect()
+    first = sorted((out / "parquet" / "cache").rglob("*.parquet"))[0]
+    con.execute(f"COPY (SELECT * EXCLUDE (value_owner) FROM read_parquet('{first}')) TO '{first}.tmp' (FORMAT parquet)")
+    Path(f"{first}.tmp").replace(first)
+    zone = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Tokyo"
+    time.tzset()
+    try:
+        result = compare(out, logs / "incident.toml", window="0001-01-01T00:00:00Z/9999-12-31T23:59:59Z")
+    finally:
+        if zone is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["summary_differences"] == []
+    assert result["exposures"]["spark"] == result["exposures"]["duckdb"] > 0
+    assert result["window"]["spark"] == result["window"]["duckdb"]
 
 
 def _assert_same_analysis(outs: dict[str, Path], exposures: int) -> None:
