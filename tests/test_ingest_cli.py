@@ -518,19 +518,44 @@ def test_a_folder_that_cannot_be_listed_inside_an_input_folder_is_exit_2_not_pas
     (folder / "requests.jsonl").write_text(line("r1") + "\n")
     (folder / "sub" / "sessions.jsonl").write_text(json.dumps(
         {"ts": "2023-03-20T01:00:00Z", "session_id": "s1", "user_id": SECRET, "event": "login"}) + "\n")
-    command = [sys.executable, "-m", "pipeline.cli", "ingest", str(folder), "--out", str(tmp_path / "out")]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("root reads any folder, and setpriv is missing to drop that")
-        caps = "-dac_override,-dac_read_search"
-        command = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", *command]
     (folder / "sub").chmod(0)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        done = _python_without_reading_everything("-m", "pipeline.cli", "ingest", str(folder), "--out",
+                                                  str(tmp_path / "out"))
     finally:
         (folder / "sub").chmod(0o755)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == f"whosaw: error: input folder {folder / 'sub'} cannot be read (permission denied)\n"
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_an_unreadable_input_file_is_one_line_and_exit_2(tmp_path):
+    """A log file whosaw may not read: one line naming it, exit 2, nothing written; through the Python API, one
+    WhosawError saying so. (As root: setpriv.)"""
+    locked = tmp_path / "in" / "requests.jsonl"
+    locked.parent.mkdir()
+    locked.write_text(line("r1") + "\n")
+    locked.chmod(0)
+    done = _python_without_reading_everything("-m", "pipeline.cli", "ingest", str(locked), "--out",
+                                              str(tmp_path / "out"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and f"'{locked}' is not readable" in done.stderr, done.stderr
+    api = ("import sys, pipeline\ntry:\n    pipeline.ingest([sys.argv[1]], sys.argv[2], progress=False)\n"
+           "except pipeline.errors.WhosawError as exc:\n    print(exc)")
+    done = _python_without_reading_everything("-c", api, str(locked), str(tmp_path / "out"))
+    assert done.returncode == 0 and done.stdout == f"input {locked} is not readable (permission denied)\n", done
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def _python_without_reading_everything(*args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh process that file modes bind: root reads anything, so as root without the
+    capabilities that let it (setpriv; skipped where it is missing)."""
+    command = [sys.executable, *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads any file, and setpriv is missing to drop that")
+        caps = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})

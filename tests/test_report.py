@@ -18,6 +18,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -730,7 +731,83 @@ def test_manifest_records_outputs(built):
     for name in files:
         assert name in manifest["outputs"], name
     assert manifest["report"]["affected_users"] == 5
-    assert all(check["ok"] for check in manifest["report"]["checks"])
+    assert len(manifest["report"]["checks"]) == 5 and all(check["ok"] for check in manifest["report"]["checks"])
+
+
+@pytest.mark.parametrize(("field", "failing"), [
+    ("affected_owners", "affected_users.csv has one row per affected owner"),
+    ("exposures", "exposure counts in affected_users.csv add up to the exposures"),
+    ("viewers", "viewers.csv has one row per signed-in viewer"),
+    ("anonymous_viewer_sessions", "viewers.csv has one row per anonymous viewer session"),
+    ("affected_owners_by_category", "each notify/<category>.csv has one row per owner affected in that category"),
+])
+def test_a_list_that_disagrees_with_the_summary_fails_its_check_and_says_so(tmp_path, field, failing):
+    """The report checks its lists against summary.json: a count that differs by one fails that check alone, in
+    the manifest and as a warning at the head of the report; a consistent analysis passes all five."""
+    out = build_analysis(tmp_path / "out")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    text = _report_text(out)
+    checks = json.loads((out / "manifest.json").read_text())["report"]["checks"]
+    assert len(checks) == 5 and all(check["ok"] for check in checks)
+    assert "Consistency check failed" not in text
+    value = summary[field]
+    if isinstance(value, dict):
+        first = sorted(value)[0]
+        value = {**value, first: value[first] + 1}
+    else:
+        value += 1
+    text = _report_text(out, **{field: value})
+    checks = json.loads((out / "manifest.json").read_text())["report"]["checks"]
+    assert [check["check"] for check in checks if not check["ok"]] == [
+        next(check["check"] for check in checks if check["check"].startswith(failing))
+    ]
+    warning = next(line for line in text.splitlines() if "Consistency check failed: " in line)
+    assert failing in warning and warning.endswith("Do not use these lists before the discrepancy is explained.")
+
+
+# The Key numbers table's rows and the summary.json figure each must show: written out here, not read from the
+# report's code, so a number shown beside the wrong label fails.
+KEY_NUMBER_ROWS = {
+    "users active in the window (signed-in users who made a request in it)": ("active_users",),
+    "sessions active in the window (the signed-in sessions of those requests)": ("active_sessions",),
+    "requests in the window": ("requests",),
+    "cache values served": ("served_items",),
+    "... of them with no host or conn_id logged (the connection tier cannot see them)":
+        ("served_items_without_connection",),
+    "crossed replies (reads that received another call's reply)": ("crossed_replies",),
+    "exposures (a value served to someone other than its owner)": ("exposures",),
+    "affected users (owners whose data was exposed)": ("affected_owners",),
+    "affected users who were active in the window": ("affected_active_users",),
+    "signed-in viewers shown someone else's data": ("viewers",),
+    "anonymous sessions shown someone else's data": ("anonymous_viewer_sessions",),
+    "exposures to a viewer the logs cannot name": ("unknown_viewer_exposures",),
+    "exposure rows with ambiguous evidence (digest-ambiguous)": ("ambiguous_rows",),
+    "exposure rows with conflicting evidence": ("conflict_rows",),
+    "served reads whose request is not in the requests log": ("unknown_viewer_reads",),
+    "crossed replies served whose data no evidence names an owner for": ("crossed_served_unknown_owner",),
+    "exposures on the digest alone, against a connection showing the read's own reply":
+        ("digest_exposures_on_clean_connections",),
+    "near misses (stale replies that reached no one as data, read or not)": ("near_misses", "total"),
+    "exposures outside the window (not in the lists)": ("outside_window", "exposures"),
+}
+
+
+def test_each_key_number_stands_beside_its_own_label(tmp_path):
+    """Every figure of the Key numbers table, each made distinct in summary.json, is shown beside its label."""
+    out = build_analysis(tmp_path / "out")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    changes: dict[str, Any] = {}
+    for number, path in enumerate(KEY_NUMBER_ROWS.values()):
+        value = 1_000 + 37 * number
+        if len(path) == 1:
+            changes[path[0]] = value
+        else:
+            changes[path[0]] = {**summary.get(path[0], {}), **changes.get(path[0], {}), path[1]: value}
+    text = _report_text(out, **changes)
+    table = text.split("## Key numbers\n", 1)[1].split("\n## ", 1)[0]
+    shown = dict(re.findall(r"^\| (.+?) \| ([0-9,.%]+) \|$", table, re.M))
+    for number, label in enumerate(KEY_NUMBER_ROWS):
+        assert shown.get(label) == f"{1_000 + 37 * number:,}", label
 
 
 def test_missing_analysis_is_a_clear_error(tmp_path):

@@ -774,10 +774,7 @@ def test_ingest_counts_what_messy_injected(which, request, tmp_path):
     from pipeline.ingest import ingest
 
     out, _ = request.getfixturevalue(which)
-    try:
-        result = ingest([out], tmp_path / "lake")
-    except NotImplementedError:
-        pytest.skip("ingest is not implemented yet")
+    result = ingest([out], tmp_path / "lake")
     report = json.loads((out / "ground_truth" / "messy.json").read_text())["files"]
     got = {Path(f["path"]).name: f for f in result.manifest["files"] if Path(f["path"]).name in report}
     assert set(got) == set(report)
