@@ -119,7 +119,8 @@ def rank_files(rows):
 
 
 def oracle(cache, requests, sessions, rules, window):
-    """(exposure rows, near-miss rows, summary) for normalised, de-duplicated log rows."""
+    """(exposure rows in the window, exposure rows outside it, near-miss rows, summary) for normalised,
+    de-duplicated log rows."""
     inw = lambda t: window[0] <= t < window[1]  # noqa: E731
     rank_files(cache)
     rank_files(sessions)
@@ -242,7 +243,7 @@ def oracle(cache, requests, sessions, rules, window):
         if not exposed:
             flagged[evidence] += evidence in ("conflict", "digest-ambiguous") and inw(t)
             continue
-        row = {"request_id": c["request_id"], "key": c["key"], "viewer_id": viewer, "owner_id": owner,
+        row = {"ts": t, "request_id": c["request_id"], "key": c["key"], "viewer_id": viewer, "owner_id": owner,
                "category": category, "evidence": evidence, "viewer_kind": vkind, "value_key": vkey,
                "severity": severity, "session_id": req["session_id"] if req else None,
                "reply_request_id": reply["request_id"] if by_conn else None, "owner_by_value": o1,
@@ -289,7 +290,7 @@ def oracle(cache, requests, sessions, rules, window):
                            "by_category": by(outside, "category")},
         "affected_active_users": len(owners & users),
     }
-    return exposures, near, summary
+    return exposures, outside, near, summary
 
 
 # ----------------------------------------------------------------------------------------- random incidents
@@ -465,10 +466,17 @@ def write_case(case, root: Path):
     return root / "incident.toml", rows
 
 
-EXPOSURE_FIELDS = ("request_id", "key", "viewer_id", "owner_id", "category", "evidence", "viewer_kind", "value_key",
-                   "severity", "session_id", "reply_request_id", "owner_by_value", "owner_by_digest",
+EXPOSURE_FIELDS = ("ts", "request_id", "key", "viewer_id", "owner_id", "category", "evidence", "viewer_kind",
+                   "value_key", "severity", "session_id", "reply_request_id", "owner_by_value", "owner_by_digest",
                    "owner_by_connection", "owner_by_key")
-NEAR_FIELDS = ("request_id", "kind", "owner_id", "category", "viewer_id")
+NEAR_FIELDS = ("ts", "request_id", "kind", "owner_id", "category", "viewer_id")
+
+
+def value(v):
+    """A cell of whosaw's output as the oracle writes it: NULL as None, a time as microseconds after BASE."""
+    if isinstance(v, pd.Timestamp):
+        return (v - pd.Timestamp(BASE)) // pd.Timedelta(microseconds=1)
+    return None if not isinstance(v, str) and pd.isna(v) else v
 
 
 def differences(seed, root: Path):
@@ -478,11 +486,12 @@ def differences(seed, root: Path):
     ingest([root / "logs"], root / "out", config=config, progress=False)
     summary = analyze(root / "out", config, progress=False)
     window = case["window"] or (NEG, POS)
-    want_exp, want_near, want = oracle(rows["cache"], rows["requests"], rows["sessions"],
-                                       Rules(case["ownership"], case["grants"]), window)
-    value = lambda v: None if not isinstance(v, str) and pd.isna(v) else v  # noqa: E731
+    want_exp, want_outside, want_near, want = oracle(rows["cache"], rows["requests"], rows["sessions"],
+                                                     Rules(case["ownership"], case["grants"]), window)
     diffs = []
-    for name, fields, want_rows in (("exposures", EXPOSURE_FIELDS, want_exp), ("near_misses", NEAR_FIELDS, want_near)):
+    for name, fields, want_rows in (("exposures", EXPOSURE_FIELDS, want_exp),
+                                    ("exposures_outside_window", EXPOSURE_FIELDS, want_outside),
+                                    ("near_misses", NEAR_FIELDS, want_near)):
         frame = pd.read_parquet(root / "out" / f"{name}.parquet")
         got = Counter(tuple(value(getattr(r, f)) for f in fields) for r in frame.itertuples())
         expected = Counter(tuple(r[f] for f in fields) for r in want_rows)
