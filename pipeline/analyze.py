@@ -38,8 +38,7 @@ in array order from 1; built with each engine's JSON functions),
 ``ownership_table`` (resource_id, owner_id, valid_from, valid_to), ``grants_table`` (owner_id, viewer_id,
 category, valid_from, valid_to, resource_id), ``cache_ops`` (op, is_read, is_write, is_reset),
 ``value_categories`` (category: every category a served value can have, for the summary's grants of an unknown
-category) and ``params`` (one row:
-window_start, window_end, window_method, bucket_seconds).
+category) and ``params`` (one row: window_start, window_end, window_method, bucket_seconds).
 
 Resources: DuckDB runs with an explicit ``memory_limit`` (``WHOSAW_MEMORY_LIMIT`` or 60% of RAM, at most
 6 GB), ``threads`` (``WHOSAW_THREADS`` or all cores) and ``temp_directory`` under ``OUT/.tmp/`` (removed
