@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +41,12 @@ def run(
     progress: bool | None = None,
     engine: str = "duckdb",
     spark_master: str | None = None,
+    on_stage: Callable[[str, Any], None] | None = None,
 ) -> RunResult:
     """Ingest the logs, analyse them (``engine``, ``spark_master``: see :func:`analyze`) and write the report: the
-    whole job in one call."""
+    whole job in one call. ``on_stage``: called as each stage ends, with its name and result (``"ingest"``, the
+    :class:`IngestResult`; ``"analyze"``, the summary), so a caller can show a stage's figures before the next
+    one starts: the CLI prints them, and a later stage's failure (a full disk) leaves them on screen."""
     cfg = resolve_config(Path(out), config)
     parse_window(window)  # a bad --window fails before anything is read or written
     check_engine(engine, spark_master)  # so does an engine this machine cannot run
@@ -52,6 +55,8 @@ def run(
     with contextlib.ExitStack() as stack:  # OUT's lock, held from the ingest to the report: no other stage between
         stack.enter_context(locked(Path(out), "run"))  # nothing to hold when OUT is new: ingest makes it...
         ingested = ingest(inputs, out, config=cfg, kind=kind, progress=progress)
+        if on_stage is not None:
+            on_stage("ingest", ingested)
         stack.enter_context(locked(Path(out), "run"))  # ...then held (re-entrant when it already was)
         if not (Path(out) / "parquet").is_dir():
             t = ingested.totals
@@ -62,6 +67,8 @@ def run(
         summary = analyze(
             out, config=cfg, window=window, progress=progress, engine=engine, spark_master=spark_master
         )
+        if on_stage is not None:
+            on_stage("analyze", summary)
         files = report(out, progress=progress)
     return RunResult(out=Path(out), ingest=ingested, summary=summary, files=files)
 

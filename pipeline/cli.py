@@ -6,7 +6,10 @@ and no traceback. Nothing personal is ever printed: counts, times and paths only
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import json
 import os
 import signal
 import stat
@@ -93,7 +96,7 @@ def handle_errors(func):
         except Exception as exc:  # noqa: BLE001 - the last line of defence for an incident tool
             if _Interrupts.seen:
                 _fail("interrupted", 130)
-            refused = _file_system_refusal(exc)
+            refused = _file_system_refusal(exc, kwargs.get("out"))
             if refused:
                 _fail(refused)
             if os.environ.get("WHOSAW_DEBUG"):
@@ -109,14 +112,24 @@ def handle_errors(func):
     return wrapper
 
 
-def _file_system_refusal(exc: Exception) -> str | None:
+def _file_system_refusal(exc: Exception, out: Any = None) -> str | None:
     """One line for an error the file system raised (read-only, full, not a folder), from Python or DuckDB: what
-    it said and the path, never data. None for any other error."""
+    it said and the path, never data. None for any other error. A full disk names no file (a write, not an open,
+    failed): the folder written, ``out``, is named instead, with what to do (the stages finished are kept)."""
     duckdb = sys.modules.get("duckdb")
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc.__class__.__name__}: {exc.filename}" if exc.filename else str(exc)
+        if exc.filename:
+            return f"{exc.strerror or exc.__class__.__name__}: {exc.filename}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and out is not None:
+            return f"{exc.strerror} writing under {out}: make room there, or give another --out, and run again"
+        return str(exc)
     if duckdb is not None and isinstance(exc, duckdb.IOException):
-        return str(exc).splitlines()[0]
+        first = str(exc).splitlines()[0]
+        detail = first.find('{"exception_type"')  # an asynchronous write's: the file system's message, in JSON
+        if detail >= 0:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                return f"IO Error: {json.loads(first[detail:])['exception_message']}"
+        return first
     return None
 
 
@@ -184,12 +197,16 @@ def cli() -> None:
 @handle_errors
 def run(inputs, out, config, window, kind, engine, spark_master, progress) -> None:
     """Ingest INPUT logs, find the exposures and write the report (ingest + analyze + report)."""
+    def print_stage(stage: str, result: Any) -> None:  # as each stage ends: a later failure leaves them shown
+        if stage == "ingest":
+            _print_ingest(result)
+        else:
+            _print_summary(result)
+
     result = _api().run(
         inputs, out, config=config, window=window, kind=kind, progress=progress, engine=engine,
-        spark_master=spark_master,
+        spark_master=spark_master, on_stage=print_stage,
     )
-    _print_ingest(result.ingest)
-    _print_summary(result.summary)
     _print_changes(result.out)
     _print_files(result.out, result.files)
 

@@ -30,6 +30,7 @@ Python loop, and those are a few per cent of the calls inside the window.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -265,8 +266,15 @@ def simulate(
     )
     out = Path(out)
     others = _prepare_out(out)
-    sim = _Simulation(params, out, others)
-    return sim.run()
+    sim = None
+    try:
+        sim = _Simulation(params, out, others)
+        return sim.run()
+    except BaseException:  # a full disk, Ctrl-C: no half-written incident left to analyse, nor to refuse a rerun
+        if sim is not None:
+            sim.stop()
+        _remove_written(out, others)
+        raise
 
 
 @dataclass(frozen=True)
@@ -420,6 +428,16 @@ def _prepare_out(out: Path) -> set[str]:
         if path.is_file() and path.resolve().is_relative_to(out.resolve()):
             path.unlink()
     return others
+
+
+def _remove_written(out: Path, others: set[str]) -> None:
+    """Remove what a simulation that failed had written: every file under ``out`` but ``others`` (the user's)."""
+    for path in out.rglob("*"):
+        if path.is_file() and path.relative_to(out).as_posix() not in others:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    with contextlib.suppress(OSError):  # only if empty: none of the user's files is in it
+        (out / "ground_truth").rmdir()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1267,6 +1285,11 @@ class _Simulation:
             k: _Sink(k, f, p, out, messy_rngs[i], self.pools[i], self.io_pools[i])
             for i, (k, f) in enumerate(fields.items())
         }
+
+    def stop(self) -> None:
+        """Wait for the formatting and writing threads' tasks under way, dropping the queued ones."""
+        for pool in self.pools + self.io_pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- driver --
     def run(self) -> dict[str, Any]:

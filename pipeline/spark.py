@@ -26,6 +26,7 @@ without it :func:`spark_available` is False.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import re
@@ -304,10 +305,28 @@ def spark_rows(spark) -> Rows:
 
 
 @contextlib.contextmanager
+def _disk_full_as_os_error() -> Iterator[None]:
+    """A full disk under Spark (its scratch or the results, under ``--out``) as the ``OSError`` (ENOSPC) Python
+    raises for one, not as a Java stack trace: the CLI gives it the line DuckDB's full disk gets."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "java_exception", None) is not None and "No space left on device" in str(exc):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        raise
+
+
+@contextlib.contextmanager
 def spark_session(out: Path, progress: bool | None = None, master: str | None = None) -> Iterator[Any]:
     """The SparkSession already active in this process (a cluster's, made by the caller), left running; else one
     started on ``master`` (:func:`session`; None: :data:`LOCAL_MASTER`) whose scratch is under ``OUT/.tmp``, stopped
-    and removed afterwards. ``master`` names another than the active session's: a :class:`WhosawError`."""
+    and removed afterwards. ``master`` names another than the active session's: a :class:`WhosawError`. A full
+    disk while it is used is an ``OSError`` (ENOSPC)."""
+    with _disk_full_as_os_error():
+        yield from _spark_session(out, progress, master)
+
+
+def _spark_session(out: Path, progress: bool | None, master: str | None) -> Iterator[Any]:
     active = _spark_session_class().getActiveSession()
     if active is not None:
         running = active.sparkContext.master

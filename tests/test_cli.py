@@ -1,6 +1,8 @@
 """The CLI as a whole: every verb answers --help, usage errors are one line with exit 2, and nothing is
 written when the command line is wrong."""
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import json
@@ -10,8 +12,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -24,7 +28,9 @@ import pipeline
 from pipeline import __version__
 from pipeline.cli import cli
 from pipeline.errors import WhosawError
+from pipeline.manifest import load_manifest
 from pipeline.safecsv import CSV_SHAPE_HINT, read_safe_csv
+from pipeline.spark import spark_available
 
 SAMPLE = str(Path(__file__).resolve().parents[1] / "sample_logs")
 VERBS = ["run", "ingest", "analyze", "report", "simulate"]
@@ -221,6 +227,120 @@ def test_a_damaged_out_folder_is_one_line_and_exit_2(finished_run, tmp_path, ver
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
     assert "Traceback" not in result.output and "internal error" not in result.output
     assert "someone@" not in result.output  # what the damaged file holds is not shown
+
+
+@contextlib.contextmanager
+def _small_disk(folder: Path) -> Iterator[Callable[[int], None]]:
+    """A tmpfs at ``folder`` (root only), and a function that resizes it (KiB). Skips where mounting is refused."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted here (root only): {mounted.stderr.decode().strip()}")
+    try:
+        yield lambda kib: subprocess.run(["mount", "-o", f"remount,size={kib}k", str(folder)], check=True)
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def _what_legal_gets(out: Path) -> dict[str, Any]:
+    """The summary but its time, every CSV, and the manifest's per-file counts, of a finished run."""
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["generated_at"]
+    files = [{k: v for k, v in entry.items() if k != "run"} for entry in load_manifest(out)["files"]]
+    csvs = {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*.csv"))}
+    return {"summary": summary, "files": files, "csvs": csvs}
+
+
+def test_a_full_disk_at_any_stage_is_one_line_and_the_same_command_then_finishes_the_job(finished_run, tmp_path):
+    """--out on a disk that fills up during the ingest, the analysis or the report (a tmpfs grown 100 KiB at a time;
+    the sample's outputs take about 850): exit 2 and one line naming the folder or the file written (a write's
+    error names no file), DuckDB's asynchronous write's JSON unwrapped; the figures of the stages that finished
+    are printed. The same command, once there is room, writes exactly what a run with room from the start wrote."""
+    args = ["run", SAMPLE, "--config", f"{SAMPLE}/incident.toml", "--no-progress"]
+    expected = _what_legal_gets(finished_run)
+    failed_in = set()
+    with _small_disk(tmp_path / "disk") as resize:
+        out = tmp_path / "disk" / "out"
+        for kib in range(100, 2000, 100):
+            resize(kib)
+            result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+            if result.exit_code == 0:
+                break
+            assert result.exit_code == 2, result.output
+            assert result.stderr.count("\n") == 1 and "No space left on device" in result.stderr, result.stderr
+            assert str(out) in result.stderr and "{" not in result.stderr, result.stderr
+            shown = result.stdout
+            failed_in.add("report" if "affected owners" in shown else "analyze" if "ingested 3 files" in shown
+                          else "ingest")
+            assert shown == "" or shown.startswith("ingested 3 files"), shown
+            resize(4096)
+            again = CliRunner().invoke(cli, [*args, "--out", str(out)])
+            assert again.exit_code == 0, again.output
+            assert ("3 already ingested" in again.stdout) == (shown != ""), again.stdout  # an ingest is kept whole
+            assert _what_legal_gets(out) == expected
+            shutil.rmtree(out)
+        else:
+            pytest.fail("the run never finished on a 2 MiB disk")
+    assert failed_in == {"ingest", "analyze", "report"}
+
+
+def test_a_simulation_the_disk_cannot_hold_leaves_only_the_users_files_and_the_same_command_then_writes_it(tmp_path):
+    """A disk that fills up while simulate writes the logs, or near its end (the tables, the ground truth): one
+    line, exit 2, and none of its files left (a half-written incident, analysed, would be wrong; and a rerun would
+    refuse a folder holding logs); the user's file beside it kept; the same command, once there is room, writes
+    what it writes with room from the start, byte for byte."""
+    args = ["simulate", "--users", "30", "--requests", "3000", "--seed", "1"]
+    with _small_disk(tmp_path / "disk") as resize:
+        out = tmp_path / "disk" / "sim"
+        assert CliRunner().invoke(cli, [*args, "--out", str(out)]).exit_code == 0
+        expected = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+        used = shutil.disk_usage(out).used // 1024
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")
+        for kib in (used // 4, used // 2, used - 8):
+            resize(kib)
+            result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+            assert result.exit_code == 2, result.output
+            assert result.stderr == (f"whosaw: error: No space left on device writing under {out}: make room there, "
+                                     "or give another --out, and run again\n")
+            assert sorted(path.name for path in out.rglob("*")) == ["notes.txt"]
+            resize(4096)
+            assert CliRunner().invoke(cli, [*args, "--out", str(out)]).exit_code == 0
+            written = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+            assert written == {**expected, Path("notes.txt"): b"mine\n"}
+            for path in expected:
+                (out / path).unlink()
+
+
+def test_a_simulation_interrupted_leaves_only_the_users_files(tmp_path):
+    """A real Ctrl-C once every log line was handed to the writing threads, before the ground truth: the logs of
+    an incident whose truth was never written are removed with the rest; the user's file beside them is kept."""
+    out = tmp_path / "sim"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    done = _run_stopped(
+        out, "pipeline.simulate", "_Simulation._finish", "lambda self: signal.raise_signal(signal.SIGINT)",
+        "module.simulate(sys.argv[1], users=30, requests=3000, seed=1)",
+    )
+    assert "KeyboardInterrupt" in done.stderr, done.stderr
+    assert sorted(path.name for path in out.rglob("*")) == ["notes.txt"]
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_a_full_disk_under_a_spark_analysis_is_the_os_error_duckdbs_is(finished_run, tmp_path):
+    """Spark's shuffle files (under OUT/.tmp) fill the disk: the OSError the CLI gives its one line (Spark's own
+    error is a Java stack trace: an internal error); the previous analysis as it was, no scratch left."""
+    with _small_disk(tmp_path / "disk") as resize:
+        out = tmp_path / "disk" / "out"
+        shutil.copytree(finished_run, out)
+        before = _what_legal_gets(out)
+        resize(shutil.disk_usage(out).used // 1024 + 100)
+        with pytest.raises(OSError) as raised:
+            pipeline.analyze(out, engine="spark")
+        assert raised.value.errno == errno.ENOSPC and raised.value.filename is None
+        assert type(raised.value.__context__).__name__ == "Py4JJavaError"  # Spark's, not DuckDB's writes
+        assert _what_legal_gets(out) == before and not (out / ".tmp").exists()
 
 
 REPORT_FILES = ("affected_users.csv", "viewers.csv", "report.html", "report.md")
