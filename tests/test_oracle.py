@@ -6,10 +6,12 @@ The oracle works per row: it replays each pooled connection's FIFO reply queue, 
 the writes, and the session holder by scanning the session's events. It knows nothing of the SQL. The incidents
 mix identical timestamps, lines of one connection split over two files, resets, cancelled/timed-out/error calls,
 background calls, missing requests, 5xx requests, shared devices (stale user_id), refreshes without a user,
-ownership rows over time, grants, partial value_owner/value_sha256, exact re-shipped duplicates, a request line
-repeated with other content (the first wins), and the spellings ingest normalises (op case, 'canceled', epoch
-s/ms/ns and offset timestamps, upper-case digests, a numeric conn_id). To hunt for new disagreements, run
-``python tests/test_oracle.py FIRST LAST`` (seeds FIRST..LAST-1; each prints its differences)."""
+ownership rows over time, grants (random ones, and some aimed at the oracle's own exposures, each at an edge of
+the grant rule: an interval's ends, '*', another category or resource), partial value_owner/value_sha256, exact
+re-shipped duplicates, a request line repeated with other content (the first wins), and the spellings ingest
+normalises (op case, 'canceled', epoch s/ms/ns and offset timestamps, upper-case digests, a numeric conn_id). To
+hunt for new disagreements, run ``python tests/test_oracle.py FIRST LAST`` (seeds FIRST..LAST-1; each prints its
+differences)."""
 
 from __future__ import annotations
 
@@ -455,15 +457,49 @@ def write_case(case, root: Path):
         toml += ["[window]", f'start = "{iso(case["window"][0])}"', f'end = "{iso(case["window"][1])}"']
     for k in KEYS:
         toml += ["[[keys]]", *(f"{name} = '{value}'" for name, value in k.items())]
-    toml.append("[tables]")
+    toml += ["[tables]", 'ownership = "ownership.csv"', 'grants = "grants.csv"']
+    (root / "incident.toml").write_text("\n".join(toml) + "\n")
+    write_tables(case, root)
+    return root / "incident.toml", rows
+
+
+def write_tables(case, root: Path) -> None:
+    """The case's ownership and grants tables as CSV under root."""
     for name, cols in (("ownership", ("resource_id", "owner_id", "valid_from", "valid_to")),
                        ("grants", ("owner_id", "viewer_id", "category", "valid_from", "valid_to", "resource_id"))):
         lines = [",".join(cols)] + [",".join("" if r[c] is None else iso(r[c]) if c.startswith("valid") else r[c]
                                              for c in cols) for r in case[name]]
         (root / f"{name}.csv").write_text("\n".join(lines) + "\n")
-        toml.append(f'{name} = "{name}.csv"')
-    (root / "incident.toml").write_text("\n".join(toml) + "\n")
-    return root / "incident.toml", rows
+
+
+def aimed_grants(case, rows, seed):
+    """Grants aimed at a few of the exposures the case's own grants leave, each at one edge of the grant rule:
+    from the read's very instant (excuses it), ending at it (does not: valid_to is exclusive), to anyone ('*'),
+    of another category, of the read value's resource or of another one. Random grants rarely name a pair of
+    users that a crossed reply joined."""
+    rng = random.Random(f"{seed}-aim")
+    found, outside, _, _ = oracle(rows["cache"], rows["requests"], rows["sessions"],
+                                  Rules(case["ownership"], case["grants"]), case["window"] or (NEG, POS))
+    rules, grants = Rules(case["ownership"], []), []
+    for e in rng.sample(found + outside, min(3, len(found + outside))):
+        grant = {"owner_id": e["owner_id"], "viewer_id": e["viewer_id"], "category": e["category"],
+                 "valid_from": e["ts"] - rng.randint(0, 5) * S, "valid_to": e["ts"] + S, "resource_id": None}
+        edge = rng.choice(["from", "until", "anyone", "category", "resource", "other resource"])
+        if e["viewer_id"] is None:  # an anonymous viewer: only a grant to anyone names them
+            grant["viewer_id"] = "*"
+        if edge == "from":
+            grant["valid_from"] = e["ts"]
+        elif edge == "until":
+            grant["valid_to"] = e["ts"]
+        elif edge == "anyone":
+            grant.update(viewer_id="*", category=rng.choice(["", "*"]))
+        elif edge == "category":
+            grant["category"] = "profile" if e["category"] != "profile" else "payment_info"
+        else:
+            resource = rules.resource(e["value_key"])
+            grant["resource_id"] = resource if edge == "resource" and resource is not None else "c9"
+        grants.append(grant)
+    return grants
 
 
 EXPOSURE_FIELDS = ("ts", "request_id", "key", "viewer_id", "owner_id", "category", "evidence", "viewer_kind",
@@ -483,6 +519,8 @@ def differences(seed, root: Path):
     """What whosaw and the oracle disagree on for one seed (empty: they agree)."""
     case = generate(seed)
     config, rows = write_case(case, root)
+    case["grants"] += aimed_grants(case, rows, seed)
+    write_tables(case, root)
     ingest([root / "logs"], root / "out", config=config, progress=False)
     summary = analyze(root / "out", config, progress=False)
     window = case["window"] or (NEG, POS)
