@@ -197,16 +197,26 @@ def cli() -> None:
 @handle_errors
 def run(inputs, out, config, window, kind, engine, spark_master, progress) -> None:
     """Ingest INPUT logs, find the exposures and write the report (ingest + analyze + report)."""
+    reader_gone = False
+
     def print_stage(stage: str, result: Any) -> None:  # as each stage ends: a later failure leaves them shown
-        if stage == "ingest":
-            _print_ingest(result)
-        else:
-            _print_summary(result)
+        nonlocal reader_gone
+        try:
+            if reader_gone:
+                return
+            if stage == "ingest":
+                _print_ingest(result)
+            else:
+                _print_summary(result)
+        except BrokenPipeError:  # piped into `head`: the job goes on unprinted, then ends as any broken pipe
+            reader_gone = True
 
     result = _api().run(
         inputs, out, config=config, window=window, kind=kind, progress=progress, engine=engine,
         spark_master=spark_master, on_stage=print_stage,
     )
+    if reader_gone:
+        raise BrokenPipeError
     _print_changes(result.out)
     _print_files(result.out, result.files)
 

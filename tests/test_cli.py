@@ -284,6 +284,20 @@ def test_a_full_disk_at_any_stage_is_one_line_and_the_same_command_then_finishes
     assert failed_in == {"ingest", "analyze", "report"}
 
 
+def test_a_run_piped_into_head_still_finishes_the_job(tmp_path):
+    """`whosaw run ... | head -1`: once the reader has gone, the lines still to print go nowhere, but the job goes
+    on (run prints each stage's figures as it ends): every output is written, the report and its lists too, and
+    the exit status is 0, with nothing on stderr."""
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "pipeline", "run", SAMPLE, "--config", f"{SAMPLE}/incident.toml",
+                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().startswith("ingested 3 files")
+    child.stdout.close()  # as head does once it has its line: the analysis' figures are still to come
+    stderr = child.stderr.read()
+    assert child.wait(timeout=300) == 0 and stderr == "", stderr
+    assert "report" in load_manifest(out) and (out / "report.md").is_file() and any((out / "notify").iterdir())
+
+
 def test_a_simulation_the_disk_cannot_hold_leaves_only_the_users_files_and_the_same_command_then_writes_it(tmp_path):
     """A disk that fills up while simulate writes the logs, or near its end (the tables, the ground truth): one
     line, exit 2, and none of its files left (a half-written incident, analysed, would be wrong; and a rerun would
