@@ -112,7 +112,7 @@ def handle_errors(func):
     return wrapper
 
 
-def _file_system_refusal(exc: Exception, out: Any = None) -> str | None:
+def _file_system_refusal(exc: Exception, out: Path | None = None) -> str | None:
     """One line for an error the file system raised (read-only, full, not a folder), from Python or DuckDB: what
     it said and the path, never data. None for any other error. A full disk names no file (a write, not an open,
     failed): the folder written, ``out``, is named instead, with what to do (the stages finished are kept)."""
