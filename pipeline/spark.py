@@ -230,6 +230,17 @@ def _small_view(spark, name: str, frame: pd.DataFrame, schema: str) -> None:
     spark.createDataFrame(rows, schema=schema).createOrReplaceTempView(name)
 
 
+def _materialize(frame, view: str) -> None:
+    """``frame`` computed once and put behind the name ``view``, like DuckDB's temporary table: later views see a
+    leaf, not the whole plan again (re-analysing deep inlined view trees makes Spark's analyzer crawl). Its columns
+    are renamed to themselves, which gives them new identities: a checkpoint keeps those of the plan it was computed
+    from, and without adaptive query execution (``spark.sql.adaptive.enabled=false``, a cluster's choice) Spark
+    cannot then tell them from the same columns of the view they came from (``c.key`` of ``cache_lake`` joined to
+    ``multi_keys``, made from it: "cannot be resolved")."""
+    checkpointed = frame.localCheckpoint(eager=True)
+    checkpointed.toDF(*checkpointed.columns).createOrReplaceTempView(view)
+
+
 def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_seconds: int | None = None) -> int:
     """Spark's input views, the same names and columns as DuckDB's (pipeline/analyze.py); the bucket size."""
     for kind in KINDS:
@@ -239,10 +250,8 @@ def register_inputs(spark, out: Path, cfg: Config, window: Window, bucket_second
     # Spark-only: multi-key keys (a JSON array of strings) and their items, as DuckDB's analyze.register_inputs
     # makes them (the same pattern, in Java's dialect; posexplode for DuckDB's unnest).
     spark.sql("SELECT DISTINCT key FROM cache_lake WHERE key IS NOT NULL").createOrReplaceTempView("cache_keys")
-    spark.sql(multi_keys_sql(quote_spark, java=True)).localCheckpoint(eager=True).createOrReplaceTempView(
-        "multi_keys"
-    )
-    spark.sql(KEY_ITEMS_SPARK_SQL).localCheckpoint(eager=True).createOrReplaceTempView("key_items")
+    _materialize(spark.sql(multi_keys_sql(quote_spark, java=True)), "multi_keys")
+    _materialize(spark.sql(KEY_ITEMS_SPARK_SQL), "key_items")
     rules = key_rule_sql(cfg.keys, quote_spark, quote_pattern=quote_spark_pattern, keys_sql=RULE_KEYS_SQL)
     spark.sql(rules).createOrReplaceTempView("key_rule_matches")
     con = duckdb.connect(config=NO_SPILL)
@@ -274,9 +283,7 @@ def run(spark, out: str | Path, config: str | Path | Config | None = None, windo
     for step in load_steps():
         spark.sql(step.sql)
         if step.materialize:
-            # Like DuckDB's temp table: computed once, and later views see a leaf, not the whole plan again
-            # (re-analysing deep inlined view trees makes Spark's analyzer crawl).
-            spark.table(step.view).localCheckpoint(eager=True).createOrReplaceTempView(step.view)
+            _materialize(spark.table(step.view), step.view)
     return bucket_seconds
 
 
@@ -332,14 +339,8 @@ def _spark_session(out: Path, progress: bool | None, master: str | None) -> Iter
         running = active.sparkContext.master
         if master is not None and master != running:
             raise WhosawError(f"spark master: this process already runs Spark on {running!r}, not {master!r}")
-        before = {name: active.conf.get(name) for name in SESSION_SETTINGS}
-        for name, value in SESSION_SETTINGS.items():
-            active.conf.set(name, value)
-        try:
+        with _whosaw_settings(active):
             yield active
-        finally:
-            for name, value in before.items():
-                active.conf.set(name, value)
         return
     scratch = out / ".tmp" / f"spark-{os.getpid()}"  # Spark's scratch holds log rows: under OUT, as DuckDB's
     try:
@@ -348,10 +349,44 @@ def _spark_session(out: Path, progress: bool | None, master: str | None) -> Iter
         remove_stage_scratch(out, scratch)
         raise
     try:
-        yield spark
+        with _no_query_error_logs():
+            yield spark
     finally:
         spark.stop()
         remove_stage_scratch(out, scratch)
+
+
+@contextlib.contextmanager
+def _whosaw_settings(spark) -> Iterator[Any]:
+    """:data:`SESSION_SETTINGS` on a session whosaw did not start, put back as they were afterwards."""
+    before = {name: spark.conf.get(name) for name in SESSION_SETTINGS}
+    for name, value in SESSION_SETTINGS.items():
+        spark.conf.set(name, value)
+    try:
+        yield spark
+    finally:
+        for name, value in before.items():
+            spark.conf.set(name, value)
+
+
+@contextlib.contextmanager
+def _no_query_error_logs() -> Iterator[None]:
+    """pyspark's own loggers off (unless ``WHOSAW_DEBUG``): a SQL error in Spark otherwise writes its whole message
+    to stderr as JSON before whosaw's one line, with the query plan and, for a value that fails a cast, the value."""
+    if os.environ.get("WHOSAW_DEBUG"):
+        yield
+        return
+    from pyspark.logger import PySparkLogger
+
+    loggers = [PySparkLogger.getLogger(name) for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger")]
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, before, strict=True):
+            logger.disabled = disabled
 
 
 def write_analysis(out: Path, cfg: Config, window: Window, staging: Path, bucket_seconds: int | None = None,
@@ -400,7 +435,8 @@ def _normal(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 def compare(out: str | Path, config: str | Path | Config | None = None, window: str | Window | None = None,
             spark=None) -> dict[str, Any]:
     """Analyse ``out``'s lake with DuckDB and with Spark; return what differs (empty lists, equal counts: same).
-    ``spark``: the session to use; None: the one active in this process, else a local one (:func:`spark_session`).
+    ``spark``: the session to use (whosaw's :data:`SESSION_SETTINGS` while it runs, its own back afterwards); None:
+    the one active in this process, else a local one (:func:`spark_session`).
     ``summary_differences``: the summary.json keys whose values differ (the whole summary is built on each engine).
     Nothing in ``out`` changes but its lock file (``.ingest.lock``): the DuckDB side is queried on its connection,
     not written. The lock keeps a concurrent ingest from changing the lake between the two engines' reads, and a
@@ -415,7 +451,7 @@ def compare(out: str | Path, config: str | Path | Config | None = None, window: 
             duck_exposures = _normal(exposures, EXPOSURE_COLUMNS)
             duck_timeline = _normal(con.execute("SELECT * FROM timeline").df(), TIMELINE_COMPARED)
         with contextlib.ExitStack() as stack:
-            spark = spark or stack.enter_context(spark_session(out))
+            spark = stack.enter_context(_whosaw_settings(spark) if spark is not None else spark_session(out))
             run(spark, out, config, window)
             theirs = build_summary(spark_rows(spark))
             spark_exposures = _normal(spark.sql("SELECT * FROM exposures_in_window").toPandas(), EXPOSURE_COLUMNS)

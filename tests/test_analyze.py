@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -1682,6 +1683,60 @@ def test_spark_reads_every_files_columns_and_the_widest_window_as_duckdb_does(in
     assert result["summary_differences"] == []
     assert result["exposures"]["spark"] == result["exposures"]["duckdb"] > 0
     assert result["window"]["spark"] == result["window"]["duckdb"]
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_spark_finds_the_same_whatever_a_clusters_settings(incident, tmp_path):
+    """A session set up as a cluster may be (its admin's or a notebook's settings): adaptive query execution off,
+    small file splits and an odd number of shuffle partitions (rows meet in other orders), no broadcast joins, its
+    own time zone and ANSI mode off. The analysis is the same as DuckDB's, row by row and figure by figure, and the
+    session keeps its settings. (Without adaptive execution Spark could not tell a materialised view's columns from
+    the view it was made from, and failed; compare shows exposures in the session's zone unless it is UTC.)"""
+    from pipeline import spark as spark_mod
+
+    logs, lake, _, expected = incident
+    out = _variant(lake, tmp_path / "out", ())
+    settings = {
+        "spark.sql.adaptive.enabled": "false",
+        "spark.sql.files.maxPartitionBytes": "65536",
+        "spark.sql.shuffle.partitions": "7",
+        "spark.sql.autoBroadcastJoinThreshold": "-1",
+        "spark.sql.session.timeZone": "Asia/Kolkata",
+        "spark.sql.ansi.enabled": "false",
+    }
+    session = spark_mod.session(local_dir=tmp_path / "scratch")
+    try:
+        for name, value in settings.items():
+            session.conf.set(name, value)
+        result = compare(out, logs / "incident.toml", window="auto", spark=session)
+        assert {name: session.conf.get(name) for name in settings} == settings
+    finally:
+        session.stop()
+    assert result["only_duckdb"] == [] and result["only_spark"] == []
+    assert result["exposures"]["spark"] == result["exposures"]["duckdb"] == len(expected)
+    assert result["window"]["spark"] == result["window"]["duckdb"]
+    assert result["timeline_differences"] == 0
+    assert result["summary_differences"] == []
+
+
+@pytest.mark.skipif(not spark_available(), reason="pyspark or java missing: pip install -e '.[spark]', Java 17")
+def test_a_spark_error_writes_nothing_to_stderr_in_a_session_whosaw_starts(tmp_path, capfd, monkeypatch):
+    """pyspark logs a SQL error's whole message to stderr as JSON, and for a value that fails a cast the message
+    holds the value (here an email address): not in the Spark whosaw starts (the CLI prints its one line), but with
+    WHOSAW_DEBUG; pyspark's logging is as it was afterwards."""
+    from pipeline import spark as spark_mod
+
+    out = tmp_path / "out"
+    out.mkdir()
+    failing = "SELECT CAST(email AS INT) FROM VALUES ('alice@example.com') AS t(email)"
+    for debug in ("", "1"):
+        monkeypatch.setenv("WHOSAW_DEBUG", debug)
+        with spark_mod.spark_session(out) as spark:
+            capfd.readouterr()  # Spark's start
+            with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
+                spark.sql(failing).collect()
+            assert ("alice@example.com" in capfd.readouterr().err) == bool(debug)
+        assert not logging.getLogger("SQLQueryContextLogger").disabled
 
 
 def _assert_same_analysis(outs: dict[str, Path], exposures: int) -> None:
