@@ -543,10 +543,15 @@ def _rejected_text(entry: dict[str, Any]) -> str:
     """A file that had more lines rejected than kept (manifest.rejected_inputs), with its commonest reasons."""
     kind, reasons = entry["kind"], list(entry["reject_reasons"].items())[:2]
     why = f" ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})" if reasons else ""
+    question = f"is it a {kind} log, with the fields [sources.{kind}] names?"
+    if entry.get("not_json_array"):
+        question = (
+            f"it opens with '[' but is not one whole JSON array ({entry['not_json_array']}), so its lines "
+            "were read one by one: is it cut short?"
+        )
     return (
         f"{entry['path']}: {entry['rejected']:,} of its {entry['kept'] + entry['rejected']:,} lines rejected{why}: "
-        f"is it a {kind} log, with the fields [sources.{kind}] names? Those lines are missing from the analysis "
-        f"(rejects/{kind}.csv)"
+        f"{question} Those lines are missing from the analysis (rejects/{kind}.csv)"
     )
 
 

@@ -27,9 +27,10 @@ How it works, and why:
 
 Counting rule (checked before the manifest is written): for every file ``lines = kept + duplicates + rejected``,
 where ``lines`` is the number of physical lines of the decompressed file, except a CSV header line; a Parquet
-file's rows are its lines. A ``.gz`` that ends early (or is corrupt part-way) keeps the complete lines it
-could read; whatever followed the last complete line (possibly nothing) counts as ONE more line, rejected
-as ``gzip_truncated`` (or ``gzip_corrupt``) at the next line number. "Could read" is every byte zlib inflates
+file's rows are its lines, and so are the items of a JSON file that is one JSON array (``json_array``). A
+``.gz`` that ends early (or is corrupt part-way) keeps the complete lines it could read; whatever followed the
+last complete line (possibly nothing) counts as ONE more line, rejected as ``gzip_truncated`` (or
+``gzip_corrupt``) at the next line number. "Could read" is every byte zlib inflates
 before the damage (see :class:`_Gunzip`); a member whose data is whole but whose CRC or length is wrong keeps
 all its lines and is still ``gzip_corrupt``.
 
@@ -114,6 +115,8 @@ EVIDENCE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 READ_CHUNK = 8 << 20  # bytes read at a time from a plain file
 GZ_CHUNK = 1 << 20  # compressed bytes read at a time from a .gz
+ARRAY_PEEK = 1 << 16  # bytes read to see whether a .json file opens with '[' (one JSON array)
+ARRAY_BATCH = 1 << 17  # items of a JSON array per batch
 GZ_OUT = 16 << 20  # at most this many bytes inflated per step (a highly compressed log stays bounded)
 GZ_STEPS = (4096, 1)  # after gzip damage, the chunk is inflated again in pieces of these sizes (see _Gunzip)
 # DuckDB's memory for ingest. With the partitioned-write settings in _connect, 600MB ingests 10M requests + 11M cache
@@ -212,6 +215,8 @@ class _Input:
     coarse_repeats: int = 0  # cache lines repeating a line of their own file whose times are whole milliseconds
     placed_in_repeated_hour: int = 0  # kept lines whose wall time the zone repeats, placed by the file's order
     superseded_rejects: int = 0  # an earlier reading's rejects of lines this one read anew (a cut last line, whole)
+    json_array: bool = False  # one JSON array of records: its items are its lines, numbered from 1
+    not_json_array: str | None = None  # why a file that opens with '[' is not read as one JSON array
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
     damage_raw: str = ""
@@ -233,6 +238,8 @@ class _Input:
             **({"coarse_repeats": self.coarse_repeats} if self.coarse_repeats else {}),
             **({"placed_in_repeated_hour": self.placed_in_repeated_hour} if self.placed_in_repeated_hour else {}),
             **({"superseded_rejects": self.superseded_rejects} if self.superseded_rejects else {}),
+            **({"json_array": True} if self.json_array else {}),
+            **({"not_json_array": self.not_json_array} if self.not_json_array else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
         }
@@ -781,7 +788,8 @@ def _grown_from(f: _Input, entry: dict[str, Any]) -> bool:
 
 
 class _LineStream:
-    """The physical lines of text files as Arrow batches ``(file_id, line_no, line, line_bin)``.
+    """The physical lines of text files as Arrow batches ``(file_id, line_no, line, line_bin)``; of a JSON file
+    that is one JSON array, its items (:meth:`_array_items`).
 
     Per chunk of bytes, numpy finds the line ends and the batch's strings point into the chunk (no copy, no
     per-row Python). ``line`` keeps its line end (JSON ignores it; SQL strips it where it matters). A chunk that
@@ -824,6 +832,47 @@ class _LineStream:
                 raise
 
     def _file(self, file_id: int, item: _Input) -> Iterator[pa.RecordBatch]:
+        scan = _json_array_scan(item) if self.json else None
+        if scan is not None:
+            yield from self._array_items(file_id, item, scan)
+        else:
+            yield from self._lines(file_id, item)
+
+    def _array_items(self, file_id: int, item: _Input, scan: str) -> Iterator[pa.RecordBatch]:
+        """A file that is one JSON array (``gcloud logging read --format=json``, ``jq -s``): its items, each as a
+        line numbered by its place in the array. DuckDB cuts the array into items, each its own text as written."""
+        import pyarrow.compute as pc  # here: the JSON lines' path does without its import time
+
+        digest = hashlib.sha256()
+        for _ in self._chunks(item, digest):  # the file's SHA-256 and size, as for lines
+            pass
+        con = duckdb.connect(config=NO_SPILL)
+        seen = 0
+        try:
+            for batch in con.sql(f"SELECT json FROM {scan}").to_arrow_reader(ARRAY_BATCH):
+                items = batch.column(0).cast(pa.large_string())
+                n = len(items)
+                if not n:
+                    continue
+                whole_objects = pc.and_(pc.starts_with(items, "{"), pc.ends_with(items, "}"))
+                columns = [
+                    pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(np.full(n, file_id, dtype=np.int32))]),
+                    pa.Array.from_buffers(
+                        pa.int64(), n, [None, pa.py_buffer(np.arange(seen + 1, seen + n + 1, dtype=np.int64))]
+                    ),
+                    items,
+                    pa.nulls(n, pa.large_binary()),
+                    pc.invert(whole_objects),
+                ]
+                seen += n
+                yield pa.record_batch(columns, schema=self.SCHEMA)
+        finally:
+            con.close()
+        item.json_array = True
+        item.lines = seen
+        item.sha256 = digest.hexdigest()
+
+    def _lines(self, file_id: int, item: _Input) -> Iterator[pa.RecordBatch]:
         digest = hashlib.sha256()
         self.first = b""
         line_no = 0  # lines seen so far, a CSV header included
@@ -951,6 +1000,38 @@ class PhysicalLines:
     @property
     def sha256(self) -> str | None:
         return self.item.sha256
+
+
+def _json_array_scan(item: _Input) -> str | None:
+    """DuckDB's scan of the items of ``item`` when the file is one whole JSON array (its first character, but for
+    white space and a byte order mark, is ``[``, and DuckDB reads it to its end); else None: its lines are read one
+    by one, as JSON lines, and an array cut short or followed by more text is rejected line by line."""
+    try:
+        with gzip.open(item.path, "rb") if item.gz else open(item.path, "rb") as handle:
+            head = handle.read(ARRAY_PEEK)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if not head.removeprefix(_BOM).lstrip(b" \t\r\n").startswith(b"["):
+        return None
+    scan = (
+        f"read_json_objects({_lit(str(item.path))}, format = 'array', "
+        f"compression = '{'gzip' if item.gz else 'none'}')"
+    )
+    con = duckdb.connect(config=NO_SPILL)
+    try:
+        con.execute(f"SELECT count(*) FROM {scan}").fetchone()
+    except duckdb.Error as exc:
+        why = _JSON_ERROR.search(str(exc))
+        item.not_json_array = why[1] if why else "DuckDB cannot read it"
+        return None
+    finally:
+        con.close()
+    return scan
+
+
+# Why DuckDB's read_json_objects found an array broken: 'Malformed JSON in file "...", at byte 254 in
+# record/value 4: unexpected end of data.' (the byte is counted from the start of a record, not of the file)
+_JSON_ERROR = re.compile(r"in record/value \d+: ([^.\n]+)")
 
 
 def _raw(line: bytes) -> str:

@@ -323,7 +323,9 @@ def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     again; each reading counts its new lines, less the earlier rejects it superseded: a cut last line read whole
     later): a file of another kind, a field map naming none of its fields, or
     not a log at all. Their lines are missing from the analysis. Each: ``path``, ``kind``, ``kept``, ``rejected``,
-    ``reject_reasons`` (commonest first; empty for a manifest written before files listed them). A damaged file is
+    ``reject_reasons`` (commonest first; empty for a manifest written before files listed them), and
+    ``not_json_array`` where the file opens with '[' but is not one whole JSON array (where DuckDB found it broken).
+    A damaged file is
     :func:`damaged_inputs`' to tell of, not this."""
     damaged = {entry.get("path") for entry in damaged_inputs(manifest)}
     totals: dict[str, dict[str, Any]] = {}
@@ -337,6 +339,8 @@ def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
         total["kept"] += int(entry.get("kept") or 0)
         total["rejected"] += still_rejected(entry)
         total["reject_reasons"].update(entry.get("reject_reasons") or {})
+        if entry.get("not_json_array"):
+            total["not_json_array"] = entry["not_json_array"]
     return [
         {**total, "reject_reasons": dict(sorted(total["reject_reasons"].items(), key=lambda item: (-item[1], item[0])))}
         for total in totals.values()

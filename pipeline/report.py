@@ -1091,6 +1091,10 @@ def _rejected_warning(manifest: dict[str, Any]) -> list[Any]:
         f"{Path(entry['path']).name} ({entry['rejected']:,} of {entry['kept'] + entry['rejected']:,} lines, read as "
         f"a {entry['kind']} log"
         + (f"; commonest reason {next(iter(entry['reject_reasons']))}" if entry["reject_reasons"] else "")
+        + (
+            f"; it opens with '[' but is not one whole JSON array ({entry['not_json_array']}): cut short?"
+            if entry.get("not_json_array") else ""
+        )
         + ")"
         for entry in files
     )

@@ -9,13 +9,16 @@ count must be the one of the original logs: a dialect that shifts a time or drop
 
 from __future__ import annotations
 
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from pipeline.safecsv import read_safe_csv
 
 DIALECTS = """
 [sources.requests]
@@ -127,3 +130,93 @@ def test_an_incident_in_real_log_dialects_gives_the_answer_of_its_spec_form(tmp_
     assert (exposures, near_misses) == answers(tmp_path / "spec-out")
     for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
         assert in_dialects[count] == spec_form[count], count
+
+
+def test_logs_exported_as_json_arrays_give_the_answer_of_their_json_lines(tmp_path):
+    """Log exports are often one JSON array: pretty-printed (``gcloud logging read --format=json``), on one line
+    (``jq -s``), one item a line (DuckDB's ``ARRAY true``), gzipped. Its items are read as the lines, numbered by
+    their place in the array: every exposure and near miss is the JSON lines' own, at the same line number. An item
+    that is no object is rejected at its number and a repeated one is a duplicate (lines = kept + duplicates +
+    rejected), and ``source_lines`` shows an exposure's item, checked against the file's SHA-256."""
+    from pipeline.explore import source_lines
+
+    sim = tmp_path / "sim"
+    made = CliRunner().invoke(
+        cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
+    )
+    assert made.exit_code == 0, made.output
+    records = {
+        kind: [json.loads(line) for line in (sim / f"{kind}.jsonl").read_text().splitlines()]
+        for kind in ("requests", "cache", "sessions")
+    }
+    arrays = tmp_path / "arrays"
+    arrays.mkdir()
+    cache = [*records["cache"], 7, records["cache"][0]]  # no object, then a repeat
+    (arrays / "cache.json").write_text(json.dumps(cache, indent=2))
+    with gzip.open(arrays / "requests.json.gz", "wt") as handle:
+        handle.write(json.dumps(records["requests"]))
+    (arrays / "sessions.json").write_text("[\n" + ",\n".join(map(json.dumps, records["sessions"])) + "\n]\n")
+    config = sim / "arrays.toml"  # beside incident.toml: its [tables] paths are relative to it
+    config.write_text((sim / "incident.toml").read_text())
+
+    spec_form = run(sim, tmp_path / "lines-out", sim / "incident.toml")
+    as_arrays = run(arrays, tmp_path / "arrays-out", config)
+
+    manifest = json.loads((tmp_path / "arrays-out" / "manifest.json").read_text())
+    files = {entry["kind"]: entry for entry in manifest["files"]}
+    for kind, entry in files.items():
+        assert entry["json_array"] is True
+        assert entry["lines"] == entry["kept"] + entry["duplicates"] + entry["rejected"]
+        assert entry["kept"] == len(records[kind])
+    assert (files["cache"]["lines"], files["cache"]["duplicates"]) == (len(cache), 1)
+    assert files["cache"]["reject_reasons"] == {"not_an_object": 1}
+    rejects = read_safe_csv(tmp_path / "arrays-out" / "rejects" / "cache.csv")
+    assert rejects[["source_line", "reason", "raw"]].values.tolist() == [[str(len(cache) - 1), "not_an_object", "7"]]
+
+    def answers_at_lines(out: Path) -> tuple[list[tuple], list[tuple]]:
+        con = duckdb.connect()
+        return tuple(
+            con.execute(f"SELECT * EXCLUDE (source_file) FROM '{out}/{name}.parquet' ORDER BY ALL").fetchall()
+            for name in ("exposures", "near_misses")
+        )
+
+    exposures, near_misses = answers_at_lines(tmp_path / "arrays-out")
+    assert exposures and near_misses
+    assert (exposures, near_misses) == answers_at_lines(tmp_path / "lines-out")
+    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
+        assert as_arrays[count] == spec_form[count], count
+
+    exposure = duckdb.sql(f"SELECT * FROM '{tmp_path}/arrays-out/exposures.parquet' LIMIT 1").df()
+    shown = source_lines(tmp_path / "arrays-out", exposure).set_index("line_kind")
+    assert shown["verified"].all()
+    line = int(exposure["source_line"].iloc[0])
+    assert shown.loc["cache", "source_line"] == line
+    assert json.loads(shown.loc["cache", "raw"]) == records["cache"][line - 1]
+    assert "\n    \"key\": " in shown.loc["cache", "raw"]  # the item as the file has it, pretty-printed
+
+
+def test_a_json_array_cut_short_is_read_line_by_line_and_said_to_be_cut(tmp_path):
+    """An export cut short (a download broken off, a disk that filled) is no JSON array: its lines are read as JSON
+    lines, so all of them are rejected, and the console and the report say that the file opens as an array but is
+    not a whole one, rather than asking whether it is the right kind of log."""
+    sim = tmp_path / "sim"
+    assert CliRunner().invoke(cli, ["simulate", "--out", str(sim), "--requests", "500", "--seed", "5"]).exit_code == 0
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    shutil.copy(sim / "requests.jsonl", logs)
+    whole = json.dumps([json.loads(line) for line in (sim / "cache.jsonl").read_text().splitlines()], indent=2)
+    (logs / "cache.json").write_text(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", str(sim / "incident.toml")])
+    assert result.exit_code == 0, result.output
+    entry = next(e for e in json.loads((out / "manifest.json").read_text())["files"] if e["kind"] == "cache")
+    assert entry["not_json_array"] == "unexpected end of data"
+    assert entry["rejected"] == entry["lines"] == whole[: len(whole) // 2].count("\n") + 1
+    assert (
+        f"warning: {logs / 'cache.json'}: {entry['lines']:,} of its {entry['lines']:,} lines rejected "
+        f"(invalid_json {entry['lines']:,}): it opens with '[' but is not one whole JSON array "
+        "(unexpected end of data), so its lines were read one by one: is it cut short? Those lines are missing from "
+        "the analysis (rejects/cache.csv)"
+    ) in result.output.splitlines()
+    for report in ("report.md", "report.html"):
+        assert "but is not one whole JSON array (unexpected end of data): cut short?" in (out / report).read_text()
