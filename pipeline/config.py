@@ -84,6 +84,9 @@ class SourceConfig:
     ts_format: tuple[str, ...] = ()  # DuckDB strptime formats tried on a ts text before ISO-8601 and epochs
     # field -> {logged word, lower case -> SPEC's word}: cache status, sessions event (VALUE_WORDS)
     values: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the path of a text field that holds the log line itself, as JSON: Docker's "log", a Splunk export's
+    # "result._raw", CloudWatch's "message"; the field map reads inside it (JSON logs only)
+    payload: tuple[str, ...] | None = None
 
     def field_spec(self, name: str) -> FieldSpec:
         """The spec for canonical field ``name``: mapped, or the field of the same name."""
@@ -295,17 +298,21 @@ def _field_spec(kind: str, name: str, value: Any) -> FieldSpec:
     if isinstance(value, dict) and set(value) == {"const"}:
         return FieldSpec(const=str(value["const"]))
     if isinstance(value, str) and value:
-        if '"' not in value:
-            return FieldSpec(path=tuple(value.split(".")))
-        path = _quoted_path(value)  # a quoted part is one name, dots and all ('attributes."db.redis.key"')
-        if path:
-            return FieldSpec(path=path)
-        raise WhosawError(
-            f"config: sources.{kind}.fields.{name}: a quoted part of a path is a whole name between dots, as in "
-            'attributes."db.redis.key"'
-        )
+        return FieldSpec(path=_path(value, f"sources.{kind}.fields.{name}"))
     raise WhosawError(
         f"config: sources.{kind}.fields.{name}: expected a field name, a dotted path or {{ const = \"...\" }}"
+    )
+
+
+def _path(value: str, where: str) -> tuple[str, ...]:
+    """A field name or dotted path (``ctx.user.id``), quoted parts one name each (``attributes."db.redis.key"``)."""
+    if '"' not in value:
+        return tuple(value.split("."))
+    path = _quoted_path(value)
+    if path:
+        return path
+    raise WhosawError(
+        f"config: {where}: a quoted part of a path is a whole name between dots, as in attributes.\"db.redis.key\""
     )
 
 
@@ -319,7 +326,7 @@ def _quoted_path(value: str) -> tuple[str, ...] | None:
 
 def _source(kind: str, value: Any) -> SourceConfig:
     table = _table(value, f"sources.{kind}")
-    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format", "ts_format", "values"))
+    _known(table, f"sources.{kind}", ("match", "fields", "timezone", "format", "ts_format", "values", "payload"))
     match = _strings(table.get("match", []), f"sources.{kind}.match")
     for i, glob in enumerate(match):
         if "/" in glob:  # matched against the file name alone: a folder in it never matches
@@ -341,8 +348,14 @@ def _source(kind: str, value: Any) -> SourceConfig:
     fields = {name: _field_spec(kind, name, value) for name, value in field_map.items()}
     ts_format = _ts_formats(table["ts_format"], f"sources.{kind}.ts_format") if "ts_format" in table else ()
     values = _values(kind, table.get("values", {}))
+    payload = None
+    if "payload" in table:
+        payload = _path(_string(table["payload"], f"sources.{kind}.payload"), f"sources.{kind}.payload")
+        if fmt in ("csv", "parquet"):
+            raise WhosawError(f"config: sources.{kind}.payload: a payload is read from JSON logs only, not {fmt}")
     return SourceConfig(
-        kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format, values=values
+        kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format, values=values,
+        payload=payload,
     )
 
 

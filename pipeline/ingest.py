@@ -164,6 +164,7 @@ REASONS: dict[str, str] = {
     "blank_line": "the line is empty",
     "invalid_json": "the line is not valid JSON",
     "not_an_object": "the line is JSON but not an object",
+    "missing_payload": "the line is JSON but has no text at the source's payload path (the log line inside it)",
     "csv_quote": "the line's CSV quoting is broken (a stray or unterminated quote; a quoted field cannot hold a "
                  "line break: every line is a record)",
     "csv_columns": "the CSV line has more or fewer fields than the header",
@@ -491,6 +492,11 @@ def _discover(
                 )
             skipped.append({"path": _shown(path), "reason": reason})
             continue
+        if fmt != "json" and cfg.sources[file_kind].payload is not None:
+            raise WhosawError(
+                f"input {_shown(path)}: sources.{file_kind}.payload is read from JSON logs only, and this is {fmt}: "
+                "give its JSON export, or ingest it with a config without the payload"
+            )
         if not _utf8_name(path):  # its name goes into SQL and Parquet (source_file), which hold UTF-8 text only
             raise WhosawError(f"input {_shown(path)}: the file name is not UTF-8; rename the file to read it")
         size = _check_readable(path, fmt, gz)
@@ -1490,11 +1496,15 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
         at = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
         lookup = {path: f"coalesce({at[path]}, {at[flat[path]]})" if path in flat else at[path] for path in mapped}
         fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
+        payload = source.payload
         fields_sql = _sql(
             "json_fields.sql",
             fields=fields,
             lines=lines,
-            careful="true" if careful else "suspect",
+            # a payload's text is no line the stream could look at: always parsed carefully
+            careful="true" if careful or payload else "suspect",
+            document="text" if payload is None else f"try(json_extract_string(text, {_lit(_pointer(payload))}))",
+            payload="false" if payload is None else "true",
             paths=_list([_pointer(p) for p in paths]),
         )
     else:

@@ -103,6 +103,10 @@ def test_a_path_may_quote_a_part_whose_name_holds_dots():
         "key": 'attributes."db.redis.key"', "conn_id": '"a.b"."c.d".e', "host": "net.peer.name",
     }}}})
     source = cfg.sources["cache"]
+    assert source.payload is None
+    assert config_from_dict({"sources": {"cache": {"payload": 'result."_raw.json"'}}}).sources["cache"].payload == (
+        "result", "_raw.json",
+    )
     assert source.field_spec("key").path == ("attributes", "db.redis.key")
     assert source.field_spec("conn_id").path == ("a.b", "c.d", "e")
     assert source.field_spec("host").path == ("net", "peer", "name")
@@ -254,6 +258,10 @@ def test_toml_date_times_and_one_glob_still_load():
          "against the file name, not its folder"),
         ({"cache": {"format": "log"}}, r"sources\.cache\.format: expected one of jsonl, ndjson, json, csv"),
         ({"cache": {"format": 1}}, r"sources\.cache\.format: expected a non-empty string, got an integer"),
+        ({"cache": {"format": "csv", "payload": "log"}},
+         r"sources\.cache\.payload: a payload is read from JSON logs only, not csv"),
+        ({"cache": {"payload": ""}}, r"sources\.cache\.payload: expected a non-empty string, got an empty string"),
+        ({"cache": {"payload": 'result."_raw'}}, r"sources\.cache\.payload: a quoted part of a path is a whole name"),
     ],
 )
 def test_source_globs_and_formats_that_cannot_work_are_config_errors(sources, message):

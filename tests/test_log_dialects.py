@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.safecsv import read_safe_csv
+from pipeline.schema import KINDS
 
 DIALECTS = """
 [sources.requests]
@@ -220,3 +221,79 @@ def test_a_json_array_cut_short_is_read_line_by_line_and_said_to_be_cut(tmp_path
     ) in result.output.splitlines()
     for report in ("report.md", "report.html"):
         assert "but is not one whole JSON array (unexpected end of data): cut short?" in (out / report).read_text()
+
+
+ENVELOPES = """
+[sources.cache]
+payload = "log"
+
+[sources.requests]
+payload = "result._raw"
+
+[sources.sessions]
+payload = "message"
+"""
+
+
+def test_logs_inside_a_collectors_envelope_give_the_answer_of_the_lines_inside(tmp_path):
+    """Logs taken from a collector come wrapped: Docker's json-file log holds the app's line as the text of "log"
+    (line end included), a Splunk export as "result._raw", CloudWatch as "message" (or as an object there). With
+    the source's ``payload`` the field map reads inside it: every exposure and near miss is the plain lines' own, at
+    the same line numbers. A line without that text is missing_payload, a text that is not JSON invalid_json, a JSON
+    that is no object not_an_object, each at its line; a CSV file of such a source is refused before anything is
+    read (its payload cannot be read)."""
+    sim = tmp_path / "sim"
+    made = CliRunner().invoke(
+        cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
+    )
+    assert made.exit_code == 0, made.output
+    lines = {kind: (sim / f"{kind}.jsonl").read_text().splitlines(keepends=True) for kind in KINDS}
+    wrapped = tmp_path / "wrapped"
+    wrapped.mkdir()
+    docker = [json.dumps({"log": line, "stream": "stdout", "time": "2023-03-20T00:00:00Z"}) for line in lines["cache"]]
+    not_logs = [{"stream": "stdout"}, {"log": None}, {"log": "GET /health 200\n"}, {"log": "[1, 2]"}]
+    (wrapped / "cache.jsonl").write_text("\n".join(docker + [json.dumps(line) for line in not_logs]) + "\n")
+    splunk = [json.dumps({"preview": False, "result": {"_raw": line.rstrip("\n"), "host": "h"}}) for line in
+              lines["requests"]]
+    (wrapped / "requests.jsonl").write_text("\n".join(splunk) + "\n")
+    cloudwatch = [json.dumps({"timestamp": 0, "message": json.loads(line)}) for line in lines["sessions"]]
+    (wrapped / "sessions.jsonl").write_text("\n".join(cloudwatch) + "\n")
+    config = sim / "wrapped.toml"  # beside incident.toml: its [tables] paths are relative to it
+    config.write_text((sim / "incident.toml").read_text() + ENVELOPES)
+
+    plain = run(sim, tmp_path / "plain-out", sim / "incident.toml")
+    in_envelopes = run(wrapped, tmp_path / "wrapped-out", config)
+
+    files = {e["kind"]: e for e in json.loads((tmp_path / "wrapped-out" / "manifest.json").read_text())["files"]}
+    for kind, entry in files.items():
+        assert entry["kept"] == len(lines[kind])
+        assert entry["lines"] == entry["kept"] + entry["duplicates"] + entry["rejected"]
+    rejects = read_safe_csv(tmp_path / "wrapped-out" / "rejects" / "cache.csv")
+    first = len(lines["cache"]) + 1
+    assert rejects[["source_line", "reason"]].values.tolist() == [
+        [str(first), "missing_payload"], [str(first + 1), "missing_payload"], [str(first + 2), "invalid_json"],
+        [str(first + 3), "not_an_object"],
+    ]
+
+    def answers_at_lines(out: Path) -> tuple[list[tuple], ...]:
+        con = duckdb.connect()
+        return tuple(
+            con.execute(f"SELECT * EXCLUDE (source_file) FROM '{out}/{name}.parquet' ORDER BY ALL").fetchall()
+            for name in ("exposures", "near_misses")
+        )
+
+    exposures, near_misses = answers_at_lines(tmp_path / "wrapped-out")
+    assert exposures and near_misses
+    assert (exposures, near_misses) == answers_at_lines(tmp_path / "plain-out")
+    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
+        assert in_envelopes[count] == plain[count], count
+
+    (wrapped / "requests.csv").write_text("ts,request_id\n2023-03-20T00:00:00Z,r1\n")
+    refused = CliRunner().invoke(cli, ["ingest", str(wrapped), "--out", str(tmp_path / "csv-out"), "--config",
+                                       str(config)])
+    assert refused.exit_code == 2
+    assert refused.output.splitlines() == [
+        f"whosaw: error: input {wrapped / 'requests.csv'}: sources.requests.payload is read from JSON logs only, and "
+        "this is csv: give its JSON export, or ingest it with a config without the payload"
+    ]
+    assert not (tmp_path / "csv-out" / "parquet").exists()

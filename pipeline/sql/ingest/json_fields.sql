@@ -5,23 +5,32 @@
 -- the statement; ingest then runs it again with {{careful}} = true (every line through try()). try() is not used
 -- for every line because it costs a third of the parse. Never DuckDB's ignore_errors: it turns a bad line into
 -- NULL fields.
+-- {{document}}: the JSON the fields are read from: the line, or the text of its payload field (a source's
+-- `payload`: Docker's "log", a Splunk export's "result._raw"), and then {{payload}} = true and every line is
+-- parsed carefully. A line without that text is missing_payload; the payload's own text is judged as a line is.
 -- {{fields}}: `v[i] AS f_<name>` for every field (or a constant), from the config's field map.
 SELECT file_id,
        line_no,
        coalesce(text, bin_text) AS raw,
        CASE WHEN text IS NULL THEN 'invalid_utf8'
-            WHEN v IS NULL THEN
+            WHEN {{payload}} AND document IS NULL THEN
                 CASE WHEN contains(text, chr(0)) THEN 'nul_byte'
                      WHEN trim(text, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'blank_line'
+                     WHEN json_valid(text) THEN 'missing_payload'
                      ELSE 'invalid_json'
                 END
-            WHEN suspect AND NOT starts_with(ltrim(text, ' ' || chr(9)), '{') THEN 'not_an_object'
+            WHEN v IS NULL THEN
+                CASE WHEN contains(document, chr(0)) THEN 'nul_byte'
+                     WHEN trim(document, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'blank_line'
+                     ELSE 'invalid_json'
+                END
+            WHEN ({{payload}} OR suspect) AND NOT starts_with(ltrim(document, ' ' || chr(9)), '{') THEN 'not_an_object'
        END AS pre_reason,
        {{fields}}
 FROM (
     SELECT *,
-           CASE WHEN {{careful}} THEN try(json_extract_string(text, {{paths}}))
-                ELSE json_extract_string(text, {{paths}})
+           CASE WHEN {{careful}} THEN try(json_extract_string(document, {{paths}}))
+                ELSE json_extract_string(document, {{paths}})
            END AS v
-    FROM ({{lines}})
+    FROM (SELECT *, {{document}} AS document FROM ({{lines}}))
 )
