@@ -30,9 +30,9 @@ where ``lines`` is the number of physical lines of the decompressed file, except
 file's rows are its lines, and so are the items of a JSON file that is one JSON array (``json_array``). A
 ``.gz`` that ends early (or is corrupt part-way) keeps the complete lines it could read; whatever followed the
 last complete line (possibly nothing) counts as ONE more line, rejected as ``gzip_truncated`` (or
-``gzip_corrupt``) at the next line number. "Could read" is every byte zlib inflates
-before the damage (see :class:`_Gunzip`); a member whose data is whole but whose CRC or length is wrong keeps
-all its lines and is still ``gzip_corrupt``.
+``gzip_corrupt``) at the next line number. "Could read" is every byte zlib inflates before the damage (see
+:class:`_Gunzip`); a member whose data is whole but whose CRC or length is wrong keeps all its lines and is still
+``gzip_corrupt``.
 
 A CSV's first line is its header only if it names at least one of the kind's required fields (after the config's
 field map) and parses as CSV. Otherwise it is most likely a record of a file without a header (or a header

@@ -324,9 +324,8 @@ def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     later): a file of another kind, a field map naming none of its fields, or
     not a log at all. Their lines are missing from the analysis. Each: ``path``, ``kind``, ``kept``, ``rejected``,
     ``reject_reasons`` (commonest first; empty for a manifest written before files listed them), and
-    ``not_json_array`` where the file opens with '[' but is not one whole JSON array (where DuckDB found it broken).
-    A damaged file is
-    :func:`damaged_inputs`' to tell of, not this."""
+    ``not_json_array`` where the file opens with '[' but is not one whole JSON array (what DuckDB found broken).
+    A damaged file is :func:`damaged_inputs`' to tell of, not this."""
     damaged = {entry.get("path") for entry in damaged_inputs(manifest)}
     totals: dict[str, dict[str, Any]] = {}
     for entry in manifest.get("files") or []:
