@@ -84,9 +84,12 @@ class SourceConfig:
     ts_format: tuple[str, ...] = ()  # DuckDB strptime formats tried on a ts text before ISO-8601 and epochs
     # field -> {logged word, lower case -> SPEC's word}: cache status, sessions event (VALUE_WORDS)
     values: dict[str, dict[str, str]] = field(default_factory=dict)
-    # the path of a text field that holds the log line itself, as JSON: Docker's "log", a Splunk export's
-    # "result._raw", CloudWatch's "message"; the field map reads inside it (JSON logs only)
+    # where in each line the log record is (JSON logs only; the field map reads inside it): the path of a field
+    # holding it as JSON text (Docker's "log", a Splunk export's "result._raw", CloudWatch's "message"), or
+    # payload_pattern, a regex whose one group is it in a text line (a Kubernetes node's container log, CloudWatch's
+    # export to S3: a time and more before the JSON)
     payload: tuple[str, ...] | None = None
+    payload_pattern: str | None = None
 
     def field_spec(self, name: str) -> FieldSpec:
         """The spec for canonical field ``name``: mapped, or the field of the same name."""
@@ -348,15 +351,34 @@ def _source(kind: str, value: Any) -> SourceConfig:
     fields = {name: _field_spec(kind, name, value) for name, value in field_map.items()}
     ts_format = _ts_formats(table["ts_format"], f"sources.{kind}.ts_format") if "ts_format" in table else ()
     values = _values(kind, table.get("values", {}))
-    payload = None
-    if "payload" in table:
-        payload = _path(_string(table["payload"], f"sources.{kind}.payload"), f"sources.{kind}.payload")
-        if fmt in ("csv", "parquet"):
-            raise WhosawError(f"config: sources.{kind}.payload: a payload is read from JSON logs only, not {fmt}")
+    payload, payload_pattern = _payload(kind, table["payload"]) if "payload" in table else (None, None)
+    if "payload" in table and fmt in ("csv", "parquet"):
+        raise WhosawError(f"config: sources.{kind}.payload: a payload is read from JSON logs only, not {fmt}")
     return SourceConfig(
         kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format, values=values,
-        payload=payload,
+        payload=payload, payload_pattern=payload_pattern,
     )
+
+
+def _payload(kind: str, value: Any) -> tuple[tuple[str, ...] | None, str | None]:
+    """sources.<kind>.payload: a field path (``"log"``), or ``{ pattern = '...' }``, a regex with one group."""
+    where = f"sources.{kind}.payload"
+    if isinstance(value, dict):
+        _known(value, where, ("pattern",))
+        if "pattern" not in value:
+            raise WhosawError(f"config: {where}: a field path, or {{ pattern = '...' }} with one group")
+        pattern = _string(value["pattern"], f"{where}.pattern")
+        try:
+            groups = re.compile(pattern).groups
+        except re.error as exc:
+            raise WhosawError(f"config: {where}.pattern: invalid pattern ({exc})") from None
+        if groups != 1:
+            raise WhosawError(
+                f"config: {where}.pattern: it needs exactly one group (...), around the log record; it has {groups}"
+                " (make the others (?:...))"
+            )
+        return None, pattern
+    return _path(_string(value, where), where), None
 
 
 def _ts_formats(value: Any, where: str) -> tuple[str, ...]:
@@ -448,7 +470,8 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceC
     holding a year (without one, strptime reads every time into 1900: every line bad_ts)."""
     zones = {kind: source.timezone for kind, source in sources.items() if source.timezone != "UTC"}
     formats = [(kind, fmt) for kind, source in sources.items() for fmt in source.ts_format]
-    if not rules and not zones and not formats:
+    payloads = {kind: source.payload_pattern for kind, source in sources.items() if source.payload_pattern}
+    if not rules and not zones and not formats and not payloads:
         return
     import duckdb  # here, not at the top: the CLI starts without DuckDB
 
@@ -460,6 +483,13 @@ def _check_runs_in_duckdb(rules: tuple[KeyRule, ...], sources: dict[str, SourceC
             except duckdb.Error as exc:
                 raise WhosawError(
                     f"config: keys[{rule.order}].pattern: not a pattern DuckDB (RE2) can run ({_first_line(exc)})"
+                ) from None
+        for kind, pattern in payloads.items():
+            try:
+                con.execute("SELECT regexp_extract('', $1, 1)", [pattern])
+            except duckdb.Error as exc:
+                raise WhosawError(
+                    f"config: sources.{kind}.payload.pattern: not a pattern DuckDB (RE2) can run ({_first_line(exc)})"
                 ) from None
         for kind, zone in zones.items():
             try:

@@ -164,7 +164,8 @@ REASONS: dict[str, str] = {
     "blank_line": "the line is empty",
     "invalid_json": "the line is not valid JSON",
     "not_an_object": "the line is JSON but not an object",
-    "missing_payload": "the line is JSON but has no text at the source's payload path (the log line inside it)",
+    "missing_payload": "the line has no log record where the source's payload says (no text at its path, or the "
+    "line does not match its pattern)",
     "csv_quote": "the line's CSV quoting is broken (a stray or unterminated quote; a quoted field cannot hold a "
                  "line break: every line is a record)",
     "csv_columns": "the CSV line has more or fewer fields than the header",
@@ -492,7 +493,7 @@ def _discover(
                 )
             skipped.append({"path": _shown(path), "reason": reason})
             continue
-        if fmt != "json" and cfg.sources[file_kind].payload is not None:
+        if fmt != "json" and (cfg.sources[file_kind].payload or cfg.sources[file_kind].payload_pattern):
             raise WhosawError(
                 f"input {_shown(path)}: sources.{file_kind}.payload is read from JSON logs only, and this is {fmt}: "
                 "give its JSON export, or ingest it with a config without the payload"
@@ -1496,15 +1497,21 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
         at = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
         lookup = {path: f"coalesce({at[path]}, {at[flat[path]]})" if path in flat else at[path] for path in mapped}
         fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
-        payload = source.payload
+        document = "text"
+        if source.payload:
+            document = f"try(json_extract_string(text, {_lit(_pointer(source.payload))}))"
+        elif source.payload_pattern:
+            document = f"nullif(regexp_extract(whosaw_chomp(text), {_lit(source.payload_pattern)}, 1), '')"
+        payload = document != "text"
         fields_sql = _sql(
             "json_fields.sql",
             fields=fields,
             lines=lines,
             # a payload's text is no line the stream could look at: always parsed carefully
             careful="true" if careful or payload else "suspect",
-            document="text" if payload is None else f"try(json_extract_string(text, {_lit(_pointer(payload))}))",
-            payload="false" if payload is None else "true",
+            document=document,
+            payload="true" if payload else "false",
+            envelope_broken="NOT json_valid(text)" if source.payload else "false",
             paths=_list([_pointer(p) for p in paths]),
         )
     else:

@@ -262,6 +262,12 @@ def test_toml_date_times_and_one_glob_still_load():
          r"sources\.cache\.payload: a payload is read from JSON logs only, not csv"),
         ({"cache": {"payload": ""}}, r"sources\.cache\.payload: expected a non-empty string, got an empty string"),
         ({"cache": {"payload": 'result."_raw'}}, r"sources\.cache\.payload: a quoted part of a path is a whole name"),
+        ({"cache": {"payload": {"pattern": "^(\\S+) (.*)$"}}},
+         r"sources\.cache\.payload\.pattern: it needs exactly one group \(\.\.\.\), around the log record; it has 2"),
+        ({"cache": {"payload": {"pattern": "^(\\S+"}}}, r"sources\.cache\.payload\.pattern: invalid pattern"),
+        ({"cache": {"payload": {"regex": "(.*)"}}}, r"sources\.cache\.payload: unknown setting 'regex'"),
+        ({"cache": {"payload": {"pattern": "^(?=x)(.*)$"}}},
+         r"sources\.cache\.payload\.pattern: not a pattern DuckDB \(RE2\) can run"),
     ],
 )
 def test_source_globs_and_formats_that_cannot_work_are_config_errors(sources, message):

@@ -297,3 +297,55 @@ def test_logs_inside_a_collectors_envelope_give_the_answer_of_the_lines_inside(t
         "this is csv: give its JSON export, or ingest it with a config without the payload"
     ]
     assert not (tmp_path / "csv-out" / "parquet").exists()
+
+
+PREFIXED = """
+[sources.cache]
+match = ["*.log"]
+format = "jsonl"
+payload = { pattern = '^\\S+ (?:stdout|stderr) [FP] (.*)$' }
+
+[sources.requests]
+payload = { pattern = '^\\d{4}-\\d\\d-\\d\\dT\\S+ (\\{.*)$' }
+"""
+
+
+def test_logs_behind_a_text_prefix_give_the_answer_of_the_lines_after_it(tmp_path):
+    """A Kubernetes node keeps a container's output as `<time> stdout F <line>` (/var/log/containers/*.log), and
+    CloudWatch's export to S3 writes `<time> <message>`: ``payload = { pattern = '...' }`` reads the record from
+    the pattern's one group. Every exposure and near miss is the plain lines' own, at the same line numbers; a line
+    the pattern does not match is missing_payload, a matched text that is not JSON (a panic on stderr)
+    invalid_json."""
+    sim = tmp_path / "sim"
+    made = CliRunner().invoke(
+        cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
+    )
+    assert made.exit_code == 0, made.output
+    lines = {kind: (sim / f"{kind}.jsonl").read_text().splitlines(keepends=True) for kind in KINDS}
+    prefixed = tmp_path / "prefixed"
+    prefixed.mkdir()
+    node = [f"2023-03-20T01:00:00.123456789Z stdout F {line}" for line in lines["cache"]]
+    node += ["2023-03-20T01:00:00.2Z stderr F panic: runtime error\n", "a line from elsewhere\n"]
+    (prefixed / "cache-web-1.log").write_text("".join(node))
+    (prefixed / "requests.jsonl").write_text("".join(f"2023-03-20T01:00:00.000Z {line}" for line in lines["requests"]))
+    shutil.copy(sim / "sessions.jsonl", prefixed)
+    config = sim / "prefixed.toml"  # beside incident.toml: its [tables] paths are relative to it
+    config.write_text((sim / "incident.toml").read_text() + PREFIXED)
+
+    plain = run(sim, tmp_path / "plain-out", sim / "incident.toml")
+    behind_prefixes = run(prefixed, tmp_path / "prefixed-out", config)
+
+    files = {e["kind"]: e for e in json.loads((tmp_path / "prefixed-out" / "manifest.json").read_text())["files"]}
+    assert {kind: entry["kept"] for kind, entry in files.items()} == {kind: len(lines[kind]) for kind in KINDS}
+    rejects = read_safe_csv(tmp_path / "prefixed-out" / "rejects" / "cache.csv")
+    first = len(lines["cache"]) + 1
+    assert rejects[["source_line", "reason"]].values.tolist() == [
+        [str(first), "invalid_json"], [str(first + 1), "missing_payload"],
+    ]
+    con = duckdb.connect()
+    for name in ("exposures", "near_misses"):
+        query = "SELECT * EXCLUDE (source_file) FROM '{}/" + name + ".parquet' ORDER BY ALL"
+        ours = con.execute(query.format(tmp_path / "prefixed-out")).fetchall()
+        assert ours and ours == con.execute(query.format(tmp_path / "plain-out")).fetchall(), name
+    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
+        assert behind_prefixes[count] == plain[count], count

@@ -5,9 +5,11 @@
 -- the statement; ingest then runs it again with {{careful}} = true (every line through try()). try() is not used
 -- for every line because it costs a third of the parse. Never DuckDB's ignore_errors: it turns a bad line into
 -- NULL fields.
--- {{document}}: the JSON the fields are read from: the line, or the text of its payload field (a source's
--- `payload`: Docker's "log", a Splunk export's "result._raw"), and then {{payload}} = true and every line is
--- parsed carefully. A line without that text is missing_payload; the payload's own text is judged as a line is.
+-- {{document}}: the JSON the fields are read from: the line, or its payload (a source's `payload`: the text of a
+-- field, Docker's "log", a Splunk export's "result._raw"; or a pattern's group, the JSON after a time and stream on
+-- a Kubernetes node), and then {{payload}} = true and every line is parsed carefully. A line without a payload is
+-- missing_payload ({{envelope_broken}}: invalid_json, the line itself not being JSON where the payload is a
+-- field's); the payload's own text is judged as a line is.
 -- {{fields}}: `v[i] AS f_<name>` for every field (or a constant), from the config's field map.
 SELECT file_id,
        line_no,
@@ -16,8 +18,8 @@ SELECT file_id,
             WHEN {{payload}} AND document IS NULL THEN
                 CASE WHEN contains(text, chr(0)) THEN 'nul_byte'
                      WHEN trim(text, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'blank_line'
-                     WHEN json_valid(text) THEN 'missing_payload'
-                     ELSE 'invalid_json'
+                     WHEN {{envelope_broken}} THEN 'invalid_json'
+                     ELSE 'missing_payload'
                 END
             WHEN v IS NULL THEN
                 CASE WHEN contains(document, chr(0)) THEN 'nul_byte'
