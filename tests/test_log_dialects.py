@@ -5,6 +5,8 @@ CSV in Berlin wall time with a comma before the milliseconds, the cache calls as
 an India offset, nanoseconds and its own status words, the session events as an auth service's dotted names on a
 12-hour New York clock. Read with `ts_format`, `values` and field maps, every exposure, near miss and summary
 count must be the one of the original logs: a dialect that shifts a time or drops a status moves a crossed reply.
+So must the same logs as exports and collectors hand them over: one JSON array, inside an envelope (Docker,
+Splunk, CloudWatch), behind a text prefix (a Kubernetes node).
 """
 
 from __future__ import annotations
@@ -103,12 +105,30 @@ def answers(out: Path) -> tuple[list[tuple], list[tuple]]:
     return exposures, near_misses
 
 
-def test_an_incident_in_real_log_dialects_gives_the_answer_of_its_spec_form(tmp_path):
+def simulated(tmp_path: Path) -> Path:
+    """The simulated incident the tests below write in other forms."""
     sim = tmp_path / "sim"
     made = CliRunner().invoke(
         cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
     )
     assert made.exit_code == 0, made.output
+    return sim
+
+
+def assert_same_answer_at_the_same_lines(out: Path, summary: dict, plain_out: Path, plain_summary: dict) -> None:
+    """Every exposure and near miss of ``out`` is ``plain_out``'s, at the same line numbers (in other files), and
+    so are the summary's counts."""
+    con = duckdb.connect()
+    for name in ("exposures", "near_misses"):
+        query = "SELECT * EXCLUDE (source_file) FROM '{}/" + name + ".parquet' ORDER BY ALL"
+        ours = con.execute(query.format(out)).fetchall()
+        assert ours and ours == con.execute(query.format(plain_out)).fetchall(), name
+    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
+        assert summary[count] == plain_summary[count], count
+
+
+def test_an_incident_in_real_log_dialects_gives_the_answer_of_its_spec_form(tmp_path):
+    sim = simulated(tmp_path)
     dialects = tmp_path / "dialects"
     dialects.mkdir()
     con = duckdb.connect()
@@ -141,11 +161,7 @@ def test_logs_exported_as_json_arrays_give_the_answer_of_their_json_lines(tmp_pa
     rejected), and ``source_lines`` shows an exposure's item, checked against the file's SHA-256."""
     from pipeline.explore import source_lines
 
-    sim = tmp_path / "sim"
-    made = CliRunner().invoke(
-        cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
-    )
-    assert made.exit_code == 0, made.output
+    sim = simulated(tmp_path)
     records = {
         kind: [json.loads(line) for line in (sim / f"{kind}.jsonl").read_text().splitlines()]
         for kind in ("requests", "cache", "sessions")
@@ -173,19 +189,7 @@ def test_logs_exported_as_json_arrays_give_the_answer_of_their_json_lines(tmp_pa
     assert files["cache"]["reject_reasons"] == {"not_an_object": 1}
     rejects = read_safe_csv(tmp_path / "arrays-out" / "rejects" / "cache.csv")
     assert rejects[["source_line", "reason", "raw"]].values.tolist() == [[str(len(cache) - 1), "not_an_object", "7"]]
-
-    def answers_at_lines(out: Path) -> tuple[list[tuple], list[tuple]]:
-        con = duckdb.connect()
-        return tuple(
-            con.execute(f"SELECT * EXCLUDE (source_file) FROM '{out}/{name}.parquet' ORDER BY ALL").fetchall()
-            for name in ("exposures", "near_misses")
-        )
-
-    exposures, near_misses = answers_at_lines(tmp_path / "arrays-out")
-    assert exposures and near_misses
-    assert (exposures, near_misses) == answers_at_lines(tmp_path / "lines-out")
-    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
-        assert as_arrays[count] == spec_form[count], count
+    assert_same_answer_at_the_same_lines(tmp_path / "arrays-out", as_arrays, tmp_path / "lines-out", spec_form)
 
     exposure = duckdb.sql(f"SELECT * FROM '{tmp_path}/arrays-out/exposures.parquet' LIMIT 1").df()
     shown = source_lines(tmp_path / "arrays-out", exposure).set_index("line_kind")
@@ -242,11 +246,7 @@ def test_logs_inside_a_collectors_envelope_give_the_answer_of_the_lines_inside(t
     the same line numbers. A line without that text is missing_payload, a text that is not JSON invalid_json, a JSON
     that is no object not_an_object, each at its line; a CSV file of such a source is refused before anything is
     read (its payload cannot be read)."""
-    sim = tmp_path / "sim"
-    made = CliRunner().invoke(
-        cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
-    )
-    assert made.exit_code == 0, made.output
+    sim = simulated(tmp_path)
     lines = {kind: (sim / f"{kind}.jsonl").read_text().splitlines(keepends=True) for kind in KINDS}
     wrapped = tmp_path / "wrapped"
     wrapped.mkdir()
@@ -274,19 +274,7 @@ def test_logs_inside_a_collectors_envelope_give_the_answer_of_the_lines_inside(t
         [str(first), "missing_payload"], [str(first + 1), "missing_payload"], [str(first + 2), "invalid_json"],
         [str(first + 3), "not_an_object"],
     ]
-
-    def answers_at_lines(out: Path) -> tuple[list[tuple], ...]:
-        con = duckdb.connect()
-        return tuple(
-            con.execute(f"SELECT * EXCLUDE (source_file) FROM '{out}/{name}.parquet' ORDER BY ALL").fetchall()
-            for name in ("exposures", "near_misses")
-        )
-
-    exposures, near_misses = answers_at_lines(tmp_path / "wrapped-out")
-    assert exposures and near_misses
-    assert (exposures, near_misses) == answers_at_lines(tmp_path / "plain-out")
-    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
-        assert in_envelopes[count] == plain[count], count
+    assert_same_answer_at_the_same_lines(tmp_path / "wrapped-out", in_envelopes, tmp_path / "plain-out", plain)
 
     (wrapped / "requests.csv").write_text("ts,request_id\n2023-03-20T00:00:00Z,r1\n")
     refused = CliRunner().invoke(cli, ["ingest", str(wrapped), "--out", str(tmp_path / "csv-out"), "--config",
@@ -316,11 +304,7 @@ def test_logs_behind_a_text_prefix_give_the_answer_of_the_lines_after_it(tmp_pat
     the pattern's one group. Every exposure and near miss is the plain lines' own, at the same line numbers; a line
     the pattern does not match is missing_payload, a matched text that is not JSON (a panic on stderr)
     invalid_json."""
-    sim = tmp_path / "sim"
-    made = CliRunner().invoke(
-        cli, ["simulate", "--out", str(sim), "--requests", "4000", "--seed", "5", "--cancel-rate", "0.05"]
-    )
-    assert made.exit_code == 0, made.output
+    sim = simulated(tmp_path)
     lines = {kind: (sim / f"{kind}.jsonl").read_text().splitlines(keepends=True) for kind in KINDS}
     prefixed = tmp_path / "prefixed"
     prefixed.mkdir()
@@ -342,10 +326,4 @@ def test_logs_behind_a_text_prefix_give_the_answer_of_the_lines_after_it(tmp_pat
     assert rejects[["source_line", "reason"]].values.tolist() == [
         [str(first), "invalid_json"], [str(first + 1), "missing_payload"],
     ]
-    con = duckdb.connect()
-    for name in ("exposures", "near_misses"):
-        query = "SELECT * EXCLUDE (source_file) FROM '{}/" + name + ".parquet' ORDER BY ALL"
-        ours = con.execute(query.format(tmp_path / "prefixed-out")).fetchall()
-        assert ours and ours == con.execute(query.format(tmp_path / "plain-out")).fetchall(), name
-    for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
-        assert behind_prefixes[count] == plain[count], count
+    assert_same_answer_at_the_same_lines(tmp_path / "prefixed-out", behind_prefixes, tmp_path / "plain-out", plain)
