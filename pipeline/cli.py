@@ -23,7 +23,7 @@ import click
 
 from . import __version__
 from .errors import WhosawError
-from .manifest import damaged_inputs, kept_report, load_manifest, rejected_inputs
+from .manifest import damaged_inputs, kept_report, load_manifest, not_whole_json, rejected_inputs
 from .schema import ENGINES, EVIDENCE_ORDER, KINDS
 
 EXIT_USAGE = 2
@@ -544,11 +544,8 @@ def _rejected_text(entry: dict[str, Any]) -> str:
     kind, reasons = entry["kind"], list(entry["reject_reasons"].items())[:2]
     why = f" ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})" if reasons else ""
     question = f"is it a {kind} log, with the fields [sources.{kind}] names?"
-    if entry.get("not_json_array"):
-        question = (
-            f"it opens with '[' but is not one whole JSON array ({entry['not_json_array']}), so its lines "
-            "were read one by one: is it cut short?"
-        )
+    if entry.get("not_json_records"):
+        question = f"{not_whole_json(entry['not_json_records'])}, so its lines were read one by one: is it cut short?"
     return (
         f"{entry['path']}: {entry['rejected']:,} of its {entry['kept'] + entry['rejected']:,} lines rejected{why}: "
         f"{question} Those lines are missing from the analysis (rejects/{kind}.csv)"

@@ -27,7 +27,7 @@ How it works, and why:
 
 Counting rule (checked before the manifest is written): for every file ``lines = kept + duplicates + rejected``,
 where ``lines`` is the number of physical lines of the decompressed file, except a CSV header line; a Parquet
-file's rows are its lines, and so are the items of a JSON file that is one JSON array (``json_array``). A
+file's rows are its lines, and so are the records of a JSON file laid out over lines (``json_records``). A
 ``.gz`` that ends early (or is corrupt part-way) keeps the complete lines it could read; whatever followed the
 last complete line (possibly nothing) counts as ONE more line, rejected as ``gzip_truncated`` (or
 ``gzip_corrupt``) at the next line number. "Could read" is every byte zlib inflates before the damage (see
@@ -115,8 +115,8 @@ EVIDENCE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 READ_CHUNK = 8 << 20  # bytes read at a time from a plain file
 GZ_CHUNK = 1 << 20  # compressed bytes read at a time from a .gz
-ARRAY_PEEK = 1 << 16  # bytes read to see whether a .json file opens with '[' (one JSON array)
-ARRAY_BATCH = 1 << 17  # items of a JSON array per batch
+RECORDS_PEEK = 1 << 16  # bytes read to see whether a JSON file opens as one array or pretty-printed objects
+RECORDS_BATCH = 1 << 17  # records of such a file per batch
 GZ_OUT = 16 << 20  # at most this many bytes inflated per step (a highly compressed log stays bounded)
 GZ_STEPS = (4096, 1)  # after gzip damage, the chunk is inflated again in pieces of these sizes (see _Gunzip)
 # DuckDB's memory for ingest. With the partitioned-write settings in _connect, 600MB ingests 10M requests + 11M cache
@@ -217,8 +217,10 @@ class _Input:
     coarse_repeats: int = 0  # cache lines repeating a line of their own file whose times are whole milliseconds
     placed_in_repeated_hour: int = 0  # kept lines whose wall time the zone repeats, placed by the file's order
     superseded_rejects: int = 0  # an earlier reading's rejects of lines this one read anew (a cut last line, whole)
-    json_array: bool = False  # one JSON array of records: its items are its lines, numbered from 1
-    not_json_array: str | None = None  # why a file that opens with '[' is not read as one JSON array
+    # a JSON file laid out over lines: "array" (one JSON array: its items) or "documents" (pretty-printed objects,
+    # one after another: each object); its records are its lines, numbered from 1 (_json_records_scan)
+    json_records: str | None = None
+    not_json_records: dict[str, str] | None = None  # {layout, reason}: a file that opens so but is not whole JSON
     damage: str | None = None  # gzip_truncated | gzip_corrupt
     damage_line: int = 0
     damage_raw: str = ""
@@ -240,8 +242,8 @@ class _Input:
             **({"coarse_repeats": self.coarse_repeats} if self.coarse_repeats else {}),
             **({"placed_in_repeated_hour": self.placed_in_repeated_hour} if self.placed_in_repeated_hour else {}),
             **({"superseded_rejects": self.superseded_rejects} if self.superseded_rejects else {}),
-            **({"json_array": True} if self.json_array else {}),
-            **({"not_json_array": self.not_json_array} if self.not_json_array else {}),
+            **({"json_records": self.json_records} if self.json_records else {}),
+            **({"not_json_records": self.not_json_records} if self.not_json_records else {}),
             **({"damaged": self.damage} if self.damage else {}),
             "run": run_id,
         }
@@ -796,7 +798,7 @@ def _grown_from(f: _Input, entry: dict[str, Any]) -> bool:
 
 class _LineStream:
     """The physical lines of text files as Arrow batches ``(file_id, line_no, line, line_bin)``; of a JSON file
-    that is one JSON array, its items (:meth:`_array_items`).
+    laid out over lines (one JSON array, pretty-printed objects), its records (:meth:`_records`).
 
     Per chunk of bytes, numpy finds the line ends and the batch's strings point into the chunk (no copy, no
     per-row Python). ``line`` keeps its line end (JSON ignores it; SQL strips it where it matters). A chunk that
@@ -839,15 +841,16 @@ class _LineStream:
                 raise
 
     def _file(self, file_id: int, item: _Input) -> Iterator[pa.RecordBatch]:
-        scan = _json_array_scan(item) if self.json else None
+        scan = _json_records_scan(item) if self.json else None
         if scan is not None:
-            yield from self._array_items(file_id, item, scan)
+            yield from self._records(file_id, item, scan)
         else:
             yield from self._lines(file_id, item)
 
-    def _array_items(self, file_id: int, item: _Input, scan: str) -> Iterator[pa.RecordBatch]:
-        """A file that is one JSON array (``gcloud logging read --format=json``, ``jq -s``): its items, each as a
-        line numbered by its place in the array. DuckDB cuts the array into items, each its own text as written."""
+    def _records(self, file_id: int, item: _Input, scan: str) -> Iterator[pa.RecordBatch]:
+        """A JSON file laid out over lines (one array: ``gcloud logging read --format=json``, ``jq -s``; pretty-printed
+        objects: ``jq .``): its records, each as a line, numbered by its place. DuckDB cuts the file into records,
+        each its own text as written."""
         import pyarrow.compute as pc  # here: the JSON lines' path does without its import time
 
         digest = hashlib.sha256()
@@ -856,7 +859,7 @@ class _LineStream:
         con = duckdb.connect(config=NO_SPILL)
         seen = 0
         try:
-            for batch in con.sql(f"SELECT json FROM {scan}").to_arrow_reader(ARRAY_BATCH):
+            for batch in con.sql(f"SELECT json FROM {scan}").to_arrow_reader(RECORDS_BATCH):
                 items = batch.column(0).cast(pa.large_string())
                 n = len(items)
                 if not n:
@@ -875,7 +878,6 @@ class _LineStream:
                 yield pa.record_batch(columns, schema=self.SCHEMA)
         finally:
             con.close()
-        item.json_array = True
         item.lines = seen
         item.sha256 = digest.hexdigest()
 
@@ -1009,19 +1011,26 @@ class PhysicalLines:
         return self.item.sha256
 
 
-def _json_array_scan(item: _Input) -> str | None:
-    """DuckDB's scan of the items of ``item`` when the file is one whole JSON array (its first character, but for
-    white space and a byte order mark, is ``[``, and DuckDB reads it to its end); else None: its lines are read one
-    by one, as JSON lines, and an array cut short or followed by more text is rejected line by line."""
+def _json_records_scan(item: _Input) -> str | None:
+    """DuckDB's scan of the records of ``item`` when the JSON file is laid out over lines, and sets
+    ``item.json_records``: one JSON array (its first character, but for white space and a byte order mark, is
+    ``[``) or pretty-printed objects one after another (its first line is a lone ``{``), which DuckDB reads to the
+    end. Else None, and its lines are read one by one, as JSON lines: a file that opens so but is cut short or has
+    more after it is rejected line by line, ``item.not_json_records`` saying why."""
     try:
         with gzip.open(item.path, "rb") if item.gz else open(item.path, "rb") as handle:
-            head = handle.read(ARRAY_PEEK)
+            head = handle.read(RECORDS_PEEK)
     except (OSError, EOFError, zlib.error):
         return None
-    if not head.removeprefix(_BOM).lstrip(b" \t\r\n").startswith(b"["):
+    head = head.removeprefix(_BOM).lstrip(b" \t\r\n")
+    if head.startswith(b"["):
+        layout, fmt = "array", "array"
+    elif head.startswith(b"{") and head[1:].lstrip(b" \t\r").startswith(b"\n"):
+        layout, fmt = "documents", "unstructured"
+    else:
         return None
     scan = (
-        f"read_json_objects({_lit(str(item.path))}, format = 'array', "
+        f"read_json_objects({_lit(str(item.path))}, format = '{fmt}', "
         f"compression = '{'gzip' if item.gz else 'none'}')"
     )
     con = duckdb.connect(config=NO_SPILL)
@@ -1029,14 +1038,15 @@ def _json_array_scan(item: _Input) -> str | None:
         con.execute(f"SELECT count(*) FROM {scan}").fetchone()
     except duckdb.Error as exc:
         why = _JSON_ERROR.search(str(exc))
-        item.not_json_array = why[1] if why else "DuckDB cannot read it"
+        item.not_json_records = {"layout": layout, "reason": why[1] if why else "DuckDB cannot read it"}
         return None
     finally:
         con.close()
+    item.json_records = layout
     return scan
 
 
-# Why DuckDB's read_json_objects found an array broken: 'Malformed JSON in file "...", at byte 254 in
+# Why DuckDB's read_json_objects found such a file broken: 'Malformed JSON in file "...", at byte 254 in
 # record/value 4: unexpected end of data.' (the byte is counted from the start of a record, not of the file)
 _JSON_ERROR = re.compile(r"in record/value \d+: ([^.\n]+)")
 

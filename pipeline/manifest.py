@@ -318,13 +318,21 @@ def still_rejected(entry: dict[str, Any]) -> int:
     return int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
 
 
+def not_whole_json(why: dict[str, str]) -> str:
+    """What a file's ``not_json_records`` says, in words: ``it opens as one JSON array but is not whole JSON
+    (unexpected end of data)``."""
+    layout = "one JSON array" if why.get("layout") == "array" else "pretty-printed JSON objects"
+    return f"it opens as {layout} but is not whole JSON ({why.get('reason')})"
+
+
 def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The input files that had more lines rejected than kept, summed over their readings (a file that grew is read
     again; each reading counts its new lines, less the earlier rejects it superseded: a cut last line read whole
     later): a file of another kind, a field map naming none of its fields, or
     not a log at all. Their lines are missing from the analysis. Each: ``path``, ``kind``, ``kept``, ``rejected``,
     ``reject_reasons`` (commonest first; empty for a manifest written before files listed them), and
-    ``not_json_array`` where the file opens with '[' but is not one whole JSON array (what DuckDB found broken).
+    ``not_json_records`` where the file opens as one JSON array or pretty-printed objects but is not whole JSON
+    (``{layout, reason}``: what DuckDB found broken).
     A damaged file is :func:`damaged_inputs`' to tell of, not this."""
     damaged = {entry.get("path") for entry in damaged_inputs(manifest)}
     totals: dict[str, dict[str, Any]] = {}
@@ -338,8 +346,8 @@ def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
         total["kept"] += int(entry.get("kept") or 0)
         total["rejected"] += still_rejected(entry)
         total["reject_reasons"].update(entry.get("reject_reasons") or {})
-        if entry.get("not_json_array"):
-            total["not_json_array"] = entry["not_json_array"]
+        if entry.get("not_json_records"):
+            total["not_json_records"] = entry["not_json_records"]
     return [
         {**total, "reject_reasons": dict(sorted(total["reject_reasons"].items(), key=lambda item: (-item[1], item[0])))}
         for total in totals.values()

@@ -46,6 +46,7 @@ from .manifest import (
     load_manifest,
     locked,
     newest_kept_report,
+    not_whole_json,
     read_json_object,
     rejected_inputs,
     remove_stage_outputs,
@@ -1091,10 +1092,7 @@ def _rejected_warning(manifest: dict[str, Any]) -> list[Any]:
         f"{Path(entry['path']).name} ({entry['rejected']:,} of {entry['kept'] + entry['rejected']:,} lines, read as "
         f"a {entry['kind']} log"
         + (f"; commonest reason {next(iter(entry['reject_reasons']))}" if entry["reject_reasons"] else "")
-        + (
-            f"; it opens with '[' but is not one whole JSON array ({entry['not_json_array']}): cut short?"
-            if entry.get("not_json_array") else ""
-        )
+        + (f"; {not_whole_json(entry['not_json_records'])}: cut short?" if entry.get("not_json_records") else "")
         + ")"
         for entry in files
     )

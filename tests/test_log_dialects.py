@@ -153,11 +153,11 @@ def test_an_incident_in_real_log_dialects_gives_the_answer_of_its_spec_form(tmp_
         assert in_dialects[count] == spec_form[count], count
 
 
-def test_logs_exported_as_json_arrays_give_the_answer_of_their_json_lines(tmp_path):
-    """Log exports are often one JSON array: pretty-printed (``gcloud logging read --format=json``), on one line
-    (``jq -s``), one item a line (DuckDB's ``ARRAY true``), gzipped. Its items are read as the lines, numbered by
-    their place in the array: every exposure and near miss is the JSON lines' own, at the same line number. An item
-    that is no object is rejected at its number and a repeated one is a duplicate (lines = kept + duplicates +
+def test_logs_exported_as_json_arrays_or_pretty_objects_give_the_answer_of_their_json_lines(tmp_path):
+    """Log exports are often one JSON array, pretty-printed (``gcloud logging read --format=json``) or on one line
+    (``jq -s``), or pretty-printed objects one after another (``jq .``), gzipped or not. Their records are read as the
+    lines, numbered by their place: every exposure and near miss is the JSON lines' own, at the same line number. An
+    item that is no object is rejected at its number and a repeated one is a duplicate (lines = kept + duplicates +
     rejected), and ``source_lines`` shows an exposure's item, checked against the file's SHA-256."""
     from pipeline.explore import source_lines
 
@@ -171,8 +171,8 @@ def test_logs_exported_as_json_arrays_give_the_answer_of_their_json_lines(tmp_pa
     cache = [*records["cache"], 7, records["cache"][0]]  # no object, then a repeat
     (arrays / "cache.json").write_text(json.dumps(cache, indent=2))
     with gzip.open(arrays / "requests.json.gz", "wt") as handle:
-        handle.write(json.dumps(records["requests"]))
-    (arrays / "sessions.json").write_text("[\n" + ",\n".join(map(json.dumps, records["sessions"])) + "\n]\n")
+        handle.write("\n".join(json.dumps(record, indent=2) for record in records["requests"]) + "\n")
+    (arrays / "sessions.json").write_text(json.dumps(records["sessions"]))
     config = sim / "arrays.toml"  # beside incident.toml: its [tables] paths are relative to it
     config.write_text((sim / "incident.toml").read_text())
 
@@ -182,7 +182,7 @@ def test_logs_exported_as_json_arrays_give_the_answer_of_their_json_lines(tmp_pa
     manifest = json.loads((tmp_path / "arrays-out" / "manifest.json").read_text())
     files = {entry["kind"]: entry for entry in manifest["files"]}
     for kind, entry in files.items():
-        assert entry["json_array"] is True
+        assert entry["json_records"] == ("documents" if kind == "requests" else "array")
         assert entry["lines"] == entry["kept"] + entry["duplicates"] + entry["rejected"]
         assert entry["kept"] == len(records[kind])
     assert (files["cache"]["lines"], files["cache"]["duplicates"]) == (len(cache), 1)
@@ -215,16 +215,16 @@ def test_a_json_array_cut_short_is_read_line_by_line_and_said_to_be_cut(tmp_path
     result = CliRunner().invoke(cli, ["run", str(logs), "--out", str(out), "--config", str(sim / "incident.toml")])
     assert result.exit_code == 0, result.output
     entry = next(e for e in json.loads((out / "manifest.json").read_text())["files"] if e["kind"] == "cache")
-    assert entry["not_json_array"] == "unexpected end of data"
+    assert entry["not_json_records"] == {"layout": "array", "reason": "unexpected end of data"}
     assert entry["rejected"] == entry["lines"] == whole[: len(whole) // 2].count("\n") + 1
     assert (
         f"warning: {logs / 'cache.json'}: {entry['lines']:,} of its {entry['lines']:,} lines rejected "
-        f"(invalid_json {entry['lines']:,}): it opens with '[' but is not one whole JSON array "
-        "(unexpected end of data), so its lines were read one by one: is it cut short? Those lines are missing from "
-        "the analysis (rejects/cache.csv)"
+        f"(invalid_json {entry['lines']:,}): it opens as one JSON array but is not whole JSON (unexpected end of "
+        "data), so its lines were read one by one: is it cut short? Those lines are missing from the analysis "
+        "(rejects/cache.csv)"
     ) in result.output.splitlines()
     for report in ("report.md", "report.html"):
-        assert "but is not one whole JSON array (unexpected end of data): cut short?" in (out / report).read_text()
+        assert "but is not whole JSON (unexpected end of data): cut short?" in (out / report).read_text()
 
 
 ENVELOPES = """
