@@ -545,7 +545,7 @@ def _rejected_text(entry: dict[str, Any]) -> str:
     why = f" ({', '.join(f'{reason} {count:,}' for reason, count in reasons)})" if reasons else ""
     question = f"is it a {kind} log, with the fields [sources.{kind}] names?"
     if entry.get("not_json_records"):
-        question = f"{not_whole_json(entry['not_json_records'])}, so its lines were read one by one: is it cut short?"
+        question = f"its lines were read one by one: {not_whole_json(entry['not_json_records'])}"
     return (
         f"{entry['path']}: {entry['rejected']:,} of its {entry['kept'] + entry['rejected']:,} lines rejected{why}: "
         f"{question} Those lines are missing from the analysis (rejects/{kind}.csv)"

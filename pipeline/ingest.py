@@ -1038,7 +1038,9 @@ def _json_records_scan(item: _Input) -> str | None:
         con.execute(f"SELECT count(*) FROM {scan}").fetchone()
     except duckdb.Error as exc:
         why = _JSON_ERROR.search(str(exc))
-        item.not_json_records = {"layout": layout, "reason": why[1] if why else "DuckDB cannot read it"}
+        too_big = "maximum_object_size" in str(exc)
+        reason = why[1] if why else "a record over 16 MB" if too_big else "DuckDB cannot read it"
+        item.not_json_records = {"layout": layout, "reason": reason}
         return None
     finally:
         con.close()

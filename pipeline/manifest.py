@@ -319,10 +319,14 @@ def still_rejected(entry: dict[str, Any]) -> int:
 
 
 def not_whole_json(why: dict[str, str]) -> str:
-    """What a file's ``not_json_records`` says, in words: ``it opens as one JSON array but is not whole JSON
-    (unexpected end of data)``."""
+    """What a file's ``not_json_records`` says, in words, and what to look for: ``it opens as one JSON array but
+    cannot be read as one (unexpected end of data): is it cut short?``."""
     layout = "one JSON array" if why.get("layout") == "array" else "pretty-printed JSON objects"
-    return f"it opens as {layout} but is not whole JSON ({why.get('reason')})"
+    reason = why.get("reason")
+    hint = "is it cut short?"
+    if reason == "a record over 16 MB":
+        hint = "is it one JSON document holding the records in an array (write them one a line: jq -c '.KEY[]')?"
+    return f"it opens as {layout} but cannot be read as such ({reason}): {hint}"
 
 
 def rejected_inputs(manifest: dict[str, Any]) -> list[dict[str, Any]]:

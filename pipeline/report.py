@@ -1092,7 +1092,7 @@ def _rejected_warning(manifest: dict[str, Any]) -> list[Any]:
         f"{Path(entry['path']).name} ({entry['rejected']:,} of {entry['kept'] + entry['rejected']:,} lines, read as "
         f"a {entry['kind']} log"
         + (f"; commonest reason {next(iter(entry['reject_reasons']))}" if entry["reject_reasons"] else "")
-        + (f"; {not_whole_json(entry['not_json_records'])}: cut short?" if entry.get("not_json_records") else "")
+        + (f"; {not_whole_json(entry['not_json_records'])}" if entry.get("not_json_records") else "")
         + ")"
         for entry in files
     )

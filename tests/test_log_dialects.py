@@ -202,8 +202,9 @@ def test_logs_exported_as_json_arrays_or_pretty_objects_give_the_answer_of_their
 
 def test_a_json_array_cut_short_is_read_line_by_line_and_said_to_be_cut(tmp_path):
     """An export cut short (a download broken off, a disk that filled) is no JSON array: its lines are read as JSON
-    lines, so all of them are rejected, and the console and the report say that the file opens as an array but is
-    not a whole one, rather than asking whether it is the right kind of log."""
+    lines, so all of them are rejected, and the console and the report say that the file opens as an array but
+    cannot be read as one, rather than asking whether it is the right kind of log. So for one JSON document too big
+    to be one record: its records are in an array inside it."""
     sim = tmp_path / "sim"
     assert CliRunner().invoke(cli, ["simulate", "--out", str(sim), "--requests", "500", "--seed", "5"]).exit_code == 0
     logs = tmp_path / "logs"
@@ -219,12 +220,23 @@ def test_a_json_array_cut_short_is_read_line_by_line_and_said_to_be_cut(tmp_path
     assert entry["rejected"] == entry["lines"] == whole[: len(whole) // 2].count("\n") + 1
     assert (
         f"warning: {logs / 'cache.json'}: {entry['lines']:,} of its {entry['lines']:,} lines rejected "
-        f"(invalid_json {entry['lines']:,}): it opens as one JSON array but is not whole JSON (unexpected end of "
-        "data), so its lines were read one by one: is it cut short? Those lines are missing from the analysis "
+        f"(invalid_json {entry['lines']:,}): its lines were read one by one: it opens as one JSON array but cannot be "
+        "read as such (unexpected end of data): is it cut short? Those lines are missing from the analysis "
         "(rejects/cache.csv)"
     ) in result.output.splitlines()
     for report in ("report.md", "report.html"):
-        assert "but is not whole JSON (unexpected end of data): cut short?" in (out / report).read_text()
+        assert "but cannot be read as such (unexpected end of data): is it cut short?" in (out / report).read_text()
+
+    # one pretty-printed document holding every record in an array, over DuckDB's 16 MB for a record
+    records = [json.loads(line) for line in (sim / "cache.jsonl").read_text().splitlines()]
+    (logs / "cache.json").write_text(json.dumps({"events": records * (1 + (17 << 20) // len(whole))}, indent=2))
+    result = CliRunner().invoke(cli, ["ingest", str(logs), "--out", str(tmp_path / "doc-out")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "its lines were read one by one: it opens as pretty-printed JSON objects but cannot be read as such (a record "
+        "over 16 MB): is it one JSON document holding the records in an array (write them one a line: "
+        "jq -c '.KEY[]')? Those lines are missing from the analysis (rejects/cache.csv)"
+    ) in result.output
 
 
 ENVELOPES = """
