@@ -84,10 +84,10 @@ class SourceConfig:
     ts_format: tuple[str, ...] = ()  # DuckDB strptime formats tried on a ts text before ISO-8601 and epochs
     # field -> {logged word, lower case -> SPEC's word}: cache status, sessions event (VALUE_WORDS)
     values: dict[str, dict[str, str]] = field(default_factory=dict)
-    # where in each line the log record is (JSON logs only; the field map reads inside it): the path of a field
-    # holding it as JSON text (Docker's "log", a Splunk export's "result._raw", CloudWatch's "message"), or
-    # payload_pattern, a regex whose one group is it in a text line (a Kubernetes node's container log, CloudWatch's
-    # export to S3: a time and more before the JSON)
+    # where in each line the log record is (the field map reads inside it): the path of a field, or a CSV column,
+    # holding it as JSON text (Docker's "log", a Splunk export's "result._raw" or CSV "_raw", CloudWatch's
+    # "message"), or payload_pattern, a regex whose one group is it in a text line (JSON logs only: a Kubernetes
+    # node's container log, CloudWatch's export to S3: a time and more before the JSON)
     payload: tuple[str, ...] | None = None
     payload_pattern: str | None = None
 
@@ -352,8 +352,8 @@ def _source(kind: str, value: Any) -> SourceConfig:
     ts_format = _ts_formats(table["ts_format"], f"sources.{kind}.ts_format") if "ts_format" in table else ()
     values = _values(kind, table.get("values", {}))
     payload, payload_pattern = _payload(kind, table["payload"]) if "payload" in table else (None, None)
-    if "payload" in table and fmt in ("csv", "parquet"):
-        raise WhosawError(f"config: sources.{kind}.payload: a payload is read from JSON logs only, not {fmt}")
+    if payload_pattern and fmt == "csv":  # format names jsonl or csv only: a Parquet file says so itself
+        raise WhosawError(f"config: sources.{kind}.payload: a pattern is read from JSON logs only, not csv")
     return SourceConfig(
         kind=kind, match=tuple(match), fields=fields, timezone=zone, format=fmt, ts_format=ts_format, values=values,
         payload=payload, payload_pattern=payload_pattern,

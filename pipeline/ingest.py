@@ -495,10 +495,12 @@ def _discover(
                 )
             skipped.append({"path": _shown(path), "reason": reason})
             continue
-        if fmt != "json" and (cfg.sources[file_kind].payload or cfg.sources[file_kind].payload_pattern):
+        wrapped = cfg.sources[file_kind]
+        if (fmt == "parquet" and wrapped.payload) or (fmt != "json" and wrapped.payload_pattern):
             raise WhosawError(
-                f"input {_shown(path)}: sources.{file_kind}.payload is read from JSON logs only, and this is {fmt}: "
-                "give its JSON export, or ingest it with a config without the payload"
+                f"input {_shown(path)}: sources.{file_kind}.payload is read from JSON "
+                f"{'and CSV ' if wrapped.payload else ''}logs only, and this is {fmt}: give its JSON export, or "
+                "ingest it with a config without the payload"
             )
         if not _utf8_name(path):  # its name goes into SQL and Parquet (source_file), which hold UTF-8 text only
             raise WhosawError(f"input {_shown(path)}: the file name is not UTF-8; rename the file to read it")
@@ -688,6 +690,8 @@ def _csv_header(item: _Input, cfg: Config, kind: str) -> tuple[list[str], str | 
     header = [name.strip() for name in row]
     source = cfg.sources[kind]
     paths = [source.field_spec(n).path for n in REQUIRED_FIELDS[kind] if not source.field_spec(n).is_const]
+    if source.payload:  # the fields are inside the payload column
+        paths = [source.payload]
     if paths and not any(_column_for(header, ".".join(path)) for path in paths if path):
         return header, "csv_header_missing"
     return header, None
@@ -1501,14 +1505,7 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
     lines = _sql("lines.sql", source="whosaw_lines")
     names = list(LAKE_COLUMNS[kind])
     if fmt == "json":
-        mapped = {source.field_spec(n).path for n in names if not source.field_spec(n).is_const}
-        # a dotted path also reaches a key with the dots in its name, as in a CSV header or a Parquet column:
-        # Elastic Common Schema logs write user.id nested ({"user": {"id": ...}}) or flat ({"user.id": ...})
-        flat = {path: (".".join(path),) for path in mapped if len(path) > 1}
-        paths = sorted(mapped | set(flat.values()))
-        at = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
-        lookup = {path: f"coalesce({at[path]}, {at[flat[path]]})" if path in flat else at[path] for path in mapped}
-        fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
+        paths, fields = _json_fields(source, names)
         document = "text"
         if source.payload:
             document = f"try(json_extract_string(text, {_lit(_pointer(source.payload))}))"
@@ -1524,7 +1521,19 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
             document=document,
             payload="true" if payload else "false",
             envelope_broken="NOT json_valid(text)" if source.payload else "false",
-            paths=_list([_pointer(p) for p in paths]),
+            paths=paths,
+        )
+    elif source.payload:
+        header = files[0].header or []
+        column = _column_for(header, ".".join(source.payload))
+        paths, fields = _json_fields(source, names)
+        fields_sql = _sql(
+            "csv_payload_fields.sql",
+            fields=fields,
+            lines=lines,
+            paths=paths,
+            column="NULL" if column is None else str(header.index(column) + 1),
+            ncols=str(max(1, len(header))),
         )
     else:
         header = files[0].header or []
@@ -1544,6 +1553,20 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
         fields_sql = _sql("csv_fields.sql", fields=fields, lines=lines, ncols=str(max(1, len(header))))
     records = _records_sql(cfg, kind, fields_sql)
     return _stage_sql(kind, records, [str(f.path) for f in files], "replace(whosaw_chomp(raw), chr(0), '\\x00')")
+
+
+def _json_fields(source: SourceConfig, names: list[str]) -> tuple[str, str]:
+    """The JSON pointers (an SQL list) of the fields a JSON record is read for, and the select list that takes each
+    field's text from their values ``v``."""
+    mapped = {source.field_spec(n).path for n in names if not source.field_spec(n).is_const}
+    # a dotted path also reaches a key with the dots in its name, as in a CSV header or a Parquet column:
+    # Elastic Common Schema logs write user.id nested ({"user": {"id": ...}}) or flat ({"user.id": ...})
+    flat = {path: (".".join(path),) for path in mapped if len(path) > 1}
+    paths = sorted(mapped | set(flat.values()))
+    at = {path: f"v[{i}]" for i, path in enumerate(paths, start=1)}
+    lookup = {path: f"coalesce({at[path]}, {at[flat[path]]})" if path in flat else at[path] for path in mapped}
+    fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
+    return _list([_pointer(p) for p in paths]), fields
 
 
 def _copy_stream(

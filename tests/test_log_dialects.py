@@ -11,6 +11,7 @@ Splunk, CloudWatch), behind a text prefix (a Kubernetes node).
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
@@ -115,14 +116,17 @@ def simulated(tmp_path: Path) -> Path:
     return sim
 
 
-def assert_same_answer_at_the_same_lines(out: Path, summary: dict, plain_out: Path, plain_summary: dict) -> None:
-    """Every exposure and near miss of ``out`` is ``plain_out``'s, at the same line numbers (in other files), and
-    so are the summary's counts."""
+def assert_same_answer_at_the_same_lines(
+    out: Path, summary: dict, plain_out: Path, plain_summary: dict, header_lines: int = 0,
+) -> None:
+    """Every exposure and near miss of ``out`` is ``plain_out``'s, at the same line numbers (in other files; but for
+    ``header_lines`` before the records in ``out``'s cache log), and so are the summary's counts."""
     con = duckdb.connect()
     for name in ("exposures", "near_misses"):
-        query = "SELECT * EXCLUDE (source_file) FROM '{}/" + name + ".parquet' ORDER BY ALL"
-        ours = con.execute(query.format(out)).fetchall()
-        assert ours and ours == con.execute(query.format(plain_out)).fetchall(), name
+        query = "SELECT * EXCLUDE (source_file, source_line), source_line - {} FROM '{}/" + name + ".parquet' "
+        query += "ORDER BY ALL"
+        ours = con.execute(query.format(header_lines, out)).fetchall()
+        assert ours and ours == con.execute(query.format(0, plain_out)).fetchall(), name
     for count in ("exposures", "affected_owners", "viewers", "near_misses", "crossed_replies"):
         assert summary[count] == plain_summary[count], count
 
@@ -256,8 +260,8 @@ def test_logs_inside_a_collectors_envelope_give_the_answer_of_the_lines_inside(t
     (line end included), a Splunk export as "result._raw", CloudWatch as "message" (or as an object there). With
     the source's ``payload`` the field map reads inside it: every exposure and near miss is the plain lines' own, at
     the same line numbers. A line without that text is missing_payload, a text that is not JSON invalid_json, a JSON
-    that is no object not_an_object, each at its line; a CSV file of such a source is refused before anything is
-    read (its payload cannot be read)."""
+    that is no object not_an_object, each at its line; a Parquet file of such a source is refused before anything
+    is read."""
     sim = simulated(tmp_path)
     lines = {kind: (sim / f"{kind}.jsonl").read_text().splitlines(keepends=True) for kind in KINDS}
     wrapped = tmp_path / "wrapped"
@@ -288,15 +292,16 @@ def test_logs_inside_a_collectors_envelope_give_the_answer_of_the_lines_inside(t
     ]
     assert_same_answer_at_the_same_lines(tmp_path / "wrapped-out", in_envelopes, tmp_path / "plain-out", plain)
 
-    (wrapped / "requests.csv").write_text("ts,request_id\n2023-03-20T00:00:00Z,r1\n")
-    refused = CliRunner().invoke(cli, ["ingest", str(wrapped), "--out", str(tmp_path / "csv-out"), "--config",
+    parquet = wrapped / "requests.parquet"
+    duckdb.sql("SELECT '2023-03-20T00:00:00Z' AS ts, 'r1' AS request_id").write_parquet(str(parquet))
+    refused = CliRunner().invoke(cli, ["ingest", str(wrapped), "--out", str(tmp_path / "parquet-out"), "--config",
                                        str(config)])
     assert refused.exit_code == 2
     assert refused.output.splitlines() == [
-        f"whosaw: error: input {wrapped / 'requests.csv'}: sources.requests.payload is read from JSON logs only, and "
-        "this is csv: give its JSON export, or ingest it with a config without the payload"
+        f"whosaw: error: input {parquet}: sources.requests.payload is read from JSON and CSV logs "
+        "only, and this is parquet: give its JSON export, or ingest it with a config without the payload"
     ]
-    assert not (tmp_path / "csv-out" / "parquet").exists()
+    assert not (tmp_path / "parquet-out" / "parquet").exists()
 
 
 PREFIXED = """
@@ -339,3 +344,32 @@ def test_logs_behind_a_text_prefix_give_the_answer_of_the_lines_after_it(tmp_pat
         [str(first), "invalid_json"], [str(first + 1), "missing_payload"],
     ]
     assert_same_answer_at_the_same_lines(tmp_path / "prefixed-out", behind_prefixes, tmp_path / "plain-out", plain)
+
+
+def test_a_splunk_csv_export_gives_the_answer_of_the_lines_in_its_raw_column(tmp_path):
+    """Splunk's CSV export holds each event as logged in its ``_raw`` column: with ``payload = "_raw"`` the field map
+    reads inside it, so every exposure and near miss is the plain lines' own (a line further on: the header). A row
+    with an empty ``_raw`` is missing_payload, a text that is no JSON invalid_json, a row cut short csv_columns."""
+    sim = simulated(tmp_path)
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    with open(exported / "cache.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["_time", "host", "_raw", "sourcetype"])
+        for line in (sim / "cache.jsonl").read_text().splitlines():
+            writer.writerow(["2023-03-20T01:00:00.000+00:00", "web-1", line, "_json"])
+        writer.writerows([["x", "web-1", "", "_json"], ["x", "web-1", "GET /health", "_json"], ["x", "web-1"]])
+    for kind in ("requests", "sessions"):
+        shutil.copy(sim / f"{kind}.jsonl", exported)
+    config = sim / "exported.toml"  # beside incident.toml: its [tables] paths are relative to it
+    config.write_text((sim / "incident.toml").read_text() + '\n[sources.cache]\npayload = "_raw"\n')
+
+    plain = run(sim, tmp_path / "plain-out", sim / "incident.toml")
+    from_csv = run(exported, tmp_path / "csv-out", config)
+
+    records = len((sim / "cache.jsonl").read_text().splitlines())
+    rejects = read_safe_csv(tmp_path / "csv-out" / "rejects" / "cache.csv")
+    assert rejects[["source_line", "reason"]].values.tolist() == [
+        [str(records + 2), "missing_payload"], [str(records + 3), "invalid_json"], [str(records + 4), "csv_columns"],
+    ]
+    assert_same_answer_at_the_same_lines(tmp_path / "csv-out", from_csv, tmp_path / "plain-out", plain, 1)
