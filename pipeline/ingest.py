@@ -1523,36 +1523,37 @@ def _text_select(cfg: Config, kind: str, fmt: str, files: list[_Input], careful:
             envelope_broken="NOT json_valid(text)" if source.payload else "false",
             paths=paths,
         )
-    elif source.payload:
-        header = files[0].header or []
-        column = _column_for(header, ".".join(source.payload))
-        paths, fields = _json_fields(source, names)
-        fields_sql = _sql(
-            "csv_payload_fields.sql",
-            fields=fields,
-            lines=lines,
-            paths=paths,
-            column="NULL" if column is None else str(header.index(column) + 1),
-            ncols=str(max(1, len(header))),
-        )
     else:
         header = files[0].header or []
-
-        def field(i: int) -> str:  # spaces and tabs around a CSV field are padding (", bob"), not part of it
-            return f"trim(v[{i}], ' ' || chr(9))"
-
-        lookup = {}
-        for i, column in enumerate(header, start=1):
-            lookup.setdefault((column,), field(i))
-        for n in names:  # a dotted name ("ctx.user.id") as a column; a name in another case
-            spec = source.field_spec(n)
-            column = None if spec.is_const or spec.path in lookup else _column_for(header, ".".join(spec.path))
-            if column is not None:
-                lookup[spec.path] = field(header.index(column) + 1)
-        fields = ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
-        fields_sql = _sql("csv_fields.sql", fields=fields, lines=lines, ncols=str(max(1, len(header))))
+        cells = _sql("csv_cells.sql", lines=lines, ncols=str(max(1, len(header))))
+        if source.payload:  # one column holds the record as JSON
+            column = _column_for(header, ".".join(source.payload))
+            paths, fields = _json_fields(source, names)
+            fields_sql = _sql(
+                "csv_payload_fields.sql", fields=fields, cells=cells, paths=paths,
+                column="NULL" if column is None else str(header.index(column) + 1),
+            )
+        else:
+            fields_sql = _sql("csv_fields.sql", fields=_csv_fields(source, names, header), cells=cells)
     records = _records_sql(cfg, kind, fields_sql)
     return _stage_sql(kind, records, [str(f.path) for f in files], "replace(whosaw_chomp(raw), chr(0), '\\x00')")
+
+
+def _csv_fields(source: SourceConfig, names: list[str], header: list[str]) -> str:
+    """The select list that takes each field's text from its cell ``v[i]`` by the header."""
+
+    def field(i: int) -> str:  # spaces and tabs around a CSV field are padding (", bob"), not part of it
+        return f"trim(v[{i}], ' ' || chr(9))"
+
+    lookup = {}
+    for i, column in enumerate(header, start=1):
+        lookup.setdefault((column,), field(i))
+    for n in names:  # a dotted name ("ctx.user.id") as a column; a name in another case
+        spec = source.field_spec(n)
+        column = None if spec.is_const or spec.path in lookup else _column_for(header, ".".join(spec.path))
+        if column is not None:
+            lookup[spec.path] = field(header.index(column) + 1)
+    return ",\n       ".join(f"{_field_expr(source.field_spec(n), lookup)} AS f_{n}" for n in names)
 
 
 def _json_fields(source: SourceConfig, names: list[str]) -> tuple[str, str]:
