@@ -85,6 +85,7 @@ from .errors import NO_SPILL, WhosawError, first_unreadable_parquet, out_of_memo
 from .manifest import (
     MANIFEST_NAME,
     REANALYSIS_MARK,
+    RECORD_TOO_BIG,
     begin_ingest_commit,
     ctrl_c_waits,
     end_ingest_commit,
@@ -1043,7 +1044,7 @@ def _json_records_scan(item: _Input) -> str | None:
     except duckdb.Error as exc:
         why = _JSON_ERROR.search(str(exc))
         too_big = "maximum_object_size" in str(exc)
-        reason = why[1] if why else "a record over 16 MB" if too_big else "DuckDB cannot read it"
+        reason = why[1] if why else RECORD_TOO_BIG if too_big else "DuckDB cannot read it"
         item.not_json_records = {"layout": layout, "reason": reason}
         return None
     finally:

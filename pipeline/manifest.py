@@ -318,13 +318,17 @@ def still_rejected(entry: dict[str, Any]) -> int:
     return int(entry.get("rejected") or 0) - int(entry.get("superseded_rejects") or 0)
 
 
+# The reason ingest records for a JSON file one of whose records is over DuckDB's maximum_object_size.
+RECORD_TOO_BIG = "a record over 16 MB"
+
+
 def not_whole_json(why: dict[str, str]) -> str:
     """What a file's ``not_json_records`` says, in words, and what to look for: ``it opens as one JSON array but
-    cannot be read as one (unexpected end of data): is it cut short?``."""
+    cannot be read as such (unexpected end of data): is it cut short?``."""
     layout = "one JSON array" if why.get("layout") == "array" else "pretty-printed JSON objects"
     reason = why.get("reason")
     hint = "is it cut short?"
-    if reason == "a record over 16 MB":
+    if reason == RECORD_TOO_BIG:
         hint = "is it one JSON document holding the records in an array (write them one a line: jq -c '.KEY[]')?"
     return f"it opens as {layout} but cannot be read as such ({reason}): {hint}"
 
